@@ -1,0 +1,1 @@
+//! Catalog of named objects: encoding, decoding, validation.

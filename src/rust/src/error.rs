@@ -1,0 +1,121 @@
+//! The core error type. Converted to an R condition in exactly one place
+//! (`r::error`). Corruption is kept apart from I/O errors and user mistakes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Every failure of the heap core.
+#[derive(Debug)]
+pub enum Error {
+    /// The file is not an Rfmalloc heap, or its metadata fail validation.
+    /// The file was not modified.
+    Corrupt { path: PathBuf, what: String },
+    /// Operating-system I/O failure (open, map, sync, ...).
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    /// Another process holds a conflicting lock on the heap file.
+    Locked { path: PathBuf, detail: String },
+    /// The heap is full and could not grow (disk full, size limit, ...).
+    Full { requested: u64, detail: String },
+    /// A write or allocation was attempted on a heap opened read-only.
+    ReadOnly { path: PathBuf },
+    /// Allocation attempted from a process forked off the writer.
+    Forked { path: PathBuf },
+    /// A named object does not exist.
+    NotFound { name: String },
+    /// A named object already exists (and overwrite was not requested).
+    Exists { name: String },
+    /// The heap handle was closed.
+    Closed { path: PathBuf },
+    /// A caller passed an invalid argument (bad name, bad offset, ...).
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The R condition subclass (added after `fmalloc_error`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::Corrupt { .. } => "fmalloc_corrupt",
+            Error::Io { .. } => "fmalloc_io",
+            Error::Locked { .. } => "fmalloc_locked",
+            Error::Full { .. } => "fmalloc_full",
+            Error::ReadOnly { .. } => "fmalloc_readonly",
+            Error::Forked { .. } => "fmalloc_forked",
+            Error::NotFound { .. } => "fmalloc_not_found",
+            Error::Exists { .. } => "fmalloc_exists",
+            Error::Closed { .. } => "fmalloc_closed",
+            Error::Invalid(_) => "fmalloc_invalid",
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Corrupt { path, what } => write!(
+                f,
+                "Rfmalloc: '{}' is not a valid Rfmalloc heap ({what}); nothing was changed",
+                file_name(path)
+            ),
+            Error::Io { path, op, source } => {
+                write!(f, "Rfmalloc: cannot {op} '{}': {source}", file_name(path))
+            }
+            Error::Locked { path, detail } => write!(
+                f,
+                "Rfmalloc: '{}' is locked by another process ({detail}); close it there or open it with readonly = TRUE",
+                file_name(path)
+            ),
+            Error::Full { requested, detail } => write!(
+                f,
+                "Rfmalloc: heap is full, cannot allocate {requested} bytes ({detail})"
+            ),
+            Error::ReadOnly { path } => write!(
+                f,
+                "Rfmalloc: heap '{}' is open read-only; reopen it with readonly = FALSE to modify it",
+                file_name(path)
+            ),
+            Error::Forked { path } => write!(
+                f,
+                "Rfmalloc: cannot allocate in heap '{}' from a forked child process; allocate in the parent (children may read and write existing vectors)",
+                file_name(path)
+            ),
+            Error::NotFound { name } => {
+                write!(f, "Rfmalloc: no object named '{name}' in the heap")
+            }
+            Error::Exists { name } => write!(
+                f,
+                "Rfmalloc: an object named '{name}' already exists; use overwrite = TRUE to replace it"
+            ),
+            Error::Closed { path } => {
+                write!(f, "Rfmalloc: heap '{}' has been closed", file_name(path))
+            }
+            Error::Invalid(msg) => write!(f, "Rfmalloc: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

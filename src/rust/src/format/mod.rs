@@ -1,0 +1,1 @@
+//! File format v1: layout table, offsets, checksums.

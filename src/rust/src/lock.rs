@@ -1,0 +1,1 @@
+//! Cross-process locking (one writer or many readers) and fork detection.

@@ -1,0 +1,1 @@
+//! Mapping of the heap file in extents that never move.

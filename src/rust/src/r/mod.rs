@@ -1,0 +1,2 @@
+//! Everything that touches R: savvy functions, ALTREP classes, the
+//! Rf_allocVector3 allocator, error -> condition.
