@@ -9,5 +9,6 @@ pub mod format;
 pub mod heap;
 pub mod lock;
 pub mod map;
+pub mod strpool;
 
 mod r;
