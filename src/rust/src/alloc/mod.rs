@@ -11,9 +11,75 @@
 //! - Nothing here panics on bad input: `free`/`usable_size`/`resize_in_place`
 //!   validate the offset (inside an arena, aligned, a header that is live and
 //!   sane) and return `Err` otherwise.
+//!
+//! # Algorithm
+//!
+//! A TLSF-style segregated fit (Masmano et al., "TLSF: a new dynamic memory
+//! allocator for real-time systems"): free blocks sit in one of
+//! `FL_COUNT x SL_COUNT` doubly linked lists chosen by size class; a
+//! first-level bitmap and one second-level bitmap per first level find the
+//! smallest non-empty class that fits in O(1) with `trailing_zeros`. Freed
+//! blocks merge with free neighbours in O(1) through boundary tags.
+//!
+//! # Layout of an arena `[start, end)` (all offsets absolute, in bytes)
+//!
+//! | range                      | content                                             |
+//! |----------------------------|-----------------------------------------------------|
+//! | `start .. start+48`        | unused (so that the first payload is 64-aligned)    |
+//! | `start+48 .. end-16`       | blocks, tiled exactly; each span a multiple of 64   |
+//! | `end-16 .. end`            | sentinel header: span 0, "used"                     |
+//!
+//! A block with payload offset `p` (64-aligned) and span `s` covers
+//! `[p-16, p-16+s)`; the next block's payload is at `p+s` (the sentinel's
+//! "payload" is `end`). Its capacity is `s-16`.
+//!
+//! | word      | used block                         | free block                         |
+//! |-----------|------------------------------------|------------------------------------|
+//! | `p-16`    | `s \| PREV_FREE?`                  | `s \| FREE \| PREV_FREE?`         |
+//! | `p-8`     | check tag `tag(p, s)`              | 0                                  |
+//! | `p`       | user data ...                      | next free block in list (0: none)  |
+//! | `p+8`     | user data ...                      | previous free block (0: none)      |
+//! | `p+s-24`  | user data                          | footer: `s` (boundary tag)         |
+//!
+//! `PREV_FREE` says the block before is free, so its footer (the word just
+//! before our header) gives its span. The check tag is a keyed hash of
+//! `(p, s)` with a key drawn at random for each `Allocator`: a header left
+//! behind by an earlier session, a freed block, or user data that happens to
+//! look like a header does not pass for a live block. Two free blocks are
+//! never adjacent.
+//!
+//! Everything read from memory is untrusted: spans are checked against the
+//! arena before they are followed and list links must point at free block
+//! headers inside an arena. An inconsistency found on a hot path *poisons*
+//! the allocator (`corruption()`): every later call fails instead of writing
+//! through a bad offset.
+
+mod check;
+mod class;
+mod rebuild;
+mod vec_mem;
+
+#[cfg(test)]
+mod tests;
+
+pub use vec_mem::VecMem;
+
+use class::{class_at_least, class_of, FL_COUNT, SL_COUNT};
 
 /// Alignment of every payload offset, in bytes.
 pub const ALIGN: u64 = 64;
+
+/// Bytes of in-band header before every payload.
+pub const HEADER: u64 = 16;
+
+/// Smallest block span (header + capacity), in bytes.
+pub const MIN_SPAN: u64 = 64;
+
+/// Smallest arena: prologue, one minimal block, sentinel.
+pub const MIN_ARENA: u64 = 128;
+
+/// Largest offset any arena may reach (keeps every sum below `u64::MAX`).
+pub const MAX_OFFSET: u64 = 1 << 62;
 
 /// Memory the allocator writes its in-band headers to. Offsets are absolute
 /// file offsets, 8-byte aligned, and always inside an arena that was added.
@@ -22,7 +88,9 @@ pub trait Mem {
     fn store(&mut self, off: u64, val: u64);
 }
 
-/// Totals over all arenas.
+/// Totals over all arenas. `used_bytes` and `free_bytes` count block spans
+/// (headers included); `arena_bytes - used_bytes - free_bytes` is the fixed
+/// 64 bytes of prologue and sentinel per arena.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub arena_bytes: u64,
@@ -32,68 +100,456 @@ pub struct Stats {
     pub free_blocks: u64,
 }
 
-pub struct Allocator {}
+/// Header flag: this block is free.
+const FREE: u64 = 1;
+/// Header flag: the block before this one is free.
+const PREV_FREE: u64 = 2;
+/// The span bits of a header word.
+const SPAN_MASK: u64 = !(ALIGN - 1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arena {
+    start: u64,
+    end: u64,
+}
+
+impl Arena {
+    /// Payload offset of the first block.
+    fn first(&self) -> u64 {
+        self.start + ALIGN
+    }
+}
+
+pub struct Allocator {
+    /// Sorted by `start`, pairwise disjoint.
+    arenas: Vec<Arena>,
+    /// Bit `f` set iff some list of first level `f` is non-empty.
+    fl_bitmap: u64,
+    /// Bit `s` of `sl_bitmap[f]` set iff `heads[f][s] != 0`.
+    sl_bitmap: [u16; FL_COUNT],
+    /// Payload offset of the first block of each free list (0: empty).
+    heads: [[u64; SL_COUNT]; FL_COUNT],
+    stats: Stats,
+    /// Key of the check tags of used headers.
+    key: u64,
+    /// Set when an inconsistency was found; every later call fails.
+    poisoned: Option<String>,
+}
+
+/// Span of a block with capacity for `size` bytes, `None` if too large.
+#[inline]
+fn span_for(size: u64) -> Option<u64> {
+    let s = size.checked_add(HEADER + ALIGN - 1)? & SPAN_MASK;
+    if s > MAX_OFFSET {
+        return None;
+    }
+    Some(s)
+}
+
+/// A fresh random key (std's per-process random SipHash keys, which also
+/// differ for every `RandomState` made).
+fn random_key() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5246_4d41_4c4c_4f43); // "RFMALLOC"
+    h.finish() | 1
+}
 
 impl Allocator {
     pub fn new() -> Self {
-        todo!()
-    }
-
-    /// Adds `[start, end)` as a new arena, all free. `start`/`end` are 64-aligned.
-    pub fn add_arena<M: Mem>(&mut self, _mem: &mut M, _start: u64, _end: u64) {
-        todo!()
-    }
-
-    /// Adds `[start, end)` as an arena in which exactly the blocks `live`
-    /// (payload offset, capacity in bytes) are in use and everything else is
-    /// free. Used to rebuild the allocator from the catalog at open.
-    /// Errors (overlap, misalignment, out of range) leave `self` unchanged.
-    pub fn add_arena_with_live<M: Mem>(
-        &mut self,
-        _mem: &mut M,
-        _start: u64,
-        _end: u64,
-        _live: &[(u64, u64)],
-    ) -> Result<(), String> {
-        todo!()
+        Allocator {
+            arenas: Vec::new(),
+            fl_bitmap: 0,
+            sl_bitmap: [0; FL_COUNT],
+            heads: [[0; SL_COUNT]; FL_COUNT],
+            stats: Stats::default(),
+            key: random_key(),
+            poisoned: None,
+        }
     }
 
     /// Allocates at least `size` bytes (size 0 allowed); `None` when no arena
-    /// has room (the caller then grows the heap by adding an arena).
-    pub fn malloc<M: Mem>(&mut self, _mem: &mut M, _size: u64) -> Option<u64> {
-        todo!()
+    /// has room (the caller then grows the heap by adding an arena), or when
+    /// the allocator is poisoned (see `corruption()`).
+    pub fn malloc<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<u64> {
+        if self.poisoned.is_some() {
+            return None;
+        }
+        let span = span_for(size)?;
+        let (f, s, p) = self.find_fit(mem, span)?;
+        let bspan = match self.free_block_span(mem, p) {
+            Some(b) if b >= span && class_of(b / ALIGN) == (f, s) => b,
+            _ => {
+                self.poison(format!("free list {f}/{s} holds a bad block at {p}"));
+                return None;
+            }
+        };
+        if self.unlink(mem, p, f, s).is_err() {
+            return None;
+        }
+        let rest = bspan - span;
+        if rest > 0 {
+            // Split: the tail stays free; the block after it keeps PREV_FREE.
+            let r = p + span;
+            mem.store(r - 16, rest | FREE);
+            mem.store(r - 8, 0);
+            mem.store(r + rest - 24, rest);
+            self.insert(mem, r, rest);
+            self.stats.free_bytes -= span;
+        } else {
+            let n = p + bspan;
+            let w = mem.load(n - 16);
+            mem.store(n - 16, w & !PREV_FREE);
+            self.stats.free_bytes -= span;
+            self.stats.free_blocks -= 1;
+        }
+        // The block before a free block is never free: no PREV_FREE here.
+        mem.store(p - 16, span);
+        mem.store(p - 8, self.tag(p, span));
+        self.stats.used_bytes += span;
+        self.stats.used_blocks += 1;
+        debug_assert!(p % ALIGN == 0 && span - HEADER >= size);
+        Some(p)
     }
 
     /// Frees the block at payload offset `off`; coalesces with free neighbours.
-    pub fn free<M: Mem>(&mut self, _mem: &mut M, _off: u64) -> Result<(), String> {
-        todo!()
+    pub fn free<M: Mem>(&mut self, mem: &mut M, off: u64) -> Result<(), String> {
+        let (arena, word) = self.live_block(mem, off)?;
+        let span = word & SPAN_MASK;
+        let mut b = off;
+        let mut bspan = span;
+        // Validate both neighbours before changing anything.
+        let next = off + span;
+        let next_free = self.free_neighbour_after(mem, arena, next)?;
+        let prev_free = if word & PREV_FREE != 0 {
+            Some(self.free_neighbour_before(mem, arena, off)?)
+        } else {
+            None
+        };
+        if let Some(ns) = next_free {
+            let (f, s) = class_of(ns / ALIGN);
+            self.unlink(mem, next, f, s)?;
+            bspan += ns;
+            self.stats.free_blocks -= 1;
+        }
+        if let Some(ps) = prev_free {
+            b = off - ps;
+            let (f, s) = class_of(ps / ALIGN);
+            self.unlink(mem, b, f, s)?;
+            bspan += ps;
+            self.stats.free_blocks -= 1;
+        }
+        // Clear the tag so that a stale header merged into `b` never passes
+        // for a live block again.
+        mem.store(off - 8, 0);
+        mem.store(b - 16, bspan | FREE);
+        mem.store(b - 8, 0);
+        mem.store(b + bspan - 24, bspan);
+        let after = b + bspan;
+        let w = mem.load(after - 16);
+        mem.store(after - 16, w | PREV_FREE);
+        self.insert(mem, b, bspan);
+        self.stats.used_bytes -= span;
+        self.stats.used_blocks -= 1;
+        self.stats.free_bytes += span;
+        self.stats.free_blocks += 1;
+        Ok(())
     }
 
     /// Grows or shrinks the block in place if possible (`Ok(true)`);
     /// `Ok(false)` means the caller must allocate, copy and free.
+    /// Growing takes space from a free block right after this one; shrinking
+    /// gives the tail back as a free block (merged with a free successor).
     pub fn resize_in_place<M: Mem>(
         &mut self,
-        _mem: &mut M,
-        _off: u64,
-        _new_size: u64,
+        mem: &mut M,
+        off: u64,
+        new_size: u64,
     ) -> Result<bool, String> {
-        todo!()
+        let (arena, word) = self.live_block(mem, off)?;
+        let span = word & SPAN_MASK;
+        let Some(need) = span_for(new_size) else {
+            return Ok(false);
+        };
+        if need == span {
+            return Ok(true);
+        }
+        let next = off + span;
+        let next_free = self.free_neighbour_after(mem, arena, next)?;
+        if need < span {
+            // Shrink: the tail [off+need, next) becomes free, with the free
+            // successor if there is one.
+            let t = off + need;
+            let mut tspan = span - need;
+            if let Some(ns) = next_free {
+                let (f, s) = class_of(ns / ALIGN);
+                self.unlink(mem, next, f, s)?;
+                tspan += ns;
+                self.stats.free_blocks -= 1;
+            }
+            mem.store(t - 16, tspan | FREE);
+            mem.store(t - 8, 0);
+            mem.store(t + tspan - 24, tspan);
+            let after = t + tspan;
+            let w = mem.load(after - 16);
+            mem.store(after - 16, w | PREV_FREE);
+            self.insert(mem, t, tspan);
+            self.stats.free_blocks += 1;
+            self.stats.free_bytes += span - need;
+        } else {
+            let Some(ns) = next_free else {
+                return Ok(false);
+            };
+            if span + ns < need {
+                return Ok(false);
+            }
+            let (f, s) = class_of(ns / ALIGN);
+            self.unlink(mem, next, f, s)?;
+            let rest = span + ns - need;
+            if rest > 0 {
+                let r = off + need;
+                mem.store(r - 16, rest | FREE);
+                mem.store(r - 8, 0);
+                mem.store(r + rest - 24, rest);
+                self.insert(mem, r, rest);
+            } else {
+                let after = next + ns;
+                let w = mem.load(after - 16);
+                mem.store(after - 16, w & !PREV_FREE);
+                self.stats.free_blocks -= 1;
+            }
+            self.stats.free_bytes -= need - span;
+        }
+        mem.store(off - 16, need | (word & PREV_FREE));
+        mem.store(off - 8, self.tag(off, need));
+        self.stats.used_bytes = self.stats.used_bytes - span + need;
+        Ok(true)
     }
 
     /// Usable bytes of the live block at `off` (>= the size requested).
-    pub fn usable_size<M: Mem>(&self, _mem: &M, _off: u64) -> Result<u64, String> {
-        todo!()
+    pub fn usable_size<M: Mem>(&self, mem: &M, off: u64) -> Result<u64, String> {
+        let (_, word) = self.live_block(mem, off)?;
+        Ok((word & SPAN_MASK) - HEADER)
     }
 
     pub fn stats(&self) -> Stats {
-        todo!()
+        self.stats
     }
 
-    /// Walks every block of every arena: no overlap, sizes aligned, arena
-    /// exactly tiled, free lists consistent with headers, no two adjacent free
-    /// blocks, stats consistent.
-    pub fn check_invariants<M: Mem>(&self, _mem: &M) -> Result<(), String> {
-        todo!()
+    /// The inconsistency that poisoned the allocator, if any.
+    pub fn corruption(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Number of arenas added so far.
+    pub fn arena_count(&self) -> usize {
+        self.arenas.len()
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    fn poison(&mut self, what: String) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(what);
+        }
+    }
+
+    /// Check tag of a used block: a keyed mix of its payload offset and span.
+    #[inline]
+    fn tag(&self, p: u64, span: u64) -> u64 {
+        let x = (p ^ self.key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (x ^ (x >> 29) ^ span).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+    }
+
+    /// The arena holding offset `off`.
+    #[inline]
+    fn arena_of(&self, off: u64) -> Option<Arena> {
+        let i = self.arenas.partition_point(|a| a.start <= off);
+        let a = *self.arenas.get(i.checked_sub(1)?)?;
+        (off < a.end).then_some(a)
+    }
+
+    /// Whether `p` can be the payload offset of a block of some arena.
+    #[inline]
+    fn payload_arena(&self, p: u64) -> Option<Arena> {
+        if p % ALIGN != 0 {
+            return None;
+        }
+        let a = self.arena_of(p)?;
+        (p >= a.first() && p + MIN_SPAN <= a.end).then_some(a)
+    }
+
+    /// Validates `off` as the payload of a live block; returns its arena and
+    /// header word.
+    fn live_block<M: Mem>(&self, mem: &M, off: u64) -> Result<(Arena, u64), String> {
+        if let Some(what) = &self.poisoned {
+            return Err(format!("allocator state is corrupt ({what})"));
+        }
+        let a = self
+            .payload_arena(off)
+            .ok_or_else(|| format!("offset {off} is not a block payload in any arena"))?;
+        let word = mem.load(off - 16);
+        let span = word & SPAN_MASK;
+        if word & FREE != 0 || span < MIN_SPAN || span > a.end - off {
+            return Err(format!("offset {off} is not a live block"));
+        }
+        if mem.load(off - 8) != self.tag(off, span) {
+            return Err(format!("offset {off} is not a live block (bad tag)"));
+        }
+        Ok((a, word))
+    }
+
+    /// Span of the free block at payload `p`, checked against its arena.
+    #[inline]
+    fn free_block_span<M: Mem>(&self, mem: &M, p: u64) -> Option<u64> {
+        let a = self.payload_arena(p)?;
+        let word = mem.load(p - 16);
+        let span = word & SPAN_MASK;
+        (word & (FREE | PREV_FREE) == FREE && span >= MIN_SPAN && span <= a.end - p).then_some(span)
+    }
+
+    /// The block at payload `next` (right after a used block of `arena`):
+    /// its span if it is free, `None` if it is used or the sentinel.
+    #[inline]
+    fn free_neighbour_after<M: Mem>(
+        &mut self,
+        mem: &M,
+        arena: Arena,
+        next: u64,
+    ) -> Result<Option<u64>, String> {
+        let word = mem.load(next - 16);
+        if word & FREE == 0 {
+            return Ok(None);
+        }
+        let span = word & SPAN_MASK;
+        if next < arena.end && span >= MIN_SPAN && span <= arena.end - next {
+            return Ok(Some(span));
+        }
+        let msg = format!("corrupt free block header at {next}");
+        self.poison(msg.clone());
+        Err(msg)
+    }
+
+    /// Span of the free block before the used block at `off` (whose header
+    /// says PREV_FREE), checked through footer and header.
+    #[inline]
+    fn free_neighbour_before<M: Mem>(
+        &mut self,
+        mem: &M,
+        arena: Arena,
+        off: u64,
+    ) -> Result<u64, String> {
+        let ps = mem.load(off - 24);
+        if ps % ALIGN == 0 && ps >= MIN_SPAN && ps <= off - arena.first() {
+            let pw = mem.load(off - ps - 16);
+            if pw & (SPAN_MASK | FREE) == ps | FREE {
+                return Ok(ps);
+            }
+        }
+        let msg = format!("corrupt boundary tag before block {off}");
+        self.poison(msg.clone());
+        Err(msg)
+    }
+
+    /// Finds a list whose first block has a span >= `span`: (fl, sl, block).
+    #[inline]
+    fn find_fit<M: Mem>(&mut self, mem: &M, span: u64) -> Option<(usize, usize, u64)> {
+        let units = span / ALIGN;
+        if let Some((f, s)) = class_at_least(units) {
+            let sl_map = self.sl_bitmap[f] as u32 & (u32::MAX << s);
+            let (f, s) = if sl_map != 0 {
+                (f, sl_map.trailing_zeros() as usize)
+            } else {
+                let fl_map = self.fl_bitmap & u64::MAX.checked_shl(f as u32 + 1).unwrap_or(0);
+                if fl_map != 0 {
+                    let f = fl_map.trailing_zeros() as usize;
+                    (f, self.sl_bitmap[f].trailing_zeros() as usize)
+                } else {
+                    return self.find_fit_slow(mem, span);
+                }
+            };
+            debug_assert!(self.heads[f][s] != 0);
+            return Some((f, s, self.heads[f][s]));
+        }
+        self.find_fit_slow(mem, span)
+    }
+
+    /// Fallback when no class is certain to fit: first fit among the first
+    /// blocks of the list of `span`'s own class (its blocks may be larger).
+    #[cold]
+    fn find_fit_slow<M: Mem>(&mut self, mem: &M, span: u64) -> Option<(usize, usize, u64)> {
+        const MAX_SCAN: usize = 64;
+        let (f, s) = class_of(span / ALIGN);
+        let mut p = self.heads[f][s];
+        for _ in 0..MAX_SCAN {
+            if p == 0 {
+                return None;
+            }
+            let Some(bs) = self.free_block_span(mem, p) else {
+                self.poison(format!("free list {f}/{s} holds a bad block at {p}"));
+                return None;
+            };
+            if bs >= span {
+                return Some((f, s, p));
+            }
+            p = mem.load(p);
+        }
+        None
+    }
+
+    /// Whether `link` (read from a free block) may be followed.
+    #[inline]
+    fn link_ok(&self, link: u64) -> bool {
+        link == 0 || self.payload_arena(link).is_some()
+    }
+
+    /// Pushes the free block `p` (header and footer already written) on the
+    /// front of its list.
+    #[inline]
+    fn insert<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) {
+        debug_assert!(p % ALIGN == 0 && span % ALIGN == 0 && span >= MIN_SPAN);
+        let (f, s) = class_of(span / ALIGN);
+        let head = self.heads[f][s];
+        mem.store(p, head);
+        mem.store(p + 8, 0);
+        if head != 0 {
+            mem.store(head + 8, p);
+        }
+        self.heads[f][s] = p;
+        self.fl_bitmap |= 1 << f;
+        self.sl_bitmap[f] |= 1 << s;
+    }
+
+    /// Removes the free block `p` from list `(f, s)`, validating its links.
+    #[inline]
+    fn unlink<M: Mem>(&mut self, mem: &mut M, p: u64, f: usize, s: usize) -> Result<(), String> {
+        let next = mem.load(p);
+        let prev = mem.load(p + 8);
+        let ok = self.link_ok(next)
+            && self.link_ok(prev)
+            && (prev != 0 || self.heads[f][s] == p)
+            && next != p
+            && prev != p;
+        if !ok {
+            let msg = format!("corrupt free-list links in block {p}");
+            self.poison(msg.clone());
+            return Err(msg);
+        }
+        if prev != 0 {
+            mem.store(prev, next);
+        } else {
+            self.heads[f][s] = next;
+            if next == 0 {
+                self.sl_bitmap[f] &= !(1 << s);
+                if self.sl_bitmap[f] == 0 {
+                    self.fl_bitmap &= !(1 << f);
+                }
+            }
+        }
+        if next != 0 {
+            mem.store(next + 8, prev);
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,145 @@
+//! Adding arenas: empty, or rebuilt around the live blocks the catalog names.
+
+use super::{span_for, Allocator, Arena, Mem, ALIGN, FREE, MAX_OFFSET, MIN_ARENA, PREV_FREE};
+
+impl Allocator {
+    /// Adds `[start, end)` as a new arena, all free. `start`/`end` are 64-aligned.
+    /// An invalid range (misaligned, shorter than `MIN_ARENA`, beyond
+    /// `MAX_OFFSET`, overlapping an arena) is ignored; `try_add_arena` says why.
+    pub fn add_arena<M: Mem>(&mut self, mem: &mut M, start: u64, end: u64) {
+        // Documented: an invalid range is ignored (no panic on any input).
+        let _ = self.try_add_arena(mem, start, end);
+    }
+
+    /// `add_arena` that reports an invalid range.
+    pub fn try_add_arena<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+    ) -> Result<(), String> {
+        self.add_arena_with_live(mem, start, end, &[])
+    }
+
+    /// Adds `[start, end)` as an arena in which exactly the blocks `live`
+    /// (payload offset, capacity in bytes) are in use and everything else is
+    /// free. Used to rebuild the allocator from the catalog at open.
+    /// Errors (overlap, misalignment, out of range) leave `self` unchanged.
+    ///
+    /// A live block `(p, cap)` gets the span `malloc(cap)` would give it, so
+    /// passing either the requested size or `usable_size` rebuilds the same
+    /// block. Headers are rewritten for every block (with this allocator's
+    /// tag key) and the sentinel; payload bytes are never touched except the
+    /// list links and footers of the free gaps.
+    pub fn add_arena_with_live<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        live: &[(u64, u64)],
+    ) -> Result<(), String> {
+        if let Some(what) = &self.poisoned {
+            return Err(format!("allocator state is corrupt ({what})"));
+        }
+        let arena = self.check_new_arena(start, end)?;
+        let blocks = check_live(arena, live)?;
+
+        // Valid: from here on nothing fails.
+        let at = self.arenas.partition_point(|a| a.start < start);
+        self.arenas.insert(at, arena);
+        self.stats.arena_bytes += end - start;
+
+        let mut cursor = arena.first();
+        let mut prev_free = 0;
+        for &(p, span) in &blocks {
+            if p > cursor {
+                self.add_free_gap(mem, cursor, p - cursor);
+                prev_free = PREV_FREE;
+            }
+            mem.store(p - 16, span | prev_free);
+            mem.store(p - 8, self.tag(p, span));
+            self.stats.used_bytes += span;
+            self.stats.used_blocks += 1;
+            prev_free = 0;
+            cursor = p + span;
+        }
+        if end > cursor {
+            self.add_free_gap(mem, cursor, end - cursor);
+            prev_free = PREV_FREE;
+        }
+        // Sentinel: span 0, used.
+        mem.store(end - 16, prev_free);
+        mem.store(end - 8, 0);
+        Ok(())
+    }
+
+    /// Writes and lists a free block; the caller sets the next block's
+    /// PREV_FREE.
+    fn add_free_gap<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) {
+        mem.store(p - 16, span | FREE);
+        mem.store(p - 8, 0);
+        mem.store(p + span - 24, span);
+        self.insert(mem, p, span);
+        self.stats.free_bytes += span;
+        self.stats.free_blocks += 1;
+    }
+
+    /// Geometry of a new arena: aligned, large enough, in range, disjoint.
+    fn check_new_arena(&self, start: u64, end: u64) -> Result<Arena, String> {
+        if start % ALIGN != 0 || end % ALIGN != 0 {
+            return Err(format!(
+                "arena [{start}, {end}) is not {ALIGN}-byte aligned"
+            ));
+        }
+        if end > MAX_OFFSET || end < start || end - start < MIN_ARENA {
+            return Err(format!(
+                "arena [{start}, {end}) is empty, shorter than {MIN_ARENA} bytes or beyond {MAX_OFFSET}"
+            ));
+        }
+        let i = self.arenas.partition_point(|a| a.end <= start);
+        if let Some(a) = self.arenas.get(i) {
+            if a.start < end {
+                return Err(format!(
+                    "arena [{start}, {end}) overlaps arena [{}, {})",
+                    a.start, a.end
+                ));
+            }
+        }
+        Ok(Arena { start, end })
+    }
+}
+
+/// The live blocks as sorted (payload, span), checked to tile into `arena`.
+fn check_live(arena: Arena, live: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, String> {
+    let mut blocks = Vec::with_capacity(live.len());
+    for &(p, cap) in live {
+        let span =
+            span_for(cap).ok_or_else(|| format!("live block {p}: capacity {cap} too large"))?;
+        blocks.push((p, span));
+    }
+    blocks.sort_unstable();
+    let mut cursor = arena.first();
+    for &(p, span) in &blocks {
+        if p % ALIGN != 0 {
+            return Err(format!("live block {p} is not {ALIGN}-byte aligned"));
+        }
+        if p < cursor {
+            return Err(if p < arena.first() {
+                format!(
+                    "live block {p} starts before the first block of arena [{}, {})",
+                    arena.start, arena.end
+                )
+            } else {
+                format!("live block {p} overlaps the live block before it")
+            });
+        }
+        if p >= arena.end || span > arena.end - p {
+            return Err(format!(
+                "live block {p} (span {span}) ends beyond arena [{}, {})",
+                arena.start, arena.end
+            ));
+        }
+        cursor = p + span;
+    }
+    Ok(blocks)
+}

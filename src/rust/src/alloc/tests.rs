@@ -1,0 +1,289 @@
+//! Unit tests of the allocator (property tests: `tests/alloc_props.rs`).
+
+use super::*;
+
+fn setup(bytes: u64) -> (Allocator, VecMem) {
+    let mut mem = VecMem::new(bytes);
+    let mut a = Allocator::new();
+    a.try_add_arena(&mut mem, 0, bytes).unwrap();
+    a.check_invariants(&mem).unwrap();
+    (a, mem)
+}
+
+#[test]
+fn empty_arena_is_one_free_block() {
+    let (a, mem) = setup(4096);
+    assert_eq!(a.blocks(&mem), vec![(64, 4096 - 64 - 16, false)]);
+    let st = a.stats();
+    assert_eq!(st.arena_bytes, 4096);
+    assert_eq!(st.free_bytes, 4096 - 64);
+    assert_eq!((st.used_blocks, st.free_blocks), (0, 1));
+}
+
+#[test]
+fn small_requests_cost_one_64_byte_span() {
+    let (mut a, mut mem) = setup(4096);
+    let p0 = a.malloc(&mut mem, 0).unwrap();
+    let p1 = a.malloc(&mut mem, 16).unwrap();
+    let p2 = a.malloc(&mut mem, 48).unwrap();
+    let p3 = a.malloc(&mut mem, 49).unwrap();
+    assert_eq!((p0, p1, p2, p3), (64, 128, 192, 256));
+    assert_eq!(a.usable_size(&mem, p1).unwrap(), 48);
+    assert_eq!(a.usable_size(&mem, p3).unwrap(), 112);
+    for p in [p0, p1, p2, p3] {
+        assert_eq!(p % ALIGN, 0);
+    }
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn free_coalesces_both_sides() {
+    let (mut a, mut mem) = setup(8192);
+    let ps: Vec<u64> = (0..5).map(|_| a.malloc(&mut mem, 100).unwrap()).collect();
+    a.free(&mut mem, ps[1]).unwrap();
+    a.free(&mut mem, ps[3]).unwrap();
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.stats().free_blocks, 3);
+    a.free(&mut mem, ps[2]).unwrap(); // merges 1, 2, 3
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.stats().free_blocks, 2);
+    for p in [ps[0], ps[4]] {
+        a.free(&mut mem, p).unwrap();
+    }
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.blocks(&mem), vec![(64, 8192 - 80, false)]);
+}
+
+#[test]
+fn freed_space_is_reused() {
+    let (mut a, mut mem) = setup(1 << 16);
+    let p = a.malloc(&mut mem, 1000).unwrap();
+    let _q = a.malloc(&mut mem, 1000).unwrap();
+    a.free(&mut mem, p).unwrap();
+    assert_eq!(a.malloc(&mut mem, 1000), Some(p));
+}
+
+#[test]
+fn bogus_offsets_are_errors() {
+    let (mut a, mut mem) = setup(8192);
+    let p = a.malloc(&mut mem, 200).unwrap();
+    // User data that looks like a header inside the payload.
+    mem.store(p + 64 - 16, 64);
+    mem.store(p + 64 - 8, 12345);
+    for bad in [
+        0,
+        1,
+        8,
+        63,
+        p + 1,
+        p + 64,
+        8192,
+        8192 + 64,
+        u64::MAX,
+        u64::MAX - 63,
+    ] {
+        assert!(a.free(&mut mem, bad).is_err(), "free({bad})");
+        assert!(a.usable_size(&mem, bad).is_err(), "usable_size({bad})");
+        assert!(a.resize_in_place(&mut mem, bad, 10).is_err());
+    }
+    a.free(&mut mem, p).unwrap();
+    assert!(a.free(&mut mem, p).is_err(), "double free");
+    assert!(a.usable_size(&mem, p).is_err());
+    a.check_invariants(&mem).unwrap();
+    assert!(a.corruption().is_none());
+}
+
+#[test]
+fn double_free_after_merge_is_an_error() {
+    let (mut a, mut mem) = setup(8192);
+    let p = a.malloc(&mut mem, 10).unwrap();
+    let q = a.malloc(&mut mem, 10).unwrap();
+    let _r = a.malloc(&mut mem, 10).unwrap();
+    a.free(&mut mem, p).unwrap();
+    a.free(&mut mem, q).unwrap(); // q merges into p
+    assert!(a.free(&mut mem, q).is_err());
+    assert!(a.free(&mut mem, p).is_err());
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn out_of_space_and_huge_requests() {
+    let (mut a, mut mem) = setup(4096);
+    assert_eq!(a.malloc(&mut mem, 4096), None);
+    assert_eq!(a.malloc(&mut mem, u64::MAX), None);
+    assert_eq!(a.malloc(&mut mem, u64::MAX - 100), None);
+    // Exactly the whole arena fits (slow path: its class is not "certain").
+    let p = a.malloc(&mut mem, 4096 - 80).unwrap();
+    assert_eq!(p, 64);
+    assert_eq!(a.malloc(&mut mem, 0), None);
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn large_block_nearly_the_whole_arena_fits() {
+    let size = 64 << 20;
+    let (mut a, mut mem) = setup(size);
+    let p = a.malloc(&mut mem, size - 80 - 64 * 3).unwrap();
+    assert!(a.malloc(&mut mem, 200).is_none());
+    assert!(a.malloc(&mut mem, 100).is_some());
+    a.free(&mut mem, p).unwrap();
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn resize_grows_and_shrinks_in_place() {
+    let (mut a, mut mem) = setup(1 << 16);
+    let p = a.malloc(&mut mem, 100).unwrap();
+    mem.store(p, 0xdead_beef);
+    assert_eq!(a.resize_in_place(&mut mem, p, 5000), Ok(true));
+    assert!(a.usable_size(&mem, p).unwrap() >= 5000);
+    let q = a.malloc(&mut mem, 100).unwrap();
+    assert_eq!(q, p + 5056);
+    a.check_invariants(&mem).unwrap();
+    // No room after p now.
+    assert_eq!(a.resize_in_place(&mut mem, p, 6000), Ok(false));
+    assert_eq!(a.resize_in_place(&mut mem, p, 10), Ok(true));
+    assert_eq!(a.usable_size(&mem, p).unwrap(), 48);
+    a.check_invariants(&mem).unwrap();
+    // The freed tail is reused and lets p grow again.
+    assert_eq!(a.resize_in_place(&mut mem, p, 4000), Ok(true));
+    assert_eq!(mem.load(p), 0xdead_beef);
+    // Shrink merges with a free successor.
+    a.free(&mut mem, q).unwrap();
+    assert_eq!(a.resize_in_place(&mut mem, p, 0), Ok(true));
+    assert_eq!(a.stats().free_blocks, 1);
+    assert_eq!(a.resize_in_place(&mut mem, p, u64::MAX), Ok(false));
+    // Grow to exactly the arena end.
+    assert_eq!(a.resize_in_place(&mut mem, p, (1 << 16) - 80), Ok(true));
+    assert_eq!(a.stats().free_blocks, 0);
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn rebuild_from_live_blocks() {
+    let (mut a, mut mem) = setup(1 << 16);
+    let ps: Vec<u64> = [10u64, 300, 64, 5000, 1]
+        .iter()
+        .map(|&s| a.malloc(&mut mem, s).unwrap())
+        .collect();
+    a.free(&mut mem, ps[1]).unwrap();
+    a.free(&mut mem, ps[3]).unwrap();
+    let live: Vec<(u64, u64)> = [ps[4], ps[0], ps[2]]
+        .iter()
+        .map(|&p| (p, a.usable_size(&mem, p).unwrap()))
+        .collect();
+    let before = a.blocks(&mem);
+
+    let mut b = Allocator::new();
+    b.add_arena_with_live(&mut mem, 0, 1 << 16, &live).unwrap();
+    b.check_invariants(&mem).unwrap();
+    assert_eq!(b.blocks(&mem), before);
+    assert_eq!(b.stats(), a.stats());
+    // The old allocator's tags do not pass for the new one's.
+    for &(p, cap) in &live {
+        assert_eq!(b.usable_size(&mem, p).unwrap(), cap);
+    }
+}
+
+#[test]
+fn rebuild_rejects_bad_live_sets_without_change() {
+    let mut mem = VecMem::new(1 << 16);
+    let mut a = Allocator::new();
+    a.try_add_arena(&mut mem, 1 << 15, 1 << 16).unwrap();
+    let snapshot = mem.clone();
+    let stats = a.stats();
+    let end = 1u64 << 15;
+    let bad: Vec<Vec<(u64, u64)>> = vec![
+        vec![(0, 10)],               // before the first payload
+        vec![(64 + 1, 10)],          // misaligned
+        vec![(128, 10), (128, 10)],  // duplicate
+        vec![(128, 100), (192, 10)], // overlap (span of 100 is 128)
+        vec![(end - 64, 48 + 1)],    // beyond the end
+        vec![(end, 0)],              // at the end
+        vec![(64, u64::MAX)],        // huge
+        vec![(u64::MAX - 63, 0)],    // far away
+        vec![(128, end)],            // larger than the arena
+    ];
+    for live in bad {
+        let mut b = Allocator::new();
+        assert!(
+            b.add_arena_with_live(&mut mem, 0, end, &live).is_err(),
+            "{live:?}"
+        );
+        assert_eq!(b.stats(), Stats::default());
+        assert_eq!(b.arena_count(), 0);
+    }
+    // Bad geometry and overlap with an existing arena.
+    for (s, e) in [
+        (0, 64),
+        (1, 4096),
+        (0, 4097),
+        (4096, 0),
+        (0, (1 << 15) + 64),
+        ((1 << 15) + 64, 1 << 16),
+        (0, u64::MAX & !63),
+    ] {
+        assert!(
+            a.add_arena_with_live(&mut mem, s, e, &[]).is_err(),
+            "[{s}, {e})"
+        );
+    }
+    assert_eq!(a.stats(), stats);
+    assert_eq!(a.arena_count(), 1);
+    assert!(mem.load(0) == snapshot.load(0));
+    a.check_invariants(&mem).unwrap();
+    // Valid edge cases: a block right at the end, and adjacent blocks.
+    let mut b = Allocator::new();
+    b.add_arena_with_live(&mut mem, 0, end, &[(end - 64, 48), (64, 0), (128, 48)])
+        .unwrap();
+    b.check_invariants(&mem).unwrap();
+    assert_eq!(b.stats().free_blocks, 1);
+}
+
+#[test]
+fn several_arenas_never_share_blocks() {
+    let mut mem = VecMem::new(3 * 4096);
+    let mut a = Allocator::new();
+    a.try_add_arena(&mut mem, 2 * 4096, 3 * 4096).unwrap();
+    a.try_add_arena(&mut mem, 0, 4096).unwrap();
+    a.try_add_arena(&mut mem, 4096, 2 * 4096).unwrap(); // adjacent both sides
+    assert_eq!(a.arena_count(), 3);
+    let mut ps = Vec::new();
+    while let Some(p) = a.malloc(&mut mem, 1000) {
+        ps.push(p);
+    }
+    assert_eq!(ps.len(), 9, "three 1024-byte blocks fit per 4 KiB arena");
+    a.check_invariants(&mem).unwrap();
+    for p in ps {
+        a.free(&mut mem, p).unwrap();
+    }
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.stats().free_blocks, 3);
+}
+
+#[test]
+fn corrupt_links_poison_instead_of_panicking() {
+    let (mut a, mut mem) = setup(1 << 16);
+    let p = a.malloc(&mut mem, 100).unwrap();
+    let q = a.malloc(&mut mem, 100).unwrap();
+    let _r = a.malloc(&mut mem, 100).unwrap();
+    a.free(&mut mem, q).unwrap();
+    // A stray write over the free block's links.
+    mem.store(q, 1 << 40);
+    assert!(a.free(&mut mem, p).is_err());
+    assert!(a.corruption().is_some());
+    assert!(a.malloc(&mut mem, 10).is_none());
+    assert!(a.check_invariants(&mem).is_err());
+}
+
+#[test]
+fn corrupt_span_is_caught() {
+    let (mut a, mut mem) = setup(1 << 16);
+    let p = a.malloc(&mut mem, 100).unwrap();
+    let q = a.malloc(&mut mem, 100).unwrap();
+    a.free(&mut mem, q).unwrap();
+    // The free successor claims to run past the arena.
+    mem.store(q - 16, (1 << 20) | 1);
+    assert!(a.free(&mut mem, p).is_err());
+    assert!(a.corruption().is_some());
+}
