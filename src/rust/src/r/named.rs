@@ -1,0 +1,228 @@
+//! Named objects: the savvy functions behind `fmalloc_save()`,
+//! `fmalloc_get()`, `fmalloc_ls()`, `fmalloc_rm()`, `fmalloc_rename()`.
+//!
+//! The R side (R/named.R) splits an object into *leaves* (atomic vectors)
+//! and a *meta* blob (the skeleton and the leaves' attributes). This module
+//! only moves leaves in and out of the heap's catalog:
+//!
+//! - save: every leaf becomes one block. A leaf whose data already live in
+//!   the heap (an fmalloc ALTREP vector, or a classic vector allocated in the
+//!   heap) is named as it is, without a copy; any other leaf is copied into a
+//!   fresh block. One atomic `Heap::put` then names all blocks together.
+//! - get: one fresh ALTREP vector per block, over the mapped data (O(1) in
+//!   the data size); R/named.R reassembles the object around them.
+//!
+//! The meta blob is opaque here except for its summary prefix (see
+//! `summary_prefix`), which `fmalloc_ls()` reads without touching the rest.
+
+use savvy::{
+    savvy, ListSexp, LogicalSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, OwnedRealSexp,
+    OwnedStringSexp, RawSexp, Sexp,
+};
+
+use super::error::invalid;
+use super::heap_handle::FmallocHeap;
+use super::named_leaf::{block_of_leaf, copy_leaf_into_heap, set_s4_bit, vector_over_block};
+use crate::error::Error;
+use crate::heap::{BlockDesc, Heap};
+
+/// Stores `leaves` under `name` with the R layer's `meta`; returns the
+/// heap-backed leaves (fresh ALTREP vectors, no attributes) in order.
+/// @noRd
+#[savvy]
+fn fmalloc_named_save(
+    heap: &FmallocHeap,
+    name: &str,
+    meta: RawSexp,
+    leaves: ListSexp,
+    overwrite: bool,
+) -> savvy::Result<Sexp> {
+    let heap = heap.heap()?;
+    // Copies made for this call stay alive (and their blocks referenced)
+    // until this function returns; if `put` fails they are collected later
+    // and their blocks freed, so a failed save leaves no named data behind.
+    let mut copies = OwnedListSexp::new(leaves.len(), false)?;
+    let mut blocks = Vec::with_capacity(leaves.len());
+    for (i, leaf) in leaves.values_iter().enumerate() {
+        let desc = match block_of_leaf(&heap, leaf.0) {
+            Some(desc) => desc,
+            None => {
+                let (vector, desc) = copy_leaf_into_heap(&heap, leaf)?;
+                copies.set_value(i, vector)?;
+                desc
+            }
+        };
+        blocks.push(desc);
+    }
+    heap.put(name, meta.as_slice(), &blocks, overwrite)?;
+    let out = vectors_over_blocks(&heap, &blocks);
+    drop(copies);
+    out
+}
+
+/// `list(meta = <raw>, leaves = <list of vectors>)` for the object `name`.
+/// @noRd
+#[savvy]
+fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
+    let heap = heap.heap()?;
+    let entry = heap.get(name)?;
+    let mut out = OwnedListSexp::new(2, true)?;
+    out.set_name_and_value(0, "meta", OwnedRawSexp::try_from_slice(&entry.meta)?)?;
+    out.set_name_and_value(1, "leaves", vectors_over_blocks(&heap, &entry.blocks)?)?;
+    out.into()
+}
+
+/// The catalog as columns: name, summary (list of raw), created, modified
+/// (seconds since the epoch), bytes (data bytes of all blocks).
+/// @noRd
+#[savvy]
+fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    let heap = heap.heap()?;
+    let mut entries = heap.list();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let n = entries.len();
+    let mut summaries = OwnedListSexp::new(n, false)?;
+    for (i, e) in entries.iter().enumerate() {
+        summaries.set_value(i, OwnedRawSexp::try_from_slice(summary_prefix(&e.meta))?)?;
+    }
+    let seconds = |ms: i64| ms as f64 / 1000.0;
+    let mut out = OwnedListSexp::new(5, true)?;
+    let names = OwnedStringSexp::try_from_iter(entries.iter().map(|e| e.name.as_str()))?;
+    out.set_name_and_value(0, "name", names)?;
+    out.set_name_and_value(1, "summary", summaries)?;
+    let created = OwnedRealSexp::try_from_iter(entries.iter().map(|e| seconds(e.created_ms)))?;
+    out.set_name_and_value(2, "created", created)?;
+    let modified = OwnedRealSexp::try_from_iter(entries.iter().map(|e| seconds(e.modified_ms)))?;
+    out.set_name_and_value(3, "modified", modified)?;
+    let bytes = OwnedRealSexp::try_from_iter(entries.iter().map(|e| data_bytes(&e.blocks) as f64))?;
+    out.set_name_and_value(4, "bytes", bytes)?;
+    out.into()
+}
+
+/// @noRd
+#[savvy]
+fn fmalloc_named_exists(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
+    let found = match heap.heap()?.get(name) {
+        Ok(_) => true,
+        Err(Error::NotFound { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    OwnedLogicalSexp::try_from(found)?.into()
+}
+
+/// @noRd
+#[savvy]
+fn fmalloc_named_remove(heap: &FmallocHeap, name: &str) -> savvy::Result<()> {
+    Ok(heap.heap()?.remove(name)?)
+}
+
+/// @noRd
+#[savvy]
+fn fmalloc_named_rename(
+    heap: &FmallocHeap,
+    from: &str,
+    to: &str,
+    overwrite: bool,
+) -> savvy::Result<()> {
+    Ok(heap.heap()?.rename(from, to, overwrite)?)
+}
+
+/// Sets the attributes `attrs[[i]]` (a named list, or NULL) and the S4 bit
+/// `s4[i]` on `leaves[[i]]` *in place*. Only for the fresh vectors that
+/// `fmalloc_named_get()` / `fmalloc_named_save()` just returned: setting
+/// them from R could duplicate (copy) the data.
+/// @noRd
+#[savvy]
+fn fmalloc_set_leaf_attributes(
+    leaves: ListSexp,
+    attrs: ListSexp,
+    s4: LogicalSexp,
+) -> savvy::Result<()> {
+    if attrs.len() != leaves.len() || s4.len() != leaves.len() {
+        return Err(invalid("internal: leaves, attributes and S4 flags differ in length"));
+    }
+    let flags = s4.to_vec();
+    for (i, (leaf, leaf_attrs)) in leaves.values_iter().zip(attrs.values_iter()).enumerate() {
+        let mut leaf = leaf;
+        if let savvy::TypedSexp::List(a) = leaf_attrs.into_typed() {
+            // `dim` first: `dimnames` is checked against it.
+            if let Some(dim) = a.get("dim") {
+                leaf.set_attrib("dim", dim)?;
+            }
+            for (key, value) in a.iter() {
+                if key != "dim" && !key.is_empty() {
+                    leaf.set_attrib(key, value)?;
+                }
+            }
+        }
+        if flags.get(i).copied().unwrap_or(false) {
+            set_s4_bit(&leaf);
+        }
+    }
+    Ok(())
+}
+
+fn vectors_over_blocks(heap: &Heap, blocks: &[BlockDesc]) -> savvy::Result<Sexp> {
+    let readonly = heap.is_readonly();
+    let mut out = OwnedListSexp::new(blocks.len(), false)?;
+    for (i, desc) in blocks.iter().enumerate() {
+        out.set_value(i, vector_over_block(heap, desc, readonly)?)?;
+    }
+    out.into()
+}
+
+/// Bytes of data an object holds (what `fmalloc_ls()` reports).
+fn data_bytes(blocks: &[BlockDesc]) -> u64 {
+    blocks
+        .iter()
+        .map(|b| b.length.saturating_mul(b.elem.size()))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// The meta blob up to the end of its summary: magic (4), version (4),
+/// summary length n (4, LE), summary (n). A blob too short or with a bad
+/// length yields what there is; R/named.R validates it.
+fn summary_prefix(meta: &[u8]) -> &[u8] {
+    const HEADER: usize = 12;
+    let Some(len_bytes) = meta.get(8..HEADER) else {
+        return meta;
+    };
+    let mut le = [0u8; 4];
+    le.copy_from_slice(len_bytes);
+    let n = u32::from_le_bytes(le) as usize;
+    match HEADER.checked_add(n) {
+        Some(end) if end <= meta.len() => &meta[..end],
+        _ => meta,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::ElemType;
+
+    #[test]
+    fn summary_prefix_is_bounded_by_the_blob() {
+        let mut meta = b"RFMN".to_vec();
+        meta.extend_from_slice(&1u32.to_le_bytes());
+        meta.extend_from_slice(&3u32.to_le_bytes());
+        meta.extend_from_slice(b"abcREST");
+        assert_eq!(summary_prefix(&meta), &meta[..15]);
+        // A hostile length never reads past the end.
+        meta[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(summary_prefix(&meta), &meta[..]);
+        assert_eq!(summary_prefix(b"RFM"), b"RFM");
+    }
+
+    #[test]
+    fn data_bytes_counts_element_sizes_and_saturates() {
+        let b = |elem, length| BlockDesc {
+            offset: 64,
+            data_offset: 64,
+            elem,
+            length,
+        };
+        assert_eq!(data_bytes(&[b(ElemType::Double, 10), b(ElemType::Raw, 3)]), 83);
+        assert_eq!(data_bytes(&[b(ElemType::Complex, u64::MAX)]), u64::MAX);
+    }
+}

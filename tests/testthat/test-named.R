@@ -1,0 +1,214 @@
+# Named objects within one session: save, get, list, remove, rename, and
+# what cannot be stored. The cross-session guarantees are in
+# test-named-sessions.R, the cross-process ones in test-process.R.
+
+test_that("fmalloc_get returns an identical object backed by the heap", {
+  heap <- local_heap()
+  x <- c(a = 1.5, b = NA, c = -Inf)
+  back <- fmalloc_save(x, "x", heap)
+  expect_identical(back, x)
+  got <- fmalloc_get("x", heap)
+  expect_identical(got, x)
+  expect_true(is_fmalloc(got))
+  expect_true(is_fmalloc(back))
+  expect_false(is_fmalloc(x))
+})
+
+test_that("every supported vector type round-trips with its attributes", {
+  heap <- local_heap()
+  objects <- list(
+    lgl = c(TRUE, NA, FALSE),
+    int = structure(1:6, dim = 2:3, dimnames = list(c("r1", "r2"), c("a", "b", "c"))),
+    dbl = c(x = pi, y = NaN, z = NA),
+    cplx = complex(real = 1:3, imaginary = c(-1, 0, NA)),
+    raw = as.raw(c(0, 127, 255)),
+    chr = c("a", NA, "\u00e9t\u00e9", ""),
+    fct = factor(c("lo", "hi", NA, "lo"), levels = c("lo", "hi")),
+    date = as.Date(c("2024-02-29", NA)),
+    time = as.POSIXct(c("2024-01-01 12:00:00", "2024-06-01 00:00:01"), tz = "Pacific/Auckland"),
+    dt = as.difftime(c(1.5, 30), units = "mins"),
+    commented = structure(1:3, comment = "three numbers", custom = list(k = "v")),
+    array = array(as.double(1:24), dim = 2:4, dimnames = list(NULL, letters[1:3], NULL))
+  )
+  for (nm in names(objects)) {
+    fmalloc_save(objects[[nm]], nm, heap)
+  }
+  for (nm in names(objects)) {
+    expect_identical(fmalloc_get(nm, heap), objects[[nm]], label = nm)
+  }
+})
+
+test_that("data frames and nested lists round-trip, each vector in the heap", {
+  heap <- local_heap()
+  df <- data.frame(
+    id = 1:4, price = c(1.5, 2.25, NA, 4), item = c("a", "b", NA, "d"),
+    kind = factor(c("x", "y", "x", "y")), row.names = c("w", "x", "y", "z")
+  )
+  nested <- list(df = df, meta = list(note = "n", when = as.Date("2024-01-01"), empty = list()),
+                 nothing = NULL, int0 = integer(0))
+  fmalloc_save(df, "df", heap)
+  fmalloc_save(nested, "nested", heap)
+
+  got <- fmalloc_get("df", heap)
+  expect_identical(got, df)
+  expect_true(all(vapply(got, is_fmalloc, NA)))
+  got <- fmalloc_get("nested", heap)
+  expect_identical(got, nested)
+  expect_true(is_fmalloc(got$df$price))
+  expect_true(is_fmalloc(got$meta$when))
+})
+
+test_that("objects that cannot be stored name the part and write nothing", {
+  heap <- local_heap()
+  before <- fmalloc_info(heap)
+  bad <- list(a = list(ok = 1:10, f = function(x) x), b = 1)
+  err <- expect_fmalloc_error(fmalloc_save(bad, "bad", heap), "fmalloc_unsupported")
+  expect_match(conditionMessage(err), "bad$a$f", fixed = TRUE)
+  expect_match(conditionMessage(err), "a function")
+
+  expect_fmalloc_error(fmalloc_save(new.env(), "e", heap), "fmalloc_unsupported", "an environment")
+  expect_fmalloc_error(fmalloc_save(quote(a + b), "q", heap), "fmalloc_unsupported", "call")
+  expect_fmalloc_error(
+    fmalloc_save(structure(1:3, handler = new.env()), "attr", heap),
+    "fmalloc_unsupported", "attr\\(.*handler"
+  )
+  expect_fmalloc_error(
+    fmalloc_save(data.frame(a = 1:2, f = I(list(sum, mean))), "dflist", heap),
+    "fmalloc_unsupported", "\\$f\\[\\[1\\]\\]"
+  )
+
+  after <- fmalloc_info(heap)
+  expect_identical(after$objects, 0)
+  expect_identical(after$used, before$used)
+  expect_identical(nrow(fmalloc_ls(heap)), 0L)
+})
+
+test_that("saving over an existing name needs overwrite = TRUE", {
+  heap <- local_heap()
+  fmalloc_save(1:3, "v", heap)
+  expect_fmalloc_error(fmalloc_save(4:6, "v", heap), "fmalloc_exists", "'v'")
+  expect_identical(fmalloc_get("v", heap), 1:3)
+  fmalloc_save(c("now", "text"), "v", heap, overwrite = TRUE)
+  expect_identical(fmalloc_get("v", heap), c("now", "text"))
+})
+
+test_that("missing names and bad arguments are classed errors", {
+  heap <- local_heap()
+  expect_fmalloc_error(fmalloc_get("nope", heap), "fmalloc_not_found", "'nope'")
+  expect_fmalloc_error(fmalloc_rm("nope", heap), "fmalloc_not_found")
+  expect_fmalloc_error(fmalloc_rename("nope", "b", heap), "fmalloc_not_found")
+  expect_fmalloc_error(fmalloc_save(1, NA_character_, heap), "fmalloc_invalid", "`name`")
+  expect_fmalloc_error(fmalloc_save(1, "", heap), "fmalloc_invalid")
+  expect_fmalloc_error(fmalloc_get(c("a", "b"), heap), "fmalloc_invalid")
+  expect_fmalloc_error(fmalloc_save(1, "x", heap = "heap.bin"), "fmalloc_invalid", "heap handle")
+  expect_fmalloc_error(fmalloc_save(1, "x", heap, overwrite = NA), "fmalloc_invalid")
+})
+
+test_that("fmalloc_ls describes every object", {
+  heap <- local_heap()
+  empty <- fmalloc_ls(heap)
+  expect_identical(names(empty), c("name", "type", "class", "length", "dim", "bytes", "created", "modified"))
+  expect_identical(nrow(empty), 0L)
+
+  t0 <- Sys.time() - 1
+  fmalloc_save(matrix(1:6, 2), "m", heap)
+  fmalloc_save(data.frame(a = 1:5, b = as.double(1:5)), "df", heap)
+  fmalloc_save(factor(c("a", "b")), "f", heap)
+  ls <- fmalloc_ls(heap)
+  expect_identical(ls$name, c("df", "f", "m"))
+  expect_identical(ls$type, c("list", "integer", "integer"))
+  expect_identical(ls$class, c("data.frame", "factor", "matrix/array"))
+  expect_identical(ls$length, c(5, 2, 6))
+  expect_identical(ls$dim, c("5x2", NA, "2x3"))
+  expect_identical(ls$bytes, c(5 * 4 + 5 * 8, 2 * 4, 6 * 4))
+  expect_s3_class(ls$created, "POSIXct")
+  expect_true(all(ls$created >= t0 & ls$created <= Sys.time() + 1))
+  expect_true(all(ls$modified >= ls$created))
+})
+
+test_that("fmalloc_rename and fmalloc_exists", {
+  heap <- local_heap()
+  fmalloc_save(letters, "a", heap)
+  fmalloc_save(1:2, "b", heap)
+  expect_true(fmalloc_exists("a", heap))
+  expect_fmalloc_error(fmalloc_rename("a", "b", heap), "fmalloc_exists")
+  fmalloc_rename("a", "c", heap)
+  expect_false(fmalloc_exists("a", heap))
+  expect_identical(fmalloc_get("c", heap), letters)
+  fmalloc_rename("c", "b", heap, overwrite = TRUE)
+  expect_identical(fmalloc_get("b", heap), letters)
+  expect_identical(fmalloc_ls(heap)$name, "b")
+})
+
+test_that("fmalloc_rm frees the space; vectors in use stay valid", {
+  heap <- local_heap(size_gb = 0.05)
+  used0 <- fmalloc_info(heap)$used
+  fmalloc_save(as.double(1:1e6), "big", heap)
+  expect_gte(fmalloc_info(heap)$used - used0, 8e6)
+
+  live <- fmalloc_get("big", heap)
+  fmalloc_rm("big", heap)
+  expect_false(fmalloc_exists("big", heap))
+  expect_identical(sum(live), sum(as.double(1:1e6)))
+  live[1] <- -1
+  expect_identical(live[1:2], c(-1, 2))
+
+  rm(live)
+  invisible(gc())
+  expect_lt(fmalloc_info(heap)$used - used0, 1e6)
+})
+
+test_that("in-place writes to a got vector land in the named object", {
+  heap <- local_heap()
+  fmalloc_save(c(1, 2, 3), "v", heap)
+  v <- fmalloc_get("v", heap)
+  v[2] <- 20
+  expect_identical(fmalloc_get("v", heap), c(1, 20, 3))
+
+  df <- fmalloc_get("v", heap)
+  w <- df
+  w[1] <- 100 # shared: R copies, the heap is unchanged
+  expect_identical(fmalloc_get("v", heap), c(1, 20, 3))
+})
+
+test_that("naming a vector already in the heap copies nothing", {
+  heap <- local_heap(size_gb = 0.05)
+  for (method in c("altrep", "classic")) {
+    v <- create_fmalloc_vector("double", 1e6, heap = heap, method = method)
+    v[1:3] <- c(1, 2, 3)
+    used <- fmalloc_info(heap)$used
+    back <- fmalloc_save(v, paste0("v_", method), heap)
+    expect_lt(fmalloc_info(heap)$used - used, 1e5, label = method)
+    # Same data: a write through the original shows in the named object.
+    v[4] <- 4
+    expect_identical(fmalloc_get(paste0("v_", method), heap)[1:4], c(1, 2, 3, 4))
+    expect_identical(back[4], 4)
+  }
+  # The classic vector's own R object can go away; its named data stay.
+  rm(v, back)
+  invisible(gc())
+  expect_identical(fmalloc_get("v_classic", heap)[1:4], c(1, 2, 3, 4))
+})
+
+test_that("create_fmalloc_vector(name =) creates a named vector", {
+  heap <- local_heap()
+  v <- create_fmalloc_vector("integer", 5, heap = heap, name = "counts")
+  v[2] <- 7L
+  expect_identical(fmalloc_get("counts", heap), c(0L, 7L, 0L, 0L, 0L))
+  expect_identical(fmalloc_ls(heap)$name, "counts")
+})
+
+test_that("a damaged meta blob is an fmalloc_corrupt error", {
+  meta_body <- Rfmalloc:::.fm_meta_body
+  expect_fmalloc_error(meta_body(as.raw(1:40), "x"), "fmalloc_corrupt", "'x'")
+  good <- Rfmalloc:::.fm_meta_encode(1:3, Rfmalloc:::.fm_decompose(1:3))
+  bad <- good
+  bad[5] <- as.raw(9)
+  expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt", "version")
+  bad <- good
+  bad[9:12] <- as.raw(255)
+  expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt")
+  bad <- good[seq_len(length(good) - 10L)]
+  expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt")
+  expect_type(meta_body(good, "x"), "list")
+})
