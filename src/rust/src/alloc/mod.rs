@@ -372,7 +372,7 @@ impl Allocator {
     /// Whether `p` can be the payload offset of a block of some arena.
     #[inline]
     fn payload_arena(&self, p: u64) -> Option<Arena> {
-        if p % ALIGN != 0 {
+        if !p.is_multiple_of(ALIGN) {
             return None;
         }
         let a = self.arena_of(p)?;
@@ -440,7 +440,7 @@ impl Allocator {
         off: u64,
     ) -> Result<u64, String> {
         let ps = mem.load(off - 24);
-        if ps % ALIGN == 0 && ps >= MIN_SPAN && ps <= off - arena.first() {
+        if ps.is_multiple_of(ALIGN) && ps >= MIN_SPAN && ps <= off - arena.first() {
             let pw = mem.load(off - ps - 16);
             if pw & (SPAN_MASK | FREE) == ps | FREE {
                 return Ok(ps);
@@ -507,7 +507,7 @@ impl Allocator {
     /// front of its list.
     #[inline]
     fn insert<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) {
-        debug_assert!(p % ALIGN == 0 && span % ALIGN == 0 && span >= MIN_SPAN);
+        debug_assert!(p.is_multiple_of(ALIGN) && span.is_multiple_of(ALIGN) && span >= MIN_SPAN);
         let (f, s) = class_of(span / ALIGN);
         let head = self.heads[f][s];
         mem.store(p, head);

@@ -86,7 +86,7 @@ impl Allocator {
 
     /// Geometry of a new arena: aligned, large enough, in range, disjoint.
     fn check_new_arena(&self, start: u64, end: u64) -> Result<Arena, String> {
-        if start % ALIGN != 0 || end % ALIGN != 0 {
+        if !start.is_multiple_of(ALIGN) || !end.is_multiple_of(ALIGN) {
             return Err(format!(
                 "arena [{start}, {end}) is not {ALIGN}-byte aligned"
             ));

@@ -30,13 +30,13 @@ impl VecMem {
 impl Mem for VecMem {
     #[inline]
     fn load(&self, off: u64) -> u64 {
-        debug_assert!(off % 8 == 0);
+        debug_assert!(off.is_multiple_of(8));
         self.words[(off / 8) as usize]
     }
 
     #[inline]
     fn store(&mut self, off: u64, val: u64) {
-        debug_assert!(off % 8 == 0);
+        debug_assert!(off.is_multiple_of(8));
         self.words[(off / 8) as usize] = val;
     }
 }
