@@ -37,68 +37,76 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
-#' Multiply Input By Another Input
-#'
-#' @param x An integer vector.
-#' @param y An integer to multiply.
-#' @returns An integer vector with values multiplied by `y`.
-#' @export
-`int_times_int` <- function(`x`, `y`) {
-  .Call(savvy_int_times_int__impl, `x`, `y`)
-}
 
-#' Convert Input To Upper-Case
-#'
-#' @param x A character vector.
-#' @returns A character vector with upper case version of the input.
-#' @export
-`to_upper` <- function(`x`) {
-  .Call(savvy_to_upper__impl, `x`)
-}
+### wrapper functions for FmallocHeap
 
-### wrapper functions for Person
-
-`Person_name` <- function(self) {
+`FmallocHeap_close` <- function(self) {
   function() {
-    .Call(savvy_Person_name__impl, `self`)
+    invisible(.Call(savvy_FmallocHeap_close__impl, `self`))
   }
 }
 
-`Person_set_name` <- function(self) {
-  function(`name`) {
-    invisible(.Call(savvy_Person_set_name__impl, `self`, `name`))
+`FmallocHeap_created` <- function(self) {
+  function() {
+    .Call(savvy_FmallocHeap_created__impl, `self`)
   }
 }
 
-`.savvy_wrap_Person` <- function(ptr) {
+`FmallocHeap_info` <- function(self) {
+  function() {
+    .Call(savvy_FmallocHeap_info__impl, `self`)
+  }
+}
+
+`FmallocHeap_is_closed` <- function(self) {
+  function() {
+    .Call(savvy_FmallocHeap_is_closed__impl, `self`)
+  }
+}
+
+`FmallocHeap_path` <- function(self) {
+  function() {
+    .Call(savvy_FmallocHeap_path__impl, `self`)
+  }
+}
+
+`FmallocHeap_sync` <- function(self) {
+  function() {
+    invisible(.Call(savvy_FmallocHeap_sync__impl, `self`))
+  }
+}
+
+`.savvy_wrap_FmallocHeap` <- function(ptr) {
   e <- new.env(parent = emptyenv())
   e$.ptr <- ptr
-  e$`name` <- `Person_name`(ptr)
-  e$`set_name` <- `Person_set_name`(ptr)
+  e$`close` <- `FmallocHeap_close`(ptr)
+  e$`created` <- `FmallocHeap_created`(ptr)
+  e$`info` <- `FmallocHeap_info`(ptr)
+  e$`is_closed` <- `FmallocHeap_is_closed`(ptr)
+  e$`path` <- `FmallocHeap_path`(ptr)
+  e$`sync` <- `FmallocHeap_sync`(ptr)
 
-  class(e) <- c("Rfmalloc::Person", "Person", "savvy_Rfmalloc__sealed")
+  class(e) <- c("Rfmalloc::FmallocHeap", "FmallocHeap", "savvy_Rfmalloc__sealed")
   e
 }
 
 
+#' An open (or closed) heap. Closing drops this handle's clone of the
+#' `Heap`; vectors that hold their own clone keep the mapping alive.
+#' @noRd
+`FmallocHeap` <- new.env(parent = emptyenv())
 
-`Person` <- new.env(parent = emptyenv())
+### associated functions for FmallocHeap
 
-### associated functions for Person
-
-`Person`$`associated_function` <- function() {
-  .Call(savvy_Person_associated_function__impl)
+`FmallocHeap`$`open` <- function(`path`, `readonly`, `size_bytes` = NULL) {
+  .savvy_wrap_FmallocHeap(.Call(savvy_FmallocHeap_open__impl, `path`, `readonly`, `size_bytes`))
 }
 
-`Person`$`new` <- function() {
-  .savvy_wrap_Person(.Call(savvy_Person_new__impl))
-}
 
-
-class(`Person`) <- c("Rfmalloc::Person__bundle", "savvy_Rfmalloc__sealed")
+class(`FmallocHeap`) <- c("Rfmalloc::FmallocHeap__bundle", "savvy_Rfmalloc__sealed")
 
 #' @export
-`print.Rfmalloc::Person__bundle` <- function(x, ...) {
-  cat('Rfmalloc::Person\n')
+`print.Rfmalloc::FmallocHeap__bundle` <- function(x, ...) {
+  cat('Rfmalloc::FmallocHeap\n')
 }
 

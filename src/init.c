@@ -39,44 +39,56 @@ SEXP handle_result(SEXP res_) {
     return (SEXP)res;
 }
 
-SEXP savvy_int_times_int__impl(SEXP c_arg__x, SEXP c_arg__y) {
-    SEXP res = savvy_int_times_int__ffi(c_arg__x, c_arg__y);
+SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg___dll_info) {
+    SEXP res = savvy_init_rfmalloc__ffi(c_arg___dll_info);
     return handle_result(res);
 }
 
-SEXP savvy_to_upper__impl(SEXP c_arg__x) {
-    SEXP res = savvy_to_upper__ffi(c_arg__x);
+SEXP savvy_FmallocHeap_close__impl(SEXP self__) {
+    SEXP res = savvy_FmallocHeap_close__ffi(self__);
     return handle_result(res);
 }
 
-SEXP savvy_Person_associated_function__impl(void) {
-    SEXP res = savvy_Person_associated_function__ffi();
+SEXP savvy_FmallocHeap_created__impl(SEXP self__) {
+    SEXP res = savvy_FmallocHeap_created__ffi(self__);
     return handle_result(res);
 }
 
-SEXP savvy_Person_name__impl(SEXP self__) {
-    SEXP res = savvy_Person_name__ffi(self__);
+SEXP savvy_FmallocHeap_info__impl(SEXP self__) {
+    SEXP res = savvy_FmallocHeap_info__ffi(self__);
     return handle_result(res);
 }
 
-SEXP savvy_Person_new__impl(void) {
-    SEXP res = savvy_Person_new__ffi();
+SEXP savvy_FmallocHeap_is_closed__impl(SEXP self__) {
+    SEXP res = savvy_FmallocHeap_is_closed__ffi(self__);
     return handle_result(res);
 }
 
-SEXP savvy_Person_set_name__impl(SEXP self__, SEXP c_arg__name) {
-    SEXP res = savvy_Person_set_name__ffi(self__, c_arg__name);
+SEXP savvy_FmallocHeap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__size_bytes) {
+    SEXP res = savvy_FmallocHeap_open__ffi(c_arg__path, c_arg__readonly, c_arg__size_bytes);
+    return handle_result(res);
+}
+
+SEXP savvy_FmallocHeap_path__impl(SEXP self__) {
+    SEXP res = savvy_FmallocHeap_path__ffi(self__);
+    return handle_result(res);
+}
+
+SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
+    SEXP res = savvy_FmallocHeap_sync__ffi(self__);
     return handle_result(res);
 }
 
 
 static const R_CallMethodDef CallEntries[] = {
-    {"savvy_int_times_int__impl", (DL_FUNC) &savvy_int_times_int__impl, 2},
-    {"savvy_to_upper__impl", (DL_FUNC) &savvy_to_upper__impl, 1},
-    {"savvy_Person_associated_function__impl", (DL_FUNC) &savvy_Person_associated_function__impl, 0},
-    {"savvy_Person_name__impl", (DL_FUNC) &savvy_Person_name__impl, 1},
-    {"savvy_Person_new__impl", (DL_FUNC) &savvy_Person_new__impl, 0},
-    {"savvy_Person_set_name__impl", (DL_FUNC) &savvy_Person_set_name__impl, 2},
+
+    {"savvy_FmallocHeap_close__impl", (DL_FUNC) &savvy_FmallocHeap_close__impl, 1},
+    {"savvy_FmallocHeap_created__impl", (DL_FUNC) &savvy_FmallocHeap_created__impl, 1},
+    {"savvy_FmallocHeap_info__impl", (DL_FUNC) &savvy_FmallocHeap_info__impl, 1},
+    {"savvy_FmallocHeap_is_closed__impl", (DL_FUNC) &savvy_FmallocHeap_is_closed__impl, 1},
+    {"savvy_FmallocHeap_open__impl", (DL_FUNC) &savvy_FmallocHeap_open__impl, 3},
+    {"savvy_FmallocHeap_path__impl", (DL_FUNC) &savvy_FmallocHeap_path__impl, 1},
+    {"savvy_FmallocHeap_sync__impl", (DL_FUNC) &savvy_FmallocHeap_sync__impl, 1},
     {NULL, NULL, 0}
 };
 
@@ -85,5 +97,5 @@ void R_init_Rfmalloc(DllInfo *dll) {
     R_useDynamicSymbols(dll, FALSE);
 
     // Functions for initialization, if any.
-
+    savvy_init_rfmalloc__impl(dll);
 }

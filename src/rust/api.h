@@ -1,8 +1,10 @@
-SEXP savvy_int_times_int__ffi(SEXP c_arg__x, SEXP c_arg__y);
-SEXP savvy_to_upper__ffi(SEXP c_arg__x);
+SEXP savvy_init_rfmalloc__ffi(DllInfo* c_arg___dll_info);
 
-// methods and associated functions for Person
-SEXP savvy_Person_associated_function__ffi(void);
-SEXP savvy_Person_name__ffi(SEXP self__);
-SEXP savvy_Person_new__ffi(void);
-SEXP savvy_Person_set_name__ffi(SEXP self__, SEXP c_arg__name);
+// methods and associated functions for FmallocHeap
+SEXP savvy_FmallocHeap_close__ffi(SEXP self__);
+SEXP savvy_FmallocHeap_created__ffi(SEXP self__);
+SEXP savvy_FmallocHeap_info__ffi(SEXP self__);
+SEXP savvy_FmallocHeap_is_closed__ffi(SEXP self__);
+SEXP savvy_FmallocHeap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__size_bytes);
+SEXP savvy_FmallocHeap_path__ffi(SEXP self__);
+SEXP savvy_FmallocHeap_sync__ffi(SEXP self__);

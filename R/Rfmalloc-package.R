@@ -1,0 +1,33 @@
+#' Rfmalloc: vectors in memory-mapped heap files
+#'
+#' Rfmalloc keeps the data of R vectors in a memory-mapped *heap file*. Open a
+#' heap with [fmalloc_open()]; its vectors are used like any R vector, and
+#' named ones are found again, without copying, in a later R session.
+#'
+#' @section Options:
+#' \describe{
+#'   \item{`fmalloc.verbose`}{`TRUE` to have functions report what they did;
+#'     the default, `FALSE`, keeps them quiet.}
+#' }
+#'
+#' @section Errors:
+#' Every error raised by Rfmalloc has class `fmalloc_error` and one subclass
+#' saying what went wrong, so it can be handled with [tryCatch()]:
+#' \describe{
+#'   \item{`fmalloc_corrupt`}{the file is not an Rfmalloc heap or fails
+#'     validation; it was not modified.}
+#'   \item{`fmalloc_locked`}{another process has the heap open for writing
+#'     (or reading, when you ask to write).}
+#'   \item{`fmalloc_full`}{the heap is full and could not grow.}
+#'   \item{`fmalloc_readonly`}{a write was attempted on a read-only heap.}
+#'   \item{`fmalloc_forked`}{allocation was attempted in a process forked off
+#'     the writer.}
+#'   \item{`fmalloc_not_found`, `fmalloc_exists`}{no object, or already an
+#'     object, of that name.}
+#'   \item{`fmalloc_closed`}{the heap handle has been closed.}
+#'   \item{`fmalloc_io`}{the operating system refused an operation.}
+#'   \item{`fmalloc_invalid`}{an argument is not valid.}
+#' }
+#'
+#' @keywords internal
+"_PACKAGE"

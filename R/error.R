@@ -1,0 +1,69 @@
+# Errors. Every exported function calls into Rust through .rfm(), which turns
+# the tagged messages of src/rust/src/r/error.rs ("<fmalloc_corrupt> Rfmalloc:
+# ...") into conditions of class c(<subclass>, "fmalloc_error", "error",
+# "condition") raised from the user's call. Errors without the tag (R errors
+# raised inside Rust calls, savvy's own messages) pass through unchanged.
+
+.fmalloc_tag <- "^<(fmalloc_[a-z_]+)> "
+
+.rfm <- function(expr, call = sys.call(-1L)) {
+  force(call)
+  withCallingHandlers(expr, error = function(e) {
+    msg <- conditionMessage(e)
+    tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
+    if (length(tag) == 1L) {
+      class <- sub(.fmalloc_tag, "\\1", tag)
+      .fmalloc_abort(substring(msg, nchar(tag) + 1L), class, call)
+    }
+  })
+}
+
+.fmalloc_condition <- function(message, class, call = NULL) {
+  structure(
+    class = unique(c(class, "fmalloc_error", "error", "condition")),
+    list(message = message, call = call)
+  )
+}
+
+.fmalloc_abort <- function(message, class = "fmalloc_error", call = sys.call(-1L)) {
+  stop(.fmalloc_condition(message, class, call))
+}
+
+# Argument checks: fmalloc_invalid errors raised from the exported function
+# that received the argument (`call` is that function's call).
+
+.invalid <- function(message, call) {
+  .fmalloc_abort(paste0("Rfmalloc: ", message), "fmalloc_invalid", call)
+}
+
+.check_string <- function(x, arg, call = sys.call(-1L)) {
+  if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
+    .invalid(sprintf("`%s` must be a single non-empty string", arg), call)
+  }
+  invisible(x)
+}
+
+.check_flag <- function(x, arg, call = sys.call(-1L)) {
+  if (!is.logical(x) || length(x) != 1L || is.na(x)) {
+    .invalid(sprintf("`%s` must be TRUE or FALSE", arg), call)
+  }
+  invisible(x)
+}
+
+.check_size_gb <- function(x, arg = "size_gb", call = sys.call(-1L)) {
+  if (is.null(x)) {
+    return(invisible(x))
+  }
+  if (!is.numeric(x) || length(x) != 1L || is.na(x) || !is.finite(x) || x <= 0) {
+    .invalid(sprintf("`%s` must be NULL or a single positive number of GiB", arg), call)
+  }
+  invisible(x)
+}
+
+.check_heap <- function(x, arg = "heap", call = sys.call(-1L)) {
+  if (!inherits(x, "fmalloc_heap")) {
+    .invalid(sprintf("`%s` must be a heap handle from fmalloc_open(), not %s", arg,
+                     paste0("<", class(x)[[1L]], ">")), call)
+  }
+  invisible(x)
+}

@@ -1,0 +1,45 @@
+# A path for a heap file, removed when the calling test ends.
+local_heap_path <- function(env = parent.frame()) {
+  withr::local_tempfile(pattern = "heap-", fileext = ".bin", .local_envir = env)
+}
+
+# A heap opened for the calling test and closed (file removed) when it ends.
+local_heap <- function(size_gb = 0.01, env = parent.frame()) {
+  path <- local_heap_path(env)
+  heap <- fmalloc_open(path, size_gb = size_gb)
+  withr::defer(fmalloc_close(heap), envir = env)
+  heap
+}
+
+# Starts a second R process that opens `path` and keeps it open until the
+# calling test ends. Returns once the heap is open there (or fails the test
+# with the child's error).
+local_holder <- function(path, readonly = FALSE, env = parent.frame()) {
+  ready <- tempfile("ready-")
+  proc <- callr::r_bg(
+    function(path, readonly, ready) {
+      heap <- Rfmalloc::fmalloc_open(path, readonly = readonly)
+      file.create(ready)
+      Sys.sleep(120)
+    },
+    args = list(path = path, readonly = readonly, ready = ready),
+    libpath = .libPaths()
+  )
+  withr::defer({ proc$kill(); unlink(ready) }, envir = env)
+  deadline <- Sys.time() + 60
+  while (!file.exists(ready)) {
+    if (!proc$is_alive()) {
+      stop("the second R process failed: ", conditionMessage(tryCatch(
+        proc$get_result(), error = function(e) e)))
+    }
+    if (Sys.time() > deadline) stop("the second R process did not open the heap in time")
+    Sys.sleep(0.05)
+  }
+  proc
+}
+
+expect_fmalloc_error <- function(object, class, regexp = NULL, ...) {
+  err <- expect_error(object, regexp = regexp, class = class, ...)
+  expect_s3_class(err, c(class, "fmalloc_error", "error", "condition"), exact = TRUE)
+  invisible(err)
+}

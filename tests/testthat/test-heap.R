@@ -1,0 +1,222 @@
+test_that("fmalloc_open creates and initialises a new heap file", {
+  path <- local_heap_path()
+  expect_false(file.exists(path))
+
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  on.exit(fmalloc_close(heap))
+
+  expect_s3_class(heap, "fmalloc_heap")
+  expect_true(attr(heap, "created"))
+  expect_true(file.exists(path))
+  info <- fmalloc_info(heap)
+  expect_equal(info$size, file.size(path))
+  expect_gte(info$size, 0.01 * 1024^3)
+  expect_equal(info$objects, 0)
+  expect_gt(info$free, 0)
+  expect_lte(info$used + info$free, info$size)
+  expect_true(any(readBin(path, "raw", 64) != as.raw(0)))
+})
+
+test_that("an empty file is initialised", {
+  path <- local_heap_path()
+  file.create(path)
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  expect_true(attr(heap, "created"))
+  expect_gt(file.size(path), 0)
+})
+
+test_that("reopening finds the same heap, not a new one", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  before <- fmalloc_info(heap)
+  fmalloc_close(heap)
+
+  heap <- fmalloc_open(path, size_gb = 0.5)
+  on.exit(fmalloc_close(heap))
+  after <- fmalloc_info(heap)
+  expect_false(attr(heap, "created"))
+  expect_identical(after$heap_id, before$heap_id)
+  expect_identical(after$size, before$size) # size_gb is ignored on reopen
+  expect_identical(after$objects, before$objects)
+})
+
+test_that("heap ids differ between heaps", {
+  a <- local_heap()
+  b <- local_heap()
+  expect_match(fmalloc_info(a)$heap_id, "^[0-9a-f]{32}$")
+  expect_false(fmalloc_info(a)$heap_id == fmalloc_info(b)$heap_id)
+})
+
+test_that("print shows path, mode, size, used, free and objects", {
+  heap <- local_heap()
+  info <- fmalloc_info(heap)
+  out <- capture.output(res <- withVisible(print(heap)))
+  expect_identical(res$value, heap)
+  expect_false(res$visible)
+  expect_identical(out, format(heap))
+  expect_match(out[[1]], info$path, fixed = TRUE)
+  expect_match(out, "mode: +read-write", all = FALSE)
+  expect_match(out, "size: +[0-9.]+ MiB", all = FALSE)
+  expect_match(out, "used: +[0-9.]+ (B|KiB|MiB)", all = FALSE)
+  expect_match(out, "free: +[0-9.]+ (B|KiB|MiB)", all = FALSE)
+  expect_match(out, "objects: +0$", all = FALSE)
+})
+
+test_that("fmalloc_info returns one row with the documented columns", {
+  heap <- local_heap()
+  info <- fmalloc_info(heap)
+  expect_s3_class(info, "data.frame")
+  expect_identical(nrow(info), 1L)
+  expect_identical(
+    names(info),
+    c("path", "heap_id", "readonly", "size", "used", "free", "objects")
+  )
+  expect_type(info$path, "character")
+  expect_type(info$heap_id, "character")
+  expect_type(info$readonly, "logical")
+  for (col in c("size", "used", "free", "objects")) expect_type(info[[col]], "double")
+  expect_false(info$readonly)
+  expect_identical(info$path, normalizePath(info$path))
+})
+
+test_that("relative paths are made absolute", {
+  dir <- withr::local_tempdir()
+  withr::local_dir(dir)
+  heap <- fmalloc_open("rel.bin", size_gb = 0.01)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_info(heap)$path, file.path(normalizePath(dir), "rel.bin"))
+})
+
+test_that("close is idempotent and a closed handle gives fmalloc_closed", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  expect_invisible(fmalloc_close(heap))
+  expect_null(fmalloc_close(heap))
+  err <- expect_fmalloc_error(fmalloc_info(heap), "fmalloc_closed", "closed")
+  expect_match(conditionMessage(err), basename(path), fixed = TRUE)
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_info))
+  expect_fmalloc_error(fmalloc_sync(heap), "fmalloc_closed")
+  expect_output(print(heap), "(closed)", fixed = TRUE)
+
+  # Closed for every copy of the handle.
+  heap <- fmalloc_open(path)
+  copy <- heap
+  fmalloc_close(heap)
+  expect_fmalloc_error(fmalloc_info(copy), "fmalloc_closed")
+})
+
+test_that("closing releases the file for a new writer", {
+  path <- local_heap_path()
+  fmalloc_close(fmalloc_open(path, size_gb = 0.01))
+  heap <- fmalloc_open(path, readonly = TRUE)
+  fmalloc_close(heap)
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  expect_false(fmalloc_info(heap)$readonly)
+})
+
+test_that("a file that is not a heap is refused and left unchanged", {
+  path <- local_heap_path()
+  writeLines(c("id,value", "1,2"), path)
+  before <- tools::md5sum(path)
+  err <- expect_fmalloc_error(fmalloc_open(path), "fmalloc_corrupt")
+  expect_match(conditionMessage(err), "^Rfmalloc: ")
+  expect_match(conditionMessage(err), basename(path), fixed = TRUE)
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_open))
+  expect_identical(tools::md5sum(path), before)
+
+  # Also read-only, and random bytes of a plausible size.
+  expect_fmalloc_error(fmalloc_open(path, readonly = TRUE), "fmalloc_corrupt")
+  set.seed(1)
+  writeBin(as.raw(sample(0:255, 65536, replace = TRUE)), path)
+  before <- tools::md5sum(path)
+  expect_fmalloc_error(fmalloc_open(path), "fmalloc_corrupt")
+  expect_identical(tools::md5sum(path), before)
+})
+
+test_that("a truncated heap file is refused and left unchanged", {
+  path <- local_heap_path()
+  fmalloc_close(fmalloc_open(path, size_gb = 0.01))
+  bytes <- readBin(path, "raw", 4096)
+  writeBin(bytes[1:100], path)
+  before <- tools::md5sum(path)
+  expect_fmalloc_error(fmalloc_open(path), "fmalloc_corrupt")
+  expect_identical(tools::md5sum(path), before)
+})
+
+test_that("a second writer in another process gets fmalloc_locked naming the file", {
+  skip_on_cran()
+  path <- local_heap_path()
+  fmalloc_close(fmalloc_open(path, size_gb = 0.01))
+  local_holder(path, readonly = FALSE)
+
+  err <- expect_fmalloc_error(fmalloc_open(path), "fmalloc_locked")
+  expect_match(conditionMessage(err), basename(path), fixed = TRUE)
+  # A writer excludes readers too.
+  expect_fmalloc_error(fmalloc_open(path, readonly = TRUE), "fmalloc_locked")
+})
+
+test_that("read-only opens share, and exclude a writer", {
+  skip_on_cran()
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  id <- fmalloc_info(heap)$heap_id
+  fmalloc_close(heap)
+  local_holder(path, readonly = TRUE)
+
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  expect_true(fmalloc_info(heap)$readonly)
+  expect_identical(fmalloc_info(heap)$heap_id, id)
+  expect_match(format(heap), "mode: +read-only", all = FALSE)
+  expect_fmalloc_error(fmalloc_open(path), "fmalloc_locked")
+})
+
+test_that("a missing directory is an fmalloc_io error", {
+  path <- file.path(tempfile("no-such-dir-"), "heap.bin")
+  expect_fmalloc_error(fmalloc_open(path), "fmalloc_io")
+  expect_false(file.exists(path))
+})
+
+test_that("invalid arguments give fmalloc_invalid from the user's call", {
+  path <- local_heap_path()
+  for (bad in list(1, NA_character_, c("a", "b"), "", NULL)) {
+    err <- expect_fmalloc_error(fmalloc_open(bad), "fmalloc_invalid", "`path`")
+    expect_identical(conditionCall(err)[[1]], quote(fmalloc_open))
+  }
+  for (bad in list(-1, 0, NA_real_, Inf, "1", c(1, 2))) {
+    expect_fmalloc_error(fmalloc_open(path, size_gb = bad), "fmalloc_invalid", "`size_gb`")
+  }
+  expect_fmalloc_error(fmalloc_open(path, readonly = NA), "fmalloc_invalid", "`readonly`")
+  expect_fmalloc_error(fmalloc_open(path, verbose = "yes"), "fmalloc_invalid", "`verbose`")
+  expect_false(file.exists(path))
+  for (f in list(fmalloc_close, fmalloc_info, fmalloc_sync)) {
+    expect_fmalloc_error(f(list()), "fmalloc_invalid", "`heap`")
+    expect_fmalloc_error(f(path), "fmalloc_invalid", "`heap`")
+  }
+})
+
+test_that("functions are quiet unless verbose", {
+  path <- local_heap_path()
+  expect_silent(heap <- fmalloc_open(path, size_gb = 0.01))
+  expect_silent(fmalloc_info(heap))
+  expect_silent(fmalloc_close(heap))
+
+  expect_message(heap <- fmalloc_open(path, verbose = TRUE), "opened heap")
+  expect_message(fmalloc_close(heap, verbose = TRUE), "closed heap")
+  withr::local_options(fmalloc.verbose = TRUE)
+  expect_message(heap <- fmalloc_open(path), basename(path), fixed = TRUE)
+  fmalloc_close(heap)
+})
+
+test_that("fmalloc_sync succeeds on an open writable heap and keeps the file a heap", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  id <- fmalloc_info(heap)$heap_id
+  expect_null(fmalloc_sync(heap))
+  fmalloc_close(heap)
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_info(heap)$heap_id, id)
+})

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Sets up (tools/setup.sh) and runs every test:
+#   1. the Rust core: cargo fmt --check, cargo clippy -D warnings, cargo test
+#   2. R CMD build, then R CMD check --no-manual on the tarball (which runs
+#      the testthat suite); an ERROR or WARNING in the check fails the run.
+# Ends with one line "N passed, N failed, N skipped": cargo's test totals plus
+# testthat's expectation totals. Exits non-zero if anything failed.
+#
+# Build products go to a scratch directory (RFMALLOC_TEST_DIR, default: a new
+# temporary directory), never into the source tree.
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash tools/setup.sh || exit 1
+export PATH="$PATH:$HOME/.cargo/bin"
+
+work="${RFMALLOC_TEST_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/rfmalloc-test.XXXXXX")}"
+mkdir -p "$work"
+echo "test: build products and logs in $work"
+
+failed_steps=()
+step() { # step NAME COMMAND...: runs a command, remembers a failure
+  local name="$1"; shift
+  echo "==> $name"
+  if ! "$@"; then
+    echo "==> $name: FAILED"
+    failed_steps+=("$name")
+    return 1
+  fi
+}
+
+# ---- 1. Rust core ----------------------------------------------------------
+export CARGO_TARGET_DIR="$work/target"
+manifest=(--manifest-path "$root/src/rust/Cargo.toml")
+if cargo fmt --version >/dev/null 2>&1; then
+  step "cargo fmt" cargo fmt "${manifest[@]}" --check
+else
+  echo "==> cargo fmt: not installed, skipped"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  step "cargo clippy" cargo clippy "${manifest[@]}" --all-targets -- -D warnings
+else
+  echo "==> cargo clippy: not installed, skipped"
+fi
+step "cargo test" bash -c 'set -o pipefail; cargo test "$@" 2>&1 | tee "'"$work"'/cargo-test.log"' _ "${manifest[@]}"
+unset CARGO_TARGET_DIR
+
+# ---- 2. R CMD build + check -------------------------------------------------
+cd "$work"
+rm -rf Rfmalloc_*.tar.gz Rfmalloc.Rcheck
+if step "R CMD build" R CMD build --no-manual "$root"; then
+  tarball="$(ls Rfmalloc_*.tar.gz | head -1)"
+  # NOT_CRAN: run the tests that start second R processes.
+  export NOT_CRAN=true
+  step "R CMD check" R CMD check --no-manual "$tarball"
+  status="$(grep -E '^Status:' Rfmalloc.Rcheck/00check.log 2>/dev/null | tail -1)"
+  echo "R CMD check ${status:-Status: (none: the check did not finish)}"
+  if [ -z "$status" ] || echo "$status" | grep -qE 'ERROR|WARNING'; then
+    [[ " ${failed_steps[*]} " == *" R CMD check "* ]] || failed_steps+=("R CMD check")
+    grep -E -B2 -A15 '\.\.\. (ERROR|WARNING)$' Rfmalloc.Rcheck/00check.log 2>/dev/null | head -80
+  fi
+  for f in Rfmalloc.Rcheck/tests/testthat.Rout.fail; do
+    [ -f "$f" ] && tail -60 "$f"
+  done
+fi
+
+# ---- totals -----------------------------------------------------------------
+passed=0; failed=0; skipped=0
+if [ -f "$work/cargo-test.log" ]; then
+  read -r p f s < <(awk '/^test result:/ {
+      for (i = 1; i <= NF; i++) {
+        if ($(i+1) ~ /^passed/) p += $i
+        if ($(i+1) ~ /^failed/) f += $i
+        if ($(i+1) ~ /^ignored/) s += $i
+      }
+    } END { print p + 0, f + 0, s + 0 }' "$work/cargo-test.log")
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+fi
+rout="$(ls "$work"/Rfmalloc.Rcheck/tests/testthat.Rout "$work"/Rfmalloc.Rcheck/tests/testthat.Rout.fail 2>/dev/null | head -1)"
+if [ -n "$rout" ]; then
+  line="$(grep -E '\[ FAIL [0-9]+ \| WARN [0-9]+ \| SKIP [0-9]+ \| PASS [0-9]+ \]' "$rout" | tail -1)"
+  if [ -n "$line" ]; then
+    read -r f s p < <(echo "$line" | sed -E 's/.*FAIL ([0-9]+) \| WARN [0-9]+ \| SKIP ([0-9]+) \| PASS ([0-9]+).*/\1 \2 \3/')
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  fi
+fi
+
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+  echo "test: FAILED steps: ${failed_steps[*]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "${#failed_steps[@]}" -eq 0 ] && [ "$failed" -eq 0 ]
