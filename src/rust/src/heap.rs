@@ -7,10 +7,24 @@
 //! that is still alive in this process (same canonical path) returns the same
 //! shared heap when the mode matches, an `Error::Locked` otherwise.
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use crate::error::Result;
+use once_cell::sync::Lazy;
+
+use crate::alloc::{self, Allocator};
+use crate::catalog::{self, StoredBlock, StoredEntry};
+use crate::error::{Error, Result};
+use crate::format::{
+    bounds, check_file_len, fnv1a64, new_heap_id, now_ms, pick_slot, round_up, slot_offset,
+    Header, Slot, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE,
+};
+use crate::lock::{self, Owner};
+use crate::map::{Mapping, Overlay};
 
 /// What kind of elements a named block holds.
 #[repr(u8)]
@@ -95,74 +109,979 @@ pub struct Info {
     pub objects: u64,
 }
 
+/// Default size of a new heap: 1 GiB (sparse).
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// Growth adds at least this fraction (1/GROW_DIVISOR) of the current size.
+const GROW_DIVISOR: u64 = 4;
+
+/// Where a commit stops to simulate a crash (tests only).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPoint {
+    /// After the new catalog block is written and flushed, before the slot.
+    BeforeSlot,
+    /// After the new slot is written and flushed, before old blocks are freed.
+    AfterSlot,
+}
+
+/// Same-process registry: canonical path -> the open heap, so that a second
+/// open in this process shares the mapping instead of fighting over the lock.
+static REGISTRY: Lazy<Mutex<HashMap<PathBuf, Weak<Shared>>>> = Lazy::new(Default::default);
+
+/// An open heap file. Cheap to clone; see the module docs for lifetimes.
 #[derive(Clone)]
-pub struct Heap {}
+pub struct Heap {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    heap_id: [u8; 16],
+    readonly: bool,
+    owner: Owner,
+    /// The descriptor holding the lock; never unlocked explicitly.
+    _lock: File,
+    state: Mutex<State>,
+}
+
+/// A catalog entry as held in memory: the stored form plus its meta bytes.
+struct Named {
+    stored: StoredEntry,
+    meta: Vec<u8>,
+}
+
+/// Session references to a block handed out by (or named in) this heap.
+#[derive(Debug, Clone, Copy)]
+struct Ref {
+    count: u64,
+    named: bool,
+    capacity: u64,
+}
+
+struct State {
+    map: Mapping,
+    /// `None` for a read-only heap.
+    alloc: Option<Allocator>,
+    catalog: BTreeMap<String, Named>,
+    slot_index: usize,
+    slot: Slot,
+    /// Every block a session reference or a catalog entry keeps alive.
+    refs: HashMap<u64, Ref>,
+    fail: Option<FailPoint>,
+    /// A simulated crash happened: refuse everything, write nothing more.
+    crashed: bool,
+}
+
+fn lock_state(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn corrupt(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |what| Error::corrupt(path, what)
+}
+
+/// The canonical path of `path`, creating an empty file for a writable open.
+fn canonical_path(path: &Path, readonly: bool) -> Result<PathBuf> {
+    if !readonly && !path.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(path, "create", e)),
+        }
+    }
+    let canon = std::fs::canonicalize(path).map_err(|e| Error::io(path, "open", e))?;
+    let meta = std::fs::metadata(&canon).map_err(|e| Error::io(path, "open", e))?;
+    if !meta.is_file() {
+        return Err(Error::Invalid(format!(
+            "'{}' is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(canon)
+}
+
+/// What validation of an existing file found; nothing has been written.
+struct Validated {
+    header: Header,
+    slot_index: usize,
+    slot: Slot,
+    entries: Vec<Named>,
+    live: Vec<(u64, u64)>,
+}
+
+/// Validates an existing heap file of `len` bytes through a read-only
+/// mapping. For a writable open the allocator rebuild is dry-run in memory,
+/// so a file that would fail it is rejected before anything is written.
+fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Validated> {
+    let bad = corrupt(path);
+    check_file_len(len).map_err(&bad)?;
+    let all = ro
+        .bytes(0, len)
+        .ok_or_else(|| bad("file is not mapped".into()))?;
+    let page = &all[..HEADER_SIZE as usize];
+    let header = Header::decode(page).map_err(&bad)?;
+    let (slot_index, slot) = pick_slot(page, len).map_err(&bad)?;
+    let stored = if slot.catalog_off == 0 {
+        Vec::new()
+    } else {
+        let r = bounds(slot.catalog_off, slot.catalog_len, slot.heap_len).map_err(&bad)?;
+        let blob = &all[r];
+        if fnv1a64(blob) != slot.catalog_sum {
+            return Err(bad("catalog checksum mismatch".into()));
+        }
+        catalog::decode(blob).map_err(&bad)?
+    };
+    let cat_block = (slot.catalog_off != 0).then_some((slot.catalog_off, slot.catalog_cap));
+    let live = catalog::live_blocks(&stored, cat_block, slot.heap_len).map_err(&bad)?;
+    let mut entries = Vec::with_capacity(stored.len());
+    for e in stored {
+        let meta = if e.meta_off == 0 {
+            Vec::new()
+        } else {
+            let r = bounds(e.meta_off, e.meta_len, slot.heap_len).map_err(&bad)?;
+            if fnv1a64(&all[r.clone()]) != e.meta_sum {
+                return Err(bad(format!("meta of '{}' fails its checksum", e.name)));
+            }
+            all[r].to_vec()
+        };
+        entries.push(Named { stored: e, meta });
+    }
+    if writable {
+        let mut overlay = Overlay::new(all);
+        Allocator::new()
+            .add_arena_with_live(&mut overlay, HEADER_SIZE, len, &live)
+            .map_err(|e| bad(format!("blocks do not fit the heap: {e}")))?;
+    }
+    Ok(Validated {
+        header,
+        slot_index,
+        slot,
+        entries,
+        live,
+    })
+}
+
+/// `Error::Full` for an out-of-space condition, `Error::Io` otherwise.
+fn space_error(path: &Path, requested: u64, what: &str, e: std::io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::StorageFull | K::QuotaExceeded | K::FileTooLarge => Error::Full {
+            requested,
+            detail: format!("{what}: {e}"),
+        },
+        _ => Error::io(path, "reserve disk space for", e),
+    }
+}
+
+impl Shared {
+    fn open(path: &Path, canon: &Path, opts: &OpenOptions) -> Result<(Shared, bool)> {
+        // Lock through a read-only descriptor first: validation must not
+        // race a writer, and a rejected file is never opened for writing.
+        let lock_file = File::open(canon).map_err(|e| Error::io(path, "open", e))?;
+        lock::lock(&lock_file, path, !opts.readonly)?;
+        let len = lock_file
+            .metadata()
+            .map_err(|e| Error::io(path, "stat", e))?
+            .len();
+        if len == 0 {
+            if opts.readonly {
+                return Err(Error::corrupt(
+                    path,
+                    "the file is empty; open it with readonly = FALSE to create a heap",
+                ));
+            }
+            return Self::create(path, canon, lock_file, opts).map(|s| (s, true));
+        }
+        let ro = Mapping::open_ro(&lock_file, len).map_err(|e| Error::io(path, "map", e))?;
+        let v = validate(path, &ro, len, !opts.readonly)?;
+        let (map, alloc) = if opts.readonly {
+            (ro, None)
+        } else {
+            drop(ro);
+            let rw = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(canon)
+                .map_err(|e| Error::io(path, "open for writing", e))?;
+            let mut map = Mapping::open_rw(rw, len).map_err(|e| Error::io(path, "map", e))?;
+            let mut alloc = Allocator::new();
+            alloc
+                .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
+                .map_err(|e| Error::corrupt(path, e))?;
+            // Blocks handed out earlier get their disk space now (best
+            // effort: a full disk must not prevent reading them).
+            for &(off, cap) in &v.live {
+                let _ = map.reserve(off, cap);
+            }
+            let _ = map.take_store_error();
+            (map, Some(alloc))
+        };
+        let mut refs = HashMap::new();
+        let mut catalog = BTreeMap::new();
+        for n in v.entries {
+            for b in &n.stored.blocks {
+                refs.insert(
+                    b.offset,
+                    Ref {
+                        count: 0,
+                        named: true,
+                        capacity: b.capacity,
+                    },
+                );
+            }
+            catalog.insert(n.stored.name.clone(), n);
+        }
+        let state = State {
+            map,
+            alloc,
+            catalog,
+            slot_index: v.slot_index,
+            slot: v.slot,
+            refs,
+            fail: None,
+            crashed: false,
+        };
+        Ok((
+            Shared {
+                path: canon.to_path_buf(),
+                heap_id: v.header.heap_id,
+                readonly: opts.readonly,
+                owner: Owner::current(),
+                _lock: lock_file,
+                state: Mutex::new(state),
+            },
+            false,
+        ))
+    }
+
+    /// Formats the empty (and exclusively locked) file at `canon`.
+    fn create(path: &Path, canon: &Path, lock_file: File, opts: &OpenOptions) -> Result<Shared> {
+        let want = opts.initial_size.unwrap_or(DEFAULT_SIZE);
+        let size = round_up(want, FILE_GRANULE)
+            .filter(|&s| s <= alloc::MAX_OFFSET)
+            .ok_or_else(|| Error::Invalid(format!("heap size {want} is too large")))?
+            .max(FILE_GRANULE);
+        let mut rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(canon)
+            .map_err(|e| Error::io(path, "open for writing", e))?;
+        let header = Header {
+            heap_id: new_heap_id(),
+            created_ms: now_ms(),
+        };
+        let slot = Slot {
+            generation: 1,
+            heap_len: size,
+            ..Slot::default()
+        };
+        let written = rw
+            .set_len(size)
+            .and_then(|()| rw.write_all(&header.encode_page(&slot)))
+            .and_then(|()| rw.sync_all());
+        if let Err(e) = written {
+            // Leave the file empty, as it was.
+            let _ = rw.set_len(0);
+            return Err(space_error(path, size, "cannot create the heap file", e));
+        }
+        let mut map = Mapping::open_rw(rw, size).map_err(|e| Error::io(path, "map", e))?;
+        let mut alloc = Allocator::new();
+        alloc
+            .try_add_arena(&mut map, HEADER_SIZE, size)
+            .map_err(Error::Invalid)?;
+        let _ = map.take_store_error();
+        let state = State {
+            map,
+            alloc: Some(alloc),
+            catalog: BTreeMap::new(),
+            slot_index: 0,
+            slot,
+            refs: HashMap::new(),
+            fail: None,
+            crashed: false,
+        };
+        Ok(Shared {
+            path: canon.to_path_buf(),
+            heap_id: header.heap_id,
+            readonly: false,
+            owner: Owner::current(),
+            _lock: lock_file,
+            state: Mutex::new(state),
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A forked child must not touch the parent's file; a read-only heap
+        // has nothing to write.
+        if self.readonly || self.owner.is_forked() {
+            return;
+        }
+        let st = lock_state(&self.state);
+        if !st.crashed {
+            let _ = st.map.sync_all();
+        }
+    }
+}
+
+impl State {
+    /// A new block of at least `size` bytes with its disk space reserved,
+    /// growing the heap if needed. Returns (offset, capacity).
+    fn alloc_block(&mut self, path: &Path, size: u64) -> Result<(u64, u64)> {
+        let State { map, alloc, .. } = self;
+        let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
+            path: path.to_path_buf(),
+        })?;
+        let off = match alloc.malloc(map, size) {
+            Some(off) => off,
+            None => {
+                grow(path, map, alloc, size)?;
+                alloc.malloc(map, size).ok_or_else(|| Error::Full {
+                    requested: size,
+                    detail: "no free block large enough after growing the heap".into(),
+                })?
+            }
+        };
+        let cap = alloc
+            .usable_size(map, off)
+            .map_err(|e| Error::corrupt(path, e))?;
+        let reserved = match map.take_store_error() {
+            Some(e) => Err(e),
+            None => map.reserve(off, cap),
+        };
+        if let Err(e) = reserved {
+            let _ = alloc.free(map, off);
+            let _ = map.take_store_error();
+            return Err(space_error(path, size, "cannot reserve disk space", e));
+        }
+        Ok((off, cap))
+    }
+
+    fn free_block(&mut self, off: u64) {
+        let State { map, alloc, .. } = self;
+        if let Some(alloc) = alloc.as_mut() {
+            let r = alloc.free(map, off);
+            debug_assert!(r.is_ok(), "free({off}): {r:?}");
+        }
+    }
+
+    /// A named block lost its name: free it if no session reference is left.
+    fn unname(&mut self, off: u64) {
+        if let Some(r) = self.refs.get_mut(&off) {
+            r.named = false;
+            if r.count == 0 {
+                self.refs.remove(&off);
+                self.free_block(off);
+            }
+        }
+    }
+
+    /// Atomically replaces the catalog by `entries` (sorted by name): new
+    /// blob in a fresh block, flushed; then the inactive slot, flushed; then
+    /// the old catalog block is freed. On error the old catalog stays in
+    /// force and everything allocated here is freed.
+    fn commit(&mut self, path: &Path, entries: &[StoredEntry]) -> Result<()> {
+        let blob = catalog::encode(entries);
+        let (off, cap) = if entries.is_empty() {
+            (0, 0)
+        } else {
+            self.alloc_block(path, blob.len() as u64)?
+        };
+        let io = |op: &'static str| move |e| Error::io(path, op, e);
+        if off != 0 {
+            let written = self
+                .map
+                .write(off, &blob)
+                .and_then(|()| self.map.flush(off, blob.len() as u64));
+            if let Err(e) = written {
+                self.free_block(off);
+                return Err(io("write the catalog of")(e));
+            }
+        }
+        if self.fail == Some(FailPoint::BeforeSlot) {
+            self.crashed = true;
+            return Err(Error::Invalid("simulated crash before the slot".into()));
+        }
+        let slot = Slot {
+            generation: self.slot.generation + 1,
+            catalog_off: off,
+            catalog_cap: cap,
+            catalog_len: if off == 0 { 0 } else { blob.len() as u64 },
+            catalog_sum: if off == 0 { 0 } else { fnv1a64(&blob) },
+            heap_len: self.map.len(),
+        };
+        let target = 1 - self.slot_index;
+        let at = slot_offset(target) as u64;
+        let old_bytes = self
+            .map
+            .bytes(at, SLOT_SIZE as u64)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let written = self
+            .map
+            .write(at, &slot.encode())
+            .and_then(|()| self.map.flush(0, HEADER_SIZE));
+        if let Err(e) = written {
+            let _ = self.map.write(at, &old_bytes);
+            if off != 0 {
+                self.free_block(off);
+            }
+            return Err(io("write the header of")(e));
+        }
+        if self.fail == Some(FailPoint::AfterSlot) {
+            self.crashed = true;
+            return Err(Error::Invalid("simulated crash after the slot".into()));
+        }
+        let old = self.slot;
+        self.slot = slot;
+        self.slot_index = target;
+        if old.catalog_off != 0 {
+            self.free_block(old.catalog_off);
+        }
+        Ok(())
+    }
+
+    /// The stored entries with `name` removed and `add` inserted.
+    fn entries_with(&self, remove: &[&str], add: Option<&StoredEntry>) -> Vec<StoredEntry> {
+        let mut v: Vec<StoredEntry> = self
+            .catalog
+            .values()
+            .filter(|n| !remove.contains(&n.stored.name.as_str()))
+            .map(|n| n.stored.clone())
+            .collect();
+        if let Some(a) = add {
+            let at = v.partition_point(|e| e.name < a.name);
+            v.insert(at, a.clone());
+        }
+        v
+    }
+
+    /// Frees what the (already uncommitted) entry `old` held, except the
+    /// blocks in `keep`.
+    fn drop_entry(&mut self, old: &StoredEntry, keep: &[u64]) {
+        if old.meta_off != 0 {
+            self.free_block(old.meta_off);
+        }
+        for b in &old.blocks {
+            if !keep.contains(&b.offset) {
+                self.unname(b.offset);
+            }
+        }
+    }
+}
+
+/// Appends an extent big enough for `size` bytes and gives it to the
+/// allocator: max(request + slack, a quarter of the heap), in 64 KiB units.
+fn grow(path: &Path, map: &mut Mapping, alloc: &mut Allocator, size: u64) -> Result<()> {
+    let full = |detail: String| Error::Full {
+        requested: size,
+        detail,
+    };
+    let need = size
+        .checked_add(size / 8)
+        .and_then(|n| n.checked_add(FILE_GRANULE))
+        .ok_or_else(|| full("request too large".into()))?;
+    let step = round_up(need.max(map.len() / GROW_DIVISOR), FILE_GRANULE)
+        .filter(|&s| map.len().checked_add(s).is_some_and(|e| e <= alloc::MAX_OFFSET))
+        .ok_or_else(|| full("request too large".into()))?;
+    let (start, end) = map
+        .grow(step)
+        .map_err(|e| full(format!("cannot grow '{}' by {step} bytes: {e}", path.display())))?;
+    alloc
+        .try_add_arena(map, start, end)
+        .map_err(|e| Error::corrupt(path, e))
+}
 
 impl Heap {
     /// Opens or creates. Returns the heap and whether the file was newly
     /// initialised. Refuses a non-empty non-heap file (unchanged).
-    pub fn open(_path: &Path, _opts: &OpenOptions) -> Result<(Heap, bool)> {
-        todo!()
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<(Heap, bool)> {
+        let canon = canonical_path(path, opts.readonly)?;
+        let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        reg.retain(|_, w| w.strong_count() > 0);
+        if let Some(shared) = reg.get(&canon).and_then(Weak::upgrade) {
+            if shared.readonly == opts.readonly {
+                return Ok((Heap { shared }, false));
+            }
+            drop(reg);
+            let detail = if shared.readonly {
+                "this process has it open read-only"
+            } else {
+                "this process has it open for writing"
+            };
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+                detail: detail.into(),
+            });
+        }
+        let (shared, created) = Shared::open(path, &canon, opts)?;
+        let shared = Arc::new(shared);
+        reg.insert(canon, Arc::downgrade(&shared));
+        Ok((Heap { shared }, created))
     }
+
     pub fn path(&self) -> &Path {
-        todo!()
+        &self.shared.path
     }
+
     pub fn heap_id(&self) -> [u8; 16] {
-        todo!()
+        self.shared.heap_id
     }
+
     pub fn is_readonly(&self) -> bool {
-        todo!()
+        self.shared.readonly
     }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock_state(&self.shared.state)
+    }
+
+    /// The state for a call that allocates or changes the catalog.
+    fn writer(&self) -> Result<MutexGuard<'_, State>> {
+        let path = self.shared.path.clone();
+        if self.shared.readonly {
+            return Err(Error::ReadOnly { path });
+        }
+        if self.shared.owner.is_forked() {
+            return Err(Error::Forked { path });
+        }
+        let st = self.state();
+        if st.crashed {
+            return Err(Error::Closed { path });
+        }
+        Ok(st)
+    }
+
     /// A new unnamed block with reference count 1.
-    pub fn malloc(&self, _size: u64) -> Result<u64> {
-        todo!()
+    pub fn malloc(&self, size: u64) -> Result<u64> {
+        let mut st = self.writer()?;
+        let (off, capacity) = st.alloc_block(self.path(), size)?;
+        st.refs.insert(
+            off,
+            Ref {
+                count: 1,
+                named: false,
+                capacity,
+            },
+        );
+        Ok(off)
     }
-    /// Resizes an unnamed block; may move it (the data are copied).
-    pub fn realloc(&self, _off: u64, _new_size: u64) -> Result<u64> {
-        todo!()
+
+    /// Resizes an unnamed block; may move it (the data are copied). The
+    /// block's references move with it: like C's realloc, holders of the
+    /// old offset must switch to the returned one.
+    pub fn realloc(&self, off: u64, new_size: u64) -> Result<u64> {
+        let mut st = self.writer()?;
+        let path = self.path();
+        let r = match st.refs.get(&off) {
+            Some(r) if !r.named => *r,
+            Some(_) => {
+                return Err(Error::Invalid(format!(
+                    "block at offset {off} belongs to a named object and cannot be resized"
+                )))
+            }
+            None => return Err(not_live(off)),
+        };
+        let st = &mut *st;
+        let State { map, alloc, .. } = st;
+        let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
+            path: path.to_path_buf(),
+        })?;
+        if alloc
+            .resize_in_place(map, off, new_size)
+            .map_err(|e| Error::corrupt(path, e))?
+        {
+            let cap = alloc
+                .usable_size(map, off)
+                .map_err(|e| Error::corrupt(path, e))?;
+            let reserved = match map.take_store_error() {
+                Some(e) => Err(e),
+                None => map.reserve(off, cap),
+            };
+            if let Err(e) = reserved {
+                // Shrinking back always succeeds in place.
+                let _ = alloc.resize_in_place(map, off, r.capacity);
+                let _ = map.take_store_error();
+                return Err(space_error(path, new_size, "cannot reserve disk space", e));
+            }
+            st.refs.insert(off, Ref { capacity: cap, ..r });
+            return Ok(off);
+        }
+        let (new_off, cap) = st.alloc_block(path, new_size)?;
+        let n = r.capacity.min(cap);
+        let (src, dst) = match (st.map.addr(off, n), st.map.addr(new_off, n)) {
+            (Some(s), Some(d)) => (s, d),
+            _ => {
+                st.free_block(new_off);
+                return Err(Error::corrupt(path, format!("block at {off} is not mapped")));
+            }
+        };
+        // SAFETY: both ranges are inside live mappings (checked by `addr`)
+        // and belong to two distinct allocator blocks, so they don't overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n as usize) };
+        st.refs.remove(&off);
+        st.free_block(off);
+        st.refs.insert(new_off, Ref { capacity: cap, ..r });
+        Ok(new_off)
     }
+
     /// One more session reference to the block at `off`.
-    pub fn retain(&self, _off: u64) -> Result<()> {
-        todo!()
+    pub fn retain(&self, off: u64) -> Result<()> {
+        let mut st = self.state();
+        let r = st.refs.get_mut(&off).ok_or_else(|| not_live(off))?;
+        r.count += 1;
+        Ok(())
     }
+
     /// One reference fewer; frees the block when unreferenced and unnamed.
     /// A no-op in a forked child.
-    pub fn release(&self, _off: u64) -> Result<()> {
-        todo!()
+    pub fn release(&self, off: u64) -> Result<()> {
+        if self.shared.owner.is_forked() {
+            return Ok(());
+        }
+        let mut st = self.state();
+        if st.crashed {
+            return Ok(());
+        }
+        let r = st.refs.get_mut(&off).ok_or_else(|| not_live(off))?;
+        if r.count == 0 {
+            return Err(Error::Invalid(format!(
+                "block at offset {off} released more often than retained"
+            )));
+        }
+        r.count -= 1;
+        if r.count == 0 && !r.named {
+            st.refs.remove(&off);
+            st.free_block(off);
+        }
+        Ok(())
     }
-    pub fn block_size(&self, _off: u64) -> Result<u64> {
-        todo!()
+
+    pub fn block_size(&self, off: u64) -> Result<u64> {
+        let st = self.state();
+        st.refs
+            .get(&off)
+            .map(|r| r.capacity)
+            .ok_or_else(|| not_live(off))
     }
+
     /// Address of `[off, off + len)`; valid while any clone of this heap lives.
-    pub fn ptr(&self, _off: u64, _len: u64) -> Result<NonNull<u8>> {
-        todo!()
+    pub fn ptr(&self, off: u64, len: u64) -> Result<NonNull<u8>> {
+        if off < HEADER_SIZE {
+            return Err(Error::Invalid(format!("offset {off} is inside the header")));
+        }
+        let st = self.state();
+        st.map
+            .addr(off, len)
+            .and_then(NonNull::new)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "range [{off}, {off}+{len}) is not inside the heap"
+                ))
+            })
     }
+
     /// Reverse lookup: the file offset of an address inside this heap's mapping.
-    pub fn offset_of(&self, _addr: *const u8) -> Option<u64> {
-        todo!()
+    pub fn offset_of(&self, addr: *const u8) -> Option<u64> {
+        self.state()
+            .map
+            .offset_of(addr)
+            .filter(|&o| o >= HEADER_SIZE)
     }
+
     pub fn info(&self) -> Info {
-        todo!()
+        let st = self.state();
+        let file_bytes = st.map.len();
+        let (used_bytes, free_bytes) = match &st.alloc {
+            Some(a) => {
+                let s = a.stats();
+                (s.used_bytes, s.free_bytes)
+            }
+            None => {
+                // Read-only: what the catalog holds is used, the rest free.
+                let used: u64 = st.slot.catalog_cap
+                    + st
+                        .catalog
+                        .values()
+                        .map(|n| n.stored.meta_cap + n.stored.blocks.iter().map(|b| b.capacity).sum::<u64>())
+                        .sum::<u64>();
+                (used, (file_bytes - HEADER_SIZE).saturating_sub(used))
+            }
+        };
+        Info {
+            path: self.shared.path.clone(),
+            heap_id: self.shared.heap_id,
+            readonly: self.shared.readonly,
+            file_bytes,
+            used_bytes,
+            free_bytes,
+            objects: st.catalog.len() as u64,
+        }
     }
+
+    /// Makes everything written so far durable: msync of every extent and
+    /// fsync of the file. A no-op for a read-only heap.
     pub fn sync(&self) -> Result<()> {
-        todo!()
+        if self.shared.readonly {
+            return Ok(());
+        }
+        self.state()
+            .map
+            .sync_all()
+            .map_err(|e| Error::io(self.path(), "sync", e))
     }
-    pub fn put(&self, _name: &str, _meta: &[u8], _blocks: &[BlockDesc], _overwrite: bool) -> Result<()> {
-        todo!()
+
+    /// Names `blocks` (live blocks of this heap) with `meta` under `name`,
+    /// atomically. The blocks' data are flushed first, so a committed name
+    /// never points at data that did not reach the disk.
+    pub fn put(&self, name: &str, meta: &[u8], blocks: &[BlockDesc], overwrite: bool) -> Result<()> {
+        catalog::check_name(name).map_err(Error::Invalid)?;
+        let mut st = self.writer()?;
+        let path = self.path();
+        let old = st.catalog.get(name).map(|n| n.stored.clone());
+        if old.is_some() && !overwrite {
+            return Err(Error::Exists { name: name.into() });
+        }
+        let old_offsets: Vec<u64> = old
+            .as_ref()
+            .map(|o| o.blocks.iter().map(|b| b.offset).collect())
+            .unwrap_or_default();
+        let mut stored = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let r = st.refs.get(&b.offset).ok_or_else(|| not_live(b.offset))?;
+            if r.named && !old_offsets.contains(&b.offset) {
+                return Err(Error::Invalid(format!(
+                    "block at offset {} already belongs to another named object",
+                    b.offset
+                )));
+            }
+            stored.push(StoredBlock {
+                offset: b.offset,
+                capacity: r.capacity,
+                data_offset: b.data_offset,
+                length: b.length,
+                elem: b.elem,
+            });
+        }
+        let now = now_ms();
+        let same_object = old.as_ref().is_some_and(|o| {
+            o.blocks.len() == stored.len()
+                && o.blocks.iter().zip(&stored).all(|(a, b)| a.offset == b.offset)
+        });
+        let mut entry = StoredEntry {
+            name: name.into(),
+            created_ms: match &old {
+                Some(o) if same_object => o.created_ms,
+                _ => now,
+            },
+            modified_ms: now,
+            meta_off: 0,
+            meta_cap: 0,
+            meta_len: meta.len() as u64,
+            meta_sum: 0,
+            blocks: stored,
+        };
+        catalog::live_blocks(std::slice::from_ref(&entry), None, st.map.len())
+            .map_err(|e| Error::Invalid(format!("cannot name these blocks: {e}")))?;
+        for b in &entry.blocks {
+            st.map
+                .flush(b.offset, b.capacity)
+                .map_err(|e| Error::io(path, "flush", e))?;
+        }
+        if !meta.is_empty() {
+            let (off, cap) = st.alloc_block(path, meta.len() as u64)?;
+            let written = st
+                .map
+                .write(off, meta)
+                .and_then(|()| st.map.flush(off, meta.len() as u64));
+            if let Err(e) = written {
+                st.free_block(off);
+                return Err(Error::io(path, "write", e));
+            }
+            entry.meta_off = off;
+            entry.meta_cap = cap;
+            entry.meta_sum = fnv1a64(meta);
+        } else {
+            entry.meta_len = 0;
+        }
+        let entries = st.entries_with(&[name], Some(&entry));
+        if let Err(e) = st.commit(path, &entries) {
+            if entry.meta_off != 0 && !st.crashed {
+                st.free_block(entry.meta_off);
+            }
+            return Err(e);
+        }
+        let new_offsets: Vec<u64> = entry.blocks.iter().map(|b| b.offset).collect();
+        if let Some(old) = st.catalog.remove(name) {
+            st.drop_entry(&old.stored, &new_offsets);
+        }
+        for off in &new_offsets {
+            if let Some(r) = st.refs.get_mut(off) {
+                r.named = true;
+            }
+        }
+        st.catalog.insert(
+            name.into(),
+            Named {
+                stored: entry,
+                meta: meta.to_vec(),
+            },
+        );
+        Ok(())
     }
-    pub fn get(&self, _name: &str) -> Result<Entry> {
-        todo!()
+
+    pub fn get(&self, name: &str) -> Result<Entry> {
+        let st = self.state();
+        st.catalog
+            .get(name)
+            .map(to_entry)
+            .ok_or_else(|| Error::NotFound { name: name.into() })
     }
+
+    /// Every named object, sorted by name (byte order).
     pub fn list(&self) -> Vec<Entry> {
-        todo!()
+        self.state().catalog.values().map(to_entry).collect()
     }
-    pub fn remove(&self, _name: &str) -> Result<()> {
-        todo!()
+
+    /// Removes the name atomically; its blocks are freed unless a session
+    /// reference still holds them.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let mut st = self.writer()?;
+        if !st.catalog.contains_key(name) {
+            return Err(Error::NotFound { name: name.into() });
+        }
+        let entries = st.entries_with(&[name], None);
+        st.commit(self.path(), &entries)?;
+        if let Some(old) = st.catalog.remove(name) {
+            st.drop_entry(&old.stored, &[]);
+        }
+        Ok(())
     }
-    pub fn rename(&self, _from: &str, _to: &str, _overwrite: bool) -> Result<()> {
-        todo!()
+
+    /// Renames atomically; with `overwrite` an existing `to` is replaced.
+    pub fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<()> {
+        catalog::check_name(to).map_err(Error::Invalid)?;
+        let mut st = self.writer()?;
+        let Some(src) = st.catalog.get(from) else {
+            return Err(Error::NotFound { name: from.into() });
+        };
+        if from == to {
+            return Ok(());
+        }
+        if st.catalog.contains_key(to) && !overwrite {
+            return Err(Error::Exists { name: to.into() });
+        }
+        let mut entry = src.stored.clone();
+        entry.name = to.into();
+        entry.modified_ms = now_ms();
+        let entries = st.entries_with(&[from, to], Some(&entry));
+        st.commit(self.path(), &entries)?;
+        if let Some(old) = st.catalog.remove(to) {
+            st.drop_entry(&old.stored, &[]);
+        }
+        if let Some(mut n) = st.catalog.remove(from) {
+            n.stored = entry;
+            st.catalog.insert(to.into(), n);
+        }
+        Ok(())
     }
+
+    /// Checks the allocator and the catalog against each other: every
+    /// allocator block in use is the catalog block, a meta block or a block
+    /// in the reference table; every named block is live with the capacity
+    /// the catalog records; the reference table agrees with the catalog.
     pub fn check_invariants(&self) -> Result<()> {
-        todo!()
+        let st = self.state();
+        let bad = |what: String| Error::corrupt(self.path(), what);
+        let stored: Vec<StoredEntry> = st.catalog.values().map(|n| n.stored.clone()).collect();
+        let cat = (st.slot.catalog_off != 0).then_some((st.slot.catalog_off, st.slot.catalog_cap));
+        let live = catalog::live_blocks(&stored, cat, st.map.len()).map_err(&bad)?;
+        let mut named = 0usize;
+        for e in &stored {
+            for b in &e.blocks {
+                match st.refs.get(&b.offset) {
+                    Some(r) if r.named && r.capacity == b.capacity => {}
+                    other => return Err(bad(format!("named block {} has ref {other:?}", b.offset))),
+                }
+            }
+            let mut offs: Vec<u64> = e.blocks.iter().map(|b| b.offset).collect();
+            offs.sort_unstable();
+            offs.dedup();
+            named += offs.len();
+        }
+        for (off, r) in &st.refs {
+            if r.count == 0 && !r.named {
+                return Err(bad(format!("block {off} is unreferenced but not freed")));
+            }
+        }
+        if st.refs.values().filter(|r| r.named).count() != named {
+            return Err(bad("reference table names blocks the catalog does not".into()));
+        }
+        let Some(alloc) = &st.alloc else {
+            return Ok(());
+        };
+        alloc.check_invariants(&st.map).map_err(&bad)?;
+        for &(off, cap) in &live {
+            let u = alloc.usable_size(&st.map, off).map_err(&bad)?;
+            if u != cap {
+                return Err(bad(format!("block {off}: capacity {u}, catalog says {cap}")));
+            }
+        }
+        for (&off, r) in &st.refs {
+            let u = alloc.usable_size(&st.map, off).map_err(&bad)?;
+            if u != r.capacity {
+                return Err(bad(format!("block {off}: capacity {u}, table says {}", r.capacity)));
+            }
+        }
+        let meta_blocks = stored.iter().filter(|e| e.meta_off != 0).count();
+        let expected = st.refs.len() + meta_blocks + usize::from(cat.is_some());
+        let used = alloc.stats().used_blocks as usize;
+        if used != expected {
+            return Err(bad(format!(
+                "allocator has {used} blocks in use, catalog and references account for {expected}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the next commit stop at `point`, as if the process died there.
+    #[doc(hidden)]
+    pub fn debug_fail_next_commit(&self, point: FailPoint) {
+        self.state().fail = Some(point);
+    }
+
+    /// Number of mapped extents (1 after open, +1 per growth).
+    #[doc(hidden)]
+    pub fn debug_extent_count(&self) -> usize {
+        self.state().map.extent_count()
+    }
+}
+
+fn not_live(off: u64) -> Error {
+    Error::Invalid(format!("offset {off} is not a live block of this heap"))
+}
+
+fn to_entry(n: &Named) -> Entry {
+    Entry {
+        name: n.stored.name.clone(),
+        meta: n.meta.clone(),
+        blocks: n
+            .stored
+            .blocks
+            .iter()
+            .map(|b| BlockDesc {
+                offset: b.offset,
+                data_offset: b.data_offset,
+                elem: b.elem,
+                length: b.length,
+            })
+            .collect(),
+        created_ms: n.stored.created_ms,
+        modified_ms: n.stored.modified_ms,
     }
 }

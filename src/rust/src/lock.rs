@@ -1,1 +1,93 @@
 //! Cross-process locking (one writer or many readers) and fork detection.
+//!
+//! A writable open holds an exclusive lock, a read-only open a shared lock,
+//! both taken without blocking with std's file locks (`flock` on Unix,
+//! `LockFileEx` on Windows). The lock belongs to the open file description
+//! and goes away when its last descriptor closes; it is never released
+//! explicitly, because an explicit unlock in a forked child (which shares the
+//! description) would release the parent's lock.
+//!
+//! Within one process the heap registry (`heap.rs`) hands out the same open
+//! heap for the same path, so this lock only ever arbitrates between
+//! processes.
+
+use std::fs::{File, TryLockError};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Takes the lock on `file` without waiting: exclusive for a writer, shared
+/// for a reader. A conflicting lock gives `Error::Locked` naming `path`.
+pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
+    let r = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_path_buf(),
+            detail: if exclusive {
+                "another process has it open".into()
+            } else {
+                "another process has it open for writing".into()
+            },
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io(path, "lock", e)),
+    }
+}
+
+/// The process that opened a heap. Allocation state (the allocator's free
+/// lists, the reference table) is private to that process: a forked child
+/// sees a copy that the parent keeps changing, so it must not allocate.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pid: u32,
+}
+
+impl Owner {
+    pub fn current() -> Self {
+        Owner {
+            pid: std::process::id(),
+        }
+    }
+
+    /// True in a process forked off the owner.
+    pub fn is_forked(&self) -> bool {
+        std::process::id() != self.pid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("rfm-lock-{}-{name}", std::process::id()));
+        std::fs::write(&p, b"x").unwrap();
+        p
+    }
+
+    #[test]
+    fn exclusive_excludes_and_shared_shares() {
+        let p = temp("a");
+        let a = File::open(&p).unwrap();
+        let b = File::open(&p).unwrap();
+        lock(&a, &p, false).unwrap();
+        lock(&b, &p, false).unwrap();
+        let c = File::open(&p).unwrap();
+        assert!(matches!(lock(&c, &p, true), Err(Error::Locked { .. })));
+        drop((a, b));
+        lock(&c, &p, true).unwrap();
+        let d = File::open(&p).unwrap();
+        let err = lock(&d, &p, false).unwrap_err();
+        assert!(err.to_string().contains(&*p.to_string_lossy()));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn owner_is_not_forked_in_itself() {
+        assert!(!Owner::current().is_forked());
+    }
+}
