@@ -2,9 +2,11 @@
 # Regenerates the generated files from the sources:
 #   R/000-wrappers.R, src/init.c, src/rust/api.h   (savvy-cli, from src/rust/src)
 #   NAMESPACE, man/                                 (roxygen2, from R/)
+#   README.md                                       (knitr, from README.Rmd;
+#                                                    only with --readme)
 # roxygen2 needs the package loaded, so the package is first installed, from a
 # copy of the tree, into a temporary library. Run from anywhere:
-#   bash tools/document.sh
+#   bash tools/document.sh [--readme]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -28,3 +30,8 @@ R CMD INSTALL --no-test-load --library="$work/lib" "$work/src" > "$work/install.
 
 [ -f NAMESPACE ] || cp "$work/src/NAMESPACE" NAMESPACE
 R_LIBS="$work/lib" Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_installed)'
+
+if [ "${1:-}" = "--readme" ]; then
+  # The README's outputs come from running its code with the package as built.
+  R_LIBS="$work/lib" Rscript -e 'knitr::knit("README.Rmd", "README.md", quiet = TRUE)'
+fi
