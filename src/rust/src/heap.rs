@@ -882,7 +882,7 @@ impl Heap {
             modified_ms: now,
             meta_off: 0,
             meta_cap: 0,
-            meta_len: meta.len() as u64,
+            meta_len: 0,
             meta_sum: 0,
             blocks: stored,
         };
@@ -905,9 +905,8 @@ impl Heap {
             }
             entry.meta_off = off;
             entry.meta_cap = cap;
+            entry.meta_len = meta.len() as u64;
             entry.meta_sum = fnv1a64(meta);
-        } else {
-            entry.meta_len = 0;
         }
         let entries = st.entries_with(&[name], Some(&entry));
         if let Err(e) = st.commit(path, &entries) {

@@ -1,0 +1,404 @@
+//! Create, reopen, grow, name: the heap facade as the R layer uses it.
+
+mod heap_util;
+
+use heap_util::*;
+use rfmalloc::error::Error;
+use rfmalloc::heap::{BlockDesc, ElemType, Heap, OpenOptions};
+
+#[test]
+fn create_then_reopen_keeps_values_and_heap_id() {
+    let d = TempDir::new("basic");
+    let p = d.file("h.bin");
+    let (h, created) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    assert!(created);
+    assert!(!h.is_readonly());
+    let id = h.heap_id();
+    let off = h.malloc(800).unwrap();
+    let vals: Vec<u8> = (0..800u32).map(|i| (i * 7) as u8).collect();
+    write(&h, off, &vals);
+    h.put(
+        "prices",
+        b"meta!",
+        &[BlockDesc {
+            offset: off,
+            data_offset: off,
+            elem: ElemType::Double,
+            length: 100,
+        }],
+        false,
+    )
+    .unwrap();
+    h.check_invariants().unwrap();
+    drop(h);
+
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[..8], b"RFMHEAP\0");
+    assert_eq!(bytes.len(), 1 << 20);
+
+    let (h, created) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    assert!(!created);
+    assert_eq!(h.heap_id(), id);
+    let e = h.get("prices").unwrap();
+    assert_eq!(e.meta, b"meta!");
+    assert_eq!(e.blocks[0].elem, ElemType::Double);
+    assert_eq!(e.blocks[0].length, 100);
+    assert_eq!(read(&h, e.blocks[0].data_offset, 800), vals);
+    assert!(e.created_ms > 0 && e.modified_ms >= e.created_ms);
+    h.check_invariants().unwrap();
+    assert_eq!(h.info().objects, 1);
+}
+
+#[test]
+fn empty_file_is_initialised_and_missing_file_created() {
+    let d = TempDir::new("empty");
+    let p = d.file("e.bin");
+    std::fs::write(&p, b"").unwrap();
+    let (h, created) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    assert!(created);
+    drop(h);
+    let q = d.file("new.bin");
+    let (h, created) = Heap::open(&q, &opts(1 << 20)).unwrap();
+    assert!(created);
+    assert_eq!(h.info().file_bytes, 1 << 20);
+    // Default size: 1 GiB, sparse.
+    let r = d.file("default.bin");
+    let (h2, _) = Heap::open(&r, &OpenOptions::default()).unwrap();
+    assert_eq!(h2.info().file_bytes, 1 << 30);
+    // A missing file is not created by a read-only open.
+    let err = Heap::open(&d.file("nope.bin"), &ro()).err().unwrap();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(!d.file("nope.bin").exists());
+    // Nor is an empty file initialised read-only.
+    std::fs::write(d.file("e2.bin"), b"").unwrap();
+    let err = Heap::open(&d.file("e2.bin"), &ro()).err().unwrap();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(std::fs::metadata(d.file("e2.bin")).unwrap().len(), 0);
+}
+
+#[test]
+fn second_open_in_process_shares_the_heap() {
+    let d = TempDir::new("share");
+    let p = d.file("s.bin");
+    let (a, _) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    let off = a.malloc(64).unwrap();
+    // Another spelling of the same path finds the same open heap.
+    let other = d.0.join(".").join("s.bin");
+    let (b, created) = Heap::open(&other, &opts(1 << 20)).unwrap();
+    assert!(!created);
+    assert_eq!(a.heap_id(), b.heap_id());
+    assert_eq!(a.ptr(off, 64).unwrap(), b.ptr(off, 64).unwrap());
+    // The other mode is refused while it is open.
+    let err = Heap::open(&p, &ro()).err().unwrap();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert_eq!(err.class(), "fmalloc_locked");
+    drop((a, b));
+    // Once the last clone is gone, the file can be opened read-only.
+    let (r1, _) = Heap::open(&p, &ro()).unwrap();
+    let (r2, _) = Heap::open(&p, &ro()).unwrap();
+    assert!(r1.is_readonly() && r2.is_readonly());
+}
+
+#[test]
+fn mapping_outlives_the_handle_that_opened_it() {
+    let d = TempDir::new("life");
+    let p = d.file("l.bin");
+    let (h, _) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    let off = h.malloc(16).unwrap();
+    let vector_ref = h.clone(); // what an R vector holds
+    let ptr = h.ptr(off, 16).unwrap();
+    drop(h); // user closes the heap
+    // SAFETY: `vector_ref` keeps the mapping alive.
+    unsafe { ptr.as_ptr().write(42) };
+    assert_eq!(read(&vector_ref, off, 1), [42]);
+    assert_eq!(vector_ref.offset_of(ptr.as_ptr()), Some(off));
+}
+
+#[test]
+fn readonly_heap_refuses_every_change() {
+    let d = TempDir::new("ro");
+    let p = d.file("r.bin");
+    {
+        let h = open(&p, 1 << 20);
+        put_bytes(&h, "x", 100, 9);
+    }
+    let before = std::fs::read(&p).unwrap();
+    let (h, created) = Heap::open(&p, &ro()).unwrap();
+    assert!(!created && h.is_readonly());
+    assert_eq!(get_bytes(&h, "x"), vec![9; 100]);
+    let off = h.get("x").unwrap().blocks[0].offset;
+    let ro_err = |r: Result<(), Error>| assert!(matches!(r, Err(Error::ReadOnly { .. })));
+    assert!(matches!(h.malloc(10), Err(Error::ReadOnly { .. })));
+    assert!(matches!(h.realloc(off, 10), Err(Error::ReadOnly { .. })));
+    ro_err(h.put("y", b"", &[], false));
+    ro_err(h.remove("x"));
+    ro_err(h.rename("x", "y", false));
+    // Retain/release of named blocks is bookkeeping only.
+    h.retain(off).unwrap();
+    h.release(off).unwrap();
+    h.sync().unwrap();
+    assert!(h.block_size(off).unwrap() >= 100);
+    h.check_invariants().unwrap();
+    let info = h.info();
+    assert!(info.readonly && info.objects == 1 && info.used_bytes > 0);
+    drop(h);
+    assert_eq!(std::fs::read(&p).unwrap(), before, "read-only open changed the file");
+}
+
+#[test]
+fn growth_keeps_old_pointers_valid_and_persists() {
+    let d = TempDir::new("grow");
+    let p = d.file("g.bin");
+    let h = open(&p, 1 << 20);
+    let first = h.malloc(4096).unwrap();
+    let old_ptr = h.ptr(first, 4096).unwrap();
+    let mut names = Vec::new();
+    for i in 0..40u64 {
+        // 40 x 200 KiB: far beyond the initial 1 MiB.
+        let len = 200 << 10;
+        put_bytes(&h, &format!("v{i}"), len, i as u8);
+        names.push(i);
+    }
+    assert!(h.debug_extent_count() > 2, "heap did not grow");
+    assert!(h.info().file_bytes > 8 << 20);
+    assert_eq!(h.ptr(first, 4096).unwrap(), old_ptr, "old block moved");
+    // SAFETY: the block is live and mapped; nothing else aliases it.
+    unsafe { std::ptr::write_bytes(old_ptr.as_ptr(), 0xab, 4096) };
+    h.put("first", b"", &[raw(first, 4096)], false).unwrap();
+    // A block bigger than the whole heap so far.
+    let big = h.malloc(32 << 20).unwrap();
+    write(&h, big + (32 << 20) - 3, b"end");
+    h.put("big", b"", &[raw(big, 32 << 20)], false).unwrap();
+    h.check_invariants().unwrap();
+    let len = h.info().file_bytes;
+    drop(h);
+
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), len);
+    let h = open(&p, 1 << 20);
+    assert_eq!(h.debug_extent_count(), 1);
+    assert_eq!(get_bytes(&h, "first"), vec![0xab; 4096]);
+    for i in names {
+        assert_eq!(get_bytes(&h, &format!("v{i}")), vec![i as u8; 200 << 10]);
+    }
+    let b = h.get("big").unwrap().blocks[0].offset;
+    assert_eq!(read(&h, b + (32 << 20) - 3, 3), b"end");
+    h.check_invariants().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn fifty_gigabyte_heap_is_sparse_and_instant() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new("sparse");
+    let p = d.file("big.bin");
+    let t = std::time::Instant::now();
+    let (h, created) = Heap::open(&p, &opts(50_000_000_000)).unwrap();
+    let off = h.malloc(1 << 20).unwrap();
+    write(&h, off, &[1; 1 << 20]);
+    h.put("one_mb", b"", &[raw(off, 1 << 20)], false).unwrap();
+    h.sync().unwrap();
+    let elapsed = t.elapsed();
+    assert!(created);
+    let m = std::fs::metadata(&p).unwrap();
+    assert!(m.len() >= 50_000_000_000);
+    let on_disk = m.blocks() * 512;
+    println!("50 GB heap: created, 1 MiB named and synced in {elapsed:?}; {on_disk} bytes on disk");
+    assert!(elapsed.as_secs_f64() < 2.0, "took {elapsed:?}");
+    // One reservation chunk (16 MiB) plus a few pages.
+    assert!(on_disk < 40 << 20, "{on_disk} bytes on disk");
+    drop(h);
+    let t = std::time::Instant::now();
+    let h = open(&p, 0);
+    assert_eq!(get_bytes(&h, "one_mb"), vec![1; 1 << 20]);
+    assert!(t.elapsed().as_secs_f64() < 2.0);
+}
+
+#[test]
+fn catalog_put_get_list_remove_rename() {
+    let d = TempDir::new("cat");
+    let p = d.file("c.bin");
+    let h = open(&p, 1 << 20);
+    put_bytes(&h, "b", 10, 2);
+    put_bytes(&h, "a", 10, 1);
+    let names: Vec<String> = h.list().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["a", "b"]);
+
+    // put without overwrite refuses an existing name, and changes nothing.
+    let off = h.malloc(10).unwrap();
+    let err = h.put("a", b"", &[raw(off, 10)], false).unwrap_err();
+    assert!(matches!(err, Error::Exists { .. }), "{err}");
+    assert_eq!(get_bytes(&h, "a"), vec![1; 10]);
+    // With overwrite it replaces, and the old block is freed.
+    let old_a = h.get("a").unwrap().blocks[0].offset;
+    write(&h, off, &[7; 10]);
+    h.put("a", b"new", &[raw(off, 10)], true).unwrap();
+    h.release(off).unwrap();
+    assert_eq!(get_bytes(&h, "a"), vec![7; 10]);
+    assert_eq!(h.get("a").unwrap().meta, b"new");
+    assert!(h.block_size(old_a).is_err(), "replaced block still live");
+    h.check_invariants().unwrap();
+
+    // rename
+    h.rename("a", "c", false).unwrap();
+    assert!(matches!(h.get("a"), Err(Error::NotFound { .. })));
+    assert_eq!(get_bytes(&h, "c"), vec![7; 10]);
+    let err = h.rename("c", "b", false).unwrap_err();
+    assert!(matches!(err, Error::Exists { .. }));
+    let b_off = h.get("b").unwrap().blocks[0].offset;
+    h.rename("c", "b", true).unwrap();
+    assert_eq!(get_bytes(&h, "b"), vec![7; 10]);
+    assert!(h.block_size(b_off).is_err(), "overwritten target not freed");
+    assert!(matches!(h.rename("zz", "y", false), Err(Error::NotFound { .. })));
+    h.rename("b", "b", false).unwrap();
+    h.check_invariants().unwrap();
+
+    // remove
+    h.remove("b").unwrap();
+    assert!(h.list().is_empty());
+    assert!(matches!(h.remove("b"), Err(Error::NotFound { .. })));
+    h.check_invariants().unwrap();
+    assert_eq!(h.info().objects, 0);
+
+    // names
+    let off = h.malloc(8).unwrap();
+    for bad in ["", "a\0b", &"n".repeat(256)] {
+        let err = h.put(bad, b"", &[raw(off, 8)], false).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{bad:?}: {err}");
+    }
+    h.put(&"n".repeat(255), b"", &[raw(off, 8)], false).unwrap();
+    h.put("日本語 ✓", b"", &[], false).unwrap();
+    assert!(h.rename("日本語 ✓", "", false).is_err());
+    drop(h);
+    let h = open(&p, 1 << 20);
+    assert!(h.get(&"n".repeat(255)).is_ok());
+    assert!(h.get("日本語 ✓").unwrap().blocks.is_empty());
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn put_checks_the_blocks_it_names() {
+    let d = TempDir::new("putcheck");
+    let h = open(&d.file("p.bin"), 1 << 20);
+    let a = put_bytes(&h, "a", 100, 1);
+    // A block named by another entry.
+    let err = h.put("b", b"", &[raw(a, 100)], false).unwrap_err();
+    assert!(err.to_string().contains("another named object"), "{err}");
+    // Not a live block.
+    let err = h.put("b", b"", &[raw(a + 64, 10)], false).unwrap_err();
+    assert!(err.to_string().contains("not a live block"), "{err}");
+    // Data beyond the block.
+    let off = h.malloc(100).unwrap();
+    let cap = h.block_size(off).unwrap();
+    let err = h.put("b", b"", &[raw(off, cap + 1)], false).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    let bad_data = BlockDesc {
+        offset: off,
+        data_offset: off - 16,
+        elem: ElemType::Raw,
+        length: 1,
+    };
+    assert!(h.put("b", b"", &[bad_data], false).is_err());
+    // The same block twice in one entry is fine (a list holding x twice).
+    h.put("b", b"", &[raw(off, 10), raw(off, 20)], false).unwrap();
+    assert!(h.list().iter().all(|e| e.name != "c"));
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn references_keep_blocks_alive() {
+    let d = TempDir::new("refs");
+    let h = open(&d.file("r.bin"), 1 << 20);
+    let base = h.info().used_bytes;
+    let off = h.malloc(1000).unwrap();
+    h.retain(off).unwrap();
+    h.release(off).unwrap();
+    assert!(h.block_size(off).unwrap() >= 1000);
+    h.put("x", b"", &[raw(off, 1000)], false).unwrap();
+    h.release(off).unwrap(); // count 0 but named: stays
+    assert!(h.block_size(off).is_ok());
+    assert!(h.release(off).is_err(), "released below zero");
+    h.retain(off).unwrap(); // a vector over the named block
+    h.remove("x").unwrap(); // unnamed, still referenced: stays
+    assert!(h.block_size(off).is_ok());
+    h.check_invariants().unwrap();
+    h.release(off).unwrap(); // last reference: freed
+    assert!(h.block_size(off).is_err());
+    assert!(h.retain(off).is_err());
+    h.check_invariants().unwrap();
+    assert_eq!(h.info().used_bytes, base);
+}
+
+#[test]
+fn unnamed_blocks_are_reclaimed_on_reopen() {
+    let d = TempDir::new("reclaim");
+    let p = d.file("u.bin");
+    let h = open(&p, 4 << 20);
+    put_bytes(&h, "keep", 5000, 5);
+    let named_used = h.info().used_bytes;
+    for _ in 0..50 {
+        let _leaked = h.malloc(10_000).unwrap();
+    }
+    assert!(h.info().used_bytes > named_used + 50 * 10_000);
+    drop(h);
+    let h = open(&p, 4 << 20);
+    assert_eq!(h.info().used_bytes, named_used);
+    assert_eq!(get_bytes(&h, "keep"), vec![5; 5000]);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn realloc_grows_shrinks_and_moves_with_data() {
+    let d = TempDir::new("realloc");
+    let h = open(&d.file("r.bin"), 1 << 20);
+    let off = h.malloc(100).unwrap();
+    let data: Vec<u8> = (0..100).collect();
+    write(&h, off, &data);
+    let blocker = h.malloc(64).unwrap(); // right after: forces a move
+    let moved = h.realloc(off, 300_000).unwrap();
+    assert_ne!(moved, off);
+    assert_eq!(read(&h, moved, 100), data);
+    assert!(h.block_size(moved).unwrap() >= 300_000);
+    assert!(h.block_size(off).is_err());
+    let same = h.realloc(moved, 50).unwrap();
+    assert_eq!(same, moved);
+    assert_eq!(read(&h, same, 50), data[..50]);
+    h.put("n", b"", &[raw(blocker, 64)], false).unwrap();
+    assert!(h.realloc(blocker, 10).is_err(), "named block resized");
+    // Far beyond the heap: grows.
+    let huge = h.realloc(same, 8 << 20).unwrap();
+    assert_eq!(read(&h, huge, 50), data[..50]);
+    h.check_invariants().unwrap();
+    assert!(matches!(h.malloc(u64::MAX), Err(Error::Full { .. })));
+    assert!(matches!(h.malloc(1 << 62), Err(Error::Full { .. })));
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn ptr_refuses_the_header_and_ranges_outside() {
+    let d = TempDir::new("ptr");
+    let h = open(&d.file("p.bin"), 1 << 20);
+    assert!(h.ptr(0, 8).is_err());
+    assert!(h.ptr(4000, 8).is_err());
+    assert!(h.ptr((1 << 20) - 4, 8).is_err());
+    assert!(h.ptr(u64::MAX, 1).is_err());
+    assert!(h.ptr(4096, 8).is_ok());
+    assert_eq!(h.offset_of(std::ptr::null()), None);
+    let off = h.malloc(8).unwrap();
+    assert_eq!(h.offset_of(h.ptr(off, 8).unwrap().as_ptr()), Some(off));
+}
+
+#[test]
+fn info_reports_sizes() {
+    let d = TempDir::new("info");
+    let p = d.file("i.bin");
+    let h = open(&p, 2 << 20);
+    let i0 = h.info();
+    assert_eq!(i0.file_bytes, 2 << 20);
+    assert_eq!(i0.objects, 0);
+    put_bytes(&h, "a", 100_000, 1);
+    let i1 = h.info();
+    assert!(i1.used_bytes >= i0.used_bytes + 100_000);
+    assert!(i1.free_bytes + 100_000 <= i0.free_bytes);
+    assert_eq!(i1.objects, 1);
+    assert_eq!(i1.path, std::fs::canonicalize(&p).unwrap());
+}
