@@ -1,0 +1,275 @@
+//! Untrusted files: anything that is not a valid heap is refused with
+//! `Error::Corrupt` and left byte-for-byte unchanged (invariant 4).
+
+mod heap_util;
+
+use std::path::Path;
+
+use heap_util::*;
+use rfmalloc::error::Error;
+use rfmalloc::format::{fnv1a64, pick_slot, slot_offset, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE};
+use rfmalloc::heap::{Heap, OpenOptions};
+
+/// Opens `path` read-only and writable. Returns whether it was accepted;
+/// a rejection must be `Corrupt` and leave the file unchanged; an accepted
+/// file must pass `check_invariants`.
+fn probe(path: &Path) -> bool {
+    let before = std::fs::read(path).unwrap();
+    let mut accepted = 0;
+    for readonly in [true, false] {
+        let o = OpenOptions {
+            readonly,
+            initial_size: None,
+        };
+        match Heap::open(path, &o) {
+            Ok((h, created)) => {
+                assert!(!created);
+                h.check_invariants().unwrap();
+                for e in h.list() {
+                    let _ = h.get(&e.name).unwrap();
+                }
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                assert!(e.to_string().contains("nothing was changed"));
+                assert_eq!(
+                    std::fs::read(path).unwrap(),
+                    before,
+                    "rejected file was modified"
+                );
+            }
+        }
+    }
+    // Both modes agree (a writable open only adds the allocator dry run,
+    // which an unmodified valid heap always passes).
+    assert!(accepted == 0 || accepted == 2, "modes disagree");
+    accepted == 2
+}
+
+/// A small heap with a few named objects (one with no meta, one with no
+/// blocks) and some history, so that both slots are valid.
+fn sample(path: &Path) {
+    let h = open(path, 256 << 10);
+    put_bytes(&h, "alpha", 1000, 1);
+    put_bytes(&h, "beta", 3000, 2);
+    let off = h.malloc(64).unwrap();
+    h.put("gamma", b"", &[raw(off, 64)], false).unwrap();
+    h.put("delta", b"just meta", &[], false).unwrap();
+    put_bytes(&h, "tmp", 10, 3);
+    h.remove("tmp").unwrap();
+    h.rename("beta", "beta2", false).unwrap();
+}
+
+fn with_copy(d: &TempDir, orig: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> bool {
+    let p = d.file("m.bin");
+    let mut b = orig.to_vec();
+    f(&mut b);
+    std::fs::write(&p, &b).unwrap();
+    probe(&p)
+}
+
+#[test]
+fn foreign_files_are_refused_unchanged() {
+    let d = TempDir::new("foreign");
+    let cases: Vec<Vec<u8>> = vec![
+        b"hello, world\n".to_vec(),
+        vec![0; 4096],
+        vec![0; FILE_GRANULE as usize],
+        vec![0xff; 2 * FILE_GRANULE as usize],
+        b"RFMHEAP\0".to_vec(),
+        {
+            let mut v = vec![0u8; FILE_GRANULE as usize];
+            v[..8].copy_from_slice(b"RFMHEAP\0");
+            v
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let p = d.file(&format!("f{i}.bin"));
+        std::fs::write(&p, c).unwrap();
+        assert!(!probe(&p), "case {i} accepted");
+    }
+    let p = d.file("f0.bin");
+    let err = Heap::open(&p, &opts(1 << 20)).err().unwrap();
+    assert_eq!(err.class(), "fmalloc_corrupt");
+    assert!(err.to_string().contains("f0.bin"), "{err}");
+    // A directory is not a heap either.
+    assert!(Heap::open(&d.0, &opts(1 << 20)).is_err());
+}
+
+#[test]
+fn every_header_byte_flip_is_refused() {
+    let d = TempDir::new("hdr");
+    let p = d.file("h.bin");
+    sample(&p);
+    let orig = std::fs::read(&p).unwrap();
+    // Fixed header fields (magic .. checksum).
+    for at in 0..56 {
+        assert!(!with_copy(&d, &orig, |b| b[at] ^= 0x20), "flip at {at} accepted");
+    }
+    // Version 2, correctly signed: still refused, with the reason.
+    let mut b = orig.clone();
+    b[8] = 2;
+    let sum = fnv1a64(&b[..48]);
+    b[48..56].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    let err = Heap::open(&p, &opts(0)).err().unwrap();
+    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(!probe(&p));
+}
+
+#[test]
+fn slot_damage_falls_back_or_is_refused() {
+    let d = TempDir::new("slot");
+    let p = d.file("s.bin");
+    sample(&p);
+    let orig = std::fs::read(&p).unwrap();
+    let (active, _) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
+    let (a, b) = (slot_offset(active), slot_offset(1 - active));
+    // Damage to the inactive slot changes nothing visible.
+    for at in b..b + SLOT_SIZE {
+        assert!(with_copy(&d, &orig, |x| x[at] ^= 1), "inactive flip at {at}");
+    }
+    // Damage to the active slot: the previous generation or a refusal, never
+    // a panic or a modified rejected file (checked in `probe`).
+    for at in a..a + SLOT_SIZE {
+        with_copy(&d, &orig, |x| x[at] ^= 1);
+    }
+    // Both slots damaged: refused.
+    assert!(!with_copy(&d, &orig, |x| {
+        x[a + 3] ^= 1;
+        x[b + 3] ^= 1;
+    }));
+}
+
+#[test]
+fn catalog_and_meta_damage_is_refused() {
+    let d = TempDir::new("cat");
+    let p = d.file("c.bin");
+    sample(&p);
+    let orig = std::fs::read(&p).unwrap();
+    let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
+    let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
+    for at in off..off + len {
+        assert!(!with_copy(&d, &orig, |b| b[at] ^= 0x08), "catalog flip at {at}");
+    }
+    // Meta blocks: find "alpha"'s meta via the API, then damage it.
+    let meta_off = {
+        let (h, _) = Heap::open(&p, &ro()).unwrap();
+        assert_eq!(h.get("alpha").unwrap().meta, [1, 1, 2, 3]);
+        drop(h);
+        let blob = &orig[off..off + len];
+        // meta offset of the first entry ("alpha"): preamble 24 + 24.
+        u64::from_le_bytes(blob[48..56].try_into().unwrap()) as usize
+    };
+    assert!(!with_copy(&d, &orig, |b| b[meta_off] ^= 0x80));
+}
+
+/// Rewrites the catalog blob with `edit` applied and every checksum fixed,
+/// so that only the structural and geometric validation can catch it.
+fn resigned(orig: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = orig.to_vec();
+    let (i, mut slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
+    let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
+    let mut blob = b[off..off + len].to_vec();
+    edit(&mut blob);
+    let n = blob.len();
+    let sum = fnv1a64(&blob[..n - 8]);
+    blob[n - 8..].copy_from_slice(&sum.to_le_bytes());
+    assert_eq!(n, len, "edits keep the length");
+    b[off..off + len].copy_from_slice(&blob);
+    slot.catalog_sum = fnv1a64(&blob);
+    let at = slot_offset(i);
+    b[at..at + SLOT_SIZE].copy_from_slice(&slot.encode());
+    b
+}
+
+#[test]
+fn hostile_catalog_entries_are_refused() {
+    let d = TempDir::new("hostile");
+    let p = d.file("x.bin");
+    sample(&p);
+    let orig = std::fs::read(&p).unwrap();
+    let file_len = orig.len() as u64;
+    let set = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    // First entry is "alpha": fixed part at 24, name padded to 8, block at 88.
+    let blk = 24 + 56 + 8;
+    let edits: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        ("resigned unchanged", Box::new(|_| {})),
+        ("block beyond end", Box::new(move |b| set(b, blk, file_len))),
+        ("block in header", Box::new(move |b| set(b, blk, 64))),
+        ("misaligned block", Box::new(move |b| {
+            let v = u64::from_le_bytes(b[blk..blk + 8].try_into().unwrap());
+            set(b, blk, v + 8)
+        })),
+        ("huge capacity", Box::new(move |b| set(b, blk + 8, u64::MAX))),
+        ("data past block", Box::new(move |b| set(b, blk + 24, 1 << 40))),
+        ("meta beyond end", Box::new(|b| set(b, 24 + 24, 1 << 50))),
+        ("meta len > cap", Box::new(|b| set(b, 24 + 40, 1 << 20))),
+        ("entry count", Box::new(|b| set(b, 16, 1000))),
+        ("block count", Box::new(|b| b[24 + 4] = 200)),
+        ("elem type", Box::new(move |b| b[blk + 32] = 99)),
+        ("name not utf8", Box::new(|b| b[24 + 56] = 0xff)),
+        ("name with NUL", Box::new(|b| b[24 + 56] = 0)),
+        ("overlap with next entry", Box::new(move |b| {
+            // alpha's block := beta2's first block offset.
+            let beta_blk = blk + 40 + 56 + 8;
+            let v = u64::from_le_bytes(b[beta_blk..beta_blk + 8].try_into().unwrap());
+            set(b, blk, v)
+        })),
+    ];
+    for (what, edit) in edits {
+        let b = resigned(&orig, |x| edit(x));
+        std::fs::write(&p, &b).unwrap();
+        let ok = probe(&p);
+        assert_eq!(ok, what == "resigned unchanged", "{what}");
+    }
+}
+
+#[test]
+fn truncated_files_are_refused() {
+    let d = TempDir::new("trunc");
+    let p = d.file("t.bin");
+    sample(&p);
+    let orig = std::fs::read(&p).unwrap();
+    for len in [0usize, 1, 100, 4095, 4096, 8192, 65536, orig.len() - 1, orig.len() - 65536] {
+        let q = d.file(&format!("t{len}.bin"));
+        std::fs::write(&q, &orig[..len]).unwrap();
+        if len == 0 {
+            continue; // an empty file is a new heap
+        }
+        assert!(!probe(&q), "truncation to {len} accepted");
+    }
+}
+
+#[test]
+fn random_mutations_never_panic_or_modify_rejected_files() {
+    let d = TempDir::new("fuzz");
+    let p = d.file("r.bin");
+    sample(&p);
+    let orig = std::fs::read(&p).unwrap();
+    let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
+    let hot = slot.catalog_off as usize..(slot.catalog_off + slot.catalog_cap) as usize;
+    let mut rng = Rng(0x5eed);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let ok = with_copy(&d, &orig, |b| {
+            for _ in 0..1 + rng.below(4) {
+                // Mostly the metadata: header page and catalog block.
+                let at = match rng.below(3) {
+                    0 => rng.below(256) as usize,
+                    1 => hot.start + rng.below(hot.len() as u64) as usize,
+                    _ => rng.below(b.len() as u64) as usize,
+                };
+                b[at] ^= 1 << rng.below(8);
+            }
+        });
+        if ok {
+            accepted += 1
+        } else {
+            refused += 1
+        }
+    }
+    println!("random mutations: {accepted} accepted, {refused} refused");
+    assert!(refused > 100);
+}
