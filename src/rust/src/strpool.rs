@@ -178,7 +178,10 @@ pub fn layout(buf: &[u8]) -> Result<Layout, PoolError> {
 
 fn entry_at(l: &Layout, i: u64) -> Result<usize, PoolError> {
     if i >= l.n {
-        return Err(PoolError::Corrupt(format!("index {i} out of range (n = {})", l.n)));
+        return Err(PoolError::Corrupt(format!(
+            "index {i} out of range (n = {})",
+            l.n
+        )));
     }
     // i < n and HEADER + ENTRY * n fits in the block (validated by layout()).
     Ok((HEADER + ENTRY * i) as usize)
@@ -200,7 +203,9 @@ pub fn get<'a>(buf: &'a [u8], l: &Layout, i: u64) -> Result<Elt<'a>, PoolError> 
     let at = entry_at(l, i)?;
     let (off, len, flags) = read_entry(buf, at);
     if flags & !(FLAG_PRESENT | ENC_MASK) != 0 {
-        return Err(PoolError::Corrupt(format!("element {i}: unknown flags {flags:#x}")));
+        return Err(PoolError::Corrupt(format!(
+            "element {i}: unknown flags {flags:#x}"
+        )));
     }
     if flags & FLAG_PRESENT == 0 {
         return Ok(None);
@@ -211,7 +216,10 @@ pub fn get<'a>(buf: &'a [u8], l: &Layout, i: u64) -> Result<Elt<'a>, PoolError> 
         .ok_or_else(|| PoolError::Corrupt(format!("element {i}: string outside the pool")))?;
     let start = (l.area_start() + off) as usize;
     let stop = (l.area_start() + end) as usize;
-    Ok(Some((&buf[start..stop], Encoding::from_bits(flags >> ENC_SHIFT))))
+    Ok(Some((
+        &buf[start..stop],
+        Encoding::from_bits(flags >> ENC_SHIFT),
+    )))
 }
 
 /// Sets element `i`. Overwrites in place when the new string is not longer
@@ -350,9 +358,18 @@ mod tests {
         set(&mut buf, &mut l, 2, Some((b"", Encoding::Native))).unwrap();
         set(&mut buf, &mut l, 3, Some((&[0, 1, 0xff], Encoding::Bytes))).unwrap();
         assert_eq!(get(&buf, &l, 0).unwrap(), Some((e, Encoding::Utf8)));
-        assert_eq!(get(&buf, &l, 1).unwrap(), Some((&[0xE9u8][..], Encoding::Latin1)));
-        assert_eq!(get(&buf, &l, 2).unwrap(), Some((&b""[..], Encoding::Native)));
-        assert_eq!(get(&buf, &l, 3).unwrap(), Some((&[0u8, 1, 0xff][..], Encoding::Bytes)));
+        assert_eq!(
+            get(&buf, &l, 1).unwrap(),
+            Some((&[0xE9u8][..], Encoding::Latin1))
+        );
+        assert_eq!(
+            get(&buf, &l, 2).unwrap(),
+            Some((&b""[..], Encoding::Native))
+        );
+        assert_eq!(
+            get(&buf, &l, 3).unwrap(),
+            Some((&[0u8, 1, 0xff][..], Encoding::Bytes))
+        );
         set(&mut buf, &mut l, 0, None).unwrap();
         assert_eq!(get(&buf, &l, 0).unwrap(), None);
         assert_eq!(l.garbage, 2);
@@ -382,7 +399,10 @@ mod tests {
         let mut dst = vec![0u8; block_size(3, 4).unwrap() as usize];
         let mut c = compact_into(&buf, &l, &mut dst).unwrap();
         assert_eq!(c.used, 4);
-        assert_eq!(get(&dst, &c, 1).unwrap(), Some((&b"bbbb"[..], Encoding::Utf8)));
+        assert_eq!(
+            get(&dst, &c, 1).unwrap(),
+            Some((&b"bbbb"[..], Encoding::Utf8))
+        );
         assert_eq!(get(&dst, &c, 0).unwrap(), None);
         // Growing the block (as realloc does) extends the capacity.
         dst.resize(dst.len() + 10, 0);
@@ -391,7 +411,10 @@ mod tests {
         set(&mut dst, &mut c, 2, Some((b"0123456789", Encoding::Native))).unwrap();
         assert_eq!(layout(&dst).unwrap(), c);
         let mut tiny = vec![0u8; block_size(3, 3).unwrap() as usize];
-        assert!(matches!(compact_into(&buf, &l, &mut tiny), Err(PoolError::Full { .. })));
+        assert!(matches!(
+            compact_into(&buf, &l, &mut tiny),
+            Err(PoolError::Full { .. })
+        ));
     }
 
     #[test]

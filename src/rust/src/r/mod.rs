@@ -4,14 +4,22 @@
 //! Each submodule is one topic; this file lists them and holds the package's
 //! one `#[savvy_init]` function (registrations that need the `DllInfo`).
 
+mod altrep;
+mod altstring;
+mod classic;
 mod error;
+mod ffi;
 mod heap_handle;
+mod vector;
 
 use savvy::ffi::DllInfo;
 use savvy::savvy_init;
 
 /// Called once when R loads the shared library.
 #[savvy_init]
-fn init_rfmalloc(_dll_info: *mut DllInfo) -> savvy::Result<()> {
+fn init_rfmalloc(dll_info: *mut DllInfo) -> savvy::Result<()> {
+    // SAFETY: R calls the init function once, on its main thread, with the
+    // package's DllInfo.
+    unsafe { altrep::register(dll_info as *mut std::ffi::c_void) };
     Ok(())
 }

@@ -1,0 +1,545 @@
+//! The ALTREP classes of fmalloc vectors, one per type: `fmalloc_logical`,
+//! `fmalloc_integer`, `fmalloc_real`, `fmalloc_complex`, `fmalloc_raw` and
+//! `fmalloc_string` (its element methods live in `altstring.rs`). [`register`]
+//! creates them once, from the package's init function.
+//!
+//! What an instance holds:
+//!
+//! - **data1**: an external pointer to a boxed [`VecData`]: a clone of the
+//!   [`Heap`] (which keeps the mapping alive, invariant 3), the block offset,
+//!   the offset of element 0, the length, the element type and whether the
+//!   heap is read-only. Its C finalizer runs when the vector is collected:
+//!   it releases the vector's reference to the block (the allocator frees an
+//!   unnamed block, so GC returns heap space) and drops the heap clone (the
+//!   last clone of a closed heap unmaps it).
+//! - **data2**: `R_NilValue`, or an ordinary R vector of the same type and
+//!   length that replaced the mapping *for this vector only*: the private
+//!   copy made when R asks a read-only vector for a writable pointer
+//!   (nothing may ever write through a read-only mapping), or, for
+//!   character vectors, the expanded STRSXP made when R asks for a data
+//!   pointer (a string pool holds bytes, not CHARSXP pointers). Once data2
+//!   is set every method reads and writes it.
+//!
+//! Methods: Length, Inspect (class, heap path, block, offset, length),
+//! Dataptr (the mapped address, so in-place writes land in the file),
+//! Dataptr_or_null, Elt, Get_region, Duplicate (an ordinary copy: R's
+//! default would ask the source for a writable pointer) and
+//! Serialized_state, which returns C `NULL` so R serializes the expanded
+//! vector by value (readable without Rfmalloc).
+//!
+//! Callbacks never panic or unwind into R: each body runs under
+//! [`guard`], which turns a panic or an error into `Rf_error` raised after
+//! every Rust value of the body has been dropped.
+
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::OnceLock;
+
+use savvy::unwind_protect::unwind_protect;
+
+use super::altstring;
+use super::ffi::*;
+use crate::error::Error;
+use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::strpool;
+
+/// What data1's external pointer points to.
+pub(crate) struct VecData {
+    pub(crate) heap: Heap,
+    /// Payload offset of the heap block this vector holds a reference to.
+    pub(crate) block: u64,
+    /// File offset of element 0 (strings: of the pool, i.e. `block`).
+    pub(crate) data_off: u64,
+    /// Number of elements.
+    pub(crate) len: u64,
+    /// Bytes of the string pool (strings only; 0 otherwise).
+    pub(crate) pool_len: u64,
+    pub(crate) elem: ElemType,
+    pub(crate) readonly: bool,
+    /// Address of element 0 in the mapping (strings: of the pool).
+    pub(crate) mapped: *mut u8,
+    /// Where elements are read and written now: `mapped`, or data2's data
+    /// once a private copy replaced the mapping.
+    pub(crate) cur: *mut u8,
+    pub(crate) materialised: bool,
+}
+
+impl VecData {
+    /// The heap block as the catalog describes it.
+    pub(crate) fn desc(&self) -> BlockDesc {
+        BlockDesc {
+            offset: self.block,
+            data_offset: self.data_off,
+            elem: self.elem,
+            length: if self.elem == ElemType::String {
+                self.pool_len
+            } else {
+                self.len
+            },
+        }
+    }
+}
+
+/// The six classes, indexed by [`class_index`].
+struct Classes([R_altrep_class_t; 6]);
+// SAFETY: the class handles are created once at load time and only read
+// afterwards, on R's main thread.
+unsafe impl Sync for Classes {}
+unsafe impl Send for Classes {}
+
+static CLASSES: OnceLock<Classes> = OnceLock::new();
+
+const CLASS_NAMES: [&str; 6] = [
+    "fmalloc_logical\0",
+    "fmalloc_integer\0",
+    "fmalloc_real\0",
+    "fmalloc_complex\0",
+    "fmalloc_raw\0",
+    "fmalloc_string\0",
+];
+
+fn class_index(elem: ElemType) -> Option<usize> {
+    Some(match elem {
+        ElemType::Logical => 0,
+        ElemType::Integer => 1,
+        ElemType::Double => 2,
+        ElemType::Complex => 3,
+        ElemType::Raw => 4,
+        ElemType::String => 5,
+        ElemType::Bytes => return None,
+    })
+}
+
+pub(crate) fn sexptype(elem: ElemType) -> SEXPTYPE {
+    match elem {
+        ElemType::Logical => LGLSXP,
+        ElemType::Integer => INTSXP,
+        ElemType::Double => REALSXP,
+        ElemType::Complex => CPLXSXP,
+        ElemType::Raw | ElemType::Bytes => RAWSXP,
+        ElemType::String => STRSXP,
+    }
+}
+
+pub(crate) fn elem_of_sexptype(t: SEXPTYPE) -> Option<ElemType> {
+    Some(match t {
+        LGLSXP => ElemType::Logical,
+        INTSXP => ElemType::Integer,
+        REALSXP => ElemType::Double,
+        CPLXSXP => ElemType::Complex,
+        RAWSXP => ElemType::Raw,
+        STRSXP => ElemType::String,
+        _ => return None,
+    })
+}
+
+/// Registers the ALTREP classes. Called once from the package's init.
+///
+/// # Safety
+/// Must be called on R's main thread with the package's `DllInfo`.
+pub(crate) unsafe fn register(dll: *mut DllInfo) {
+    let pkg = c"Rfmalloc".as_ptr();
+    let name = |i: usize| CLASS_NAMES[i].as_ptr() as *const c_char;
+    // SAFETY: R's class constructors with NUL-terminated names and the
+    // DllInfo R passed to the init function.
+    let classes = unsafe {
+        [
+            R_make_altlogical_class(name(0), pkg, dll),
+            R_make_altinteger_class(name(1), pkg, dll),
+            R_make_altreal_class(name(2), pkg, dll),
+            R_make_altcomplex_class(name(3), pkg, dll),
+            R_make_altraw_class(name(4), pkg, dll),
+            R_make_altstring_class(name(5), pkg, dll),
+        ]
+    };
+    // SAFETY: every method below has the signature R_ext/Altrep.h declares
+    // for its setter; the classes were just created.
+    unsafe {
+        for cls in classes {
+            R_set_altrep_Length_method(cls, length);
+            R_set_altrep_Inspect_method(cls, inspect);
+            R_set_altrep_Duplicate_method(cls, duplicate);
+            R_set_altrep_Serialized_state_method(cls, serialized_state);
+            R_set_altrep_Unserialize_method(cls, unserialize);
+            R_set_altvec_Dataptr_method(cls, dataptr);
+            R_set_altvec_Dataptr_or_null_method(cls, dataptr_or_null);
+        }
+        let [lgl, int, real, cplx, raw, string] = classes;
+        R_set_altlogical_Elt_method(lgl, elt::<c_int>);
+        R_set_altlogical_Get_region_method(lgl, get_region::<c_int>);
+        R_set_altinteger_Elt_method(int, elt::<c_int>);
+        R_set_altinteger_Get_region_method(int, get_region::<c_int>);
+        R_set_altreal_Elt_method(real, elt::<f64>);
+        R_set_altreal_Get_region_method(real, get_region::<f64>);
+        R_set_altcomplex_Elt_method(cplx, elt::<Rcomplex>);
+        R_set_altcomplex_Get_region_method(cplx, get_region::<Rcomplex>);
+        R_set_altraw_Elt_method(raw, elt::<Rbyte>);
+        R_set_altraw_Get_region_method(raw, get_region::<Rbyte>);
+        R_set_altstring_Elt_method(string, altstring::elt);
+        R_set_altstring_Set_elt_method(string, altstring::set_elt);
+    }
+    let _ = CLASSES.set(Classes(classes));
+}
+
+fn class_of(elem: ElemType) -> Option<R_altrep_class_t> {
+    let classes = CLASSES.get()?;
+    class_index(elem).map(|i| classes.0[i])
+}
+
+/// The [`VecData`] of `x` when `x` is an fmalloc ALTREP vector.
+///
+/// # Safety
+/// `x` must be a valid SEXP.
+pub(crate) unsafe fn vec_data_of(x: SEXP) -> Option<*mut VecData> {
+    let classes = CLASSES.get()?;
+    // SAFETY: x is a valid SEXP; ALTREP/R_altrep_inherits only read its header.
+    unsafe {
+        if ALTREP(x) == 0 || !classes.0.iter().any(|c| R_altrep_inherits(x, *c) != 0) {
+            return None;
+        }
+        let p = R_ExternalPtrAddr(R_altrep_data1(x)) as *mut VecData;
+        (!p.is_null()).then_some(p)
+    }
+}
+
+/// The [`VecData`] of an instance of one of our classes (R only calls our
+/// methods on those). Raises an R error if it was already finalized.
+///
+/// # Safety
+/// `x` must be an instance of one of the fmalloc classes.
+pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
+    // SAFETY: data1 of our instances is always an external pointer.
+    let p = unsafe { R_ExternalPtrAddr(R_altrep_data1(x)) } as *mut VecData;
+    if p.is_null() {
+        raise("Rfmalloc: this vector's heap data were already released");
+    }
+    // SAFETY: a non-null address is the Box<VecData> made by `new_altrep`,
+    // alive until the finalizer clears it; R is single-threaded.
+    unsafe { &mut *p }
+}
+
+/// Raises an R error with `msg`. The message is copied into a static buffer
+/// first so that no value with a destructor is live across the longjmp.
+pub(crate) fn raise(msg: &str) -> ! {
+    const CAP: usize = 1024;
+    static mut BUF: [u8; CAP] = [0; CAP];
+    let bytes = msg.as_bytes();
+    let n = bytes.len().min(CAP - 1);
+    // SAFETY: R is single-threaded; BUF is only used here, right before the
+    // longjmp, and holds a NUL-terminated copy of the message.
+    unsafe {
+        let buf = ptr::addr_of_mut!(BUF) as *mut u8;
+        ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n);
+        *buf.add(n) = 0;
+        Rf_error(c"%s".as_ptr(), buf as *const c_char)
+    }
+}
+
+/// Runs a callback body. A panic or an `Err` becomes an R error, raised
+/// after the body (and its values) are gone.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> T {
+    let msg = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(msg)) => msg,
+        Err(_) => "Rfmalloc: internal error in an ALTREP method".to_string(),
+    };
+    let mut buf = [0u8; 1024];
+    let n = msg.len().min(buf.len());
+    buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
+    drop(msg);
+    raise(std::str::from_utf8(&buf[..n]).unwrap_or("Rfmalloc: error in an ALTREP method"))
+}
+
+// ---------------------------------------------------------------------------
+// Creating vectors
+// ---------------------------------------------------------------------------
+
+/// How a new vector gets its reference to the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockRef {
+    /// The block was just allocated (`malloc` gave it one reference): the
+    /// vector takes that reference over.
+    Adopt,
+    /// The block is shared (e.g. named): the vector retains one more.
+    #[allow(dead_code)] // used by named objects (r/named_leaf.rs)
+    Retain,
+}
+
+/// A new ALTREP vector over `desc`, after checking that the element range
+/// lies inside the block. On error with [`BlockRef::Adopt`] the block is
+/// released, so nothing leaks.
+pub(crate) fn new_altrep(heap: &Heap, desc: &BlockDesc, how: BlockRef) -> savvy::Result<SEXP> {
+    let adopted = how == BlockRef::Adopt;
+    let result = describe(heap, desc).and_then(|data| {
+        if !adopted {
+            heap.retain(desc.offset)?;
+        }
+        Ok(data)
+    });
+    let data = match result {
+        Ok(d) => d,
+        Err(e) => {
+            if adopted {
+                let _ = heap.release(desc.offset);
+            }
+            return Err(e.into());
+        }
+    };
+    wrap(data)
+}
+
+/// Validates `desc` against the heap (untrusted catalog) and maps it.
+fn describe(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
+    let bad = |what: String| Error::Invalid(format!("block at offset {}: {what}", desc.offset));
+    let cap = heap.block_size(desc.offset)?;
+    let block_end = desc
+        .offset
+        .checked_add(cap)
+        .ok_or_else(|| bad("size overflows".into()))?;
+    class_index(desc.elem).ok_or_else(|| bad("opaque bytes are not a vector".into()))?;
+    let bytes = desc
+        .length
+        .checked_mul(desc.elem.size())
+        .ok_or_else(|| bad("length overflows".into()))?;
+    let in_block = desc.data_offset >= desc.offset
+        && desc
+            .data_offset
+            .checked_add(bytes)
+            .is_some_and(|end| end <= block_end);
+    if !in_block {
+        return Err(bad(format!(
+            "{} elements at offset {} exceed the block",
+            desc.length, desc.data_offset
+        )));
+    }
+    let mapped = heap.ptr(desc.data_offset, bytes)?.as_ptr();
+    let (len, pool_len) = if desc.elem == ElemType::String {
+        // SAFETY: [mapped, mapped + bytes) is mapped while `heap` lives.
+        let buf = unsafe { std::slice::from_raw_parts(mapped, bytes as usize) };
+        let l = strpool::layout(buf).map_err(|e| Error::Corrupt {
+            path: heap.path().to_path_buf(),
+            what: e.to_string(),
+        })?;
+        (l.n, bytes)
+    } else {
+        (desc.length, 0)
+    };
+    if len > isize::MAX as u64 {
+        return Err(bad("length exceeds R_xlen_t".into()));
+    }
+    Ok(VecData {
+        heap: heap.clone(),
+        block: desc.offset,
+        data_off: desc.data_offset,
+        len,
+        pool_len,
+        elem: desc.elem,
+        readonly: heap.is_readonly(),
+        mapped,
+        cur: mapped,
+        materialised: false,
+    })
+}
+
+/// Wraps `data` in a new ALTREP instance. The R allocations happen first,
+/// under unwind protection, with a null external pointer whose finalizer is
+/// already registered; the box is attached only when nothing can fail any
+/// more. On an R error `data` is dropped, which releases its block.
+fn wrap(data: VecData) -> savvy::Result<SEXP> {
+    let cls = match class_of(data.elem) {
+        Some(c) => c,
+        None => {
+            let _ = data.heap.release(data.block);
+            return Err(savvy::Error::new(
+                "Rfmalloc: ALTREP classes are not registered",
+            ));
+        }
+    };
+    // SAFETY: plain R allocations; on an R error they longjmp back into
+    // unwind_protect, not across Rust frames owning values.
+    let made = unsafe {
+        unwind_protect(|| {
+            let ext = Rf_protect(R_MakeExternalPtr(ptr::null_mut(), R_NilValue, R_NilValue));
+            R_RegisterCFinalizerEx(ext, Some(finalize), FALSE);
+            let x = R_new_altrep(cls, ext, R_NilValue);
+            Rf_unprotect(1);
+            x
+        })
+    };
+    let x = match made {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = data.heap.release(data.block);
+            return Err(e);
+        }
+    };
+    let raw = Box::into_raw(Box::new(data));
+    // SAFETY: x is the fresh instance (not yet visible to R code, so no GC
+    // can run before we return it); setting the address does not allocate.
+    unsafe { R_SetExternalPtrAddr(R_altrep_data1(x), raw as *mut c_void) };
+    Ok(x)
+}
+
+/// data1's finalizer: releases the block reference and the heap clone.
+unsafe extern "C" fn finalize(ext: SEXP) {
+    // SAFETY: ext is the external pointer made by `wrap`.
+    let p = unsafe { R_ExternalPtrAddr(ext) } as *mut VecData;
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: clearing first makes a second call a no-op; p came from
+    // Box::into_raw in `wrap` and is reclaimed exactly once here.
+    unsafe { R_ClearExternalPtr(ext) };
+    let data = unsafe { Box::from_raw(p) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let _ = data.heap.release(data.block);
+        drop(data);
+    }));
+}
+
+// ---------------------------------------------------------------------------
+// Methods shared by all classes
+// ---------------------------------------------------------------------------
+
+unsafe extern "C" fn length(x: SEXP) -> R_xlen_t {
+    // SAFETY: R calls this with an instance of our class.
+    unsafe { vd(x).len as R_xlen_t }
+}
+
+unsafe extern "C" fn inspect(
+    x: SEXP,
+    _pre: c_int,
+    _deep: c_int,
+    _pvec: c_int,
+    _subtree: InspectSubtree,
+) -> Rboolean {
+    let line = guard(|| {
+        // SAFETY: R calls this with an instance of our class.
+        let d = unsafe { vd(x) };
+        let name = class_index(d.elem).map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
+        Ok(std::ffi::CString::new(format!(
+            "{name} (heap '{}', block {}, offset {}, length {}{}{})\n",
+            d.heap.path().display(),
+            d.block,
+            d.data_off,
+            d.len,
+            if d.readonly { ", read-only" } else { "" },
+            if d.materialised { ", materialised" } else { "" },
+        ))
+        .unwrap_or_default())
+    });
+    // SAFETY: "%s" with a NUL-terminated string; Rprintf does not longjmp.
+    unsafe { Rprintf(c"%s".as_ptr(), line.as_ptr()) };
+    TRUE
+}
+
+/// Replaces the mapping by an ordinary R vector in data2 (see module docs).
+///
+/// # Safety
+/// `x` must be an instance of our classes; may allocate (and so longjmp on
+/// R memory errors) while no Rust value with a destructor is live.
+pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
+    if d.materialised {
+        return;
+    }
+    let n = d.len as R_xlen_t;
+    // SAFETY: allocation of an ordinary vector of x's type and length; the
+    // copy reads `len` elements from the live mapping.
+    unsafe {
+        let copy = Rf_protect(Rf_allocVector(sexptype(d.elem), n));
+        if d.elem == ElemType::String {
+            for i in 0..n {
+                SET_STRING_ELT(copy, i, altstring::pool_elt(d, i));
+            }
+        } else {
+            let bytes = (d.len * d.elem.size()) as usize;
+            ptr::copy_nonoverlapping(d.mapped, DATAPTR(copy) as *mut u8, bytes);
+        }
+        R_set_altrep_data2(x, copy);
+        Rf_unprotect(1);
+        d.cur = DATAPTR(copy) as *mut u8;
+    }
+    d.materialised = true;
+}
+
+unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
+    // SAFETY: R calls this with an instance of our class.
+    let d = unsafe { vd(x) };
+    let private = d.elem == ElemType::String || (writable != 0 && d.readonly);
+    if private && !d.materialised {
+        // SAFETY: see `materialise`; `d` is a plain reference.
+        unsafe { materialise(x, d) };
+    }
+    d.cur as *mut c_void
+}
+
+unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
+    // SAFETY: R calls this with an instance of our class.
+    let d = unsafe { vd(x) };
+    if d.elem == ElemType::String && !d.materialised {
+        return ptr::null();
+    }
+    d.cur as *const c_void
+}
+
+unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
+    // SAFETY: R calls Elt with 0 <= i < length on an instance whose
+    // elements are of type T (fixed by the class the method was set on).
+    unsafe { *(vd(x).cur as *const T).offset(i) }
+}
+
+unsafe extern "C" fn get_region<T: Copy>(
+    x: SEXP,
+    i: R_xlen_t,
+    n: R_xlen_t,
+    buf: *mut T,
+) -> R_xlen_t {
+    // SAFETY: as for `elt`; R provides room for n elements in buf.
+    unsafe {
+        let d = vd(x);
+        let len = d.len as R_xlen_t;
+        if i < 0 || i >= len || n <= 0 {
+            return 0;
+        }
+        let k = n.min(len - i);
+        ptr::copy_nonoverlapping((d.cur as *const T).offset(i), buf, k as usize);
+        k
+    }
+}
+
+/// An ordinary vector with the same elements (attributes are copied by R).
+unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
+    // SAFETY: R calls this with an instance of our class; allocation errors
+    // longjmp with no Rust value with a destructor live.
+    unsafe {
+        let d = vd(x);
+        let n = d.len as R_xlen_t;
+        let out = Rf_protect(Rf_allocVector(sexptype(d.elem), n));
+        if d.elem == ElemType::String {
+            for i in 0..n {
+                let d = vd(x);
+                let s = if d.materialised {
+                    STRING_ELT(R_altrep_data2(x), i)
+                } else {
+                    altstring::pool_elt(d, i)
+                };
+                SET_STRING_ELT(out, i, s);
+            }
+        } else {
+            let bytes = (d.len * d.elem.size()) as usize;
+            ptr::copy_nonoverlapping(d.cur, DATAPTR(out) as *mut u8, bytes);
+        }
+        Rf_unprotect(1);
+        out
+    }
+}
+
+/// C NULL: R then serializes the expanded vector, by value.
+unsafe extern "C" fn serialized_state(_x: SEXP) -> SEXP {
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn unserialize(_cls: SEXP, _state: SEXP) -> SEXP {
+    raise("Rfmalloc: this version cannot unserialize an fmalloc vector by reference")
+}

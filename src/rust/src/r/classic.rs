@@ -1,0 +1,260 @@
+//! The classic path: ordinary R vectors (not ALTREP) whose whole node —
+//! R's header and the data — R allocates in the heap through
+//! `Rf_allocVector3` and a custom `R_allocator_t`.
+//!
+//! How R uses the allocator (R 4.2 `src/main/memory.c`): `custom_node_alloc`
+//! calls `mem_alloc(allocator, size + sizeof(R_allocator_t))`, then *copies
+//! the allocator struct* into the first 32 bytes of the block and puts the
+//! node after it (after a further 16-byte length header for long vectors).
+//! When the node is collected, the sweep calls
+//! `mem_free(copy, copy)` with that copy. If `mem_alloc` returns NULL, R runs
+//! a full GC, retries once, then raises "cannot allocate vector".
+//!
+//! So the block layout is
+//!
+//! | block offset | bytes | content                                  |
+//! |--------------|-------|------------------------------------------|
+//! | 0            | 32    | copy of our `R_allocator_t`              |
+//! | 32           | 16    | long vectors only: R's long length header |
+//! | 32 (+16)     | 48    | R's vector header (process pointers)     |
+//! | ... + 48     | n * s | the elements                             |
+//!
+//! The header holds process pointers, so classic vectors are session-scoped
+//! (their *data* can be named and reconnected as ALTREP later). For
+//! character vectors the elements are CHARSXP pointers into R's own heap:
+//! such vectors live in the file but mean nothing outside this session.
+//!
+//! Ownership: `data` of the allocator we pass points to a stack [`Ctx`].
+//! The block is allocated *before* calling R (so a full heap is a classed
+//! Rfmalloc error, not R's "cannot allocate vector"), and `mem_alloc` hands
+//! it out. R copies the struct only after `mem_alloc` returns, so
+//! `mem_alloc` replaces `data` with a boxed [`ClassicBlock`] (a heap clone
+//! plus the block offset): each vector owns one heap reference, reclaimed in
+//! `mem_free`, which releases the block. Everything R may longjmp out of
+//! runs under savvy's unwind protection; a block R did not take is released.
+//!
+//! R does not use the allocator for length 0 (any type) or for length 1
+//! logical/integer/double; `vector::create` sends those to ALTREP.
+
+use std::collections::HashSet;
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Mutex;
+
+use savvy::unwind_protect::unwind_protect;
+
+use super::altrep::sexptype;
+use super::ffi::*;
+use crate::heap::{BlockDesc, ElemType, Heap};
+
+/// `sizeof(R_allocator_t)`.
+const ALLOCATOR_COPY: u64 = std::mem::size_of::<R_allocator_t>() as u64;
+/// `sizeof(SEXPREC_ALIGN)` on 64-bit R: sxpinfo + 3 pointers + length +
+/// truelength. Only used to size the block allocated in advance; if R asks
+/// for more, `mem_alloc` allocates a fitting block itself.
+const VEC_HEADER: u64 = 48;
+/// `sizeof(R_long_vec_hdr_t)`.
+const LONG_HEADER: u64 = 16;
+const R_SHORT_LEN_MAX: u64 = i32::MAX as u64;
+
+/// The allocator's `data` while `Rf_allocVector3` runs.
+struct Ctx<'a> {
+    heap: &'a Heap,
+    /// The block allocated in advance and its usable size.
+    pre: Option<(u64, u64)>,
+}
+
+/// The allocator's `data` in the copy stored in each block.
+struct ClassicBlock {
+    heap: Heap,
+    block: u64,
+}
+
+/// Heaps with live classic vectors and their blocks; `is_fmalloc()` and
+/// `block_of` recognise a classic vector by its address with it. A heap
+/// stays here (a clone) while it has at least one live classic vector.
+static LIVE: Mutex<Vec<(Heap, HashSet<u64>)>> = Mutex::new(Vec::new());
+
+fn same_heap(a: &Heap, b: &Heap) -> bool {
+    a.heap_id() == b.heap_id() && a.path() == b.path()
+}
+
+fn live_add(heap: &Heap, block: u64) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    match live.iter_mut().find(|(h, _)| same_heap(h, heap)) {
+        Some((_, blocks)) => {
+            blocks.insert(block);
+        }
+        None => live.push((heap.clone(), HashSet::from([block]))),
+    }
+}
+
+fn live_remove(heap: &Heap, block: u64) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = live.iter().position(|(h, _)| same_heap(h, heap)) {
+        live[i].1.remove(&block);
+        if live[i].1.is_empty() {
+            live.swap_remove(i);
+        }
+    }
+}
+
+unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_void {
+    let got = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: while Rf_allocVector3 runs, `data` is our stack Ctx
+        // (`new_vector` keeps it alive and R calls us only from there).
+        let ctx = unsafe { &mut *((*a).data as *mut Ctx) };
+        let heap = ctx.heap;
+        let size = size as u64;
+        let off = match ctx.pre.take() {
+            Some((off, cap)) if size <= cap => off,
+            other => {
+                if let Some((off, _)) = other {
+                    let _ = heap.release(off);
+                }
+                heap.malloc(size).ok()?
+            }
+        };
+        let p = match heap.ptr(off, size) {
+            Ok(p) => p.as_ptr(),
+            Err(_) => {
+                let _ = heap.release(off);
+                return None;
+            }
+        };
+        live_add(heap, off);
+        let owned = Box::into_raw(Box::new(ClassicBlock {
+            heap: heap.clone(),
+            block: off,
+        }));
+        // SAFETY: R copies *a into the block after we return, so the copy
+        // carries the owned pointer.
+        unsafe { (*a).data = owned as *mut c_void };
+        Some(p as *mut c_void)
+    }));
+    got.ok().flatten().unwrap_or(ptr::null_mut())
+}
+
+unsafe extern "C" fn mem_free(a: *mut R_allocator_t, _block: *mut c_void) {
+    // SAFETY: `a` is the copy R stored in the block; its `data` is the
+    // ClassicBlock boxed by mem_alloc, reclaimed exactly once here (R frees
+    // each node once). Called during GC: no R API calls below.
+    let owned = unsafe { Box::from_raw((*a).data as *mut ClassicBlock) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let _ = owned.heap.release(owned.block);
+        live_remove(&owned.heap, owned.block);
+        drop(owned);
+    }));
+}
+
+/// Whether R sends a request of this type and length to a custom allocator.
+pub(crate) fn r_uses_allocator(elem: ElemType, n: u64) -> bool {
+    match n {
+        0 => false,
+        1 => !matches!(
+            elem,
+            ElemType::Logical | ElemType::Integer | ElemType::Double
+        ),
+        _ => true,
+    }
+}
+
+/// A new classic vector of `n` elements in `heap`; zero-filled (NA for
+/// character) when `init`. Requires [`r_uses_allocator`].
+pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
+    let elt = if elem == ElemType::String {
+        8
+    } else {
+        elem.size()
+    };
+    let too_long = || savvy::Error::new("Rfmalloc: vector too long");
+    let data = n.checked_mul(elt).ok_or_else(too_long)?;
+    let header = ALLOCATOR_COPY + VEC_HEADER + if n > R_SHORT_LEN_MAX { LONG_HEADER } else { 0 };
+    let want = data
+        .checked_add(7)
+        .map(|d| d & !7)
+        .and_then(|d| d.checked_add(header))
+        .ok_or_else(too_long)?;
+    let pre = super::vector::heap_malloc(heap, want)?;
+    let cap = match heap.block_size(pre) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = heap.release(pre);
+            return Err(e.into());
+        }
+    };
+    let mut ctx = Ctx {
+        heap,
+        pre: Some((pre, cap)),
+    };
+    let mut alloc = R_allocator_t {
+        mem_alloc: Some(mem_alloc),
+        mem_free: Some(mem_free),
+        res: ptr::null_mut(),
+        data: &mut ctx as *mut Ctx as *mut c_void,
+    };
+    let ap = &mut alloc as *mut R_allocator_t;
+    let ty = sexptype(elem);
+    // SAFETY: Rf_allocVector3 with a valid allocator that outlives the call;
+    // an R error longjmps into unwind_protect, then we clean up below.
+    let made = unsafe { unwind_protect(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
+    if let Some((off, _)) = ctx.pre.take() {
+        // R did not take the block (it failed before, or asked for more).
+        let _ = heap.release(off);
+    }
+    let x = made?;
+    // SAFETY: x is the new vector (n elements of `ty`); filling does not
+    // allocate, so x needs no protection.
+    unsafe {
+        if elem == ElemType::String {
+            if init {
+                for i in 0..n as R_xlen_t {
+                    SET_STRING_ELT(x, i, R_NaString);
+                }
+            }
+        } else if init {
+            ptr::write_bytes(DATAPTR(x) as *mut u8, 0, data as usize);
+        }
+    }
+    Ok(x)
+}
+
+/// The heap block of a classic vector made by [`new_vector`], if `x` is one.
+///
+/// # Safety
+/// `x` must be a valid SEXP.
+pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
+    // SAFETY: header reads of a valid SEXP.
+    let (elem, long) = unsafe {
+        if ALTREP(x) != 0 {
+            return None;
+        }
+        let elem = super::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?;
+        (elem, IS_LONG_VEC(x) != 0)
+    };
+    let back = ALLOCATOR_COPY + if long { LONG_HEADER } else { 0 };
+    let start = (x as *const u8).wrapping_sub(back as usize);
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for (heap, blocks) in live.iter() {
+        let Some(block) = heap.offset_of(start) else {
+            continue;
+        };
+        if !blocks.contains(&block) {
+            continue;
+        }
+        // SAFETY: x is a live vector; its data pointer is inside the block.
+        let data = unsafe { DATAPTR(x) } as *const u8;
+        let data_offset = heap.offset_of(data)?;
+        // SAFETY: header read.
+        let n = unsafe { XLENGTH(x) } as u64;
+        let desc = BlockDesc {
+            offset: block,
+            data_offset,
+            elem,
+            length: n,
+        };
+        return Some((heap.clone(), desc, elem == ElemType::String));
+    }
+    None
+}

@@ -1,0 +1,266 @@
+//! Creating fmalloc vectors on either path, recognising them, describing
+//! them: the savvy functions behind `create_fmalloc_vector()`,
+//! `is_fmalloc()` and `.fmalloc_inspect()` (R/vector.R), plus the helpers
+//! other `r::` modules use ([`heap_malloc`], [`block_of`]).
+
+use std::cell::Cell;
+
+use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+
+use super::altrep::{self, BlockRef};
+use super::classic;
+use super::error::invalid;
+use super::ffi::*;
+use super::heap_handle::FmallocHeap;
+use crate::error::Error;
+use crate::heap::{BlockDesc, ElemType, Heap};
+
+/// Bytes allocated through R since we last ran R's garbage collector. R
+/// does not count heap memory, so a loop that creates and drops fmalloc
+/// vectors could otherwise grow the file far before R collects them.
+const GC_EVERY: u64 = 1 << 30;
+
+thread_local! {
+    static SINCE_GC: Cell<u64> = const { Cell::new(0) };
+}
+
+fn run_gc() {
+    SINCE_GC.with(|c| c.set(0));
+    // SAFETY: R_gc() does not raise R errors (errors in finalizers are
+    // caught by R); called on R's main thread with no lock held.
+    unsafe { R_gc() };
+}
+
+/// `heap.malloc` for a vector: runs R's GC every [`GC_EVERY`] bytes, and
+/// once more before giving up when the heap is full, so that collected
+/// vectors return their blocks first.
+pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
+    let since = SINCE_GC.with(|c| {
+        let v = c.get().saturating_add(bytes);
+        c.set(v);
+        v
+    });
+    if since > GC_EVERY {
+        run_gc();
+    }
+    match heap.malloc(bytes) {
+        Err(Error::Full { .. }) => {
+            run_gc();
+            heap.malloc(bytes)
+        }
+        other => other,
+    }
+}
+
+fn elem_from_name(name: &str) -> Option<ElemType> {
+    Some(match name {
+        "logical" => ElemType::Logical,
+        "integer" => ElemType::Integer,
+        "double" | "numeric" => ElemType::Double,
+        "complex" => ElemType::Complex,
+        "raw" => ElemType::Raw,
+        "character" => ElemType::String,
+        _ => return None,
+    })
+}
+
+/// A vector length from the double R passes.
+fn length_from_f64(x: f64) -> savvy::Result<u64> {
+    // 2^52: every integer below is exact; R_xlen_t's limit is 2^52 too.
+    if !((0.0..=4_503_599_627_370_496.0).contains(&x) && x.fract() == 0.0) {
+        return Err(invalid(format!(
+            "`length` must be a whole number between 0 and 2^52, not {x}"
+        )));
+    }
+    Ok(x as u64)
+}
+
+/// A new vector of `n` elements in `heap`. The classic path is used when
+/// asked for and R would call the allocator; otherwise (and for lengths R
+/// keeps to itself) the vector is ALTREP.
+pub(crate) fn create(
+    heap: &Heap,
+    elem: ElemType,
+    n: u64,
+    classic: bool,
+    init: bool,
+) -> savvy::Result<SEXP> {
+    if heap.is_readonly() {
+        return Err(Error::ReadOnly {
+            path: heap.path().to_path_buf(),
+        }
+        .into());
+    }
+    if classic && classic::r_uses_allocator(elem, n) {
+        return classic::new_vector(heap, elem, n, init);
+    }
+    let desc = if elem == ElemType::String {
+        super::altstring::new_pool(heap, n)?
+    } else {
+        let bytes = n
+            .checked_mul(elem.size())
+            .ok_or_else(|| invalid("vector too long"))?;
+        let off = heap_malloc(heap, bytes)?;
+        if init {
+            match heap.ptr(off, bytes) {
+                // SAFETY: the fresh block [p, p + bytes) is mapped and ours.
+                Ok(p) => unsafe { std::ptr::write_bytes(p.as_ptr(), 0, bytes as usize) },
+                Err(e) => {
+                    let _ = heap.release(off);
+                    return Err(e.into());
+                }
+            }
+        }
+        BlockDesc {
+            offset: off,
+            data_offset: off,
+            elem,
+            length: n,
+        }
+    };
+    altrep::new_altrep(heap, &desc, BlockRef::Adopt)
+}
+
+/// Where `x`'s data live, if in a heap: the heap, the block and whether it
+/// is a classic vector. Materialised ALTREP vectors (private copies) and
+/// classic character vectors (pointers into R's heap) are not nameable;
+/// they report `None` from [`block_of`] but are still `is_fmalloc()`.
+pub(crate) struct Located {
+    pub heap: Heap,
+    pub desc: BlockDesc,
+    pub classic: bool,
+    /// The data are a private copy or session-only pointers.
+    pub private: bool,
+    pub readonly: bool,
+}
+
+/// # Safety
+/// `x` must be a valid SEXP.
+pub(crate) unsafe fn locate(x: SEXP) -> Option<Located> {
+    // SAFETY: x is valid; vec_data_of checks the class before reading data1.
+    if let Some(d) = unsafe { altrep::vec_data_of(x) } {
+        // SAFETY: a live VecData (not yet finalized: x is reachable).
+        let d = unsafe { &*d };
+        return Some(Located {
+            heap: d.heap.clone(),
+            desc: d.desc(),
+            classic: false,
+            private: d.materialised,
+            readonly: d.readonly,
+        });
+    }
+    // SAFETY: x is valid.
+    let (heap, desc, strings) = unsafe { classic::block_of(x) }?;
+    let readonly = heap.is_readonly();
+    Some(Located {
+        heap,
+        desc,
+        classic: true,
+        private: strings,
+        readonly,
+    })
+}
+
+/// The heap block holding `x`'s data, when `x` is an fmalloc vector (either
+/// path) whose data are in the file: what naming it without a copy needs.
+///
+/// # Safety
+/// `x` must be a valid SEXP.
+#[allow(dead_code)] // used by named objects (r/named_leaf.rs)
+pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc)> {
+    // SAFETY: forwarded.
+    let l = unsafe { locate(x) }?;
+    (!l.private).then_some((l.heap, l.desc))
+}
+
+/// @noRd
+#[savvy]
+fn fmalloc_vector_new(
+    heap: &FmallocHeap,
+    elem: &str,
+    length: f64,
+    classic: bool,
+    init: bool,
+) -> savvy::Result<Sexp> {
+    let elem =
+        elem_from_name(elem).ok_or_else(|| invalid(format!("unsupported vector type '{elem}'")))?;
+    let n = length_from_f64(length)?;
+    let heap = heap.heap()?;
+    Ok(Sexp(create(&heap, elem, n, classic, init)?))
+}
+
+/// @noRd
+#[savvy]
+fn fmalloc_vector_is(x: Sexp) -> savvy::Result<Sexp> {
+    // SAFETY: x is a SEXP R passed in.
+    let found = unsafe { locate(x.0) }.is_some();
+    OwnedLogicalSexp::try_from(found)?.into()
+}
+
+/// A named list describing an fmalloc vector, or NULL.
+/// @noRd
+#[savvy]
+fn fmalloc_vector_inspect(x: Sexp) -> savvy::Result<Sexp> {
+    // SAFETY: x is a SEXP R passed in.
+    let Some(l) = (unsafe { locate(x.0) }) else {
+        return savvy::NullSexp.into();
+    };
+    let mut out = OwnedListSexp::new(8, true)?;
+    let path = l.heap.path().to_string_lossy();
+    out.set_name_and_value(
+        0,
+        "method",
+        OwnedStringSexp::try_from(if l.classic { "classic" } else { "altrep" })?,
+    )?;
+    out.set_name_and_value(1, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
+    let numbers = [
+        ("block", l.desc.offset),
+        ("offset", l.desc.data_offset),
+        ("length", l.desc.length),
+    ];
+    for (i, (name, value)) in numbers.into_iter().enumerate() {
+        out.set_name_and_value(i + 2, name, OwnedRealSexp::try_from(value as f64)?)?;
+    }
+    let kind = match l.desc.elem {
+        ElemType::Logical => "logical",
+        ElemType::Integer => "integer",
+        ElemType::Double => "double",
+        ElemType::Complex => "complex",
+        ElemType::Raw => "raw",
+        ElemType::String => "character",
+        ElemType::Bytes => "bytes",
+    };
+    out.set_name_and_value(5, "type", OwnedStringSexp::try_from(kind)?)?;
+    out.set_name_and_value(6, "private", OwnedLogicalSexp::try_from(l.private)?)?;
+    out.set_name_and_value(7, "readonly", OwnedLogicalSexp::try_from(l.readonly)?)?;
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_and_lengths() {
+        assert_eq!(elem_from_name("numeric"), Some(ElemType::Double));
+        assert_eq!(elem_from_name("double"), Some(ElemType::Double));
+        assert_eq!(elem_from_name("character"), Some(ElemType::String));
+        assert_eq!(elem_from_name("list"), None);
+        assert_eq!(length_from_f64(0.0).ok(), Some(0));
+        assert_eq!(length_from_f64(2147483658.0).ok(), Some(2147483658));
+        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e17] {
+            assert!(length_from_f64(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn r_allocator_routing() {
+        assert!(!classic::r_uses_allocator(ElemType::Double, 0));
+        assert!(!classic::r_uses_allocator(ElemType::Integer, 1));
+        assert!(!classic::r_uses_allocator(ElemType::Logical, 1));
+        assert!(classic::r_uses_allocator(ElemType::Raw, 1));
+        assert!(classic::r_uses_allocator(ElemType::Complex, 1));
+        assert!(classic::r_uses_allocator(ElemType::String, 1));
+        assert!(classic::r_uses_allocator(ElemType::Double, 2));
+    }
+}
