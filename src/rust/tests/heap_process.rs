@@ -1,0 +1,204 @@
+//! Several processes: one writer or many readers, fork safety, and crash
+//! safety under `kill -9`. Child processes are this test binary re-run with
+//! `child_entry` and an environment variable saying what to do.
+
+mod heap_util;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use heap_util::*;
+use rfmalloc::error::Error;
+use rfmalloc::heap::Heap;
+
+const MODE: &str = "RFM_CHILD_MODE";
+const PATH: &str = "RFM_CHILD_PATH";
+
+fn child(mode: &str, path: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(MODE, mode)
+        .env(PATH, path);
+    c
+}
+
+/// Runs a child and returns what it printed after "RESULT ".
+fn child_result(mode: &str, path: &Path) -> String {
+    let out = child(mode, path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("child printed no result: {text}"))
+        .to_string()
+}
+
+fn outcome(r: Result<(Heap, bool), Error>) -> String {
+    match r {
+        Ok((h, _)) => match h.get("x") {
+            Ok(_) => format!("ok {:?}", get_bytes(&h, "x")),
+            Err(_) => "ok".into(),
+        },
+        Err(e) => e.class().to_string(),
+    }
+}
+
+/// The child side; a no-op in a normal test run.
+#[test]
+fn child_entry() {
+    let (Ok(mode), Ok(path)) = (std::env::var(MODE), std::env::var(PATH)) else {
+        return;
+    };
+    let path = Path::new(&path);
+    match mode.as_str() {
+        "write" => println!("RESULT {}", outcome(Heap::open(path, &opts(1 << 20)))),
+        "read" => println!("RESULT {}", outcome(Heap::open(path, &ro()))),
+        "crash_loop" => crash_loop(path),
+        _ => panic!("unknown mode {mode}"),
+    }
+}
+
+#[test]
+fn second_writer_process_is_locked_out() {
+    let d = TempDir::new("lockw");
+    let p = d.file("w.bin");
+    let h = open(&p, 1 << 20);
+    put_bytes(&h, "x", 3, 7);
+    assert_eq!(child_result("write", &p), "fmalloc_locked");
+    assert_eq!(child_result("read", &p), "fmalloc_locked");
+    drop(h);
+    assert_eq!(child_result("write", &p), "ok [7, 7, 7]");
+}
+
+#[test]
+fn readers_share_and_exclude_writers() {
+    let d = TempDir::new("lockr");
+    let p = d.file("r.bin");
+    put_bytes(&open(&p, 1 << 20), "x", 2, 5);
+    let (r, _) = Heap::open(&p, &ro()).unwrap();
+    assert_eq!(child_result("read", &p), "ok [5, 5]");
+    assert_eq!(child_result("write", &p), "fmalloc_locked");
+    drop(r);
+    assert_eq!(child_result("write", &p), "ok [5, 5]");
+}
+
+#[cfg(unix)]
+#[test]
+fn forked_child_writes_existing_blocks_but_cannot_allocate() {
+    let d = TempDir::new("fork");
+    let p = d.file("f.bin");
+    let h = open(&p, 1 << 20);
+    let off = put_bytes(&h, "x", 16, 0);
+    h.retain(off).unwrap();
+    // SAFETY: fork in a test process; the child only touches this heap
+    // (whose lock no other thread holds) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let mut code = 0;
+        if !matches!(h.malloc(8), Err(Error::Forked { .. })) {
+            code |= 1;
+        }
+        if !matches!(h.put("y", b"", &[], false), Err(Error::Forked { .. })) {
+            code |= 2;
+        }
+        if !matches!(h.remove("x"), Err(Error::Forked { .. })) {
+            code |= 4;
+        }
+        if h.release(off).is_err() {
+            code |= 8;
+        }
+        write(&h, off, b"from the child!!");
+        drop(h); // last clone in the child: must not sync or unlock
+        // SAFETY: leaves the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child we just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(libc::WEXITSTATUS(status), 0, "child saw wrong errors");
+    assert_eq!(get_bytes(&h, "x"), b"from the child!!");
+    // The child's release was a no-op: the parent's reference still counts.
+    h.remove("x").unwrap();
+    assert!(h.block_size(off).is_ok());
+    h.release(off).unwrap();
+    assert!(h.block_size(off).is_err());
+    // The parent still holds the lock.
+    assert_eq!(child_result("write", &p), "fmalloc_locked");
+    h.check_invariants().unwrap();
+}
+
+/// Child: commits forever (put / overwrite / remove / rename) until killed.
+/// Entry "k{n}" always holds meta = i (8 bytes) and data = (i % 251) repeated
+/// (i % 13 + 1) * 1000 times, for the `i` that wrote it.
+fn crash_loop(path: &Path) {
+    let h = open(path, 1 << 20);
+    let mut i: u64 = h.list().len() as u64 * 1000;
+    let mut ready = false;
+    loop {
+        i += 1;
+        let name = format!("k{}", i % 20);
+        match i % 7 {
+            5 => {
+                let _ = h.remove(&format!("k{}", (i * 7) % 20));
+            }
+            6 => {
+                let _ = h.rename(&format!("k{}", (i * 3) % 20), &name, true);
+            }
+            _ => {
+                let len = (i % 13 + 1) * 1000;
+                let off = h.malloc(len).unwrap();
+                write(&h, off, &vec![(i % 251) as u8; len as usize]);
+                h.put(&name, &i.to_le_bytes(), &[raw(off, len)], true)
+                    .unwrap();
+                h.release(off).unwrap();
+                // Leak an unnamed block now and then.
+                if i % 5 == 0 {
+                    let _ = h.malloc(5000).unwrap();
+                }
+            }
+        }
+        if !ready && i % 7 == 0 {
+            println!("READY");
+            ready = true;
+        }
+    }
+}
+
+fn check_crash_state(p: &Path) -> usize {
+    let h = open(p, 1 << 20);
+    h.check_invariants().unwrap();
+    let entries = h.list();
+    for e in &entries {
+        let i = u64::from_le_bytes(e.meta.as_slice().try_into().unwrap());
+        let want = vec![(i % 251) as u8; ((i % 13 + 1) * 1000) as usize];
+        assert_eq!(get_bytes(&h, &e.name), want, "entry {} torn", e.name);
+    }
+    // Only named data survive: the leaked blocks were reclaimed.
+    let named: u64 = entries.len() as u64;
+    assert!(h.info().used_bytes < (named + 2) * 20_000 + 4096);
+    entries.len()
+}
+
+#[cfg(unix)]
+#[test]
+fn kill_9_during_commits_leaves_old_or_new_state() {
+    let d = TempDir::new("kill");
+    let p = d.file("k.bin");
+    let mut rng = Rng(42);
+    for round in 0..8 {
+        let mut c = child("crash_loop", &p).stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(c.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("READY") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "child died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(150)));
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+        let n = check_crash_state(&p);
+        println!("round {round}: {n} entries intact after kill -9");
+    }
+}
