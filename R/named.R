@@ -159,6 +159,7 @@
     if (type == "list") {
       attrs <- walk_attrs(node, path)
       s4 <- isS4(node)
+      node <- unclass(node) # no length()/names() methods (POSIXlt); shallow
       nms <- names(node)
       out <- vector("list", length(node))
       for (k in seq_along(node)) {
@@ -281,14 +282,21 @@
     a <- attributes(node)
     s4 <- isS4(node)
     attributes(node) <- NULL
-    for (k in seq_along(node)) {
-      el <- node[[k]]
-      if (is.symbol(el) || typeof(el) == "list") node[k] <- list(.fm_fill(el, leaves, name))
-    }
-    if (!is.null(a)) attributes(node) <- .fm_fill(a, leaves, name)
+    node <- .fm_fill_elements(node, leaves, name)
+    if (!is.null(a)) attributes(node) <- .fm_fill_elements(a, leaves, name)
     if (s4) node <- asS4(node)
   }
   node
+}
+
+# .fm_fill() on the elements of a plain list (such as an attribute list,
+# whose own names need no filling).
+.fm_fill_elements <- function(l, leaves, name) {
+  for (k in seq_along(l)) {
+    el <- l[[k]]
+    if (is.symbol(el) || typeof(el) == "list") l[k] <- list(.fm_fill(el, leaves, name))
+  }
+  l
 }
 
 .fm_assemble <- function(body, leaves, name) {
@@ -301,7 +309,7 @@
   }
   # Attributes first (they may refer to other leaves, e.g. big names), set in
   # Rust on the fresh ALTREP vectors so that no data are duplicated.
-  attrs <- lapply(info, function(li) if (is.null(li$attrs)) NULL else .fm_fill(li$attrs, leaves, name))
+  attrs <- lapply(info, function(li) .fm_fill_elements(li$attrs, leaves, name))
   s4 <- vapply(info, function(li) li$s4, NA)
   tryCatch(
     fmalloc_set_leaf_attributes(leaves, attrs, s4),

@@ -10,6 +10,8 @@ mod classic;
 mod error;
 mod ffi;
 mod heap_handle;
+mod named;
+mod named_leaf;
 mod vector;
 
 use savvy::ffi::DllInfo;

@@ -15,6 +15,8 @@
 //! The meta blob is opaque here except for its summary prefix (see
 //! `summary_prefix`), which `fmalloc_ls()` reads without touching the rest.
 
+use std::collections::HashSet;
+
 use savvy::{
     savvy, ListSexp, LogicalSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, OwnedRealSexp,
     OwnedStringSexp, RawSexp, Sexp,
@@ -38,6 +40,14 @@ fn fmalloc_named_save(
     overwrite: bool,
 ) -> savvy::Result<Sexp> {
     let heap = heap.heap()?;
+    // A block belongs to at most one named object: a leaf whose block
+    // another object owns (or that appears twice in `x`) is copied.
+    let mut taken: HashSet<u64> = heap
+        .list()
+        .into_iter()
+        .filter(|e| !(overwrite && e.name == name))
+        .flat_map(|e| e.blocks.into_iter().map(|b| b.offset))
+        .collect();
     // Copies made for this call stay alive (and their blocks referenced)
     // until this function returns; if `put` fails they are collected later
     // and their blocks freed, so a failed save leaves no named data behind.
@@ -45,8 +55,8 @@ fn fmalloc_named_save(
     let mut blocks = Vec::with_capacity(leaves.len());
     for (i, leaf) in leaves.values_iter().enumerate() {
         let desc = match block_of_leaf(&heap, leaf.0) {
-            Some(desc) => desc,
-            None => {
+            Some(desc) if taken.insert(desc.offset) => desc,
+            _ => {
                 let (vector, desc) = copy_leaf_into_heap(&heap, leaf)?;
                 copies.set_value(i, vector)?;
                 desc
@@ -139,7 +149,9 @@ fn fmalloc_set_leaf_attributes(
     s4: LogicalSexp,
 ) -> savvy::Result<()> {
     if attrs.len() != leaves.len() || s4.len() != leaves.len() {
-        return Err(invalid("internal: leaves, attributes and S4 flags differ in length"));
+        return Err(invalid(
+            "internal: leaves, attributes and S4 flags differ in length",
+        ));
     }
     let flags = s4.to_vec();
     for (i, (leaf, leaf_attrs)) in leaves.values_iter().zip(attrs.values_iter()).enumerate() {
@@ -163,10 +175,9 @@ fn fmalloc_set_leaf_attributes(
 }
 
 fn vectors_over_blocks(heap: &Heap, blocks: &[BlockDesc]) -> savvy::Result<Sexp> {
-    let readonly = heap.is_readonly();
     let mut out = OwnedListSexp::new(blocks.len(), false)?;
     for (i, desc) in blocks.iter().enumerate() {
-        out.set_value(i, vector_over_block(heap, desc, readonly)?)?;
+        out.set_value(i, vector_over_block(heap, desc)?)?;
     }
     out.into()
 }
@@ -222,7 +233,10 @@ mod tests {
             elem,
             length,
         };
-        assert_eq!(data_bytes(&[b(ElemType::Double, 10), b(ElemType::Raw, 3)]), 83);
+        assert_eq!(
+            data_bytes(&[b(ElemType::Double, 10), b(ElemType::Raw, 3)]),
+            83
+        );
         assert_eq!(data_bytes(&[b(ElemType::Complex, u64::MAX)]), u64::MAX);
     }
 }
