@@ -37,6 +37,72 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
+#' @noRd
+`fmalloc_named_exists` <- function(`heap`, `name`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_exists__impl, `heap`, `name`)
+}
+
+#' `list(meta = <raw>, leaves = <list of vectors>)` for the object `name`.
+#' @noRd
+`fmalloc_named_get` <- function(`heap`, `name`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
+}
+
+#' The catalog as columns: name, summary (list of raw), created, modified
+#' (seconds since the epoch), bytes (data bytes of all blocks).
+#' @noRd
+`fmalloc_named_list` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_list__impl, `heap`)
+}
+
+#' @noRd
+`fmalloc_named_remove` <- function(`heap`, `name`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_named_remove__impl, `heap`, `name`))
+}
+
+#' @noRd
+`fmalloc_named_rename` <- function(`heap`, `from`, `to`, `overwrite`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_named_rename__impl, `heap`, `from`, `to`, `overwrite`))
+}
+
+#' Stores `leaves` under `name` with the R layer's `meta`; returns the
+#' heap-backed leaves (fresh ALTREP vectors, no attributes) in order.
+#' @noRd
+`fmalloc_named_save` <- function(`heap`, `name`, `meta`, `leaves`, `overwrite`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `meta`, `leaves`, `overwrite`)
+}
+
+#' Sets the attributes `attrs[[i]]` (a named list, or NULL) and the S4 bit
+#' `s4[i]` on `leaves[[i]]` *in place*. Only for the fresh vectors that
+#' `fmalloc_named_get()` / `fmalloc_named_save()` just returned: setting
+#' them from R could duplicate (copy) the data.
+#' @noRd
+`fmalloc_set_leaf_attributes` <- function(`leaves`, `attrs`, `s4`) {
+  invisible(.Call(savvy_fmalloc_set_leaf_attributes__impl, `leaves`, `attrs`, `s4`))
+}
+
+#' A named list describing an fmalloc vector, or NULL.
+#' @noRd
+`fmalloc_vector_inspect` <- function(`x`) {
+  .Call(savvy_fmalloc_vector_inspect__impl, `x`)
+}
+
+#' @noRd
+`fmalloc_vector_is` <- function(`x`) {
+  .Call(savvy_fmalloc_vector_is__impl, `x`)
+}
+
+#' @noRd
+`fmalloc_vector_new` <- function(`heap`, `elem`, `length`, `classic`, `init`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_vector_new__impl, `heap`, `elem`, `length`, `classic`, `init`)
+}
 
 ### wrapper functions for FmallocHeap
 

@@ -39,8 +39,58 @@ SEXP handle_result(SEXP res_) {
     return (SEXP)res;
 }
 
-SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg___dll_info) {
-    SEXP res = savvy_init_rfmalloc__ffi(c_arg___dll_info);
+SEXP savvy_fmalloc_named_exists__impl(SEXP c_arg__heap, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_exists__ffi(c_arg__heap, c_arg__name);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_get__impl(SEXP c_arg__heap, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_get__ffi(c_arg__heap, c_arg__name);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_list__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_named_list__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_remove__impl(SEXP c_arg__heap, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_remove__ffi(c_arg__heap, c_arg__name);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_rename__impl(SEXP c_arg__heap, SEXP c_arg__from, SEXP c_arg__to, SEXP c_arg__overwrite) {
+    SEXP res = savvy_fmalloc_named_rename__ffi(c_arg__heap, c_arg__from, c_arg__to, c_arg__overwrite);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
+    SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__meta, c_arg__leaves, c_arg__overwrite);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_set_leaf_attributes__impl(SEXP c_arg__leaves, SEXP c_arg__attrs, SEXP c_arg__s4) {
+    SEXP res = savvy_fmalloc_set_leaf_attributes__ffi(c_arg__leaves, c_arg__attrs, c_arg__s4);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_vector_inspect__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_vector_inspect__ffi(c_arg__x);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_vector_is__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_vector_is__ffi(c_arg__x);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_vector_new__impl(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__classic, SEXP c_arg__init) {
+    SEXP res = savvy_fmalloc_vector_new__ffi(c_arg__heap, c_arg__elem, c_arg__length, c_arg__classic, c_arg__init);
+    return handle_result(res);
+}
+
+SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg__dll_info) {
+    SEXP res = savvy_init_rfmalloc__ffi(c_arg__dll_info);
     return handle_result(res);
 }
 
@@ -81,7 +131,16 @@ SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
 
 
 static const R_CallMethodDef CallEntries[] = {
-
+    {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
+    {"savvy_fmalloc_named_get__impl", (DL_FUNC) &savvy_fmalloc_named_get__impl, 2},
+    {"savvy_fmalloc_named_list__impl", (DL_FUNC) &savvy_fmalloc_named_list__impl, 1},
+    {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
+    {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
+    {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
+    {"savvy_fmalloc_set_leaf_attributes__impl", (DL_FUNC) &savvy_fmalloc_set_leaf_attributes__impl, 3},
+    {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},
+    {"savvy_fmalloc_vector_is__impl", (DL_FUNC) &savvy_fmalloc_vector_is__impl, 1},
+    {"savvy_fmalloc_vector_new__impl", (DL_FUNC) &savvy_fmalloc_vector_new__impl, 5},
     {"savvy_FmallocHeap_close__impl", (DL_FUNC) &savvy_FmallocHeap_close__impl, 1},
     {"savvy_FmallocHeap_created__impl", (DL_FUNC) &savvy_FmallocHeap_created__impl, 1},
     {"savvy_FmallocHeap_info__impl", (DL_FUNC) &savvy_FmallocHeap_info__impl, 1},
