@@ -139,8 +139,10 @@ print.fmalloc_heap <- function(x, ...) {
 }
 
 .format_bytes <- function(x) {
-  units <- c("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-  k <- if (x < 1024) 0 else min(floor(log(x, 1024)), length(units) - 1)
+  units <- c("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+  k <- 0
+  # Next unit up from 1000 on: "1.0 GiB", not "1023.9 MiB".
+  while (x / 1024^k >= 1000 && k < length(units) - 1) k <- k + 1
   if (k == 0) {
     return(sprintf("%.0f B", x))
   }

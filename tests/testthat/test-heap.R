@@ -207,7 +207,7 @@ test_that("functions are quiet unless verbose", {
   expect_message(fmalloc_close(heap, verbose = TRUE), "closed heap")
   withr::local_options(fmalloc.verbose = TRUE)
   expect_message(heap <- fmalloc_open(path), basename(path), fixed = TRUE)
-  fmalloc_close(heap)
+  expect_message(fmalloc_close(heap), "closed heap")
 })
 
 test_that("fmalloc_sync succeeds on an open writable heap and keeps the file a heap", {
@@ -219,4 +219,14 @@ test_that("fmalloc_sync succeeds on an open writable heap and keeps the file a h
   heap <- fmalloc_open(path, readonly = TRUE)
   on.exit(fmalloc_close(heap))
   expect_identical(fmalloc_info(heap)$heap_id, id)
+})
+
+test_that("sizes print in binary units", {
+  fb <- Rfmalloc:::.format_bytes
+  expect_identical(fb(0), "0 B")
+  expect_identical(fb(999), "999 B")
+  expect_identical(fb(1000), "1.0 KiB")
+  expect_identical(fb(1536), "1.5 KiB")
+  expect_identical(fb(1024^3 - 4096), "1.0 GiB")
+  expect_identical(fb(50 * 1024^3), "50.0 GiB")
 })
