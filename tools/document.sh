@@ -32,6 +32,10 @@ R CMD INSTALL --no-test-load --library="$work/lib" "$work/src" > "$work/install.
 R_LIBS="$work/lib" Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_installed)'
 
 if [ "${1:-}" = "--readme" ]; then
-  # The README's outputs come from running its code with the package as built.
+  # The README's outputs come from running its code with the package as built
+  # (reinstalled with the NAMESPACE just generated).
+  cp NAMESPACE "$work/src/NAMESPACE"
+  R CMD INSTALL --no-test-load --library="$work/lib" "$work/src" > "$work/install.log" 2>&1 ||
+    { tail -40 "$work/install.log" >&2; exit 1; }
   R_LIBS="$work/lib" Rscript -e 'knitr::knit("README.Rmd", "README.md", quiet = TRUE)'
 fi
