@@ -230,3 +230,18 @@ test_that("sizes print in binary units", {
   expect_identical(fb(1024^3 - 4096), "1.0 GiB")
   expect_identical(fb(50 * 1024^3), "50.0 GiB")
 })
+
+test_that("opening a file twice in one session shares the heap", {
+  path <- local_heap_path()
+  a <- fmalloc_open(path, size_gb = 0.01)
+  b <- fmalloc_open(path)
+  on.exit(fmalloc_close(b))
+  expect_false(attr(b, "created"))
+  expect_identical(fmalloc_info(b)$heap_id, fmalloc_info(a)$heap_id)
+  # Closing one handle leaves the other open.
+  fmalloc_close(a)
+  expect_false(fmalloc_info(b)$readonly)
+  # A different mode while it is open for writing is refused.
+  err <- expect_fmalloc_error(fmalloc_open(path, readonly = TRUE), "fmalloc_locked")
+  expect_match(conditionMessage(err), basename(path), fixed = TRUE)
+})
