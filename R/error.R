@@ -7,15 +7,24 @@
 .fmalloc_tag <- "^<(fmalloc_[a-z_]+)> "
 
 .rfm <- function(expr, call = sys.call(-1L)) {
+  withCallingHandlers(expr, error = .rfm_handler(call))
+}
+
+# The handler is made here, not inside .rfm(): a closure created in .rfm()
+# would keep .rfm()'s frame alive, and with it the forced promise `expr`,
+# which holds a reference to the value. A vector returned through .rfm()
+# would then be shared (reference count 2) and R would copy it on its first
+# in-place modification instead of writing to the heap.
+.rfm_handler <- function(call) {
   force(call)
-  withCallingHandlers(expr, error = function(e) {
+  function(e) {
     msg <- conditionMessage(e)
     tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
     if (length(tag) == 1L) {
       class <- sub(.fmalloc_tag, "\\1", tag)
       .fmalloc_abort(substring(msg, nchar(tag) + 1L), class, call)
     }
-  })
+  }
 }
 
 .fmalloc_condition <- function(message, class, call = NULL) {

@@ -359,7 +359,7 @@ fn wrap(data: VecData) -> savvy::Result<SEXP> {
     // SAFETY: plain R allocations; on an R error they longjmp back into
     // unwind_protect, not across Rust frames owning values.
     let made = unsafe {
-        unwind_protect(|| {
+        protected(|| {
             let ext = Rf_protect(R_MakeExternalPtr(ptr::null_mut(), R_NilValue, R_NilValue));
             R_RegisterCFinalizerEx(ext, Some(finalize), FALSE);
             let x = R_new_altrep(cls, ext, R_NilValue);
@@ -379,6 +379,29 @@ fn wrap(data: VecData) -> savvy::Result<SEXP> {
     // can run before we return it); setting the address does not allocate.
     unsafe { R_SetExternalPtrAddr(R_altrep_data1(x), raw as *mut c_void) };
     Ok(x)
+}
+
+/// Runs `f` (R API calls that may raise an R error) under savvy's unwind
+/// protection and returns the SEXP it made. The SEXP travels through a cell,
+/// not as `R_UnwindProtect`'s result: R stores that result in the
+/// continuation token (`SETCAR`), which would leave a new vector with a
+/// reference count of 2 -- and R would copy it on its first in-place
+/// modification instead of writing to the heap.
+///
+/// # Safety
+/// `f` may longjmp only through R errors; it must own no Rust values with
+/// destructors.
+pub(crate) unsafe fn protected(f: impl Fn() -> SEXP + Copy) -> savvy::Result<SEXP> {
+    let out = std::cell::Cell::new(ptr::null_mut());
+    let slot = &out;
+    // SAFETY: forwarded to the caller; the closure returns R_NilValue.
+    unsafe {
+        unwind_protect(|| {
+            slot.set(f());
+            R_NilValue
+        })?;
+    }
+    Ok(out.get())
 }
 
 /// data1's finalizer: releases the block reference and the heap clone.

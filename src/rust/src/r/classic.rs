@@ -42,9 +42,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Mutex;
 
-use savvy::unwind_protect::unwind_protect;
-
-use super::altrep::sexptype;
+use super::altrep::{protected, sexptype};
 use super::ffi::*;
 use crate::heap::{BlockDesc, ElemType, Heap};
 
@@ -198,7 +196,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     let ty = sexptype(elem);
     // SAFETY: Rf_allocVector3 with a valid allocator that outlives the call;
     // an R error longjmps into unwind_protect, then we clean up below.
-    let made = unsafe { unwind_protect(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
+    let made = unsafe { protected(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
     if let Some((off, _)) = ctx.pre.take() {
         // R did not take the block (it failed before, or asked for more).
         let _ = heap.release(off);

@@ -1,0 +1,116 @@
+#' Create a vector in a heap
+#'
+#' `create_fmalloc_vector()` returns a new vector whose data live in a heap
+#' file. It is an ordinary R vector to every R function: no extra class or
+#' attribute, `identical()` to the same values in an ordinary vector. When R
+#' modifies it in place (`x[i] <- v` with one reference to `x`), the write
+#' lands in the file; when `x` is shared, R copies it first, as always, and
+#' the copy is an ordinary vector. The heap space is returned when the vector
+#' is garbage collected.
+#'
+#' Two allocation methods:
+#'
+#' * `"altrep"` (default): an ALTREP vector over a heap block. Its data can
+#'   be given a name and found again in a later session.
+#' * `"classic"`: R allocates the whole vector, header included, in the heap
+#'   through a custom allocator (`Rf_allocVector3()`). Such vectors are
+#'   session-scoped (R's header holds process addresses). R does not use
+#'   custom allocators for length 0, nor for length 1 logical, integer and
+#'   double vectors: those are created with the `"altrep"` method. Character
+#'   vectors made this way hold pointers to R's own string cache, so their
+#'   contents are meaningful in this session only.
+#'
+#' Character vectors (`"altrep"`) keep their strings in a string pool in the
+#' heap; element reads and writes preserve `NA` and the encoding (UTF-8,
+#' latin1, bytes, native).
+#'
+#' @param type One of `"logical"`, `"integer"`, `"numeric"` (or `"double"`),
+#'   `"complex"`, `"raw"`, `"character"`.
+#' @param length Number of elements (may exceed `2^31 - 1`).
+#' @param heap A heap handle from [fmalloc_open()], or `NULL` for the
+#'   session's default heap (see [init_fmalloc()]).
+#' @param method `"altrep"` or `"classic"`, see Details.
+#' @param init Fill with zeros (`FALSE`, `0`, `0+0i`, `00`; `NA` for
+#'   character). With `init = FALSE` the contents are unspecified (the space
+#'   may be reused); character vectors are always `NA`-filled.
+#'
+#' @returns A vector of the given type and length.
+#' @seealso [is_fmalloc()]
+#' @examples
+#' alloc_file <- tempfile(fileext = ".bin")
+#' init_fmalloc(alloc_file)
+#' v_int <- create_fmalloc_vector("integer", 10)
+#' v_num <- create_fmalloc_vector("numeric", 10, method = "classic")
+#' v_int[1:3] <- c(1L, 2L, 3L)
+#' v_num[1:3] <- c(1.1, 2.2, 3.3)
+#' v_int[1:3]
+#' sum(v_num)
+#' s <- create_fmalloc_vector("character", 3)
+#' s[2] <- "\u00e9"
+#' s
+#' is_fmalloc(v_int)
+#' is_fmalloc(v_int + 1L) # arithmetic gives an ordinary vector
+#' rm(v_int, v_num, s)
+#' invisible(gc())
+#' cleanup_fmalloc()
+#' unlink(alloc_file)
+#' @export
+create_fmalloc_vector <- function(type, length, heap = NULL,
+                                  method = c("altrep", "classic"), init = TRUE) {
+  if (is.null(heap)) {
+    heap <- .fmalloc_state$heap
+    if (is.null(heap)) heap <- .fmalloc_default_heap()
+  } else {
+    .check_heap(heap)
+  }
+  if (!is.character(type) || length(type) != 1L || is.na(type) ||
+      !type %in% .fmalloc_types) {
+    .invalid(sprintf("`type` must be one of %s", paste0('"', .fmalloc_types, '"', collapse = ", ")),
+             sys.call())
+  }
+  if (!is.numeric(length) || length(length) != 1L || is.na(length) ||
+      length < 0 || length != trunc(length) || length > 2^52) {
+    .invalid("`length` must be a single whole number >= 0", sys.call())
+  }
+  classic <- if (identical(method, c("altrep", "classic")) || identical(method, "altrep")) {
+    FALSE
+  } else if (identical(method, "classic")) {
+    TRUE
+  } else {
+    .invalid('`method` must be "altrep" or "classic"', sys.call())
+  }
+  .check_flag(init, "init")
+  .rfm(.Call(savvy_fmalloc_vector_new__impl, heap$.ptr, type, as.double(length), classic, init))
+}
+
+.fmalloc_types <- c("logical", "integer", "numeric", "double", "complex", "raw", "character")
+
+#' Is a vector's data in a heap?
+#'
+#' `is_fmalloc(x)` is `TRUE` when the data of `x` live in a heap file: a
+#' vector made by [create_fmalloc_vector()] (either method) or got from a
+#' heap, and not yet replaced by an ordinary copy.
+#'
+#' @param x Any R object.
+#' @returns `TRUE` or `FALSE`.
+#' @examples
+#' alloc_file <- tempfile(fileext = ".bin")
+#' init_fmalloc(alloc_file)
+#' x <- create_fmalloc_vector("double", 5)
+#' is_fmalloc(x)
+#' is_fmalloc(c(x, 1))
+#' rm(x)
+#' cleanup_fmalloc()
+#' unlink(alloc_file)
+#' @export
+is_fmalloc <- function(x) {
+  .Call(savvy_fmalloc_vector_is__impl, x)
+}
+
+# For tests and debugging: where an fmalloc vector's data live, as a list
+# (method, path, block, offset, length, type, private, readonly), or NULL.
+# `offset` is the file offset of element 0 (of the string pool for
+# character vectors); `length` is elements (pool bytes for character).
+.fmalloc_inspect <- function(x) {
+  .Call(savvy_fmalloc_vector_inspect__impl, x)
+}
