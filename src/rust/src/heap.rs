@@ -20,8 +20,8 @@ use crate::alloc::{self, Allocator};
 use crate::catalog::{self, StoredBlock, StoredEntry};
 use crate::error::{Error, Result};
 use crate::format::{
-    bounds, check_file_len, fnv1a64, new_heap_id, now_ms, pick_slot, round_up, slot_offset,
-    Header, Slot, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE,
+    bounds, check_file_len, fnv1a64, new_heap_id, now_ms, pick_slot, round_up, slot_offset, Header,
+    Slot, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE,
 };
 use crate::lock::{self, Owner};
 use crate::map::{Mapping, Overlay};
@@ -587,11 +587,18 @@ fn grow(path: &Path, map: &mut Mapping, alloc: &mut Allocator, size: u64) -> Res
         .and_then(|n| n.checked_add(FILE_GRANULE))
         .ok_or_else(|| full("request too large".into()))?;
     let step = round_up(need.max(map.len() / GROW_DIVISOR), FILE_GRANULE)
-        .filter(|&s| map.len().checked_add(s).is_some_and(|e| e <= alloc::MAX_OFFSET))
+        .filter(|&s| {
+            map.len()
+                .checked_add(s)
+                .is_some_and(|e| e <= alloc::MAX_OFFSET)
+        })
         .ok_or_else(|| full("request too large".into()))?;
-    let (start, end) = map
-        .grow(step)
-        .map_err(|e| full(format!("cannot grow '{}' by {step} bytes: {e}", path.display())))?;
+    let (start, end) = map.grow(step).map_err(|e| {
+        full(format!(
+            "cannot grow '{}' by {step} bytes: {e}",
+            path.display()
+        ))
+    })?;
     alloc
         .try_add_arena(map, start, end)
         .map_err(|e| Error::corrupt(path, e))
@@ -718,7 +725,10 @@ impl Heap {
             (Some(s), Some(d)) => (s, d),
             _ => {
                 st.free_block(new_off);
-                return Err(Error::corrupt(path, format!("block at {off} is not mapped")));
+                return Err(Error::corrupt(
+                    path,
+                    format!("block at {off} is not mapped"),
+                ));
             }
         };
         // SAFETY: both ranges are inside live mappings (checked by `addr`)
@@ -776,14 +786,9 @@ impl Heap {
             return Err(Error::Invalid(format!("offset {off} is inside the header")));
         }
         let st = self.state();
-        st.map
-            .addr(off, len)
-            .and_then(NonNull::new)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "range [{off}, {off}+{len}) is not inside the heap"
-                ))
-            })
+        st.map.addr(off, len).and_then(NonNull::new).ok_or_else(|| {
+            Error::Invalid(format!("range [{off}, {off}+{len}) is not inside the heap"))
+        })
     }
 
     /// Reverse lookup: the file offset of an address inside this heap's mapping.
@@ -805,10 +810,12 @@ impl Heap {
             None => {
                 // Read-only: what the catalog holds is used, the rest free.
                 let used: u64 = st.slot.catalog_cap
-                    + st
-                        .catalog
+                    + st.catalog
                         .values()
-                        .map(|n| n.stored.meta_cap + n.stored.blocks.iter().map(|b| b.capacity).sum::<u64>())
+                        .map(|n| {
+                            n.stored.meta_cap
+                                + n.stored.blocks.iter().map(|b| b.capacity).sum::<u64>()
+                        })
                         .sum::<u64>();
                 (used, (file_bytes - HEADER_SIZE).saturating_sub(used))
             }
@@ -839,7 +846,13 @@ impl Heap {
     /// Names `blocks` (live blocks of this heap) with `meta` under `name`,
     /// atomically. The blocks' data are flushed first, so a committed name
     /// never points at data that did not reach the disk.
-    pub fn put(&self, name: &str, meta: &[u8], blocks: &[BlockDesc], overwrite: bool) -> Result<()> {
+    pub fn put(
+        &self,
+        name: &str,
+        meta: &[u8],
+        blocks: &[BlockDesc],
+        overwrite: bool,
+    ) -> Result<()> {
         catalog::check_name(name).map_err(Error::Invalid)?;
         let mut st = self.writer()?;
         let path = self.path();
@@ -871,7 +884,10 @@ impl Heap {
         let now = now_ms();
         let same_object = old.as_ref().is_some_and(|o| {
             o.blocks.len() == stored.len()
-                && o.blocks.iter().zip(&stored).all(|(a, b)| a.offset == b.offset)
+                && o.blocks
+                    .iter()
+                    .zip(&stored)
+                    .all(|(a, b)| a.offset == b.offset)
         });
         let mut entry = StoredEntry {
             name: name.into(),
@@ -1005,7 +1021,9 @@ impl Heap {
             for b in &e.blocks {
                 match st.refs.get(&b.offset) {
                     Some(r) if r.named && r.capacity == b.capacity => {}
-                    other => return Err(bad(format!("named block {} has ref {other:?}", b.offset))),
+                    other => {
+                        return Err(bad(format!("named block {} has ref {other:?}", b.offset)))
+                    }
                 }
             }
             let mut offs: Vec<u64> = e.blocks.iter().map(|b| b.offset).collect();
@@ -1019,7 +1037,9 @@ impl Heap {
             }
         }
         if st.refs.values().filter(|r| r.named).count() != named {
-            return Err(bad("reference table names blocks the catalog does not".into()));
+            return Err(bad(
+                "reference table names blocks the catalog does not".into()
+            ));
         }
         let Some(alloc) = &st.alloc else {
             return Ok(());
@@ -1028,13 +1048,18 @@ impl Heap {
         for &(off, cap) in &live {
             let u = alloc.usable_size(&st.map, off).map_err(&bad)?;
             if u != cap {
-                return Err(bad(format!("block {off}: capacity {u}, catalog says {cap}")));
+                return Err(bad(format!(
+                    "block {off}: capacity {u}, catalog says {cap}"
+                )));
             }
         }
         for (&off, r) in &st.refs {
             let u = alloc.usable_size(&st.map, off).map_err(&bad)?;
             if u != r.capacity {
-                return Err(bad(format!("block {off}: capacity {u}, table says {}", r.capacity)));
+                return Err(bad(format!(
+                    "block {off}: capacity {u}, table says {}",
+                    r.capacity
+                )));
             }
         }
         let meta_blocks = stored.iter().filter(|e| e.meta_off != 0).count();

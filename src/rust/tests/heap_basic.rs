@@ -108,7 +108,7 @@ fn mapping_outlives_the_handle_that_opened_it() {
     let vector_ref = h.clone(); // what an R vector holds
     let ptr = h.ptr(off, 16).unwrap();
     drop(h); // user closes the heap
-    // SAFETY: `vector_ref` keeps the mapping alive.
+             // SAFETY: `vector_ref` keeps the mapping alive.
     unsafe { ptr.as_ptr().write(42) };
     assert_eq!(read(&vector_ref, off, 1), [42]);
     assert_eq!(vector_ref.offset_of(ptr.as_ptr()), Some(off));
@@ -142,7 +142,11 @@ fn readonly_heap_refuses_every_change() {
     let info = h.info();
     assert!(info.readonly && info.objects == 1 && info.used_bytes > 0);
     drop(h);
-    assert_eq!(std::fs::read(&p).unwrap(), before, "read-only open changed the file");
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        before,
+        "read-only open changed the file"
+    );
 }
 
 #[test]
@@ -248,7 +252,10 @@ fn catalog_put_get_list_remove_rename() {
     h.rename("c", "b", true).unwrap();
     assert_eq!(get_bytes(&h, "b"), vec![7; 10]);
     assert!(h.block_size(b_off).is_err(), "overwritten target not freed");
-    assert!(matches!(h.rename("zz", "y", false), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        h.rename("zz", "y", false),
+        Err(Error::NotFound { .. })
+    ));
     h.rename("b", "b", false).unwrap();
     h.check_invariants().unwrap();
 
@@ -299,7 +306,8 @@ fn put_checks_the_blocks_it_names() {
     };
     assert!(h.put("b", b"", &[bad_data], false).is_err());
     // The same block twice in one entry is fine (a list holding x twice).
-    h.put("b", b"", &[raw(off, 10), raw(off, 20)], false).unwrap();
+    h.put("b", b"", &[raw(off, 10), raw(off, 20)], false)
+        .unwrap();
     assert!(h.list().iter().all(|e| e.name != "c"));
     h.check_invariants().unwrap();
 }

@@ -105,7 +105,10 @@ fn every_header_byte_flip_is_refused() {
     let orig = std::fs::read(&p).unwrap();
     // Fixed header fields (magic .. checksum).
     for at in 0..56 {
-        assert!(!with_copy(&d, &orig, |b| b[at] ^= 0x20), "flip at {at} accepted");
+        assert!(
+            !with_copy(&d, &orig, |b| b[at] ^= 0x20),
+            "flip at {at} accepted"
+        );
     }
     // Version 2, correctly signed: still refused, with the reason.
     let mut b = orig.clone();
@@ -128,7 +131,10 @@ fn slot_damage_falls_back_or_is_refused() {
     let (a, b) = (slot_offset(active), slot_offset(1 - active));
     // Damage to the inactive slot changes nothing visible.
     for at in b..b + SLOT_SIZE {
-        assert!(with_copy(&d, &orig, |x| x[at] ^= 1), "inactive flip at {at}");
+        assert!(
+            with_copy(&d, &orig, |x| x[at] ^= 1),
+            "inactive flip at {at}"
+        );
     }
     // Damage to the active slot: the previous generation or a refusal, never
     // a panic or a modified rejected file (checked in `probe`).
@@ -151,7 +157,10 @@ fn catalog_and_meta_damage_is_refused() {
     let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
     let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
     for at in off..off + len {
-        assert!(!with_copy(&d, &orig, |b| b[at] ^= 0x08), "catalog flip at {at}");
+        assert!(
+            !with_copy(&d, &orig, |b| b[at] ^= 0x08),
+            "catalog flip at {at}"
+        );
     }
     // Meta blocks: find "alpha"'s meta via the API, then damage it.
     let meta_off = {
@@ -194,16 +203,26 @@ fn hostile_catalog_entries_are_refused() {
     let set = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
     // First entry is "alpha": fixed part at 24, name padded to 8, block at 88.
     let blk = 24 + 56 + 8;
-    let edits: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Edit<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    let edits: Vec<(&str, Edit<'_>)> = vec![
         ("resigned unchanged", Box::new(|_| {})),
         ("block beyond end", Box::new(move |b| set(b, blk, file_len))),
         ("block in header", Box::new(move |b| set(b, blk, 64))),
-        ("misaligned block", Box::new(move |b| {
-            let v = u64::from_le_bytes(b[blk..blk + 8].try_into().unwrap());
-            set(b, blk, v + 8)
-        })),
-        ("huge capacity", Box::new(move |b| set(b, blk + 8, u64::MAX))),
-        ("data past block", Box::new(move |b| set(b, blk + 24, 1 << 40))),
+        (
+            "misaligned block",
+            Box::new(move |b| {
+                let v = u64::from_le_bytes(b[blk..blk + 8].try_into().unwrap());
+                set(b, blk, v + 8)
+            }),
+        ),
+        (
+            "huge capacity",
+            Box::new(move |b| set(b, blk + 8, u64::MAX)),
+        ),
+        (
+            "data past block",
+            Box::new(move |b| set(b, blk + 24, 1 << 40)),
+        ),
         ("meta beyond end", Box::new(|b| set(b, 24 + 24, 1 << 50))),
         ("meta len > cap", Box::new(|b| set(b, 24 + 40, 1 << 20))),
         ("entry count", Box::new(|b| set(b, 16, 1000))),
@@ -211,12 +230,15 @@ fn hostile_catalog_entries_are_refused() {
         ("elem type", Box::new(move |b| b[blk + 32] = 99)),
         ("name not utf8", Box::new(|b| b[24 + 56] = 0xff)),
         ("name with NUL", Box::new(|b| b[24 + 56] = 0)),
-        ("overlap with next entry", Box::new(move |b| {
-            // alpha's block := beta2's first block offset.
-            let beta_blk = blk + 40 + 56 + 8;
-            let v = u64::from_le_bytes(b[beta_blk..beta_blk + 8].try_into().unwrap());
-            set(b, blk, v)
-        })),
+        (
+            "overlap with next entry",
+            Box::new(move |b| {
+                // alpha's block := beta2's first block offset.
+                let beta_blk = blk + 40 + 56 + 8;
+                let v = u64::from_le_bytes(b[beta_blk..beta_blk + 8].try_into().unwrap());
+                set(b, blk, v)
+            }),
+        ),
     ];
     for (what, edit) in edits {
         let b = resigned(&orig, |x| edit(x));
@@ -232,7 +254,17 @@ fn truncated_files_are_refused() {
     let p = d.file("t.bin");
     sample(&p);
     let orig = std::fs::read(&p).unwrap();
-    for len in [0usize, 1, 100, 4095, 4096, 8192, 65536, orig.len() - 1, orig.len() - 65536] {
+    for len in [
+        0usize,
+        1,
+        100,
+        4095,
+        4096,
+        8192,
+        65536,
+        orig.len() - 1,
+        orig.len() - 65536,
+    ] {
         let q = d.file(&format!("t{len}.bin"));
         std::fs::write(&q, &orig[..len]).unwrap();
         if len == 0 {

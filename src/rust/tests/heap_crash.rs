@@ -12,10 +12,7 @@ fn names(h: &Heap) -> Vec<String> {
 }
 
 /// Sets up "a" (committed), runs `op` with the fail point armed, reopens.
-fn crash_during(
-    point: FailPoint,
-    op: impl FnOnce(&Heap) -> Result<(), Error>,
-) -> (TempDir, Heap) {
+fn crash_during(point: FailPoint, op: impl FnOnce(&Heap) -> Result<(), Error>) -> (TempDir, Heap) {
     let d = TempDir::new("crash");
     let p = d.file("c.bin");
     let h = open(&p, 1 << 20);
@@ -91,12 +88,18 @@ fn crash_after_slot_shows_the_new_catalog() {
 
     let (_d, h) = crash_during(FailPoint::AfterSlot, |h| h.remove("a"));
     assert_eq!(names(&h), ["b"]);
-    assert_eq!(h.info().used_bytes, used_after_reopen_with(&[("b", 2000, 2)]));
+    assert_eq!(
+        h.info().used_bytes,
+        used_after_reopen_with(&[("b", 2000, 2)])
+    );
 
     let (_d, h) = crash_during(FailPoint::AfterSlot, |h| h.rename("a", "b", true));
     assert_eq!(names(&h), ["b"]);
     assert_eq!(get_bytes(&h, "b"), vec![1; 1000]);
-    assert_eq!(h.info().used_bytes, used_after_reopen_with(&[("b", 1000, 1)]));
+    assert_eq!(
+        h.info().used_bytes,
+        used_after_reopen_with(&[("b", 1000, 1)])
+    );
 }
 
 #[test]

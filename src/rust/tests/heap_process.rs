@@ -110,7 +110,7 @@ fn forked_child_writes_existing_blocks_but_cannot_allocate() {
         }
         write(&h, off, b"from the child!!");
         drop(h); // last clone in the child: must not sync or unlock
-        // SAFETY: leaves the child without running the parent's destructors.
+                 // SAFETY: leaves the child without running the parent's destructors.
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
@@ -154,12 +154,12 @@ fn crash_loop(path: &Path) {
                     .unwrap();
                 h.release(off).unwrap();
                 // Leak an unnamed block now and then.
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     let _ = h.malloc(5000).unwrap();
                 }
             }
         }
-        if !ready && i % 7 == 0 {
+        if !ready && i.is_multiple_of(7) {
             println!("READY");
             ready = true;
         }
@@ -188,7 +188,10 @@ fn kill_9_during_commits_leaves_old_or_new_state() {
     let p = d.file("k.bin");
     let mut rng = Rng(42);
     for round in 0..8 {
-        let mut c = child("crash_loop", &p).stdout(Stdio::piped()).spawn().unwrap();
+        let mut c = child("crash_loop", &p)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut out = BufReader::new(c.stdout.take().unwrap());
         let mut line = String::new();
         while !line.contains("READY") {

@@ -20,11 +20,13 @@ struct Block {
     named: Option<String>,
 }
 
+/// A name's (block offset, data length) list and meta bytes.
+type Named = (Vec<(u64, u64)>, Vec<u8>);
+
 #[derive(Default)]
 struct Model {
     blocks: HashMap<u64, Block>,
-    /// name -> (block offsets with their data lengths, meta)
-    names: BTreeMap<String, (Vec<(u64, u64)>, Vec<u8>)>,
+    names: BTreeMap<String, Named>,
 }
 
 const NAMES: [&str; 6] = ["a", "b", "c", "long name é", "x", "y"];
@@ -58,7 +60,10 @@ fn verify(h: &Heap, m: &Model) {
     h.check_invariants().unwrap();
     for (&off, b) in &m.blocks {
         assert!(h.block_size(off).unwrap() >= b.len);
-        assert!(read(h, off, b.len).iter().all(|&x| x == b.fill), "block {off} changed");
+        assert!(
+            read(h, off, b.len).iter().all(|&x| x == b.fill),
+            "block {off} changed"
+        );
     }
     let list = h.list();
     assert_eq!(list.len(), m.names.len());
@@ -102,7 +107,10 @@ fn run(seed: u64, steps: usize) {
                     count: 1,
                     named: None,
                 };
-                assert!(m.blocks.insert(off, b).is_none(), "offset {off} handed out twice");
+                assert!(
+                    m.blocks.insert(off, b).is_none(),
+                    "offset {off} handed out twice"
+                );
             }
             5 => {
                 if let Some(off) = m.pick(&mut rng, |_| true) {
@@ -161,9 +169,9 @@ fn run(seed: u64, steps: usize) {
                 let descs: Vec<BlockDesc> = blocks.iter().map(|&(o, l)| raw(o, l)).collect();
                 let r = h.put(name, &meta, &descs, overwrite);
                 let exists = m.names.contains_key(name);
-                let foreign = blocks.iter().any(|(o, _)| {
-                    m.blocks[o].named.as_deref().is_some_and(|n| n != name)
-                });
+                let foreign = blocks
+                    .iter()
+                    .any(|(o, _)| m.blocks[o].named.as_deref().is_some_and(|n| n != name));
                 if exists && !overwrite {
                     assert!(matches!(r, Err(Error::Exists { .. })), "{r:?}");
                 } else if foreign {

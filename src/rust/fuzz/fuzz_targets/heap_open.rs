@@ -71,7 +71,11 @@ fn probe(file: &PathBuf, bytes: &[u8]) {
                 // An empty file is created by a writable open, refused
                 // read-only; anything else refused must be untouched.
                 assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-                assert_eq!(std::fs::read(file).unwrap(), bytes, "rejected file modified");
+                assert_eq!(
+                    std::fs::read(file).unwrap(),
+                    bytes,
+                    "rejected file modified"
+                );
             }
         }
     }

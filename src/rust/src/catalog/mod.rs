@@ -248,7 +248,7 @@ pub fn decode(b: &[u8]) -> Result<Vec<StoredEntry>, String> {
 
 /// Checks one allocator block `(offset, capacity)` against the heap area.
 fn check_block(what: &str, off: u64, cap: u64, heap_len: u64) -> Result<(), String> {
-    if off < HEADER_SIZE || off % ALIGN != 0 || cap == 0 {
+    if off < HEADER_SIZE || !off.is_multiple_of(ALIGN) || cap == 0 {
         return Err(format!(
             "{what}: block at {off} (capacity {cap}) is not a heap block"
         ));

@@ -261,7 +261,7 @@ pub fn check_file_len(file_len: u64) -> Result<(), String> {
     if file_len < FILE_GRANULE {
         return Err(format!("file too short ({file_len} bytes)"));
     }
-    if file_len % FILE_GRANULE != 0 {
+    if !file_len.is_multiple_of(FILE_GRANULE) {
         return Err(format!(
             "file length {file_len} is not a multiple of {FILE_GRANULE} (truncated?)"
         ));

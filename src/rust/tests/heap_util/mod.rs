@@ -78,7 +78,8 @@ pub fn raw(off: u64, len: u64) -> BlockDesc {
 pub fn put_bytes(h: &Heap, name: &str, len: u64, fill: u8) -> u64 {
     let off = h.malloc(len).unwrap();
     write(h, off, &vec![fill; len as usize]);
-    h.put(name, &[fill, 1, 2, 3], &[raw(off, len)], true).unwrap();
+    h.put(name, &[fill, 1, 2, 3], &[raw(off, len)], true)
+        .unwrap();
     h.release(off).unwrap();
     off
 }
