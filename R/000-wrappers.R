@@ -37,17 +37,25 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
+#' The object `name`: a fresh copy of `skeleton` (from its meta) with leaf
+#' `i` -- a new ALTREP vector over block `i`, of type `types[i]`, with the
+#' attributes `attrs[[i]]` and the S4 bit `s4[i]` -- in place of each
+#' placeholder. No data are read or copied.
+#'
+#' A failure is returned, not raised: a character string (the tagged error
+#' message) of class `fmalloc_failure`. Raising would make R/named.R wrap
+#' the call in `.rfm()`, whose promise would make the result look shared
+#' (see `.fm_assemble()` there).
+#' @noRd
+`fmalloc_named_assemble` <- function(`heap`, `name`, `skeleton`, `attrs`, `s4`, `types`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_assemble__impl, `heap`, `name`, `skeleton`, `attrs`, `s4`, `types`)
+}
+
 #' @noRd
 `fmalloc_named_exists` <- function(`heap`, `name`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_named_exists__impl, `heap`, `name`)
-}
-
-#' `list(meta = <raw>, leaves = <list of vectors>)` for the object `name`.
-#' @noRd
-`fmalloc_named_get` <- function(`heap`, `name`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
 }
 
 #' The catalog as columns: name, summary (list of raw), created, modified
@@ -56,6 +64,13 @@ NULL
 `fmalloc_named_list` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_named_list__impl, `heap`)
+}
+
+#' The meta blob of the object `name`.
+#' @noRd
+`fmalloc_named_meta` <- function(`heap`, `name`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_meta__impl, `heap`, `name`)
 }
 
 #' @noRd
@@ -70,21 +85,13 @@ NULL
   invisible(.Call(savvy_fmalloc_named_rename__impl, `heap`, `from`, `to`, `overwrite`))
 }
 
-#' Stores `leaves` under `name` with the R layer's `meta`; returns the
-#' heap-backed leaves (fresh ALTREP vectors, no attributes) in order.
+#' Stores `leaves` under `name` with the R layer's `meta`, in one atomic
+#' catalog update. R then gets the heap-backed object with
+#' `fmalloc_named_assemble()`.
 #' @noRd
 `fmalloc_named_save` <- function(`heap`, `name`, `meta`, `leaves`, `overwrite`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  .Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `meta`, `leaves`, `overwrite`)
-}
-
-#' Sets the attributes `attrs[[i]]` (a named list, or NULL) and the S4 bit
-#' `s4[i]` on `leaves[[i]]` *in place*. Only for the fresh vectors that
-#' `fmalloc_named_get()` / `fmalloc_named_save()` just returned: setting
-#' them from R could duplicate (copy) the data.
-#' @noRd
-`fmalloc_set_leaf_attributes` <- function(`leaves`, `attrs`, `s4`) {
-  invisible(.Call(savvy_fmalloc_set_leaf_attributes__impl, `leaves`, `attrs`, `s4`))
+  invisible(.Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `meta`, `leaves`, `overwrite`))
 }
 
 #' A named list describing an fmalloc vector, or NULL.

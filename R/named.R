@@ -262,60 +262,31 @@
 }
 
 # ---------------------------------------------------------------------------
-# Reassembly: skeleton + leaf vectors -> object (no data copied)
+# Reassembly (in Rust: see src/rust/src/r/named_assemble.rs for why)
 # ---------------------------------------------------------------------------
 
-.fm_leaf_index <- function(sym, n, name) {
-  s <- as.character(sym)
-  if (!startsWith(s, ".fmalloc_leaf_")) .fm_corrupt(name, "unexpected symbol in the structure")
-  i <- suppressWarnings(as.integer(substring(s, 15L)))
-  if (is.na(i) || i < 1L || i > n) .fm_corrupt(name, "leaf index out of range")
-  i
-}
-
-# Replaces placeholders inside a value (attributes of leaves, skeleton).
-.fm_fill <- function(node, leaves, name) {
-  if (is.symbol(node)) {
-    return(leaves[[.fm_leaf_index(node, length(leaves), name)]])
-  }
-  if (typeof(node) == "list") {
-    a <- attributes(node)
-    s4 <- isS4(node)
-    attributes(node) <- NULL
-    node <- .fm_fill_elements(node, leaves, name)
-    if (!is.null(a)) attributes(node) <- .fm_fill_elements(a, leaves, name)
-    if (s4) node <- asS4(node)
-  }
-  node
-}
-
-# .fm_fill() on the elements of a plain list (such as an attribute list,
-# whose own names need no filling).
-.fm_fill_elements <- function(l, leaves, name) {
-  for (k in seq_along(l)) {
-    el <- l[[k]]
-    if (is.symbol(el) || typeof(el) == "list") l[k] <- list(.fm_fill(el, leaves, name))
-  }
-  l
-}
-
-.fm_assemble <- function(body, leaves, name) {
+# The heap-backed object `name` of `heap`, built around `body` (the decoded
+# meta).
+#
+# Care is needed for in-place writes to reach the file: R copies a vector at
+# the first `x[i] <- v` when it looks shared (reference count > 1). A value
+# passed through a promise (such as the `expr` of .rfm()) or bound in a frame
+# that R cannot release on return (one that created a closure or handler)
+# keeps an extra count. So the Rust call is not wrapped in .rfm() -- it
+# returns failures as a value -- and the result is returned directly by
+# every function on the way back to the user (fmalloc_get(), fmalloc_save()).
+.fm_assemble <- function(heap, name, body, call) {
   info <- body$leaves
-  if (length(info) != length(leaves)) .fm_corrupt(name, "leaf count does not match the blocks")
-  for (i in seq_along(leaves)) {
-    if (!identical(typeof(leaves[[i]]), info[[i]]$type)) {
-      .fm_corrupt(name, sprintf("leaf %d has type %s, the structure says %s", i, typeof(leaves[[i]]), info[[i]]$type))
-    }
-  }
-  # Attributes first (they may refer to other leaves, e.g. big names), set in
-  # Rust on the fresh ALTREP vectors so that no data are duplicated.
-  attrs <- lapply(info, function(li) .fm_fill_elements(li$attrs, leaves, name))
-  s4 <- vapply(info, function(li) li$s4, NA)
-  tryCatch(
-    fmalloc_set_leaf_attributes(leaves, attrs, s4),
-    error = function(e) .fm_corrupt(name, paste("bad attributes:", conditionMessage(e)))
+  obj <- fmalloc_named_assemble(
+    heap, name, body$skeleton,
+    lapply(info, .subset2, "attrs"),
+    vapply(info, .subset2, NA, "s4"),
+    vapply(info, .subset2, "", "type")
   )
-  .fm_fill(body$skeleton, leaves, name)
+  if (inherits(obj, "fmalloc_failure")) {
+    .rfm(stop(unclass(obj), call. = FALSE), call)
+  }
+  obj
 }
 
 # ---------------------------------------------------------------------------
@@ -427,9 +398,18 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   # Validate the whole object before anything is written.
   parts <- .fm_decompose(x, label, call)
   meta <- .fm_meta_encode(x, parts)
-  leaves <- .rfm(fmalloc_named_save(heap, name, meta, parts$leaves, overwrite), call)
-  body <- list(skeleton = parts$skeleton, leaves = parts$info)
-  invisible(.fm_assemble(body, leaves, name))
+  .rfm(fmalloc_named_save(heap, name, meta, parts$leaves, overwrite), call)
+  # Returned directly: see .fm_assemble().
+  invisible(.fm_assemble(heap, name, list(skeleton = parts$skeleton, leaves = parts$info), call))
+}
+
+# create_fmalloc_vector(name = ): a new vector saved under `name` without a
+# copy; returns the heap-backed vector fmalloc_get(name) would return.
+.fmalloc_create_named <- function(type, length, heap, classic, init, name, call) {
+  v <- .rfm(.Call(savvy_fmalloc_vector_new__impl, heap$.ptr, type, as.double(length), classic, init), call)
+  .rfm(fmalloc_named_save(heap, name, .fm_meta_encode(v, .fm_decompose(v)), list(v), FALSE), call)
+  rm(v)
+  fmalloc_get(name, heap)
 }
 
 #' @rdname fmalloc_save
@@ -438,9 +418,9 @@ fmalloc_get <- function(name, heap = NULL) {
   call <- sys.call()
   .check_string(name, "name")
   heap <- .fm_heap(heap, call)
-  stored <- .rfm(fmalloc_named_get(heap, name), call)
-  body <- .fm_meta_body(stored$meta, name)
-  .fm_assemble(body, stored$leaves, name)
+  meta <- .rfm(fmalloc_named_meta(heap, name), call)
+  # Returned directly: see .fm_assemble().
+  .fm_assemble(heap, name, .fm_meta_body(meta, name), call)
 }
 
 #' @rdname fmalloc_save
@@ -458,7 +438,12 @@ fmalloc_ls <- function(heap = NULL) {
   call <- sys.call()
   heap <- .fm_heap(heap, call)
   cat <- .rfm(fmalloc_named_list(heap), call)
-  summaries <- Map(.fm_meta_summary, cat$summary, cat$name)
+  # A damaged entry still gets its row (with NA fields): fmalloc_get()
+  # reports what is wrong with it.
+  na <- list(type = NA_character_, class = NA_character_, length = NA_real_, dim = NA_character_)
+  summaries <- Map(function(meta, name) {
+    tryCatch(.fm_meta_summary(meta, name), fmalloc_corrupt = function(e) na)
+  }, cat$summary, cat$name)
   field <- function(f, type) vapply(summaries, function(s) s[[f]], type, USE.NAMES = FALSE)
   data.frame(
     name = cat$name,

@@ -33,6 +33,10 @@
 #' @param init Fill with zeros (`FALSE`, `0`, `0+0i`, `00`; `NA` for
 #'   character). With `init = FALSE` the contents are unspecified (the space
 #'   may be reused); character vectors are always `NA`-filled.
+#' @param name If not `NULL`, the vector is also saved under this name in
+#'   the heap, without a copy: `create_fmalloc_vector(type, n, name = "v")`
+#'   is `fmalloc_save(create_fmalloc_vector(type, n), "v")` (see
+#'   [fmalloc_save()]; an existing name is an error).
 #'
 #' @returns A vector of the given type and length.
 #' @seealso [is_fmalloc()]
@@ -56,7 +60,8 @@
 #' unlink(alloc_file)
 #' @export
 create_fmalloc_vector <- function(type, length, heap = NULL,
-                                  method = c("altrep", "classic"), init = TRUE) {
+                                  method = c("altrep", "classic"), init = TRUE,
+                                  name = NULL) {
   if (is.null(heap)) {
     heap <- .fmalloc_state$heap
     if (is.null(heap)) heap <- .fmalloc_default_heap()
@@ -80,6 +85,10 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
     .invalid('`method` must be "altrep" or "classic"', sys.call())
   }
   .check_flag(init, "init")
+  if (!is.null(name)) {
+    .check_string(name, "name")
+    return(.fmalloc_create_named(type, length, heap, classic, init, name, sys.call()))
+  }
   .rfm(.Call(savvy_fmalloc_vector_new__impl, heap$.ptr, type, as.double(length), classic, init))
 }
 

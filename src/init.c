@@ -39,18 +39,23 @@ SEXP handle_result(SEXP res_) {
     return (SEXP)res;
 }
 
+SEXP savvy_fmalloc_named_assemble__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__skeleton, SEXP c_arg__attrs, SEXP c_arg__s4, SEXP c_arg__types) {
+    SEXP res = savvy_fmalloc_named_assemble__ffi(c_arg__heap, c_arg__name, c_arg__skeleton, c_arg__attrs, c_arg__s4, c_arg__types);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_named_exists__impl(SEXP c_arg__heap, SEXP c_arg__name) {
     SEXP res = savvy_fmalloc_named_exists__ffi(c_arg__heap, c_arg__name);
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_named_get__impl(SEXP c_arg__heap, SEXP c_arg__name) {
-    SEXP res = savvy_fmalloc_named_get__ffi(c_arg__heap, c_arg__name);
+SEXP savvy_fmalloc_named_list__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_named_list__ffi(c_arg__heap);
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_named_list__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_named_list__ffi(c_arg__heap);
+SEXP savvy_fmalloc_named_meta__impl(SEXP c_arg__heap, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_meta__ffi(c_arg__heap, c_arg__name);
     return handle_result(res);
 }
 
@@ -66,11 +71,6 @@ SEXP savvy_fmalloc_named_rename__impl(SEXP c_arg__heap, SEXP c_arg__from, SEXP c
 
 SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
     SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__meta, c_arg__leaves, c_arg__overwrite);
-    return handle_result(res);
-}
-
-SEXP savvy_fmalloc_set_leaf_attributes__impl(SEXP c_arg__leaves, SEXP c_arg__attrs, SEXP c_arg__s4) {
-    SEXP res = savvy_fmalloc_set_leaf_attributes__ffi(c_arg__leaves, c_arg__attrs, c_arg__s4);
     return handle_result(res);
 }
 
@@ -131,13 +131,13 @@ SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
 
 
 static const R_CallMethodDef CallEntries[] = {
+    {"savvy_fmalloc_named_assemble__impl", (DL_FUNC) &savvy_fmalloc_named_assemble__impl, 6},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
-    {"savvy_fmalloc_named_get__impl", (DL_FUNC) &savvy_fmalloc_named_get__impl, 2},
     {"savvy_fmalloc_named_list__impl", (DL_FUNC) &savvy_fmalloc_named_list__impl, 1},
+    {"savvy_fmalloc_named_meta__impl", (DL_FUNC) &savvy_fmalloc_named_meta__impl, 2},
     {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
-    {"savvy_fmalloc_set_leaf_attributes__impl", (DL_FUNC) &savvy_fmalloc_set_leaf_attributes__impl, 3},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},
     {"savvy_fmalloc_vector_is__impl", (DL_FUNC) &savvy_fmalloc_vector_is__impl, 1},
     {"savvy_fmalloc_vector_new__impl", (DL_FUNC) &savvy_fmalloc_vector_new__impl, 5},

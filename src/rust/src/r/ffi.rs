@@ -29,6 +29,7 @@ pub const FALSE: Rboolean = 0;
 pub const TRUE: Rboolean = 1;
 
 pub const NILSXP: SEXPTYPE = 0;
+pub const SYMSXP: SEXPTYPE = 1;
 pub const CHARSXP: SEXPTYPE = 9;
 pub const LGLSXP: SEXPTYPE = 10;
 pub const INTSXP: SEXPTYPE = 13;
@@ -207,4 +208,20 @@ extern "C" {
     pub fn R_set_altcomplex_Get_region_method(cls: R_altrep_class_t, m: ComplexRegion_m);
     pub fn R_set_altstring_Elt_method(cls: R_altrep_class_t, m: StringElt_m);
     pub fn R_set_altstring_Set_elt_method(cls: R_altrep_class_t, m: StringSetElt_m);
+}
+
+extern "C" {
+    // Named objects (r/named*.rs): symbols, attributes, options, evaluation.
+    pub static mut R_GlobalEnv: SEXP;
+    pub fn PRINTNAME(x: SEXP) -> SEXP;
+    pub fn ATTRIB(x: SEXP) -> SEXP;
+    pub fn CAR(x: SEXP) -> SEXP;
+    pub fn CDR(x: SEXP) -> SEXP;
+    pub fn SETCAR(x: SEXP, v: SEXP) -> SEXP;
+    pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
+    pub fn Rf_install(name: *const c_char) -> SEXP;
+    pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
+    pub fn Rf_lang2(f: SEXP, a: SEXP) -> SEXP;
+    pub fn Rf_eval(e: SEXP, rho: SEXP) -> SEXP;
+    pub fn R_FindNamespace(name: SEXP) -> SEXP;
 }

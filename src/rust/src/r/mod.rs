@@ -11,6 +11,7 @@ mod error;
 mod ffi;
 mod heap_handle;
 mod named;
+mod named_assemble;
 mod named_leaf;
 mod vector;
 

@@ -10,7 +10,8 @@
 //!   heap) is named as it is, without a copy; any other leaf is copied into a
 //!   fresh block. One atomic `Heap::put` then names all blocks together.
 //! - get: one fresh ALTREP vector per block, over the mapped data (O(1) in
-//!   the data size); R/named.R reassembles the object around them.
+//!   the data size), put in place of the placeholders of the skeleton that
+//!   R/named.R decoded from the meta blob (`r::named_assemble`).
 //!
 //! The meta blob is opaque here except for its summary prefix (see
 //! `summary_prefix`), which `fmalloc_ls()` reads without touching the rest.
@@ -19,17 +20,19 @@ use std::collections::HashSet;
 
 use savvy::{
     savvy, ListSexp, LogicalSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, OwnedRealSexp,
-    OwnedStringSexp, RawSexp, Sexp,
+    OwnedStringSexp, RawSexp, Sexp, StringSexp,
 };
 
 use super::error::invalid;
 use super::heap_handle::FmallocHeap;
-use super::named_leaf::{block_of_leaf, copy_leaf_into_heap, set_s4_bit, vector_over_block};
+use super::named_assemble::{assemble, Leaves};
+use super::named_leaf::{block_of_leaf, copy_leaf_into_heap};
 use crate::error::Error;
-use crate::heap::{BlockDesc, Heap};
+use crate::heap::{BlockDesc, Entry};
 
-/// Stores `leaves` under `name` with the R layer's `meta`; returns the
-/// heap-backed leaves (fresh ALTREP vectors, no attributes) in order.
+/// Stores `leaves` under `name` with the R layer's `meta`, in one atomic
+/// catalog update. R then gets the heap-backed object with
+/// `fmalloc_named_assemble()`.
 /// @noRd
 #[savvy]
 fn fmalloc_named_save(
@@ -38,7 +41,7 @@ fn fmalloc_named_save(
     meta: RawSexp,
     leaves: ListSexp,
     overwrite: bool,
-) -> savvy::Result<Sexp> {
+) -> savvy::Result<()> {
     let heap = heap.heap()?;
     // A block belongs to at most one named object: a leaf whose block
     // another object owns (or that appears twice in `x`) is copied.
@@ -65,21 +68,54 @@ fn fmalloc_named_save(
         blocks.push(desc);
     }
     heap.put(name, meta.as_slice(), &blocks, overwrite)?;
-    let out = vectors_over_blocks(&heap, &blocks);
     drop(copies);
-    out
+    Ok(())
 }
 
-/// `list(meta = <raw>, leaves = <list of vectors>)` for the object `name`.
+/// The meta blob of the object `name`.
 /// @noRd
 #[savvy]
-fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
-    let heap = heap.heap()?;
-    let entry = heap.get(name)?;
-    let mut out = OwnedListSexp::new(2, true)?;
-    out.set_name_and_value(0, "meta", OwnedRawSexp::try_from_slice(&entry.meta)?)?;
-    out.set_name_and_value(1, "leaves", vectors_over_blocks(&heap, &entry.blocks)?)?;
-    out.into()
+fn fmalloc_named_meta(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
+    let entry = heap.heap()?.get(name)?;
+    OwnedRawSexp::try_from_slice(&entry.meta)?.into()
+}
+
+/// The object `name`: a fresh copy of `skeleton` (from its meta) with leaf
+/// `i` -- a new ALTREP vector over block `i`, of type `types[i]`, with the
+/// attributes `attrs[[i]]` and the S4 bit `s4[i]` -- in place of each
+/// placeholder. No data are read or copied.
+///
+/// A failure is returned, not raised: a character string (the tagged error
+/// message) of class `fmalloc_failure`. Raising would make R/named.R wrap
+/// the call in `.rfm()`, whose promise would make the result look shared
+/// (see `.fm_assemble()` there).
+/// @noRd
+#[savvy]
+fn fmalloc_named_assemble(
+    heap: &FmallocHeap,
+    name: &str,
+    skeleton: Sexp,
+    attrs: ListSexp,
+    s4: LogicalSexp,
+    types: StringSexp,
+) -> savvy::Result<Sexp> {
+    let leaves = Leaves {
+        attrs,
+        s4: s4.to_vec(),
+        types: types.to_vec(),
+    };
+    let result = heap
+        .heap()
+        .and_then(|heap| Ok((heap.get(name)?, heap)))
+        .and_then(|(entry, heap)| assemble(&heap, &entry, skeleton, &leaves));
+    match result {
+        Ok(obj) => Ok(obj),
+        Err(e) => {
+            let mut failure = OwnedStringSexp::try_from(e.to_string().as_str())?;
+            failure.set_class(["fmalloc_failure"])?;
+            failure.into()
+        }
+    }
 }
 
 /// The catalog as columns: name, summary (list of raw), created, modified
@@ -97,15 +133,17 @@ fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     }
     let seconds = |ms: i64| ms as f64 / 1000.0;
     let mut out = OwnedListSexp::new(5, true)?;
-    let names = OwnedStringSexp::try_from_iter(entries.iter().map(|e| e.name.as_str()))?;
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let names = OwnedStringSexp::try_from_slice(&names)?;
     out.set_name_and_value(0, "name", names)?;
     out.set_name_and_value(1, "summary", summaries)?;
-    let created = OwnedRealSexp::try_from_iter(entries.iter().map(|e| seconds(e.created_ms)))?;
-    out.set_name_and_value(2, "created", created)?;
-    let modified = OwnedRealSexp::try_from_iter(entries.iter().map(|e| seconds(e.modified_ms)))?;
-    out.set_name_and_value(3, "modified", modified)?;
-    let bytes = OwnedRealSexp::try_from_iter(entries.iter().map(|e| data_bytes(&e.blocks) as f64))?;
-    out.set_name_and_value(4, "bytes", bytes)?;
+    let column = |f: &dyn Fn(&Entry) -> f64| {
+        let v: Vec<f64> = entries.iter().map(f).collect();
+        OwnedRealSexp::try_from_slice(&v)
+    };
+    out.set_name_and_value(2, "created", column(&|e| seconds(e.created_ms))?)?;
+    out.set_name_and_value(3, "modified", column(&|e| seconds(e.modified_ms))?)?;
+    out.set_name_and_value(4, "bytes", column(&|e| data_bytes(&e.blocks) as f64)?)?;
     out.into()
 }
 
@@ -135,51 +173,6 @@ fn fmalloc_named_rename(
     overwrite: bool,
 ) -> savvy::Result<()> {
     Ok(heap.heap()?.rename(from, to, overwrite)?)
-}
-
-/// Sets the attributes `attrs[[i]]` (a named list, or NULL) and the S4 bit
-/// `s4[i]` on `leaves[[i]]` *in place*. Only for the fresh vectors that
-/// `fmalloc_named_get()` / `fmalloc_named_save()` just returned: setting
-/// them from R could duplicate (copy) the data.
-/// @noRd
-#[savvy]
-fn fmalloc_set_leaf_attributes(
-    leaves: ListSexp,
-    attrs: ListSexp,
-    s4: LogicalSexp,
-) -> savvy::Result<()> {
-    if attrs.len() != leaves.len() || s4.len() != leaves.len() {
-        return Err(invalid(
-            "internal: leaves, attributes and S4 flags differ in length",
-        ));
-    }
-    let flags = s4.to_vec();
-    for (i, (leaf, leaf_attrs)) in leaves.values_iter().zip(attrs.values_iter()).enumerate() {
-        let mut leaf = leaf;
-        if let savvy::TypedSexp::List(a) = leaf_attrs.into_typed() {
-            // `dim` first: `dimnames` is checked against it.
-            if let Some(dim) = a.get("dim") {
-                leaf.set_attrib("dim", dim)?;
-            }
-            for (key, value) in a.iter() {
-                if key != "dim" && !key.is_empty() {
-                    leaf.set_attrib(key, value)?;
-                }
-            }
-        }
-        if flags.get(i).copied().unwrap_or(false) {
-            set_s4_bit(&leaf);
-        }
-    }
-    Ok(())
-}
-
-fn vectors_over_blocks(heap: &Heap, blocks: &[BlockDesc]) -> savvy::Result<Sexp> {
-    let mut out = OwnedListSexp::new(blocks.len(), false)?;
-    for (i, desc) in blocks.iter().enumerate() {
-        out.set_value(i, vector_over_block(heap, desc)?)?;
-    }
-    out.into()
 }
 
 /// Bytes of data an object holds (what `fmalloc_ls()` reports).

@@ -156,9 +156,3 @@ fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
 pub(crate) fn vector_over_block(heap: &Heap, desc: &BlockDesc) -> savvy::Result<Sexp> {
     Ok(Sexp(new_altrep(heap, desc, BlockRef::Retain)?))
 }
-
-/// Marks `x` as an S4 object (R's `asS4()` without a duplicate).
-pub(crate) fn set_s4_bit(x: &Sexp) {
-    // SAFETY: sets a bit in the header of a valid SEXP; cannot fail.
-    unsafe { SET_S4_OBJECT(x.0) }
-}

@@ -1,0 +1,97 @@
+# What is saved in one R session is found, identical and zero-copy, in a new
+# one (a second R process started with callr).
+
+# Runs `f(path, ...)` in a new R session with this package's library path.
+in_new_session <- function(f, ...) {
+  callr::r(f, args = list(...), libpath = .libPaths())
+}
+
+test_that("every kind of object is identical in a new session", {
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  latin1 <- "caf\xe9"
+  Encoding(latin1) <- "latin1"
+  objects <- list(
+    lgl = c(TRUE, NA, FALSE),
+    int = c(1L, NA, .Machine$integer.max),
+    dbl = c(a = 1.5, b = NA, c = NaN, d = -Inf),
+    cplx = complex(real = c(1, NA), imaginary = c(-2, 3)),
+    raw = as.raw(0:255),
+    chr = c("plain", NA, "\u00e9t\u00e9 \u2603", "", latin1),
+    matrix = matrix(as.double(1:6), 2, dimnames = list(c("a", "b"), c("x", "y", "z"))),
+    array = array(1:24, 2:4, dimnames = list(NULL, c("p", "q", "r"), letters[1:4])),
+    factor = factor(c("lo", "hi", NA, "lo"), levels = c("lo", "mid", "hi")),
+    ordered = factor(c("S", "L"), levels = c("S", "M", "L"), ordered = TRUE),
+    date = as.Date(c("2024-02-29", NA, "1970-01-01")),
+    posixct = as.POSIXct(c("2024-03-31 02:30:00", NA), tz = "Europe/Paris"),
+    difftime = as.difftime(c(90, 3600), units = "secs"),
+    commented = structure(1:3, comment = "a comment", custom = list(k = "v")),
+    df = data.frame(
+      id = 1:3, price = c(9.5, NA, 7.25), item = c("a", NA, "\u00e9"),
+      kind = factor(c("x", "y", "x")), day = as.Date("2024-01-01") + 0:2,
+      row.names = c("first", "second", "third")
+    ),
+    nested = list(a = list(b = list(c = 1:3, d = NULL)), e = "leaf", f = list()),
+    big_names = setNames(as.double(1:10000), paste0("k", 1:10000))
+  )
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  for (nm in names(objects)) fmalloc_save(objects[[nm]], nm, heap)
+  fmalloc_close(heap)
+  invisible(gc()) # drops the vectors fmalloc_save returned, and the lock
+
+  res <- in_new_session(function(path, objects) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path, readonly = TRUE)
+    got <- lapply(names(objects), fmalloc_get, heap = heap)
+    names(got) <- names(objects)
+    leaves_in_heap <- function(x) {
+      if (is.list(x)) all(vapply(x, leaves_in_heap, NA)) else length(x) == 0 || is_fmalloc(x)
+    }
+    list(
+      identical = vapply(names(objects), function(nm) identical(got[[nm]], objects[[nm]]), NA),
+      in_heap = vapply(got, leaves_in_heap, NA),
+      encodings = Encoding(got$chr),
+      utf8 = got$chr[[3]]
+    )
+  }, path = path, objects = objects)
+
+  expect_true(all(res$identical), label = paste(names(which(!res$identical)), collapse = ", "))
+  expect_true(all(res$in_heap), label = paste(names(which(!res$in_heap)), collapse = ", "))
+  expect_identical(res$encodings, Encoding(objects$chr))
+  expect_identical(res$utf8, "\u00e9t\u00e9 \u2603")
+})
+
+test_that("getting a large named vector takes milliseconds, not a read", {
+  skip_on_cran()
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  n <- 1e9 # 8 GB of doubles in a sparse file: only touched pages use disk
+  heap <- fmalloc_open(path, size_gb = 9)
+  v <- create_fmalloc_vector("double", n, heap = heap, init = FALSE)
+  v[c(1, n)] <- c(1.5, 2.5)
+  fmalloc_save(v, "big", heap)
+  rm(v)
+  fmalloc_close(heap)
+  invisible(gc())
+
+  res <- in_new_session(function(path, n) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path)
+    t <- system.time(big <- fmalloc_get("big", heap))[["elapsed"]]
+    big[2] <- 7 # an in-place write, to be seen by the next session
+    list(seconds = t, length = length(big), ends = big[c(1, n)])
+  }, path = path, n = n)
+  expect_identical(res$length, n)
+  expect_identical(res$ends, c(1.5, 2.5))
+  expect_lt(res$seconds, 0.5)
+
+  res <- in_new_session(function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path, readonly = TRUE)
+    fmalloc_get("big", heap)[1:3]
+  }, path = path)
+  expect_identical(res, c(1.5, 7, 0))
+  # Sparse: the file holds the touched pages, not 8 GB.
+  blocks <- callr::run("du", c("-k", path))$stdout
+  expect_lt(as.numeric(strsplit(blocks, "\t")[[1]][[1]]), 1e6)
+})
