@@ -29,7 +29,10 @@ fn child_result(mode: &str, path: &Path) -> String {
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
-        .unwrap_or_else(|| panic!("child printed no result: {text}"))
+        .unwrap_or_else(|| {
+            let err = String::from_utf8_lossy(&out.stderr);
+            panic!("child printed no result: {text}\n{err}")
+        })
         .to_string()
 }
 
@@ -54,6 +57,10 @@ fn child_entry() {
         "write" => println!("RESULT {}", outcome(Heap::open(path, &opts(1 << 20)))),
         "read" => println!("RESULT {}", outcome(Heap::open(path, &ro()))),
         "crash_loop" => crash_loop(path),
+        #[cfg(unix)]
+        "fork" => fork_scenario(path),
+        #[cfg(target_os = "linux")]
+        "fsize" => file_size_limit(path),
         _ => panic!("unknown mode {mode}"),
     }
 }
@@ -85,13 +92,21 @@ fn readers_share_and_exclude_writers() {
 #[cfg(unix)]
 #[test]
 fn forked_child_writes_existing_blocks_but_cannot_allocate() {
+    // Forked in a process of its own: a fork inherits every descriptor
+    // (and so every heap lock) the other test threads have open.
     let d = TempDir::new("fork");
-    let p = d.file("f.bin");
-    let h = open(&p, 1 << 20);
+    assert_eq!(child_result("fork", &d.file("f.bin")), "ok");
+}
+
+/// Child: forks a grandchild that must be refused allocation but may write
+/// existing blocks; prints "ok" when everything held.
+#[cfg(unix)]
+fn fork_scenario(p: &Path) {
+    let h = open(p, 1 << 20);
     let off = put_bytes(&h, "x", 16, 0);
     h.retain(off).unwrap();
-    // SAFETY: fork in a test process; the child only touches this heap
-    // (whose lock no other thread holds) and leaves with _exit.
+    // SAFETY: this process runs only this scenario (one test thread); the
+    // grandchild touches only this heap and leaves with _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
@@ -109,24 +124,25 @@ fn forked_child_writes_existing_blocks_but_cannot_allocate() {
             code |= 8;
         }
         write(&h, off, b"from the child!!");
-        drop(h); // last clone in the child: must not sync or unlock
-                 // SAFETY: leaves the child without running the parent's destructors.
+        drop(h); // last clone in the grandchild: must not sync or unlock
+                 // SAFETY: leaves without running the parent's destructors.
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
-    // SAFETY: waiting for the child we just forked.
+    // SAFETY: waiting for the process we just forked.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFEXITED(status));
-    assert_eq!(libc::WEXITSTATUS(status), 0, "child saw wrong errors");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "grandchild saw wrong errors");
     assert_eq!(get_bytes(&h, "x"), b"from the child!!");
-    // The child's release was a no-op: the parent's reference still counts.
+    // The grandchild's release was a no-op: our reference still counts.
     h.remove("x").unwrap();
     assert!(h.block_size(off).is_ok());
     h.release(off).unwrap();
     assert!(h.block_size(off).is_err());
-    // The parent still holds the lock.
-    assert_eq!(child_result("write", &p), "fmalloc_locked");
+    // We still hold the lock.
+    assert_eq!(child_result("write", p), "fmalloc_locked");
     h.check_invariants().unwrap();
+    println!("RESULT ok");
 }
 
 /// Child: commits forever (put / overwrite / remove / rename) until killed.
@@ -204,4 +220,47 @@ fn kill_9_during_commits_leaves_old_or_new_state() {
         let n = check_crash_state(&p);
         println!("round {round}: {n} entries intact after kill -9");
     }
+}
+
+/// Child: with the file size limited to the current 8 MiB (as a full disk
+/// would), the heap cannot grow: `Error::Full`, no SIGBUS, nothing leaked,
+/// and the heap stays usable. (The limit does not apply inside the file, so
+/// this does not exercise `posix_fallocate` failing on a full disk.)
+#[cfg(target_os = "linux")]
+fn file_size_limit(path: &Path) {
+    let limit = std::fs::metadata(path).unwrap().len();
+    // SAFETY: plain libc calls in a single-purpose child process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let h = open(path, 0);
+    let used = h.info().used_bytes;
+    let inside = h.malloc(5 << 20).unwrap();
+    let no_growth = matches!(h.malloc(64 << 20), Err(Error::Full { .. }));
+    let file_len = std::fs::metadata(path).unwrap().len();
+    h.check_invariants().unwrap();
+    h.release(inside).unwrap();
+    let leaked = h.info().used_bytes != used;
+    put_bytes(&h, "after", 100, 4);
+    println!("RESULT no_growth={no_growth} len={file_len} leaked={leaked}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn heap_that_cannot_grow_reports_full() {
+    let d = TempDir::new("full");
+    let p = d.file("f.bin");
+    drop(open(&p, 8 << 20));
+    assert_eq!(
+        child_result("fsize", &p),
+        format!("no_growth=true len={} leaked=false", 8 << 20)
+    );
+    let h = open(&p, 0);
+    assert_eq!(get_bytes(&h, "after"), vec![4; 100]);
+    h.check_invariants().unwrap();
 }

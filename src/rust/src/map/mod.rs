@@ -241,7 +241,8 @@ impl Mapping {
     }
 
     /// Reserves disk space for `[off, off + len)` in whole chunks (clamped
-    /// to the file) so that writing there cannot fail with SIGBUS.
+    /// to the file) so that writing there cannot fail with SIGBUS; when the
+    /// chunks do not fit on the disk, just the range itself.
     pub fn reserve(&mut self, off: u64, len: u64) -> io::Result<()> {
         if len == 0 || self.reservation.unsupported || self.file.is_none() {
             return Ok(());
@@ -270,7 +271,10 @@ impl Mapping {
                 j += 1;
             }
             let run_end = need(j);
-            self.fallocate(run_start, run_end - run_start)?;
+            if let Err(e) = self.fallocate(run_start, run_end - run_start) {
+                // Not room for whole chunks: maybe for exactly this range.
+                return self.fallocate(off, len).map_err(|_| e);
+            }
             for k in i..=j {
                 self.reservation.reserved_to[k as usize] = need(k);
             }
