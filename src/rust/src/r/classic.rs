@@ -36,7 +36,7 @@
 //! R does not use the allocator for length 0 (any type) or for length 1
 //! logical/integer/double; `vector::create` sends those to ALTREP.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -55,6 +55,8 @@ const VEC_HEADER: u64 = 48;
 /// `sizeof(R_long_vec_hdr_t)`.
 const LONG_HEADER: u64 = 16;
 const R_SHORT_LEN_MAX: u64 = i32::MAX as u64;
+/// Upper bound of the distance from a block to the node R put in it.
+const MAX_HEADER: u64 = 256;
 
 /// The allocator's `data` while `Rf_allocVector3` runs.
 struct Ctx<'a> {
@@ -72,7 +74,7 @@ struct ClassicBlock {
 /// Heaps with live classic vectors and their blocks; `is_fmalloc()` and
 /// `block_of` recognise a classic vector by its address with it. A heap
 /// stays here (a clone) while it has at least one live classic vector.
-static LIVE: Mutex<Vec<(Heap, HashSet<u64>)>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<(Heap, BTreeSet<u64>)>> = Mutex::new(Vec::new());
 
 fn same_heap(a: &Heap, b: &Heap) -> bool {
     a.heap_id() == b.heap_id() && a.path() == b.path()
@@ -84,7 +86,7 @@ fn live_add(heap: &Heap, block: u64) {
         Some((_, blocks)) => {
             blocks.insert(block);
         }
-        None => live.push((heap.clone(), HashSet::from([block]))),
+        None => live.push((heap.clone(), BTreeSet::from([block]))),
     }
 }
 
@@ -218,30 +220,34 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     Ok(x)
 }
 
-/// The heap block of a classic vector made by [`new_vector`], if `x` is one.
+/// The heap block of a classic vector made by [`new_vector`], if `x` is one:
+/// the live classic block that starts at most [`MAX_HEADER`] bytes before
+/// `x`'s node (R's header sizes are not part of its API, so no exact
+/// distance is assumed).
 ///
 /// # Safety
 /// `x` must be a valid SEXP.
 pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
     // SAFETY: header reads of a valid SEXP.
-    let (elem, long) = unsafe {
+    let elem = unsafe {
         if ALTREP(x) != 0 {
             return None;
         }
-        let elem = super::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?;
-        (elem, IS_LONG_VEC(x) != 0)
+        super::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?
     };
-    let back = ALLOCATOR_COPY + if long { LONG_HEADER } else { 0 };
-    let start = (x as *const u8).wrapping_sub(back as usize);
+    let node = x as *const u8;
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     for (heap, blocks) in live.iter() {
-        let Some(block) = heap.offset_of(start) else {
+        let Some(at) = heap.offset_of(node) else {
             continue;
         };
-        if !blocks.contains(&block) {
+        let Some(&block) = blocks.range(..at).next_back() else {
+            continue;
+        };
+        if at - block > MAX_HEADER {
             continue;
         }
-        // SAFETY: x is a live vector; its data pointer is inside the block.
+        // SAFETY: x is a live vector; its data follow its header.
         let data = unsafe { DATAPTR(x) } as *const u8;
         let data_offset = heap.offset_of(data)?;
         // SAFETY: header read.

@@ -1,0 +1,44 @@
+# Helpers of the vector tests (test-vector-*.R).
+
+# Makes a fresh heap file the session default for the calling test; closes
+# it and removes the file when the test ends.
+local_default_heap <- function(size_gb = 0.0625, env = parent.frame()) {
+  path <- withr::local_tempfile(pattern = "vec-", fileext = ".bin", .local_envir = env)
+  created <- init_fmalloc(path, size_gb = size_gb)
+  withr::defer({
+    cleanup_fmalloc()
+    gc()
+  }, envir = env, priority = "first")
+  stopifnot(isTRUE(created))
+  path
+}
+
+# `n` bytes of the file at `offset`, read by a second R process: proves that
+# data reached the file, not just this process's view of an object.
+file_bytes <- function(path, offset, n) {
+  callr::r(function(path, offset, n) {
+    con <- file(path, "rb")
+    on.exit(close(con))
+    seek(con, offset)
+    readBin(con, "raw", n)
+  }, args = list(path = path, offset = offset, n = n))
+}
+
+# The bytes R holds for an atomic vector (little-endian, as in the heap).
+vector_bytes <- function(x) {
+  switch(typeof(x),
+    raw = x,
+    logical = , integer = writeBin(as.integer(x), raw(), size = 4L, endian = "little"),
+    double = writeBin(x, raw(), size = 8L, endian = "little"),
+    complex = writeBin(x, raw(), endian = "little")
+  )
+}
+
+methods <- c("altrep", "classic")
+
+# A copy made by R's duplicate() (through copy-on-modify of a shared value).
+duplicate_of <- function(x) {
+  y <- x
+  y[1] <- y[1]
+  y
+}
