@@ -6,6 +6,28 @@
 //! memory mapped after the user closed the heap (invariant 3). Opening a path
 //! that is still alive in this process (same canonical path) returns the same
 //! shared heap when the mode matches, an `Error::Locked` otherwise.
+//!
+//! How the pieces fit:
+//! - **Open** locks the file (lock.rs) through a read-only descriptor, then
+//!   validates everything (format::, catalog::, and for a writable open a dry
+//!   run of the allocator rebuild in memory) before anything is written: a
+//!   rejected file is never opened for writing. An empty file is formatted.
+//! - **Allocator state is never persisted.** A writable open rebuilds it from
+//!   the live blocks: the catalog block, every meta block and every named
+//!   data block. Everything else, including unnamed blocks of an earlier
+//!   session that crashed, is free.
+//! - **References.** `malloc` gives a block one session reference;
+//!   `retain`/`release` count them; `put` marks blocks named. A block is freed
+//!   when it has no reference and no name.
+//! - **Commit** (put/remove/rename): new meta and catalog blob into fresh
+//!   blocks, msync; then the inactive header slot with generation + 1, msync;
+//!   only then the old catalog/meta blocks are freed. A crash at any point
+//!   leaves the old or the new catalog in force.
+//! - **Growth** appends a separately mapped extent (map/), which becomes a
+//!   new allocator arena; nothing already mapped moves.
+//! - **Fork**: the process that opened the heap owns its allocator. A forked
+//!   child may read and write blocks but gets `Error::Forked` for malloc,
+//!   realloc, put, remove and rename; its `release` and `Drop` do nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -139,9 +161,10 @@ struct Shared {
     heap_id: [u8; 16],
     readonly: bool,
     owner: Owner,
+    /// Declared before `_lock`: the mapping goes before the lock does.
+    state: Mutex<State>,
     /// The descriptor holding the lock; never unlocked explicitly.
     _lock: File,
-    state: Mutex<State>,
 }
 
 /// A catalog entry as held in memory: the stored form plus its meta bytes.
@@ -351,8 +374,8 @@ impl Shared {
                 heap_id: v.header.heap_id,
                 readonly: opts.readonly,
                 owner: Owner::current(),
-                _lock: lock_file,
                 state: Mutex::new(state),
+                _lock: lock_file,
             },
             false,
         ))
@@ -409,8 +432,8 @@ impl Shared {
             heap_id: header.heap_id,
             readonly: false,
             owner: Owner::current(),
-            _lock: lock_file,
             state: Mutex::new(state),
+            _lock: lock_file,
         })
     }
 }
