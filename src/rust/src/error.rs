@@ -16,7 +16,8 @@ pub enum Error {
         op: &'static str,
         source: std::io::Error,
     },
-    /// Another process holds a conflicting lock on the heap file.
+    /// Another process (or this one, in the other mode) has the heap file
+    /// open in a conflicting mode. `detail` says who and what to do.
     Locked { path: PathBuf, detail: String },
     /// The heap is full and could not grow (disk full, size limit, ...).
     Full { requested: u64, detail: String },
@@ -84,11 +85,9 @@ impl fmt::Display for Error {
             Error::Io { path, op, source } => {
                 write!(f, "Rfmalloc: cannot {op} '{}': {source}", file_name(path))
             }
-            Error::Locked { path, detail } => write!(
-                f,
-                "Rfmalloc: '{}' is locked by another process ({detail}); close it there or open it with readonly = TRUE",
-                file_name(path)
-            ),
+            Error::Locked { path, detail } => {
+                write!(f, "Rfmalloc: cannot open '{}': {detail}", file_name(path))
+            }
             Error::Full { requested, detail } => write!(
                 f,
                 "Rfmalloc: heap is full, cannot allocate {requested} bytes ({detail})"
@@ -100,7 +99,7 @@ impl fmt::Display for Error {
             ),
             Error::Forked { path } => write!(
                 f,
-                "Rfmalloc: cannot allocate in heap '{}' from a forked child process; allocate in the parent (children may read and write existing vectors)",
+                "Rfmalloc: cannot allocate or change names in heap '{}' from a forked child process; do that in the parent (children may read and write existing vectors)",
                 file_name(path)
             ),
             Error::NotFound { name } => {

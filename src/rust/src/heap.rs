@@ -640,9 +640,11 @@ impl Heap {
             }
             drop(reg);
             let detail = if shared.readonly {
-                "this process has it open read-only"
+                "this session has it open read-only; close it (and let its vectors be \
+                 collected) before opening it for writing"
             } else {
-                "this process has it open for writing"
+                "this session has it open for writing; use that heap handle, which \
+                 can also read"
             };
             return Err(Error::Locked {
                 path: path.to_path_buf(),

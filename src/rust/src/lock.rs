@@ -29,9 +29,12 @@ pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
             path: path.to_path_buf(),
             detail: if exclusive {
-                "another process has it open".into()
+                "another process has it open (one writer or many readers); close it there first"
+                    .into()
             } else {
-                "another process has it open for writing".into()
+                "another process has it open for writing; close it there first, \
+                 or read it through that process"
+                    .into()
             },
         }),
         Err(TryLockError::Error(e)) => Err(Error::io(path, "lock", e)),
