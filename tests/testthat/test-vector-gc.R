@@ -1,0 +1,106 @@
+# Lifetime: GC returns heap space, closing with live vectors is safe, a
+# failed allocation leaks nothing.
+
+heap_used <- function() {
+  fmalloc_info(Rfmalloc:::.fmalloc_default_heap())$used
+}
+
+test_that("collected vectors return their space: 10 000 x 1 MB keeps the file bounded", {
+  path <- local_default_heap(size_gb = 0.0625)
+  gc()
+  used0 <- heap_used()
+  size0 <- file.size(path)
+  k <- 2^17 # doubles: 1 MiB
+  for (method in methods) {
+    for (i in seq_len(5000)) {
+      x <- create_fmalloc_vector("double", k, method = method, init = FALSE)
+      x[1] <- i
+      if (i %% 100 == 0) gc()
+    }
+    rm(x)
+    gc()
+    # At most ~100 MiB were ever waiting for the collector.
+    expect_lt(file.size(path), size0 + 256 * 2^20)
+    expect_lte(heap_used(), used0 + 4096, label = paste("used bytes after gc,", method))
+  }
+})
+
+test_that("without explicit gc() the package triggers collections as the heap fills", {
+  path <- local_default_heap(size_gb = 0.0625)
+  for (i in seq_len(3000)) {
+    x <- create_fmalloc_vector("double", 2^17, init = FALSE)
+  }
+  # R alone would not have collected any of these (they cost R ~1 KB each).
+  expect_lt(file.size(path), 2.5 * 2^30)
+})
+
+test_that("closing with live vectors is safe; they stay usable until collected", {
+  path <- local_default_heap()
+  a <- create_fmalloc_vector("double", 1000)
+  b <- create_fmalloc_vector("integer", 1000, method = "classic")
+  s <- create_fmalloc_vector("character", 3)
+  a[1:2] <- c(1.5, 2.5)
+  b[1:2] <- 7:8
+  s[1] <- "kept"
+  cleanup_fmalloc()
+  gc()
+  expect_identical(a[1:3], c(1.5, 2.5, 0))
+  expect_identical(b[1:3], c(7L, 8L, 0L))
+  a[3] <- 3.5
+  b[3] <- 9L
+  s[2] <- "written after close"
+  expect_identical(a[1:3], c(1.5, 2.5, 3.5))
+  expect_identical(b[1:3], c(7L, 8L, 9L))
+  expect_identical(s[], c("kept", "written after close", NA))
+  expect_true(is_fmalloc(a) && is_fmalloc(b) && is_fmalloc(s))
+  # Still mapped and locked: a second writer is refused.
+  other <- callr::r(function(path) {
+    tryCatch({ Rfmalloc::fmalloc_open(path); "opened" },
+             fmalloc_locked = function(e) "locked")
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(other, "locked")
+  rm(a, b, s)
+  gc()
+  # The last vector is gone: the file is unmapped and unlocked.
+  other <- callr::r(function(path) {
+    tryCatch({ h <- Rfmalloc::fmalloc_open(path); Rfmalloc::fmalloc_close(h); "opened" },
+             fmalloc_locked = function(e) "locked")
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(other, "opened")
+})
+
+test_that("fmalloc_close() on a handle with live vectors is safe too", {
+  path <- withr::local_tempfile(fileext = ".bin")
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  x <- create_fmalloc_vector("raw", 100, heap = heap, method = "classic")
+  y <- create_fmalloc_vector("complex", 10, heap = heap)
+  fmalloc_close(heap)
+  x[] <- as.raw(1:100)
+  y[2] <- 3i
+  expect_identical(x[100], as.raw(100))
+  expect_identical(y[1:2], c(0i, 3i))
+  expect_error(create_fmalloc_vector("raw", 1, heap = heap), class = "fmalloc_closed")
+  rm(x, y)
+  gc()
+  succeed()
+})
+
+test_that("a heap that cannot grow gives fmalloc_full and leaks nothing", {
+  path <- local_default_heap()
+  gc()
+  used0 <- heap_used()
+  too_big <- 2^50 # 1 PiB: more than any disk here; growth fails
+  for (method in methods) {
+    for (type in c("raw", "double", "character")) {
+      n <- if (type == "character") 2^46 else too_big
+      expect_error(create_fmalloc_vector(type, n, method = method, init = FALSE),
+                   class = "fmalloc_full")
+      expect_identical(heap_used(), used0)
+    }
+  }
+  # The heap is still usable.
+  x <- create_fmalloc_vector("double", 10)
+  x[] <- 1:10
+  expect_identical(sum(x), 55)
+  expect_true(is_fmalloc(x))
+})
