@@ -8,10 +8,10 @@
 //! shared heap when the mode matches, an `Error::Locked` otherwise.
 //!
 //! How the pieces fit:
-//! - **Open** locks the file (lock.rs) through a read-only descriptor, then
-//!   validates everything (format::, catalog::, and for a writable open a dry
-//!   run of the allocator rebuild in memory) before anything is written: a
-//!   rejected file is never opened for writing. An empty file is formatted.
+//! - **Open** locks the file (lock.rs), then validates everything (format::,
+//!   catalog::, and for a writable open a dry run of the allocator rebuild in
+//!   memory) before anything is written: a rejected file is left exactly as
+//!   it was (bytes and modification time). An empty file is formatted.
 //! - **Allocator state is never persisted.** A writable open rebuilds it from
 //!   the live blocks: the catalog block, every meta block and every named
 //!   data block. Everything else, including unnamed blocks of an earlier
@@ -163,8 +163,9 @@ struct Shared {
     owner: Owner,
     /// Declared before `_lock`: the mapping goes before the lock does.
     state: Mutex<State>,
-    /// The descriptor holding the lock; never unlocked explicitly.
-    _lock: File,
+    /// The locked descriptor of a read-only heap (a writable heap's lives in
+    /// its `Mapping`); never unlocked explicitly.
+    _lock: Option<File>,
 }
 
 /// A catalog entry as held in memory: the stored form plus its meta bytes.
@@ -302,11 +303,21 @@ fn space_error(path: &Path, requested: u64, what: &str, e: std::io::Error) -> Er
 
 impl Shared {
     fn open(path: &Path, canon: &Path, opts: &OpenOptions) -> Result<(Shared, bool)> {
-        // Lock through a read-only descriptor first: validation must not
-        // race a writer, and a rejected file is never opened for writing.
-        let lock_file = File::open(canon).map_err(|e| Error::io(path, "open", e))?;
-        lock::lock(&lock_file, path, !opts.readonly)?;
-        let len = lock_file
+        // Lock before validating (validation must not race a writer), and
+        // lock the descriptor that will write: on Windows a lock binds every
+        // other handle, even our own. Opening for writing changes nothing in
+        // the file; nothing is written until validation has passed.
+        let file = if opts.readonly {
+            File::open(canon).map_err(|e| Error::io(path, "open", e))?
+        } else {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(canon)
+                .map_err(|e| Error::io(path, "open for writing", e))?
+        };
+        lock::lock(&file, path, !opts.readonly)?;
+        let len = file
             .metadata()
             .map_err(|e| Error::io(path, "stat", e))?
             .len();
@@ -317,20 +328,16 @@ impl Shared {
                     "the file is empty; open it with readonly = FALSE to create a heap",
                 ));
             }
-            return Self::create(path, canon, lock_file, opts).map(|s| (s, true));
+            return Self::create(path, canon, file, opts).map(|s| (s, true));
         }
-        let ro = Mapping::open_ro(&lock_file, len).map_err(|e| Error::io(path, "map", e))?;
+        let ro = Mapping::open_ro(&file, len).map_err(|e| Error::io(path, "map", e))?;
         let v = validate(path, &ro, len, !opts.readonly)?;
-        let (map, alloc) = if opts.readonly {
-            (ro, None)
+        let (map, alloc, lock_file) = if opts.readonly {
+            (ro, None, Some(file))
         } else {
             drop(ro);
-            let rw = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(canon)
-                .map_err(|e| Error::io(path, "open for writing", e))?;
-            let mut map = Mapping::open_rw(rw, len).map_err(|e| Error::io(path, "map", e))?;
+            // The mapping owns the locked descriptor from here on.
+            let mut map = Mapping::open_rw(file, len).map_err(|e| Error::io(path, "map", e))?;
             let mut alloc = Allocator::new();
             alloc
                 .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
@@ -341,7 +348,7 @@ impl Shared {
                 let _ = map.reserve(off, cap);
             }
             let _ = map.take_store_error();
-            (map, Some(alloc))
+            (map, Some(alloc), None)
         };
         let mut refs = HashMap::new();
         let mut catalog = BTreeMap::new();
@@ -382,17 +389,12 @@ impl Shared {
     }
 
     /// Formats the empty (and exclusively locked) file at `canon`.
-    fn create(path: &Path, canon: &Path, lock_file: File, opts: &OpenOptions) -> Result<Shared> {
+    fn create(path: &Path, canon: &Path, mut rw: File, opts: &OpenOptions) -> Result<Shared> {
         let want = opts.initial_size.unwrap_or(DEFAULT_SIZE);
         let size = round_up(want, FILE_GRANULE)
             .filter(|&s| s <= alloc::MAX_OFFSET)
             .ok_or_else(|| Error::Invalid(format!("heap size {want} is too large")))?
             .max(FILE_GRANULE);
-        let mut rw = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(canon)
-            .map_err(|e| Error::io(path, "open for writing", e))?;
         let header = Header {
             heap_id: new_heap_id(),
             created_ms: now_ms(),
@@ -433,7 +435,7 @@ impl Shared {
             readonly: false,
             owner: Owner::current(),
             state: Mutex::new(state),
-            _lock: lock_file,
+            _lock: None,
         })
     }
 }

@@ -15,6 +15,7 @@ use rfmalloc::heap::{Heap, OpenOptions};
 /// file must pass `check_invariants`.
 fn probe(path: &Path) -> bool {
     let before = std::fs::read(path).unwrap();
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
     let mut accepted = 0;
     for readonly in [true, false] {
         let o = OpenOptions {
@@ -38,6 +39,8 @@ fn probe(path: &Path) -> bool {
                     before,
                     "rejected file was modified"
                 );
+                let now = std::fs::metadata(path).unwrap().modified().unwrap();
+                assert_eq!(now, mtime, "rejected file was touched");
             }
         }
     }
