@@ -52,6 +52,15 @@ NULL
   .Call(savvy_fmalloc_named_assemble__impl, `heap`, `name`, `skeleton`, `attrs`, `s4`, `types`)
 }
 
+#' A vector over the block described by a reference, marked to serialize
+#' by reference again; `NULL` when no named object of `heap` has exactly
+#' this block any more.
+#' @noRd
+`fmalloc_named_block_vector` <- function(`heap`, `block`, `data_offset`, `elem`, `length`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_block_vector__impl, `heap`, `block`, `data_offset`, `elem`, `length`)
+}
+
 #' @noRd
 `fmalloc_named_exists` <- function(`heap`, `name`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
@@ -92,6 +101,14 @@ NULL
 `fmalloc_named_save` <- function(`heap`, `name`, `meta`, `leaves`, `overwrite`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   invisible(.Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `meta`, `leaves`, `overwrite`))
+}
+
+#' `x` marked to serialize by reference: a new vector over the same named
+#' block with `x`'s attributes, or an `fmalloc_invalid` error if `x` is not
+#' a vector of a named object.
+#' @noRd
+`fmalloc_ref_leaf` <- function(`x`) {
+  .Call(savvy_fmalloc_ref_leaf__impl, `x`)
 }
 
 #' A named list describing an fmalloc vector, or NULL.

@@ -44,6 +44,11 @@ SEXP savvy_fmalloc_named_assemble__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_named_block_vector__impl(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length) {
+    SEXP res = savvy_fmalloc_named_block_vector__ffi(c_arg__heap, c_arg__block, c_arg__data_offset, c_arg__elem, c_arg__length);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_named_exists__impl(SEXP c_arg__heap, SEXP c_arg__name) {
     SEXP res = savvy_fmalloc_named_exists__ffi(c_arg__heap, c_arg__name);
     return handle_result(res);
@@ -71,6 +76,11 @@ SEXP savvy_fmalloc_named_rename__impl(SEXP c_arg__heap, SEXP c_arg__from, SEXP c
 
 SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
     SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__meta, c_arg__leaves, c_arg__overwrite);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_ref_leaf__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_ref_leaf__ffi(c_arg__x);
     return handle_result(res);
 }
 
@@ -132,12 +142,14 @@ SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
 
 static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_assemble__impl", (DL_FUNC) &savvy_fmalloc_named_assemble__impl, 6},
+    {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
     {"savvy_fmalloc_named_list__impl", (DL_FUNC) &savvy_fmalloc_named_list__impl, 1},
     {"savvy_fmalloc_named_meta__impl", (DL_FUNC) &savvy_fmalloc_named_meta__impl, 2},
     {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
+    {"savvy_fmalloc_ref_leaf__impl", (DL_FUNC) &savvy_fmalloc_ref_leaf__impl, 1},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},
     {"savvy_fmalloc_vector_is__impl", (DL_FUNC) &savvy_fmalloc_vector_is__impl, 1},
     {"savvy_fmalloc_vector_new__impl", (DL_FUNC) &savvy_fmalloc_vector_new__impl, 5},

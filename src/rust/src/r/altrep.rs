@@ -25,7 +25,9 @@
 //! Dataptr_or_null, Elt, Get_region, Duplicate (an ordinary copy: R's
 //! default would ask the source for a writable pointer) and
 //! Serialized_state, which returns C `NULL` so R serializes the expanded
-//! vector by value (readable without Rfmalloc).
+//! vector by value (readable without Rfmalloc), unless a reference to a
+//! named block was asked for (Serialized_state / Unserialize delegate to
+//! `r::named_ref`).
 //!
 //! Callbacks never panic or unwind into R: each body runs under
 //! [`guard`], which turns a panic or an error into `Rf_error` raised after
@@ -63,6 +65,9 @@ pub(crate) struct VecData {
     /// once a private copy replaced the mapping.
     pub(crate) cur: *mut u8,
     pub(crate) materialised: bool,
+    /// Serialize as a reference to the named block (`fmalloc_ref()`), not
+    /// by value; see `r::named_ref`.
+    pub(crate) by_reference: bool,
 }
 
 impl VecData {
@@ -339,6 +344,7 @@ fn describe(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
         mapped,
         cur: mapped,
         materialised: false,
+        by_reference: false,
     })
 }
 
@@ -558,11 +564,14 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
     }
 }
 
-/// C NULL: R then serializes the expanded vector, by value.
-unsafe extern "C" fn serialized_state(_x: SEXP) -> SEXP {
-    ptr::null_mut()
+/// By value (C NULL: R serializes the expanded vector) unless a reference
+/// to a named block was asked for: see `r::named_ref`.
+unsafe extern "C" fn serialized_state(x: SEXP) -> SEXP {
+    // SAFETY: R calls this with an instance of our class.
+    unsafe { super::named_ref::serialized_state(x) }
 }
 
-unsafe extern "C" fn unserialize(_cls: SEXP, _state: SEXP) -> SEXP {
-    raise("Rfmalloc: this version cannot unserialize an fmalloc vector by reference")
+unsafe extern "C" fn unserialize(cls: SEXP, state: SEXP) -> SEXP {
+    // SAFETY: R calls this with the state `serialized_state` made.
+    unsafe { super::named_ref::unserialize(cls, state) }
 }

@@ -23,7 +23,6 @@ use savvy::{
     OwnedStringSexp, RawSexp, Sexp, StringSexp,
 };
 
-use super::error::invalid;
 use super::heap_handle::FmallocHeap;
 use super::named_assemble::{assemble, Leaves};
 use super::named_leaf::{block_of_leaf, copy_leaf_into_heap};

@@ -1,0 +1,126 @@
+# Serialization: by value by default (readable without Rfmalloc), by
+# reference on request (the receiving process maps the same file).
+
+# A heap file holding "df" (a data frame) and "x" (1e5 doubles), closed.
+local_saved_heap <- function(env = parent.frame()) {
+  path <- local_heap_path(env)
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  fmalloc_save(data.frame(a = 1:3, b = c("x", NA, "\u00e9"), f = factor(c("u", "v", "u"))), "df", heap)
+  fmalloc_save(as.double(1:1e5), "x", heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  path
+}
+
+test_that("by default saveRDS writes values readable without Rfmalloc", {
+  skip_if_not_installed("callr")
+  path <- local_saved_heap()
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  df <- fmalloc_get("df", heap)
+  x <- fmalloc_get("x", heap)
+  rds <- withr::local_tempfile(fileext = ".rds")
+  saveRDS(list(df = df, x = x), rds)
+  expect_gt(file.size(rds), 1e5) # the data themselves
+  res <- callr::r(function(rds) {
+    obj <- readRDS(rds)
+    list(obj = obj, loaded = "Rfmalloc" %in% loadedNamespaces())
+  }, args = list(rds = rds), libpath = .libPaths())
+  expect_false(res$loaded)
+  expect_identical(res$obj$df, df)
+  expect_identical(res$obj$x, x)
+})
+
+test_that("fmalloc_ref() and the option send a reference, not the data", {
+  path <- local_saved_heap()
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  x <- fmalloc_get("x", heap)
+  df <- fmalloc_get("df", heap)
+
+  bytes <- serialize(fmalloc_ref(x), NULL)
+  expect_lt(length(bytes), 2000)
+  back <- unserialize(bytes)
+  expect_identical(back, x)
+  expect_true(is_fmalloc(back))
+  expect_identical(Rfmalloc:::.fmalloc_inspect(back)$offset, Rfmalloc:::.fmalloc_inspect(x)$offset)
+
+  # Data frames: each column by reference, attributes by value.
+  back <- unserialize(serialize(fmalloc_ref(df), NULL))
+  expect_identical(back, df)
+  expect_true(all(vapply(back, is_fmalloc, NA)))
+
+  withr::local_options(fmalloc.serialize = "reference")
+  x <- fmalloc_get("x", heap) # (identical() above gave x a private copy)
+  expect_lt(length(serialize(x, NULL)), 2000)
+  # A vector that is not part of a named object is still sent by value.
+  expect_gt(length(serialize(x + 0, NULL)), 8e5)
+  withr::local_options(fmalloc.serialize = NULL)
+  expect_gt(length(serialize(fmalloc_get("x", heap), NULL)), 8e5)
+})
+
+test_that("fmalloc_ref() refuses vectors that are not named heap vectors", {
+  heap <- local_heap()
+  expect_fmalloc_error(fmalloc_ref(1:3), "fmalloc_invalid", "got from a heap")
+  v <- create_fmalloc_vector("double", 10, heap = heap)
+  expect_fmalloc_error(fmalloc_ref(v), "fmalloc_invalid", "fmalloc_save")
+  expect_identical(fmalloc_ref(list(NULL, integer(0))), list(NULL, integer(0)))
+})
+
+test_that("PSOCK workers reconnect to the same file", {
+  skip_on_cran()
+  path <- local_saved_heap()
+  cl <- parallel::makePSOCKcluster(2)
+  on.exit(parallel::stopCluster(cl), add = TRUE)
+  parallel::clusterCall(cl, function(lib) .libPaths(c(lib, .libPaths())), .libPaths())
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap), add = TRUE)
+  x <- fmalloc_get("x", heap)
+  df <- fmalloc_get("df", heap)
+
+  worker <- function(i, v, d) {
+    list(
+      pid = Sys.getpid(),
+      mapped = Rfmalloc::is_fmalloc(v) && all(vapply(d, Rfmalloc::is_fmalloc, NA)),
+      path = Rfmalloc:::.fmalloc_inspect(v)$path,
+      sum = sum(v),
+      df = d
+    )
+  }
+  # Not this frame: parallel would send its variables (x, df) along, by value.
+  environment(worker) <- globalenv()
+  res <- parallel::parLapply(cl, 1:2, worker, v = fmalloc_ref(x), d = fmalloc_ref(df))
+  for (r in res) {
+    expect_false(r$pid == Sys.getpid())
+    expect_true(r$mapped)
+    expect_identical(normalizePath(r$path), normalizePath(path))
+    expect_identical(r$sum, sum(as.double(1:1e5)))
+    expect_identical(r$df, df)
+  }
+})
+
+test_that("a reference to a missing, replaced or changed heap is a clear error", {
+  path <- local_saved_heap()
+  heap <- fmalloc_open(path)
+  x <- fmalloc_get("x", heap)
+  ref <- serialize(fmalloc_ref(x), NULL)
+
+  # The object was removed.
+  fmalloc_rm("x", heap)
+  expect_fmalloc_error(unserialize(ref), "fmalloc_not_found", "removed")
+  rm(x)
+  fmalloc_close(heap)
+  invisible(gc())
+
+  # The file is now another heap.
+  unlink(path)
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(as.double(1:1e5), "x", heap)
+  expect_fmalloc_error(unserialize(ref), "fmalloc_mismatch", "different heap")
+  fmalloc_close(heap)
+  invisible(gc())
+
+  # The file is gone.
+  unlink(path)
+  expect_fmalloc_error(unserialize(ref), "fmalloc_not_found", "does not exist")
+})
