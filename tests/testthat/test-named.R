@@ -214,3 +214,33 @@ test_that("a damaged meta blob is an fmalloc_corrupt error", {
   expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt")
   expect_type(meta_body(good, "x"), "list")
 })
+
+test_that("in-place writes reach the file for matrices, list and data frame columns", {
+  heap <- local_heap()
+  m <- fmalloc_save(matrix(as.double(1:6), 2), "m", heap)
+  m[2, 2] <- 40
+  expect_identical(fmalloc_get("m", heap)[2, 2], 40)
+  m <- fmalloc_get("m", heap)
+  m[1, 3] <- 50
+  expect_identical(fmalloc_get("m", heap)[1, 3], 50)
+
+  fmalloc_save(list(a = c(1, 2, 3), b = "x"), "l", heap)
+  l <- fmalloc_get("l", heap)
+  l$a[2] <- 20
+  expect_identical(fmalloc_get("l", heap)$a, c(1, 20, 3))
+
+  fmalloc_save(data.frame(a = c(1, 2, 3), f = factor(c("u", "v", "u"))), "df", heap)
+  d <- fmalloc_get("df", heap)
+  d$a[3] <- 30
+  expect_identical(fmalloc_get("df", heap)$a, c(1, 2, 30))
+  expect_true(is_fmalloc(d$a))
+
+  # Inside a function too.
+  f <- function() {
+    v <- fmalloc_get("m", heap)
+    v[1] <- -1
+    invisible(NULL)
+  }
+  f()
+  expect_identical(fmalloc_get("m", heap)[1, 1], -1)
+})

@@ -30,6 +30,7 @@ pub const TRUE: Rboolean = 1;
 
 pub const NILSXP: SEXPTYPE = 0;
 pub const SYMSXP: SEXPTYPE = 1;
+pub const ENVSXP: SEXPTYPE = 4;
 pub const CHARSXP: SEXPTYPE = 9;
 pub const LGLSXP: SEXPTYPE = 10;
 pub const INTSXP: SEXPTYPE = 13;
@@ -130,6 +131,8 @@ extern "C" {
     pub fn Rf_ScalarReal(v: f64) -> SEXP;
     pub fn Rf_ScalarInteger(v: c_int) -> SEXP;
     pub fn Rf_mkString(s: *const c_char) -> SEXP;
+    pub fn Rf_inherits(x: SEXP, cls: *const c_char) -> Rboolean;
+    pub fn Rf_findVarInFrame(rho: SEXP, sym: SEXP) -> SEXP;
 
     // Strings.
     pub fn Rf_mkCharLenCE(s: *const c_char, len: c_int, enc: cetype_t) -> SEXP;
@@ -219,6 +222,7 @@ extern "C" {
     pub fn CDR(x: SEXP) -> SEXP;
     pub fn SETCAR(x: SEXP, v: SEXP) -> SEXP;
     pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
+    pub fn Rf_setAttrib(x: SEXP, name: SEXP, value: SEXP) -> SEXP;
     pub fn Rf_install(name: *const c_char) -> SEXP;
     pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
     pub fn Rf_lang2(f: SEXP, a: SEXP) -> SEXP;

@@ -81,16 +81,12 @@ pub(crate) fn assemble(
 
     for (i, a) in leaves.attrs.values_iter().enumerate() {
         // SAFETY: tmp_list is a protected list of n vectors.
-        let mut leaf = Sexp(unsafe { VECTOR_ELT(tmp_list, i as R_xlen_t) });
+        let leaf = unsafe { VECTOR_ELT(tmp_list, i as R_xlen_t) };
         if let savvy::TypedSexp::List(a) = a.into_typed() {
             // `dim` first: `dimnames` is checked against it.
-            if let Some(dim) = a.get("dim") {
-                leaf.set_attrib("dim", dim)?;
-            }
-            for (key, value) in a.iter() {
-                if key == "dim" || key.is_empty() {
-                    continue;
-                }
+            let dim_first = a.iter().filter(|(k, _)| *k == "dim");
+            let others = a.iter().filter(|(k, _)| *k != "dim" && !k.is_empty());
+            for (key, value) in dim_first.chain(others) {
                 // SAFETY: value is a valid SEXP; resolving only reads.
                 let value = unsafe { resolve(value.0, tmp_list, bad_ref) };
                 if bad.get() {
@@ -99,13 +95,13 @@ pub(crate) fn assemble(
                         i + 1
                     )));
                 }
-                leaf.set_attrib(key, Sexp(value))
+                set_attr(leaf, key, value)
                     .map_err(|e| corrupt(format!("attribute '{key}' of vector {}: {e}", i + 1)))?;
             }
         }
         if leaves.s4[i] {
             // SAFETY: sets a header bit of a valid vector.
-            unsafe { SET_S4_OBJECT(leaf.0) };
+            unsafe { SET_S4_OBJECT(leaf) };
         }
     }
 
@@ -138,6 +134,25 @@ pub(crate) fn assemble(
         return Err(corrupt("bad placeholder in the structure".into()));
     }
     Ok(Sexp(out))
+}
+
+/// `attr(x, key) <- value` as R's `setAttrib()` does it (checking dim,
+/// names, class, ...). Not savvy's `set_attrib`: R_UnwindProtect keeps a
+/// reference to the value its function returns, and `setAttrib` may return
+/// `x`, which would then look shared.
+fn set_attr(x: SEXP, key: &str, value: SEXP) -> savvy::Result<()> {
+    let key = std::ffi::CString::new(key)?;
+    let key = key.as_ptr();
+    // SAFETY: x and value are protected (in `tmp` / the attribute list R
+    // passed); an R error longjmps back into unwind_protect, past frames
+    // that own no Rust values (`key` lives in the caller's frame).
+    unsafe {
+        unwind_protect(|| {
+            Rf_setAttrib(x, Rf_install(key), value);
+            R_NilValue
+        })?;
+    }
+    Ok(())
 }
 
 /// Leaf `j` for a placeholder symbol, the value itself for anything else.
