@@ -405,10 +405,13 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 
 # create_fmalloc_vector(name = ): a new vector saved under `name` without a
 # copy; returns the heap-backed vector fmalloc_get(name) would return.
-.fmalloc_create_named <- function(type, length, heap, classic, init, name, call) {
-  v <- .rfm(.Call(savvy_fmalloc_vector_new__impl, heap$.ptr, type, as.double(length), classic, init), call)
+.fmalloc_create_named <- function(type, length, heap, method, init, name, call) {
+  .check_string(name, "name", call)
+  v <- create_fmalloc_vector(type, length, heap = heap, method = method, init = init)
+  heap <- .fm_heap(heap, call)
   .rfm(fmalloc_named_save(heap, name, .fm_meta_encode(v, .fm_decompose(v)), list(v), FALSE), call)
   rm(v)
+  # Returned directly: see .fm_assemble().
   fmalloc_get(name, heap)
 }
 
