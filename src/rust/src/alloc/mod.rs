@@ -232,10 +232,18 @@ impl Allocator {
             bspan += ns;
             self.stats.free_blocks -= 1;
         }
+        // A free predecessor whose class does not change stays where it is
+        // in its list (freeing blocks in address order then costs no list
+        // operation at all).
+        let mut listed = false;
         if let Some(ps) = prev_free {
             b = off - ps;
             let (f, s) = class_of(ps / ALIGN);
-            self.unlink(mem, b, f, s)?;
+            if class_of((ps + bspan) / ALIGN) == (f, s) {
+                listed = true;
+            } else {
+                self.unlink(mem, b, f, s)?;
+            }
             bspan += ps;
             self.stats.free_blocks -= 1;
         }
@@ -248,7 +256,9 @@ impl Allocator {
         let after = b + bspan;
         let w = mem.load(after - 16);
         mem.store(after - 16, w | PREV_FREE);
-        self.insert(mem, b, bspan);
+        if !listed {
+            self.insert(mem, b, bspan);
+        }
         self.stats.used_bytes -= span;
         self.stats.used_blocks -= 1;
         self.stats.free_bytes += span;
