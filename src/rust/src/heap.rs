@@ -190,11 +190,32 @@ struct State {
     slot_index: usize,
     slot: Slot,
     /// Every block a session reference or a catalog entry keeps alive.
-    refs: HashMap<u64, Ref>,
+    refs: RefTable,
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
 }
+
+/// Hashes block offsets (distinct multiples of 64) with one multiply: the
+/// reference table is touched on every malloc and release.
+#[derive(Default)]
+struct OffsetHasher(u64);
+
+impl std::hash::Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x >> 6).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type RefTable = HashMap<u64, Ref, std::hash::BuildHasherDefault<OffsetHasher>>;
 
 fn lock_state(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -350,7 +371,7 @@ impl Shared {
             let _ = map.take_store_error();
             (map, Some(alloc), None)
         };
-        let mut refs = HashMap::new();
+        let mut refs = RefTable::default();
         let mut catalog = BTreeMap::new();
         for n in v.entries {
             for b in &n.stored.blocks {
@@ -425,7 +446,7 @@ impl Shared {
             catalog: BTreeMap::new(),
             slot_index: 0,
             slot,
-            refs: HashMap::new(),
+            refs: RefTable::default(),
             fail: None,
             crashed: false,
         };

@@ -13,6 +13,8 @@
 
 use std::fs::{File, TryLockError};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Once;
 
 use crate::error::{Error, Result};
 
@@ -44,21 +46,54 @@ pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
 /// The process that opened a heap. Allocation state (the allocator's free
 /// lists, the reference table) is private to that process: a forked child
 /// sees a copy that the parent keeps changing, so it must not allocate.
+///
+/// `getpid()` is a system call on every use (glibc no longer caches it), too
+/// slow for every malloc. A `pthread_atfork` child handler counts forks
+/// instead, so the check is one atomic load; the pid remains the fallback
+/// if the handler could not be registered.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
     pid: u32,
+    forks: u64,
+}
+
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static AT_FORK: Once = Once::new();
+static AT_FORK_OK: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn in_forked_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn register_at_fork() {
+    AT_FORK.call_once(|| {
+        #[cfg(unix)]
+        {
+            // SAFETY: registers a handler that only bumps an atomic, which
+            // is async-signal-safe and valid in a freshly forked child.
+            let rc = unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+            AT_FORK_OK.store(rc == 0, Ordering::Relaxed);
+        }
+    });
 }
 
 impl Owner {
     pub fn current() -> Self {
+        register_at_fork();
         Owner {
             pid: std::process::id(),
+            forks: FORKS.load(Ordering::Relaxed),
         }
     }
 
     /// True in a process forked off the owner.
     pub fn is_forked(&self) -> bool {
-        std::process::id() != self.pid
+        if AT_FORK_OK.load(Ordering::Relaxed) {
+            FORKS.load(Ordering::Relaxed) != self.forks
+        } else {
+            std::process::id() != self.pid
+        }
     }
 }
 
@@ -91,6 +126,12 @@ mod tests {
 
     #[test]
     fn owner_is_not_forked_in_itself() {
-        assert!(!Owner::current().is_forked());
+        let o = Owner::current();
+        assert!(!o.is_forked());
+        #[cfg(unix)]
+        assert!(AT_FORK_OK.load(Ordering::Relaxed));
     }
+
+    // Detection in a real forked child: tests/heap_process.rs (forked in a
+    // process of its own, since a fork inherits other tests' locks).
 }
