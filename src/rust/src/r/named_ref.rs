@@ -186,12 +186,24 @@ fn fmalloc_ref_leaf(x: Sexp) -> savvy::Result<Sexp> {
         let d = unsafe { &*d };
         (d.heap.clone(), d.desc(), d.materialised)
     });
-    let Some((heap, desc, false)) = found else {
-        return Err(Error::Invalid(
-            "only vectors got from a heap (fmalloc_get(), fmalloc_save()) can be sent by reference"
-                .into(),
-        )
-        .into());
+    let (heap, desc) = match found {
+        Some((heap, desc, false)) => (heap, desc),
+        Some((_, _, true)) => {
+            return Err(Error::Invalid(
+                "this vector's data were copied into memory (R asked a read-only vector for a \
+                 writable pointer, e.g. to serialize it by value); get it again with fmalloc_get()"
+                    .into(),
+            )
+            .into())
+        }
+        None => {
+            return Err(Error::Invalid(
+                "only vectors got from a heap (fmalloc_get(), fmalloc_save()) can be sent by \
+                 reference"
+                    .into(),
+            )
+            .into())
+        }
     };
     if !is_named_block(&heap, &desc) {
         return Err(Error::Invalid(
