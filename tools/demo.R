@@ -73,4 +73,23 @@ if (step == "read") {
   section("Close", code = {
     show(fmalloc_close(heap))
   })
+
+  section("Reopen for writing: modify in place, rename, remove",
+          needs = c("fmalloc_get", "fmalloc_rename", "fmalloc_rm"), code = {
+    if (exists("prices")) rm(prices)
+    invisible(gc()) # the read-only vectors release the file
+    show(heap <- fmalloc_open(path))
+    # (Not through show(), which would keep a second reference to `p`: R
+    # then copies before modifying, as for any shared vector.)
+    cat('> p <- fmalloc_get("prices", heap); p[1:2] <- c(-1, -2)  # writes into the file\n')
+    local({
+      p <- fmalloc_get("prices", heap)
+      p[1:2] <- c(-1, -2)
+    })
+    show(fmalloc_get("prices", heap)[1:3])
+    show(fmalloc_rename("groups", "labels", heap))
+    show(fmalloc_rm("table", heap))
+    show(fmalloc_ls(heap)[, c("name", "class", "length", "bytes")])
+    show(fmalloc_close(heap))
+  })
 }
