@@ -244,3 +244,17 @@ test_that("in-place writes reach the file for matrices, list and data frame colu
   f()
   expect_identical(fmalloc_get("m", heap)[1, 1], -1)
 })
+
+test_that("element writes to a named character vector persist", {
+  heap <- local_heap()
+  fmalloc_save(c("a", "b", NA), "s", heap)
+  s <- fmalloc_get("s", heap)
+  s[1] <- "z"
+  s[3] <- "caf\u00e9 au lait" # longer: uses the pool's spare room
+  s[2] <- NA
+  expect_identical(fmalloc_get("s", heap), c("z", NA, "caf\u00e9 au lait"))
+  # A named pool cannot move: a write beyond its spare room is an error,
+  # not a silent copy, and the stored vector is unchanged.
+  expect_error(s[2] <- strrep("x", 1e5), "named object")
+  expect_identical(fmalloc_get("s", heap), c("z", NA, "caf\u00e9 au lait"))
+})

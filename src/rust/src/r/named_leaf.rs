@@ -101,7 +101,10 @@ fn copy_strings(heap: &Heap, chars: &[SEXP]) -> savvy::Result<BlockDesc> {
     let elts: Vec<strpool::Elt<'_>> = chars.iter().map(|&c| char_elt(c)).collect();
     let text: u64 = elts.iter().flatten().map(|(b, _)| b.len() as u64).sum();
     let n = elts.len() as u64;
-    let size = strpool::block_size(n, text)
+    // Room for later in-place writes of longer strings: a named pool cannot
+    // grow (its block cannot move while the catalog points at it).
+    let cap = text.saturating_add((text / 4).max(256));
+    let size = strpool::block_size(n, cap)
         .ok_or_else(|| Error::Invalid("character vector too long".into()))?;
     let off = heap_malloc(heap, size)?;
     let filled = heap
