@@ -111,6 +111,11 @@ NULL
   .Call(savvy_fmalloc_ref_leaf__impl, `x`)
 }
 
+#' @noRd
+`fmalloc_vector_create` <- function(`heap`, `elem`, `length`, `method`, `init`) {
+  .Call(savvy_fmalloc_vector_create__impl, `heap`, `elem`, `length`, `method`, `init`)
+}
+
 #' A named list describing an fmalloc vector, or NULL.
 #' @noRd
 `fmalloc_vector_inspect` <- function(`x`) {
@@ -120,12 +125,6 @@ NULL
 #' @noRd
 `fmalloc_vector_is` <- function(`x`) {
   .Call(savvy_fmalloc_vector_is__impl, `x`)
-}
-
-#' @noRd
-`fmalloc_vector_new` <- function(`heap`, `elem`, `length`, `classic`, `init`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  .Call(savvy_fmalloc_vector_new__impl, `heap`, `elem`, `length`, `classic`, `init`)
 }
 
 ### wrapper functions for FmallocHeap

@@ -62,37 +62,29 @@
 create_fmalloc_vector <- function(type, length, heap = NULL,
                                   method = c("altrep", "classic"), init = TRUE,
                                   name = NULL) {
-  if (is.null(heap)) {
-    heap <- .fmalloc_state$heap
-    if (is.null(heap)) heap <- .fmalloc_default_heap()
-  } else {
-    .check_heap(heap)
-  }
-  if (!is.character(type) || length(type) != 1L || is.na(type) ||
-      !type %in% .fmalloc_types) {
-    .invalid(sprintf("`type` must be one of %s", paste0('"', .fmalloc_types, '"', collapse = ", ")),
-             sys.call())
-  }
-  if (!is.numeric(length) || length(length) != 1L || is.na(length) ||
-      length < 0 || length != trunc(length) || length > 2^52) {
-    .invalid("`length` must be a single whole number >= 0", sys.call())
-  }
-  classic <- if (identical(method, c("altrep", "classic")) || identical(method, "altrep")) {
-    FALSE
-  } else if (identical(method, "classic")) {
-    TRUE
-  } else {
-    .invalid('`method` must be "altrep" or "classic"', sys.call())
-  }
-  .check_flag(init, "init")
   if (!is.null(name)) {
-    .check_string(name, "name")
-    return(.fmalloc_create_named(type, length, heap, classic, init, name, sys.call()))
+    return(.fmalloc_create_named(type, length, heap, method, init, name, sys.call()))
   }
-  .rfm(.Call(savvy_fmalloc_vector_new__impl, heap$.ptr, type, as.double(length), classic, init))
+  # Kept thin: creating many small vectors must cost about what double(k)
+  # does. The arguments are checked in Rust, which returns an error as a
+  # list holding the tagged message instead of raising it (see
+  # fmalloc_vector_create() in src/rust/src/r/vector.rs).
+  x <- .Call(savvy_fmalloc_vector_create__impl,
+             if (is.null(heap)) .fmalloc_state$heap else heap,
+             type, length, method, init)
+  if (is.list(x)) .fmalloc_raise(x[[1L]], sys.call())
+  x
 }
 
-.fmalloc_types <- c("logical", "integer", "numeric", "double", "complex", "raw", "character")
+# Raises the tagged error message `msg` ("<fmalloc_x> Rfmalloc: ...") as a
+# condition of that class, from `call`.
+.fmalloc_raise <- function(msg, call) {
+  tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
+  if (length(tag) != 1L) {
+    .fmalloc_abort(msg, "fmalloc_error", call)
+  }
+  .fmalloc_abort(substring(msg, nchar(tag) + 1L), sub(.fmalloc_tag, "\\1", tag), call)
+}
 
 #' Is a vector's data in a heap?
 #'

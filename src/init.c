@@ -84,6 +84,11 @@ SEXP savvy_fmalloc_ref_leaf__impl(SEXP c_arg__x) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_vector_create__impl(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__method, SEXP c_arg__init) {
+    SEXP res = savvy_fmalloc_vector_create__ffi(c_arg__heap, c_arg__elem, c_arg__length, c_arg__method, c_arg__init);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_vector_inspect__impl(SEXP c_arg__x) {
     SEXP res = savvy_fmalloc_vector_inspect__ffi(c_arg__x);
     return handle_result(res);
@@ -91,11 +96,6 @@ SEXP savvy_fmalloc_vector_inspect__impl(SEXP c_arg__x) {
 
 SEXP savvy_fmalloc_vector_is__impl(SEXP c_arg__x) {
     SEXP res = savvy_fmalloc_vector_is__ffi(c_arg__x);
-    return handle_result(res);
-}
-
-SEXP savvy_fmalloc_vector_new__impl(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__classic, SEXP c_arg__init) {
-    SEXP res = savvy_fmalloc_vector_new__ffi(c_arg__heap, c_arg__elem, c_arg__length, c_arg__classic, c_arg__init);
     return handle_result(res);
 }
 
@@ -150,9 +150,9 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
     {"savvy_fmalloc_ref_leaf__impl", (DL_FUNC) &savvy_fmalloc_ref_leaf__impl, 1},
+    {"savvy_fmalloc_vector_create__impl", (DL_FUNC) &savvy_fmalloc_vector_create__impl, 5},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},
     {"savvy_fmalloc_vector_is__impl", (DL_FUNC) &savvy_fmalloc_vector_is__impl, 1},
-    {"savvy_fmalloc_vector_new__impl", (DL_FUNC) &savvy_fmalloc_vector_new__impl, 5},
     {"savvy_FmallocHeap_close__impl", (DL_FUNC) &savvy_FmallocHeap_close__impl, 1},
     {"savvy_FmallocHeap_created__impl", (DL_FUNC) &savvy_FmallocHeap_created__impl, 1},
     {"savvy_FmallocHeap_info__impl", (DL_FUNC) &savvy_FmallocHeap_info__impl, 1},

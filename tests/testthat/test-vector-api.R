@@ -173,3 +173,31 @@ test_that("a read-only heap refuses to create vectors", {
   withr::defer(fmalloc_close(heap))
   expect_error(create_fmalloc_vector("double", 3, heap = heap), class = "fmalloc_readonly")
 })
+
+test_that("subsetting gives what it gives on ordinary vectors", {
+  local_default_heap()
+  vals <- list(
+    logical = c(TRUE, NA, FALSE, TRUE, FALSE), integer = c(5L, NA, -3L, 0L, 9L),
+    double = c(1.5, NA, -Inf, NaN, 0), complex = c(1i, NA, 2 + 0i, 0i, -1i),
+    raw = as.raw(c(1, 2, 0, 255, 7)), character = c("a", NA, "\u00e9", "", "z")
+  )
+  subs <- list(1:5, c(5, 1, 1), c(2L, NA, 7L), c(2.9, 0, 6, NA), -1, -(1:5), 0,
+               c(TRUE, FALSE), c(TRUE, NA), integer(0), 5:1, seq(1, 5, by = 2))
+  for (method in methods) {
+    for (type in names(vals)) {
+      x <- create_fmalloc_vector(type, 5, method = method)
+      x[] <- vals[[type]]
+      for (s in subs) {
+        expect_identical(x[s], vals[[type]][s], info = paste(type, method, deparse(s)))
+      }
+      big <- create_fmalloc_vector(type, 3000, method = method)
+      ref <- vector(typeof(vals[[type]]), 3000)
+      if (type == "character") ref[] <- NA
+      idx <- c(3000:1, 2999, NA, 5000)
+      expect_identical(big[idx], ref[idx])
+      expect_identical(big[seq_len(2500)], ref[seq_len(2500)])
+      names(x) <- letters[1:5]
+      expect_identical(x[c("b", "e")], setNames(vals[[type]][c(2, 5)], c("b", "e")))
+    }
+  }
+})

@@ -181,6 +181,11 @@ pub(crate) unsafe fn register(dll: *mut DllInfo) {
         R_set_altcomplex_Get_region_method(cplx, get_region::<Rcomplex>);
         R_set_altraw_Elt_method(raw, elt::<Rbyte>);
         R_set_altraw_Get_region_method(raw, get_region::<Rbyte>);
+        R_set_altvec_Extract_subset_method(lgl, extract_subset::<c_int>);
+        R_set_altvec_Extract_subset_method(int, extract_subset::<c_int>);
+        R_set_altvec_Extract_subset_method(real, extract_subset::<f64>);
+        R_set_altvec_Extract_subset_method(cplx, extract_subset::<Rcomplex>);
+        R_set_altvec_Extract_subset_method(raw, extract_subset::<Rbyte>);
         R_set_altstring_Elt_method(string, altstring::elt);
         R_set_altstring_Set_elt_method(string, altstring::set_elt);
     }
@@ -516,6 +521,102 @@ unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
     // SAFETY: R calls Elt with 0 <= i < length on an instance whose
     // elements are of type T (fixed by the class the method was set on).
     unsafe { *(vd(x).cur as *const T).offset(i) }
+}
+
+/// The value an out-of-range or `NA` index selects.
+trait Missing: Copy {
+    fn missing() -> Self;
+}
+impl Missing for c_int {
+    fn missing() -> Self {
+        c_int::MIN // NA_INTEGER and NA_LOGICAL
+    }
+}
+impl Missing for f64 {
+    fn missing() -> Self {
+        // SAFETY: reading R's NA_REAL constant.
+        unsafe { R_NaReal }
+    }
+}
+impl Missing for Rcomplex {
+    fn missing() -> Self {
+        let na = f64::missing();
+        Rcomplex { r: na, i: na }
+    }
+}
+impl Missing for Rbyte {
+    fn missing() -> Self {
+        0
+    }
+}
+
+/// `x[indx]` gathered straight from the data (R's default calls Elt once
+/// per element). `indx` is R's processed subscript: 1-based positions as
+/// integer or double, `NA` or past the end selecting `NA`. Attributes
+/// (names) are left to R, as for any ExtractSubset. Returns C `NULL` (R's
+/// default then runs) for anything else.
+unsafe extern "C" fn extract_subset<T: Missing>(x: SEXP, indx: SEXP, _call: SEXP) -> SEXP {
+    // SAFETY: R calls this with an instance of our class whose elements are
+    // T, and a subscript vector; every position is checked against the
+    // length before the read. Allocation may longjmp with no Rust value
+    // with a destructor live.
+    unsafe {
+        let d = vd(x);
+        let len = d.len as R_xlen_t;
+        let src = d.cur as *const T;
+        let ty = TYPEOF(x) as SEXPTYPE;
+        let n = XLENGTH(indx);
+        let pick = |k: R_xlen_t| -> T {
+            if k >= 1 && k <= len {
+                *src.offset(k - 1)
+            } else {
+                T::missing()
+            }
+        };
+        // Positions are read in chunks through Get_region, so an ALTREP
+        // subscript (e.g. a compact 1:n) is never expanded.
+        const CHUNK: R_xlen_t = 1024;
+        match TYPEOF(indx) as SEXPTYPE {
+            INTSXP => {
+                let out = Rf_allocVector(ty, n);
+                let dst = DATAPTR(out) as *mut T;
+                let mut buf = [0 as c_int; CHUNK as usize];
+                let mut j = 0;
+                while j < n {
+                    let got = INTEGER_GET_REGION(indx, j, CHUNK.min(n - j), buf.as_mut_ptr());
+                    for (m, &k) in buf[..got.max(0) as usize].iter().enumerate() {
+                        // NA_INTEGER is negative: pick() gives NA.
+                        *dst.offset(j + m as R_xlen_t) = pick(k as R_xlen_t);
+                    }
+                    if got <= 0 {
+                        break;
+                    }
+                    j += got;
+                }
+                out
+            }
+            REALSXP => {
+                let out = Rf_allocVector(ty, n);
+                let dst = DATAPTR(out) as *mut T;
+                let mut buf = [0f64; CHUNK as usize];
+                let mut j = 0;
+                while j < n {
+                    let got = REAL_GET_REGION(indx, j, CHUNK.min(n - j), buf.as_mut_ptr());
+                    for (m, &k) in buf[..got.max(0) as usize].iter().enumerate() {
+                        // NaN and out-of-range doubles fail the range check.
+                        let k = if k.is_finite() { k as R_xlen_t } else { 0 };
+                        *dst.offset(j + m as R_xlen_t) = pick(k);
+                    }
+                    if got <= 0 {
+                        break;
+                    }
+                    j += got;
+                }
+                out
+            }
+            _ => ptr::null_mut(),
+        }
+    }
 }
 
 unsafe extern "C" fn get_region<T: Copy>(

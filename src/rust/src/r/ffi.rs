@@ -127,6 +127,8 @@ extern "C" {
     pub fn REAL(x: SEXP) -> *mut f64;
     pub fn RAW(x: SEXP) -> *mut Rbyte;
     pub fn STRING_PTR_RO(x: SEXP) -> *const SEXP;
+    pub fn INTEGER_GET_REGION(x: SEXP, i: R_xlen_t, n: R_xlen_t, buf: *mut c_int) -> R_xlen_t;
+    pub fn REAL_GET_REGION(x: SEXP, i: R_xlen_t, n: R_xlen_t, buf: *mut f64) -> R_xlen_t;
     pub fn Rf_ScalarLogical(v: c_int) -> SEXP;
     pub fn Rf_ScalarReal(v: f64) -> SEXP;
     pub fn Rf_ScalarInteger(v: c_int) -> SEXP;

@@ -5,7 +5,10 @@
 
 use std::cell::Cell;
 
-use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+use savvy::{
+    savvy, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp,
+    Sexp, TypedSexp,
+};
 
 use super::altrep::{self, BlockRef};
 use super::classic;
@@ -173,20 +176,127 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc)> {
     (!l.private).then_some((l.heap, l.desc))
 }
 
+// The implementation of `create_fmalloc_vector()`, called by R with the
+// user's arguments unchecked (`heap` is the handle, or NULL when there is no
+// default heap). It is on the hot path of creating many small vectors, so
+// the checks are done here and errors are *returned*, not raised: a list
+// holding the tagged message (`<class> Rfmalloc: ...`, see `r::error`),
+// which R/vector.R turns into a classed condition. Raising through savvy
+// would need `.rfm()` around every call, which costs more than creating a
+// small vector. R errors raised inside R's allocator still propagate.
 /// @noRd
 #[savvy]
-fn fmalloc_vector_new(
-    heap: &FmallocHeap,
-    elem: &str,
-    length: f64,
-    classic: bool,
-    init: bool,
+fn fmalloc_vector_create(
+    heap: Sexp,
+    elem: Sexp,
+    length: Sexp,
+    method: Sexp,
+    init: Sexp,
 ) -> savvy::Result<Sexp> {
-    let elem =
-        elem_from_name(elem).ok_or_else(|| invalid(format!("unsupported vector type '{elem}'")))?;
-    let n = length_from_f64(length)?;
-    let heap = heap.heap()?;
-    Ok(Sexp(create(&heap, elem, n, classic, init)?))
+    let made = (|| {
+        // SAFETY: every argument is a SEXP R passed in.
+        let heap = unsafe { heap_of(heap.0) }?;
+        let elem = elem_arg(elem)?;
+        let n = length_arg(length)?;
+        let classic = method_arg(method)?;
+        let init = flag_arg(init, "init")?;
+        Ok(Sexp(create(&heap, elem, n, classic, init)?))
+    })();
+    match made {
+        Ok(x) => Ok(x),
+        Err(e @ savvy::Error::Aborted(_)) => Err(e),
+        Err(e) => {
+            let mut out = OwnedListSexp::new(1, false)?;
+            out.set_value(0, OwnedStringSexp::try_from(e.to_string().as_str())?)?;
+            out.into()
+        }
+    }
+}
+
+/// The core heap of a handle passed from R (`NULL`: no default heap).
+///
+/// # Safety
+/// `x` must be a valid SEXP.
+unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
+    // SAFETY: type and attribute reads of a valid SEXP; `.ptr` of an
+    // environment of class "Rfmalloc::FmallocHeap" is the external pointer
+    // savvy made for a boxed FmallocHeap (the generated wrappers rely on
+    // the same).
+    unsafe {
+        if x == R_NilValue {
+            return Err(Error::Closed {
+                path: "(no default heap: call init_fmalloc(path) first or pass `heap`)".into(),
+            }
+            .into());
+        }
+        let not_handle = || invalid("`heap` must be a heap handle from fmalloc_open() or NULL");
+        if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"Rfmalloc::FmallocHeap".as_ptr()) == 0
+        {
+            return Err(not_handle());
+        }
+        let ptr = Rf_findVarInFrame(x, Rf_install(c".ptr".as_ptr()));
+        if TYPEOF(ptr) as SEXPTYPE != EXTPTRSXP {
+            return Err(not_handle());
+        }
+        let handle = R_ExternalPtrAddr(ptr) as *const FmallocHeap;
+        if handle.is_null() {
+            return Err(not_handle());
+        }
+        (*handle).heap()
+    }
+}
+
+fn elem_arg(x: Sexp) -> savvy::Result<ElemType> {
+    let bad = || {
+        invalid(
+            "`type` must be one of \"logical\", \"integer\", \"numeric\", \"double\", \"complex\", \"raw\", \"character\"",
+        )
+    };
+    match x.into_typed() {
+        TypedSexp::String(s) if s.len() == 1 => s
+            .iter()
+            .next()
+            .filter(|v| !v.is_na())
+            .and_then(elem_from_name)
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+fn length_arg(x: Sexp) -> savvy::Result<u64> {
+    let bad = || invalid("`length` must be a single whole number >= 0");
+    let v = match x.into_typed() {
+        TypedSexp::Real(r) if r.len() == 1 => r.as_slice()[0],
+        TypedSexp::Integer(i) if i.len() == 1 => match i.as_slice()[0] {
+            i32::MIN => return Err(bad()),
+            v => f64::from(v),
+        },
+        _ => return Err(bad()),
+    };
+    length_from_f64(v)
+}
+
+/// `TRUE` for the classic method.
+fn method_arg(x: Sexp) -> savvy::Result<bool> {
+    let bad = || invalid("`method` must be \"altrep\" or \"classic\"");
+    let TypedSexp::String(s) = x.into_typed() else {
+        return Err(bad());
+    };
+    let v: Vec<&str> = s.iter().collect();
+    match v.as_slice() {
+        ["altrep"] | ["altrep", "classic"] => Ok(false),
+        ["classic"] => Ok(true),
+        _ => Err(bad()),
+    }
+}
+
+fn flag_arg(x: Sexp, name: &str) -> savvy::Result<bool> {
+    match x.into_typed() {
+        TypedSexp::Logical(l) if l.len() == 1 && l.as_slice_raw()[0] != i32::MIN => {
+            Ok(l.as_slice_raw()[0] != 0)
+        }
+        _ => Err(invalid(format!("`{name}` must be TRUE or FALSE"))),
+    }
 }
 
 /// @noRd
