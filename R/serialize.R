@@ -18,7 +18,15 @@
 #' Unserializing a reference opens the heap: read-only when no process has it
 #' open for writing, otherwise (in the process that has it open for writing)
 #' the open heap. So `parallel` workers can reconnect when the main process
-#' opened the heap with `readonly = TRUE`. A reference to a heap file that no
+#' opened the heap with `readonly = TRUE`. A process that unserialized a
+#' reference keeps the heap open (read-only) while it holds the vector, so
+#' the heap can be opened for writing again only once such workers dropped
+#' their vectors or ended (e.g. [parallel::stopCluster()]).
+#'
+#' A vector of a read-only heap that R asked for a writable pointer (R does
+#' so to serialize it by value, among others) has been copied into memory;
+#' such a vector can no longer be sent by reference: get it again with
+#' [fmalloc_get()]. A reference to a heap file that no
 #' longer exists gives an error of class `fmalloc_not_found`; to a file that
 #' is now a different heap, or to an object that was removed, an error of
 #' class `fmalloc_mismatch` or `fmalloc_not_found`; to a heap another process
