@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up (tools/setup.sh), installs Rfmalloc into a library of its own
-# (.rlib/ in the source tree, or RFMALLOC_LIB) and runs tools/demo.R in two
-# separate R processes: the first creates a heap file and stores vectors in
-# it, the second opens the same file and finds them.
+# (.rlib/ in the source tree, or RFMALLOC_LIB) and runs the scripts in
+# tools/demo/ in order, each in a new R process, on one heap file: the first
+# creates the heap and stores objects, the next ones find them again.
+# Output is the R console transcript of each process. To extend the demo,
+# edit those scripts or add a new numbered one.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,8 +22,11 @@ if ! R CMD INSTALL --no-test-load --library="$lib" . >"$log" 2>&1; then
 fi
 rm -f "$log"
 
-heap="$(mktemp -d)/demo-heap.bin"
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
 export R_LIBS="$lib${R_LIBS:+:$R_LIBS}"
-Rscript tools/demo.R write "$heap"
-Rscript tools/demo.R read "$heap"
-rm -rf "$(dirname "$heap")"
+for script in tools/demo/*.R; do
+  echo
+  echo "################ $(basename "$script"): a new R process ################"
+  R --quiet --no-save --no-restore -f "$script" --args "$dir/demo-heap.bin"
+done
