@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::class::{class_of, FL_COUNT, SL_COUNT};
 use super::{
-    Allocator, Mem, Stats, ALIGN, FREE, MAX_OFFSET, MIN_ARENA, MIN_SPAN, PREV_FREE, SPAN_MASK,
+    footer_at, next_at, prev_at, span_at, tag_at, Allocator, Mem, Stats, ALIGN, FREE, MAX_OFFSET,
+    MIN_ARENA, MIN_SPAN, PREV_FREE, SPAN_MASK,
 };
 
 impl Allocator {
@@ -13,7 +14,7 @@ impl Allocator {
     /// blocks, stats consistent.
     ///
     /// In detail: arenas sorted, disjoint and well formed; in each arena the
-    /// blocks tile `[start+48, end-16)` exactly and end at a sentinel; every
+    /// blocks tile `[start+32, end-32)` exactly and end at a sentinel; every
     /// used header carries its check tag, every free block its footer;
     /// `PREV_FREE` flags match; every free block is in exactly the list of
     /// its class, lists are well linked (prev links, no cycle), bitmaps match
@@ -40,7 +41,7 @@ impl Allocator {
             let mut p = a.first();
             let mut prev_free = false;
             while p < end {
-                let word = mem.load(p - 16);
+                let word = mem.load(span_at(p));
                 let span = word & SPAN_MASK;
                 let is_free = word & FREE != 0;
                 if word & (ALIGN - 1) & !(FREE | PREV_FREE) != 0 {
@@ -58,17 +59,17 @@ impl Allocator {
                     if prev_free {
                         return Err(format!("block {p}: two adjacent free blocks"));
                     }
-                    if mem.load(p - 8) != 0 {
+                    if mem.load(tag_at(p)) != 0 {
                         return Err(format!("free block {p}: check word not cleared"));
                     }
-                    if mem.load(p + span - 24) != span {
+                    if mem.load(footer_at(p, span)) != span {
                         return Err(format!("free block {p}: footer does not match span {span}"));
                     }
                     free.insert(p, span);
                     seen.free_bytes += span;
                     seen.free_blocks += 1;
                 } else {
-                    if mem.load(p - 8) != self.tag(p, span) {
+                    if mem.load(tag_at(p)) != self.tag(p, span) {
                         return Err(format!("used block {p}: bad check tag"));
                     }
                     seen.used_bytes += span;
@@ -77,7 +78,7 @@ impl Allocator {
                 prev_free = is_free;
                 p += span;
             }
-            let sentinel = mem.load(end - 16);
+            let sentinel = mem.load(span_at(end));
             let want = if prev_free { PREV_FREE } else { 0 };
             if p != end || sentinel != want {
                 return Err(format!(
@@ -110,11 +111,11 @@ impl Allocator {
                             "free block {x} (span {span}) in wrong list {f}/{s}"
                         ));
                     }
-                    if mem.load(x + 8) != prev {
+                    if mem.load(prev_at(x)) != prev {
                         return Err(format!("free block {x}: bad prev link"));
                     }
                     prev = x;
-                    x = mem.load(x);
+                    x = mem.load(next_at(x));
                 }
             }
         }
@@ -141,7 +142,7 @@ impl Allocator {
         for a in &self.arenas {
             let mut p = a.first();
             while p < a.end {
-                let word = mem.load(p - 16);
+                let word = mem.load(span_at(p));
                 let span = word & SPAN_MASK;
                 if span < MIN_SPAN || span > a.end - p {
                     break;

@@ -25,22 +25,26 @@
 //!
 //! | range                      | content                                             |
 //! |----------------------------|-----------------------------------------------------|
-//! | `start .. start+48`        | unused (so that the first payload is 64-aligned)    |
-//! | `start+48 .. end-16`       | blocks, tiled exactly; each span a multiple of 64   |
-//! | `end-16 .. end`            | sentinel header: span 0, "used"                     |
+//! | `start .. start+32`        | unused (so that the first payload is 64-aligned)    |
+//! | `start+32 .. end-32`       | blocks, tiled exactly; each span a multiple of 64   |
+//! | `end-32 .. end`            | sentinel header: span 0, "used"                     |
 //!
 //! A block with payload offset `p` (64-aligned) and span `s` covers
-//! `[p-16, p-16+s)`; the next block's payload is at `p+s` (the sentinel's
-//! "payload" is `end`). Its capacity is `s-16`.
+//! `[p-32, p-32+s)`; the next block's payload is at `p+s` (the sentinel's
+//! "payload" is `end`). Its capacity is `s-32`.
 //!
 //! | word      | used block                         | free block                         |
 //! |-----------|------------------------------------|------------------------------------|
-//! | `p-16`    | `s \| PREV_FREE?`                  | `s \| FREE \| PREV_FREE?`         |
-//! | `p-8`     | check tag `tag(p, s)`              | 0                                  |
-//! | `p`       | user data ...                      | next free block in list (0: none)  |
-//! | `p+8`     | user data ...                      | previous free block (0: none)      |
-//! | `p+s-24`  | user data                          | footer: `s` (boundary tag)         |
+//! | `p-32`    | `s \| PREV_FREE?`                  | `s \| FREE \| PREV_FREE?`         |
+//! | `p-24`    | check tag `tag(p, s)`              | 0                                  |
+//! | `p-16`    | unused                             | next free block in list (0: none)  |
+//! | `p-8`     | unused                             | previous free block (0: none)      |
+//! | `p ..`    | user data                          | unused                             |
+//! | `p+s-40`  | user data                          | footer: `s` (boundary tag)         |
 //!
+//! The whole header, list links included, sits in the cache line just
+//! before the payload, and a block's footer in the line of the next block's
+//! header: freeing or splitting touches one line per block involved.
 //! `PREV_FREE` says the block before is free, so its footer (the word just
 //! before our header) gives its span. The check tag is a keyed hash of
 //! `(p, s)` with a key drawn at random for each `Allocator`: a header left
@@ -70,7 +74,7 @@ use class::{class_at_least, class_of, FL_COUNT, SL_COUNT};
 pub const ALIGN: u64 = 64;
 
 /// Bytes of in-band header before every payload.
-pub const HEADER: u64 = 16;
+pub const HEADER: u64 = 32;
 
 /// Smallest block span (header + capacity), in bytes.
 pub const MIN_SPAN: u64 = 64;
@@ -106,6 +110,44 @@ const FREE: u64 = 1;
 const PREV_FREE: u64 = 2;
 /// The span bits of a header word.
 const SPAN_MASK: u64 = !(ALIGN - 1);
+
+// Where the words of the block with payload offset `p` live (layout table).
+
+/// Span and flags.
+#[inline(always)]
+const fn span_at(p: u64) -> u64 {
+    p - HEADER
+}
+
+/// Check tag (used) or 0 (free).
+#[inline(always)]
+const fn tag_at(p: u64) -> u64 {
+    p - HEADER + 8
+}
+
+/// Next block of the free list.
+#[inline(always)]
+const fn next_at(p: u64) -> u64 {
+    p - 16
+}
+
+/// Previous block of the free list.
+#[inline(always)]
+const fn prev_at(p: u64) -> u64 {
+    p - 8
+}
+
+/// Footer (last word) of a free block of span `span`.
+#[inline(always)]
+const fn footer_at(p: u64, span: u64) -> u64 {
+    p + span - HEADER - 8
+}
+
+/// Footer of the block before the block at `p`.
+#[inline(always)]
+const fn footer_before(p: u64) -> u64 {
+    p - HEADER - 8
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Arena {
@@ -191,21 +233,21 @@ impl Allocator {
         if rest > 0 {
             // Split: the tail stays free; the block after it keeps PREV_FREE.
             let r = p + span;
-            mem.store(r - 16, rest | FREE);
-            mem.store(r - 8, 0);
-            mem.store(r + rest - 24, rest);
+            mem.store(span_at(r), rest | FREE);
+            mem.store(tag_at(r), 0);
+            mem.store(footer_at(r, rest), rest);
             self.insert(mem, r, rest);
             self.stats.free_bytes -= span;
         } else {
             let n = p + bspan;
-            let w = mem.load(n - 16);
-            mem.store(n - 16, w & !PREV_FREE);
+            let w = mem.load(span_at(n));
+            mem.store(span_at(n), w & !PREV_FREE);
             self.stats.free_bytes -= span;
             self.stats.free_blocks -= 1;
         }
         // The block before a free block is never free: no PREV_FREE here.
-        mem.store(p - 16, span);
-        mem.store(p - 8, self.tag(p, span));
+        mem.store(span_at(p), span);
+        mem.store(tag_at(p), self.tag(p, span));
         self.stats.used_bytes += span;
         self.stats.used_blocks += 1;
         debug_assert!(p % ALIGN == 0 && span - HEADER >= size);
@@ -249,13 +291,13 @@ impl Allocator {
         }
         // Clear the tag so that a stale header merged into `b` never passes
         // for a live block again.
-        mem.store(off - 8, 0);
-        mem.store(b - 16, bspan | FREE);
-        mem.store(b - 8, 0);
-        mem.store(b + bspan - 24, bspan);
+        mem.store(tag_at(off), 0);
+        mem.store(span_at(b), bspan | FREE);
+        mem.store(tag_at(b), 0);
+        mem.store(footer_at(b, bspan), bspan);
         let after = b + bspan;
-        let w = mem.load(after - 16);
-        mem.store(after - 16, w | PREV_FREE);
+        let w = mem.load(span_at(after));
+        mem.store(span_at(after), w | PREV_FREE);
         if !listed {
             self.insert(mem, b, bspan);
         }
@@ -297,12 +339,12 @@ impl Allocator {
                 tspan += ns;
                 self.stats.free_blocks -= 1;
             }
-            mem.store(t - 16, tspan | FREE);
-            mem.store(t - 8, 0);
-            mem.store(t + tspan - 24, tspan);
+            mem.store(span_at(t), tspan | FREE);
+            mem.store(tag_at(t), 0);
+            mem.store(footer_at(t, tspan), tspan);
             let after = t + tspan;
-            let w = mem.load(after - 16);
-            mem.store(after - 16, w | PREV_FREE);
+            let w = mem.load(span_at(after));
+            mem.store(span_at(after), w | PREV_FREE);
             self.insert(mem, t, tspan);
             self.stats.free_blocks += 1;
             self.stats.free_bytes += span - need;
@@ -318,20 +360,20 @@ impl Allocator {
             let rest = span + ns - need;
             if rest > 0 {
                 let r = off + need;
-                mem.store(r - 16, rest | FREE);
-                mem.store(r - 8, 0);
-                mem.store(r + rest - 24, rest);
+                mem.store(span_at(r), rest | FREE);
+                mem.store(tag_at(r), 0);
+                mem.store(footer_at(r, rest), rest);
                 self.insert(mem, r, rest);
             } else {
                 let after = next + ns;
-                let w = mem.load(after - 16);
-                mem.store(after - 16, w & !PREV_FREE);
+                let w = mem.load(span_at(after));
+                mem.store(span_at(after), w & !PREV_FREE);
                 self.stats.free_blocks -= 1;
             }
             self.stats.free_bytes -= need - span;
         }
-        mem.store(off - 16, need | (word & PREV_FREE));
-        mem.store(off - 8, self.tag(off, need));
+        mem.store(span_at(off), need | (word & PREV_FREE));
+        mem.store(tag_at(off), self.tag(off, need));
         self.stats.used_bytes = self.stats.used_bytes - span + need;
         Ok(true)
     }
@@ -398,12 +440,12 @@ impl Allocator {
         let a = self
             .payload_arena(off)
             .ok_or_else(|| format!("offset {off} is not a block payload in any arena"))?;
-        let word = mem.load(off - 16);
+        let word = mem.load(span_at(off));
         let span = word & SPAN_MASK;
         if word & FREE != 0 || span < MIN_SPAN || span > a.end - off {
             return Err(format!("offset {off} is not a live block"));
         }
-        if mem.load(off - 8) != self.tag(off, span) {
+        if mem.load(tag_at(off)) != self.tag(off, span) {
             return Err(format!("offset {off} is not a live block (bad tag)"));
         }
         Ok((a, word))
@@ -413,7 +455,7 @@ impl Allocator {
     #[inline]
     fn free_block_span<M: Mem>(&self, mem: &M, p: u64) -> Option<u64> {
         let a = self.payload_arena(p)?;
-        let word = mem.load(p - 16);
+        let word = mem.load(span_at(p));
         let span = word & SPAN_MASK;
         (word & (FREE | PREV_FREE) == FREE && span >= MIN_SPAN && span <= a.end - p).then_some(span)
     }
@@ -427,7 +469,7 @@ impl Allocator {
         arena: Arena,
         next: u64,
     ) -> Result<Option<u64>, String> {
-        let word = mem.load(next - 16);
+        let word = mem.load(span_at(next));
         if word & FREE == 0 {
             return Ok(None);
         }
@@ -449,9 +491,9 @@ impl Allocator {
         arena: Arena,
         off: u64,
     ) -> Result<u64, String> {
-        let ps = mem.load(off - 24);
+        let ps = mem.load(footer_before(off));
         if ps.is_multiple_of(ALIGN) && ps >= MIN_SPAN && ps <= off - arena.first() {
-            let pw = mem.load(off - ps - 16);
+            let pw = mem.load(span_at(off - ps));
             if pw & (SPAN_MASK | FREE) == ps | FREE {
                 return Ok(ps);
             }
@@ -502,7 +544,7 @@ impl Allocator {
             if bs >= span {
                 return Some((f, s, p));
             }
-            p = mem.load(p);
+            p = mem.load(next_at(p));
         }
         None
     }
@@ -520,10 +562,10 @@ impl Allocator {
         debug_assert!(p.is_multiple_of(ALIGN) && span.is_multiple_of(ALIGN) && span >= MIN_SPAN);
         let (f, s) = class_of(span / ALIGN);
         let head = self.heads[f][s];
-        mem.store(p, head);
-        mem.store(p + 8, 0);
+        mem.store(next_at(p), head);
+        mem.store(prev_at(p), 0);
         if head != 0 {
-            mem.store(head + 8, p);
+            mem.store(prev_at(head), p);
         }
         self.heads[f][s] = p;
         self.fl_bitmap |= 1 << f;
@@ -533,8 +575,8 @@ impl Allocator {
     /// Removes the free block `p` from list `(f, s)`, validating its links.
     #[inline]
     fn unlink<M: Mem>(&mut self, mem: &mut M, p: u64, f: usize, s: usize) -> Result<(), String> {
-        let next = mem.load(p);
-        let prev = mem.load(p + 8);
+        let next = mem.load(next_at(p));
+        let prev = mem.load(prev_at(p));
         let ok = self.link_ok(next)
             && self.link_ok(prev)
             && (prev != 0 || self.heads[f][s] == p)
@@ -546,7 +588,7 @@ impl Allocator {
             return Err(msg);
         }
         if prev != 0 {
-            mem.store(prev, next);
+            mem.store(next_at(prev), next);
         } else {
             self.heads[f][s] = next;
             if next == 0 {
@@ -557,7 +599,7 @@ impl Allocator {
             }
         }
         if next != 0 {
-            mem.store(next + 8, prev);
+            mem.store(prev_at(next), prev);
         }
         Ok(())
     }

@@ -1,6 +1,9 @@
 //! Adding arenas: empty, or rebuilt around the live blocks the catalog names.
 
-use super::{span_for, Allocator, Arena, Mem, ALIGN, FREE, MAX_OFFSET, MIN_ARENA, PREV_FREE};
+use super::{
+    footer_at, span_at, span_for, tag_at, Allocator, Arena, Mem, ALIGN, FREE, MAX_OFFSET,
+    MIN_ARENA, PREV_FREE,
+};
 
 impl Allocator {
     /// Adds `[start, end)` as a new arena, all free. `start`/`end` are 64-aligned.
@@ -56,8 +59,8 @@ impl Allocator {
                 self.add_free_gap(mem, cursor, p - cursor);
                 prev_free = PREV_FREE;
             }
-            mem.store(p - 16, span | prev_free);
-            mem.store(p - 8, self.tag(p, span));
+            mem.store(span_at(p), span | prev_free);
+            mem.store(tag_at(p), self.tag(p, span));
             self.stats.used_bytes += span;
             self.stats.used_blocks += 1;
             prev_free = 0;
@@ -68,17 +71,17 @@ impl Allocator {
             prev_free = PREV_FREE;
         }
         // Sentinel: span 0, used.
-        mem.store(end - 16, prev_free);
-        mem.store(end - 8, 0);
+        mem.store(span_at(end), prev_free);
+        mem.store(tag_at(end), 0);
         Ok(())
     }
 
     /// Writes and lists a free block; the caller sets the next block's
     /// PREV_FREE.
     fn add_free_gap<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) {
-        mem.store(p - 16, span | FREE);
-        mem.store(p - 8, 0);
-        mem.store(p + span - 24, span);
+        mem.store(span_at(p), span | FREE);
+        mem.store(tag_at(p), 0);
+        mem.store(footer_at(p, span), span);
         self.insert(mem, p, span);
         self.stats.free_bytes += span;
         self.stats.free_blocks += 1;

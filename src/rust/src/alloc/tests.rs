@@ -13,7 +13,7 @@ fn setup(bytes: u64) -> (Allocator, VecMem) {
 #[test]
 fn empty_arena_is_one_free_block() {
     let (a, mem) = setup(4096);
-    assert_eq!(a.blocks(&mem), vec![(64, 4096 - 64 - 16, false)]);
+    assert_eq!(a.blocks(&mem), vec![(64, 4096 - 64 - HEADER, false)]);
     let st = a.stats();
     assert_eq!(st.arena_bytes, 4096);
     assert_eq!(st.free_bytes, 4096 - 64);
@@ -25,11 +25,11 @@ fn small_requests_cost_one_64_byte_span() {
     let (mut a, mut mem) = setup(4096);
     let p0 = a.malloc(&mut mem, 0).unwrap();
     let p1 = a.malloc(&mut mem, 16).unwrap();
-    let p2 = a.malloc(&mut mem, 48).unwrap();
-    let p3 = a.malloc(&mut mem, 49).unwrap();
+    let p2 = a.malloc(&mut mem, 32).unwrap();
+    let p3 = a.malloc(&mut mem, 33).unwrap();
     assert_eq!((p0, p1, p2, p3), (64, 128, 192, 256));
-    assert_eq!(a.usable_size(&mem, p1).unwrap(), 48);
-    assert_eq!(a.usable_size(&mem, p3).unwrap(), 112);
+    assert_eq!(a.usable_size(&mem, p1).unwrap(), 32);
+    assert_eq!(a.usable_size(&mem, p3).unwrap(), 96);
     for p in [p0, p1, p2, p3] {
         assert_eq!(p % ALIGN, 0);
     }
@@ -51,7 +51,7 @@ fn free_coalesces_both_sides() {
         a.free(&mut mem, p).unwrap();
     }
     a.check_invariants(&mem).unwrap();
-    assert_eq!(a.blocks(&mem), vec![(64, 8192 - 80, false)]);
+    assert_eq!(a.blocks(&mem), vec![(64, 8192 - 64 - HEADER, false)]);
 }
 
 #[test]
@@ -68,8 +68,8 @@ fn bogus_offsets_are_errors() {
     let (mut a, mut mem) = setup(8192);
     let p = a.malloc(&mut mem, 200).unwrap();
     // User data that looks like a header inside the payload.
-    mem.store(p + 64 - 16, 64);
-    mem.store(p + 64 - 8, 12345);
+    mem.store(p + 64 - 32, 64);
+    mem.store(p + 64 - 24, 12345);
     for bad in [
         0,
         1,
@@ -113,7 +113,7 @@ fn out_of_space_and_huge_requests() {
     assert_eq!(a.malloc(&mut mem, u64::MAX), None);
     assert_eq!(a.malloc(&mut mem, u64::MAX - 100), None);
     // Exactly the whole arena fits (slow path: its class is not "certain").
-    let p = a.malloc(&mut mem, 4096 - 80).unwrap();
+    let p = a.malloc(&mut mem, 4096 - 64 - HEADER).unwrap();
     assert_eq!(p, 64);
     assert_eq!(a.malloc(&mut mem, 0), None);
     a.check_invariants(&mem).unwrap();
@@ -123,7 +123,7 @@ fn out_of_space_and_huge_requests() {
 fn large_block_nearly_the_whole_arena_fits() {
     let size = 64 << 20;
     let (mut a, mut mem) = setup(size);
-    let p = a.malloc(&mut mem, size - 80 - 64 * 3).unwrap();
+    let p = a.malloc(&mut mem, size - 64 - HEADER - 64 * 3).unwrap();
     assert!(a.malloc(&mut mem, 200).is_none());
     assert!(a.malloc(&mut mem, 100).is_some());
     a.free(&mut mem, p).unwrap();
@@ -143,7 +143,7 @@ fn resize_grows_and_shrinks_in_place() {
     // No room after p now.
     assert_eq!(a.resize_in_place(&mut mem, p, 6000), Ok(false));
     assert_eq!(a.resize_in_place(&mut mem, p, 10), Ok(true));
-    assert_eq!(a.usable_size(&mem, p).unwrap(), 48);
+    assert_eq!(a.usable_size(&mem, p).unwrap(), 64 - HEADER);
     a.check_invariants(&mem).unwrap();
     // The freed tail is reused and lets p grow again.
     assert_eq!(a.resize_in_place(&mut mem, p, 4000), Ok(true));
@@ -154,7 +154,10 @@ fn resize_grows_and_shrinks_in_place() {
     assert_eq!(a.stats().free_blocks, 1);
     assert_eq!(a.resize_in_place(&mut mem, p, u64::MAX), Ok(false));
     // Grow to exactly the arena end.
-    assert_eq!(a.resize_in_place(&mut mem, p, (1 << 16) - 80), Ok(true));
+    assert_eq!(
+        a.resize_in_place(&mut mem, p, (1 << 16) - 64 - HEADER),
+        Ok(true)
+    );
     assert_eq!(a.stats().free_blocks, 0);
     a.check_invariants(&mem).unwrap();
 }
@@ -194,15 +197,15 @@ fn rebuild_rejects_bad_live_sets_without_change() {
     let stats = a.stats();
     let end = 1u64 << 15;
     let bad: Vec<Vec<(u64, u64)>> = vec![
-        vec![(0, 10)],               // before the first payload
-        vec![(64 + 1, 10)],          // misaligned
-        vec![(128, 10), (128, 10)],  // duplicate
-        vec![(128, 100), (192, 10)], // overlap (span of 100 is 128)
-        vec![(end - 64, 48 + 1)],    // beyond the end
-        vec![(end, 0)],              // at the end
-        vec![(64, u64::MAX)],        // huge
-        vec![(u64::MAX - 63, 0)],    // far away
-        vec![(128, end)],            // larger than the arena
+        vec![(0, 10)],                     // before the first payload
+        vec![(64 + 1, 10)],                // misaligned
+        vec![(128, 10), (128, 10)],        // duplicate
+        vec![(128, 100), (192, 10)],       // overlap (span of 100 is 128)
+        vec![(end - 64, 64 - HEADER + 1)], // beyond the end
+        vec![(end, 0)],                    // at the end
+        vec![(64, u64::MAX)],              // huge
+        vec![(u64::MAX - 63, 0)],          // far away
+        vec![(128, end)],                  // larger than the arena
     ];
     for live in bad {
         let mut b = Allocator::new();
@@ -234,8 +237,13 @@ fn rebuild_rejects_bad_live_sets_without_change() {
     a.check_invariants(&mem).unwrap();
     // Valid edge cases: a block right at the end, and adjacent blocks.
     let mut b = Allocator::new();
-    b.add_arena_with_live(&mut mem, 0, end, &[(end - 64, 48), (64, 0), (128, 48)])
-        .unwrap();
+    b.add_arena_with_live(
+        &mut mem,
+        0,
+        end,
+        &[(end - 64, 64 - HEADER), (64, 0), (128, 64 - HEADER)],
+    )
+    .unwrap();
     b.check_invariants(&mem).unwrap();
     assert_eq!(b.stats().free_blocks, 1);
 }
@@ -269,7 +277,7 @@ fn corrupt_links_poison_instead_of_panicking() {
     let _r = a.malloc(&mut mem, 100).unwrap();
     a.free(&mut mem, q).unwrap();
     // A stray write over the free block's links.
-    mem.store(q, 1 << 40);
+    mem.store(q - 16, 1 << 40);
     assert!(a.free(&mut mem, p).is_err());
     assert!(a.corruption().is_some());
     assert!(a.malloc(&mut mem, 10).is_none());
@@ -283,7 +291,7 @@ fn corrupt_span_is_caught() {
     let q = a.malloc(&mut mem, 100).unwrap();
     a.free(&mut mem, q).unwrap();
     // The free successor claims to run past the arena.
-    mem.store(q - 16, (1 << 20) | 1);
+    mem.store(q - HEADER, (1 << 20) | 1);
     assert!(a.free(&mut mem, p).is_err());
     assert!(a.corruption().is_some());
 }
