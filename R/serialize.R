@@ -23,9 +23,8 @@
 #' the heap can be opened for writing again only once such workers dropped
 #' their vectors or ended (e.g. [parallel::stopCluster()]).
 #'
-#' A vector of a read-only heap that R asked for a writable pointer (R does
-#' so to serialize it by value, among others) has been copied into memory;
-#' such a vector can no longer be sent by reference: get it again with
+#' A vector of a read-only heap that was modified (R made it a private copy
+#' in memory) can no longer be sent by reference: get it again with
 #' [fmalloc_get()]. A reference to a heap file that no
 #' longer exists gives an error of class `fmalloc_not_found`; to a file that
 #' is now a different heap, or to an object that was removed, an error of

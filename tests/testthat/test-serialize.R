@@ -56,7 +56,14 @@ test_that("fmalloc_ref() and the option send a reference, not the data", {
   # A vector that is not part of a named object is still sent by value.
   expect_gt(length(serialize(x + 0, NULL)), 8e5)
   withr::local_options(fmalloc.serialize = NULL)
-  expect_gt(length(serialize(fmalloc_get("x", heap), NULL)), 8e5)
+  x <- fmalloc_get("x", heap)
+  expect_gt(length(serialize(x, NULL)), 8e5)
+  # Serializing by value made R ask this read-only vector for a writable
+  # pointer (so it holds a private copy), but its values are still those of
+  # the file: it can still be sent by reference.
+  expect_lt(length(serialize(fmalloc_ref(x), NULL)), 2000)
+  x[1] <- -1 # now it differs from the file
+  expect_fmalloc_error(fmalloc_ref(x), "fmalloc_invalid", "modified")
 })
 
 test_that("fmalloc_ref() refuses vectors that are not named heap vectors", {

@@ -30,7 +30,7 @@ use std::os::raw::c_char;
 
 use savvy::{savvy, OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
-use super::altrep::{guard, vec_data_of};
+use super::altrep::{guard, vec_data_of, VecData};
 use super::ffi::*;
 use super::heap_handle::FmallocHeap;
 use super::named_leaf::vector_over_block;
@@ -62,6 +62,25 @@ fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
     heap.list()
         .iter()
         .any(|e| e.blocks.iter().any(|b| b == desc))
+}
+
+/// Whether the vector's values are those in the file: not materialised, or
+/// materialised (R asked a read-only vector for a writable pointer, e.g. to
+/// serialize it by value) but not changed since.
+fn in_file(d: &VecData) -> bool {
+    if !d.materialised {
+        return true;
+    }
+    if d.elem == ElemType::String {
+        return false;
+    }
+    let bytes = (d.len * d.elem.size()) as usize;
+    // SAFETY: `mapped` and `cur` each hold `len` elements while the vector
+    // lives (the mapping, and data2's private copy).
+    unsafe {
+        std::slice::from_raw_parts(d.mapped as *const u8, bytes)
+            == std::slice::from_raw_parts(d.cur as *const u8, bytes)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -101,7 +120,7 @@ pub(crate) unsafe fn serialized_state(x: SEXP) -> SEXP {
     // SAFETY: a live VecData, only read.
     let d = unsafe { &*d };
     // SAFETY: reads an option.
-    if d.materialised || !(d.by_reference || unsafe { reference_option() }) {
+    if !in_file(d) || !(d.by_reference || unsafe { reference_option() }) {
         return std::ptr::null_mut();
     }
     let desc = d.desc();
@@ -184,27 +203,26 @@ fn fmalloc_ref_leaf(x: Sexp) -> savvy::Result<Sexp> {
     let found = unsafe { vec_data_of(x.0) }.map(|d| {
         // SAFETY: a live VecData, only read.
         let d = unsafe { &*d };
-        (d.heap.clone(), d.desc(), d.materialised)
+        (d.heap.clone(), d.desc(), !in_file(d))
     });
-    let (heap, desc) = match found {
-        Some((heap, desc, false)) => (heap, desc),
-        Some((_, _, true)) => {
-            return Err(Error::Invalid(
-                "this vector's data were copied into memory (R asked a read-only vector for a \
-                 writable pointer, e.g. to serialize it by value); get it again with fmalloc_get()"
+    let (heap, desc) =
+        match found {
+            Some((heap, desc, false)) => (heap, desc),
+            Some((_, _, true)) => return Err(Error::Invalid(
+                "this vector was modified in memory (it is a private copy of read-only data, or a \
+                 character vector whose strings were copied out); get it again with fmalloc_get()"
                     .into(),
             )
-            .into())
-        }
-        None => {
-            return Err(Error::Invalid(
-                "only vectors got from a heap (fmalloc_get(), fmalloc_save()) can be sent by \
+            .into()),
+            None => {
+                return Err(Error::Invalid(
+                    "only vectors got from a heap (fmalloc_get(), fmalloc_save()) can be sent by \
                  reference"
-                    .into(),
-            )
-            .into())
-        }
-    };
+                        .into(),
+                )
+                .into())
+            }
+        };
     if !is_named_block(&heap, &desc) {
         return Err(Error::Invalid(
             "this vector is not part of a named object; save it with fmalloc_save() first".into(),
