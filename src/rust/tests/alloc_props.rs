@@ -467,5 +467,67 @@ fn short_sequences() {
 
 #[test]
 fn long_sequences() {
-    run_many(0xB10C5, cases(150), 600);
+    run_many(0xB10C5, cases(100), 500);
+}
+
+/// Random, often invalid live sets: `add_arena_with_live` either rejects the
+/// set and changes nothing, or accepts it and then every given block is live
+/// with at least the given capacity and the invariants hold. Never a panic.
+#[test]
+fn rebuild_from_random_live_sets() {
+    let n = cases(3000);
+    let mut accepted = 0;
+    for i in 0..n {
+        let seed = 0x11FE ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(seed);
+        let start = ALIGN * rng.below(4);
+        let end = start + ALIGN * (2 + rng.below(300));
+        let mut mem = VecMem::new(end + 4096);
+        let count = rng.below(12) as usize;
+        let mut live = Vec::with_capacity(count);
+        let mut cursor = start + ALIGN;
+        for _ in 0..count {
+            // Mostly plausible blocks laid out in order, with random faults.
+            let (p, cap) = match rng.below(10) {
+                0 => {
+                    live.push((rng.next(), rng.next()));
+                    continue;
+                }
+                1 => (cursor + rng.below(200), rng.below(500)),
+                2 => (cursor.saturating_sub(ALIGN), rng.below(200)),
+                _ => (cursor + ALIGN * rng.below(3), rng.below(300)),
+            };
+            live.push((p, cap));
+            cursor = p + (cap + HEADER).div_ceil(ALIGN) * ALIGN;
+        }
+        // Shuffle: the allocator must not rely on the order.
+        for k in (1..live.len()).rev() {
+            live.swap(k, rng.below(k as u64 + 1) as usize);
+        }
+        let mut a = Allocator::new();
+        match a.add_arena_with_live(&mut mem, start, end, &live) {
+            Ok(()) => {
+                accepted += 1;
+                a.check_invariants(&mem)
+                    .unwrap_or_else(|e| panic!("seed {seed:#x}: {e}"));
+                for &(p, cap) in &live {
+                    let u = a
+                        .usable_size(&mem, p)
+                        .unwrap_or_else(|e| panic!("seed {seed:#x}: {e}"));
+                    assert!(u >= cap, "seed {seed:#x}");
+                }
+                assert_eq!(a.stats().used_blocks, live.len() as u64);
+            }
+            Err(_) => {
+                assert_eq!(a.arena_count(), 0, "seed {seed:#x}");
+                assert_eq!(a.stats(), Default::default(), "seed {seed:#x}");
+                assert!(mem.is_zero(), "seed {seed:#x}: a rejected set wrote memory");
+            }
+        }
+    }
+    println!("rebuild_from_random_live_sets: {n} sets, {accepted} accepted");
+    assert!(
+        accepted > n / 10 && accepted < n * 9 / 10,
+        "{accepted} of {n}"
+    );
 }

@@ -296,6 +296,7 @@ impl Allocator {
         mem.store(tag_at(b), 0);
         mem.store(footer_at(b, bspan), bspan);
         let after = b + bspan;
+        debug_assert!(b >= arena.first() && after <= arena.end && bspan.is_multiple_of(ALIGN));
         let w = mem.load(span_at(after));
         mem.store(span_at(after), w | PREV_FREE);
         if !listed {
@@ -372,6 +373,7 @@ impl Allocator {
             }
             self.stats.free_bytes -= need - span;
         }
+        debug_assert!(need.is_multiple_of(ALIGN) && off + need <= arena.end);
         mem.store(span_at(off), need | (word & PREV_FREE));
         mem.store(tag_at(off), self.tag(off, need));
         self.stats.used_bytes = self.stats.used_bytes - span + need;
@@ -520,7 +522,8 @@ impl Allocator {
                     return self.find_fit_slow(mem, span);
                 }
             };
-            debug_assert!(self.heads[f][s] != 0);
+            debug_assert!(self.heads[f][s] != 0 && self.sl_bitmap[f] >> s & 1 == 1);
+            debug_assert!(self.fl_bitmap >> f & 1 == 1);
             return Some((f, s, self.heads[f][s]));
         }
         self.find_fit_slow(mem, span)
@@ -587,6 +590,8 @@ impl Allocator {
             self.poison(msg.clone());
             return Err(msg);
         }
+        debug_assert!(next == 0 || mem.load(span_at(next)) & FREE != 0);
+        debug_assert!(prev == 0 || mem.load(next_at(prev)) == p);
         if prev != 0 {
             mem.store(next_at(prev), next);
         } else {

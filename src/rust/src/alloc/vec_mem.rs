@@ -25,6 +25,11 @@ impl VecMem {
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
     }
+
+    /// Whether every byte is still zero.
+    pub fn is_zero(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
 }
 
 impl Mem for VecMem {
