@@ -252,3 +252,27 @@ fn mark_by_reference(x: SEXP) {
         unsafe { (*d).by_reference = true };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_numbers_must_be_exact_offsets() {
+        assert_eq!(u64_from_f64(4160.0, "block").ok(), Some(4160));
+        assert_eq!(u64_from_f64(0.0, "block").ok(), Some(0));
+        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e16] {
+            let e = u64_from_f64(bad, "block").err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|m| m.starts_with("<fmalloc_invalid> ")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn heap_ids_are_lowercase_hex() {
+        assert_eq!(hex(&[0x0f, 0xa0, 0x00]), "0fa000");
+    }
+}
