@@ -74,9 +74,8 @@
       length(acc$leaves) <- 2L * i
       length(acc$info) <- 2L * i
     }
-    # Strip attributes on a shallow copy only when there are some: the data
-    # themselves are never duplicated (attributes<- on a shared vector copies,
-    # so keep the original object and let Rust read the data).
+    # The vector itself, attributes and all: Rust reads only its data, and
+    # stripping the attributes here would make R copy the data.
     acc$leaves[i] <- list(v)
     acc$info[i] <- list(info)
     acc$n <- i
