@@ -86,3 +86,40 @@ test_that("a long raw vector (2^31 + 10 bytes) works on both paths", {
     gc()
   }
 })
+
+test_that("vectors of a read-only heap are never written through the mapping", {
+  path <- withr::local_tempfile(fileext = ".bin")
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c(1, 2, 3), "d", heap = heap)
+  fmalloc_save(c("a", "\u00e9"), "s", heap = heap)
+  fmalloc_close(heap)
+  gc()
+  ro <- fmalloc_open(path, readonly = TRUE)
+  withr::defer(fmalloc_close(ro))
+  d <- fmalloc_get("d", heap = ro)
+  s <- fmalloc_get("s", heap = ro)
+  info <- Rfmalloc:::.fmalloc_inspect(d)
+  expect_true(info$readonly)
+  d[2] <- 20   # R asks for a writable pointer: it gets a private copy
+  s[1] <- "b"
+  expect_identical(d, c(1, 20, 3))
+  expect_identical(s, c("b", "\u00e9"))
+  expect_identical(file_bytes(path, info$offset, 24), vector_bytes(c(1, 2, 3)))
+  expect_identical(fmalloc_get("d", heap = ro), c(1, 2, 3))
+  expect_identical(fmalloc_get("s", heap = ro), c("a", "\u00e9"))
+  expect_error(create_fmalloc_vector("double", 1, heap = ro), class = "fmalloc_readonly")
+})
+
+test_that("inspect shows class, heap, block, offset and length", {
+  path <- local_default_heap()
+  x <- create_fmalloc_vector("double", 10)
+  info <- Rfmalloc:::.fmalloc_inspect(x)
+  expect_output(
+    .Internal(inspect(x)),
+    sprintf("fmalloc_real (heap '%s', block %.0f, offset %.0f, length 10)",
+            normalizePath(path), info$block, info$offset),
+    fixed = TRUE
+  )
+  s <- create_fmalloc_vector("character", 2)
+  expect_output(.Internal(inspect(s)), "fmalloc_string (heap", fixed = TRUE)
+})

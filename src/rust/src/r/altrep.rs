@@ -5,13 +5,22 @@
 //!
 //! What an instance holds:
 //!
-//! - **data1**: an external pointer to a boxed [`VecData`]: a clone of the
-//!   [`Heap`] (which keeps the mapping alive, invariant 3), the block offset,
-//!   the offset of element 0, the length, the element type and whether the
-//!   heap is read-only. Its C finalizer runs when the vector is collected:
-//!   it releases the vector's reference to the block (the allocator frees an
-//!   unnamed block, so GC returns heap space) and drops the heap clone (the
-//!   last clone of a closed heap unmaps it).
+//! - **data1**, one of two kinds:
+//!   - for a vector created by `create_fmalloc_vector()` (any type but
+//!     character, length >= 1): a *classic* RAWSXP (`r::classic`) holding
+//!     the elements, allocated in the heap by R through our allocator. Its
+//!     data are the vector's data, and collecting it releases the block
+//!     (`mem_free`), so such a vector costs R two nodes and no finalizer --
+//!     creating many small vectors stays as cheap as `double(k)`;
+//!   - otherwise (character vectors, length 0, vectors over stored blocks):
+//!     an external pointer to a boxed [`VecData`]: a clone of the
+//!     [`Heap`] (which keeps the mapping alive, invariant 3), the block
+//!     offset, the offset of element 0, the length, the element type and
+//!     whether the heap is read-only. Its C finalizer runs when the vector
+//!     is collected: it releases the vector's reference to the block (the
+//!     allocator frees an unnamed block, so GC returns heap space) and drops
+//!     the heap clone (the
+//!     last clone of a closed heap unmaps it).
 //! - **data2**: `R_NilValue`, or an ordinary R vector of the same type and
 //!   length that replaced the mapping *for this vector only*: the private
 //!   copy made when R asks a read-only vector for a writable pointer
@@ -208,8 +217,92 @@ pub(crate) unsafe fn vec_data_of(x: SEXP) -> Option<*mut VecData> {
         if ALTREP(x) == 0 || !classes.0.iter().any(|c| R_altrep_inherits(x, *c) != 0) {
             return None;
         }
-        let p = R_ExternalPtrAddr(R_altrep_data1(x)) as *mut VecData;
+        let d1 = R_altrep_data1(x);
+        if TYPEOF(d1) as SEXPTYPE != EXTPTRSXP {
+            return None;
+        }
+        let p = R_ExternalPtrAddr(d1) as *mut VecData;
         (!p.is_null()).then_some(p)
+    }
+}
+
+/// Whether `x` is an instance of one of the fmalloc classes.
+///
+/// # Safety
+/// `x` must be a valid SEXP.
+pub(crate) unsafe fn is_ours(x: SEXP) -> bool {
+    let Some(classes) = CLASSES.get() else {
+        return false;
+    };
+    // SAFETY: header reads of a valid SEXP.
+    unsafe { ALTREP(x) != 0 && classes.0.iter().any(|c| R_altrep_inherits(x, *c) != 0) }
+}
+
+/// data1 of an instance when it is the classic RAWSXP holding the data
+/// (see the module docs), else `None`.
+///
+/// # Safety
+/// `x` must be an instance of one of the fmalloc classes.
+#[inline]
+pub(crate) unsafe fn backing(x: SEXP) -> Option<SEXP> {
+    // SAFETY: data1 of our instances is a RAWSXP or an external pointer.
+    unsafe {
+        let d1 = R_altrep_data1(x);
+        (TYPEOF(d1) as SEXPTYPE == RAWSXP).then_some(d1)
+    }
+}
+
+/// Where the elements of an instance are, and how many (elements of `T`).
+///
+/// # Safety
+/// `x` must be an instance of an atomic fmalloc class with elements `T`.
+#[inline]
+unsafe fn storage<T>(x: SEXP) -> (*mut T, R_xlen_t) {
+    // SAFETY: see `backing` and `vd`.
+    unsafe {
+        match backing(x) {
+            Some(raw) => (
+                DATAPTR(raw) as *mut T,
+                XLENGTH(raw) / std::mem::size_of::<T>() as R_xlen_t,
+            ),
+            None => {
+                let d = vd(x);
+                (d.cur as *mut T, d.len as R_xlen_t)
+            }
+        }
+    }
+}
+
+/// Bytes per element of a vector of R type `t` (strings: pointers).
+fn elt_size(t: SEXPTYPE) -> R_xlen_t {
+    match t {
+        LGLSXP | INTSXP => 4,
+        REALSXP => 8,
+        CPLXSXP => 16,
+        RAWSXP => 1,
+        _ => 8,
+    }
+}
+
+/// A new vector of `n >= 1` elements (not character) whose data1 is a
+/// classic RAWSXP in `heap` (see the module docs); zero-filled when `init`.
+pub(crate) fn new_fresh(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
+    let cls = class_of(elem)
+        .filter(|_| elem != ElemType::String)
+        .ok_or_else(|| savvy::Error::new("Rfmalloc: ALTREP classes are not registered"))?;
+    let bytes = n
+        .checked_mul(elem.size())
+        .ok_or_else(|| Error::Invalid("vector too long".into()))?;
+    let raw = super::classic::new_vector(heap, ElemType::Raw, bytes, init)?;
+    // SAFETY: raw is protected while the ALTREP node is allocated; on an R
+    // error it is garbage and its block is released when it is collected.
+    unsafe {
+        protected(|| {
+            Rf_protect(raw);
+            let x = R_new_altrep(cls, raw, R_NilValue);
+            Rf_unprotect(1);
+            x
+        })
     }
 }
 
@@ -219,8 +312,16 @@ pub(crate) unsafe fn vec_data_of(x: SEXP) -> Option<*mut VecData> {
 /// # Safety
 /// `x` must be an instance of one of the fmalloc classes.
 pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
-    // SAFETY: data1 of our instances is always an external pointer.
-    let p = unsafe { R_ExternalPtrAddr(R_altrep_data1(x)) } as *mut VecData;
+    // SAFETY: callers reach here only for instances whose data1 is an
+    // external pointer (checked again).
+    let p = unsafe {
+        let d1 = R_altrep_data1(x);
+        if TYPEOF(d1) as SEXPTYPE != EXTPTRSXP {
+            ptr::null_mut()
+        } else {
+            R_ExternalPtrAddr(d1) as *mut VecData
+        }
+    };
     if p.is_null() {
         raise("Rfmalloc: this vector's heap data were already released");
     }
@@ -438,7 +539,12 @@ unsafe extern "C" fn finalize(ext: SEXP) {
 
 unsafe extern "C" fn length(x: SEXP) -> R_xlen_t {
     // SAFETY: R calls this with an instance of our class.
-    unsafe { vd(x).len as R_xlen_t }
+    unsafe {
+        match backing(x) {
+            Some(raw) => XLENGTH(raw) / elt_size(TYPEOF(x) as SEXPTYPE),
+            None => vd(x).len as R_xlen_t,
+        }
+    }
 }
 
 unsafe extern "C" fn inspect(
@@ -449,6 +555,24 @@ unsafe extern "C" fn inspect(
     _subtree: InspectSubtree,
 ) -> Rboolean {
     let line = guard(|| {
+        // SAFETY: R calls this with an instance of our class.
+        if let Some(raw) = unsafe { backing(x) } {
+            // SAFETY: as above; raw is a live classic vector.
+            let (ty, len) = unsafe { (TYPEOF(x) as SEXPTYPE, length(x)) };
+            let name = elem_of_sexptype(ty)
+                .and_then(class_index)
+                .map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
+            let text = match unsafe { super::classic::block_of(raw) } {
+                Some((heap, desc, _)) => format!(
+                    "{name} (heap '{}', block {}, offset {}, length {len})\n",
+                    heap.path().display(),
+                    desc.offset,
+                    desc.data_offset
+                ),
+                None => format!("{name} (length {len})\n"),
+            };
+            return Ok(std::ffi::CString::new(text).unwrap_or_default());
+        }
         // SAFETY: R calls this with an instance of our class.
         let d = unsafe { vd(x) };
         let name = class_index(d.elem).map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
@@ -498,6 +622,11 @@ pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
 }
 
 unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
+    // SAFETY: R calls this with an instance of our class; a backing RAWSXP
+    // lives in a writable heap (read-only heaps cannot create vectors).
+    if let Some(raw) = unsafe { backing(x) } {
+        return unsafe { DATAPTR(raw) };
+    }
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
     let private = d.elem == ElemType::String || (writable != 0 && d.readonly);
@@ -510,6 +639,10 @@ unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
 
 unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
     // SAFETY: R calls this with an instance of our class.
+    if let Some(raw) = unsafe { backing(x) } {
+        return unsafe { DATAPTR(raw) };
+    }
+    // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
     if d.elem == ElemType::String && !d.materialised {
         return ptr::null();
@@ -520,7 +653,7 @@ unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
 unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
     // SAFETY: R calls Elt with 0 <= i < length on an instance whose
     // elements are of type T (fixed by the class the method was set on).
-    unsafe { *(vd(x).cur as *const T).offset(i) }
+    unsafe { *storage::<T>(x).0.offset(i) }
 }
 
 /// The value an out-of-range or `NA` index selects.
@@ -561,9 +694,8 @@ unsafe extern "C" fn extract_subset<T: Missing>(x: SEXP, indx: SEXP, _call: SEXP
     // length before the read. Allocation may longjmp with no Rust value
     // with a destructor live.
     unsafe {
-        let d = vd(x);
-        let len = d.len as R_xlen_t;
-        let src = d.cur as *const T;
+        let (src, len) = storage::<T>(x);
+        let src = src as *const T;
         let ty = TYPEOF(x) as SEXPTYPE;
         let n = XLENGTH(indx);
         let pick = |k: R_xlen_t| -> T {
@@ -627,13 +759,12 @@ unsafe extern "C" fn get_region<T: Copy>(
 ) -> R_xlen_t {
     // SAFETY: as for `elt`; R provides room for n elements in buf.
     unsafe {
-        let d = vd(x);
-        let len = d.len as R_xlen_t;
+        let (src, len) = storage::<T>(x);
         if i < 0 || i >= len || n <= 0 {
             return 0;
         }
         let k = n.min(len - i);
-        ptr::copy_nonoverlapping((d.cur as *const T).offset(i), buf, k as usize);
+        ptr::copy_nonoverlapping((src as *const T).offset(i), buf, k as usize);
         k
     }
 }
@@ -643,6 +774,14 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
     // SAFETY: R calls this with an instance of our class; allocation errors
     // longjmp with no Rust value with a destructor live.
     unsafe {
+        if let Some(raw) = backing(x) {
+            let ty = TYPEOF(x) as SEXPTYPE;
+            let bytes = XLENGTH(raw);
+            let out = Rf_protect(Rf_allocVector(ty, bytes / elt_size(ty)));
+            ptr::copy_nonoverlapping(RAW(raw), DATAPTR(out) as *mut u8, bytes as usize);
+            Rf_unprotect(1);
+            return out;
+        }
         let d = vd(x);
         let n = d.len as R_xlen_t;
         let out = Rf_protect(Rf_allocVector(sexptype(d.elem), n));
