@@ -68,20 +68,30 @@ impl World {
         }
         // The last word of the capacity is the block's too.
         if cap / 8 > CHECKED_WORDS {
-            self.mem.store(b.off + cap / 8 * 8 - 8, pattern(b.seed, u64::MAX));
+            self.mem
+                .store(b.off + cap / 8 * 8 - 8, pattern(b.seed, u64::MAX));
         }
     }
 
     fn verify(&self, b: &Live, cap: u64) {
         for i in 0..(cap / 8).min(CHECKED_WORDS) {
-            assert_eq!(self.mem.load(b.off + 8 * i), pattern(b.seed, i), "block {}", b.off);
+            assert_eq!(
+                self.mem.load(b.off + 8 * i),
+                pattern(b.seed, i),
+                "block {}",
+                b.off
+            );
         }
     }
 
     fn malloc(&mut self, size: u64) {
         if let Some(off) = self.alloc.malloc(&mut self.mem, size) {
             self.seed += 1;
-            let b = Live { off, size, seed: self.seed };
+            let b = Live {
+                off,
+                size,
+                seed: self.seed,
+            };
             self.fill(&b);
             self.live.push(b);
         }
@@ -140,7 +150,11 @@ fuzz_target!(|input: Input| {
                         assert!(cap >= size);
                         w.verify(&w.live[i], old_cap.min(cap));
                         w.live[i].size = size;
-                        let b = Live { off, size, seed: w.live[i].seed };
+                        let b = Live {
+                            off,
+                            size,
+                            seed: w.live[i].seed,
+                        };
                         w.fill(&b);
                     } else {
                         assert!(size > old_cap, "shrink refused");
