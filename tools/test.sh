@@ -6,6 +6,8 @@
 # Ends with one line "N passed, N failed, N skipped": cargo's test totals plus
 # testthat's expectation totals. Exits non-zero if anything failed.
 #
+# cargo test and R CMD check are each stopped after 40 minutes (a hang fails
+# the run instead of eating CI's time).
 # Build products go to a scratch directory (RFMALLOC_TEST_DIR, default: a new
 # temporary directory), never into the source tree.
 set -uo pipefail
@@ -43,7 +45,7 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "==> cargo clippy: not installed, skipped"
 fi
-step "cargo test" bash -c 'set -o pipefail; cargo test "$@" 2>&1 | tee "'"$work"'/cargo-test.log"' _ "${manifest[@]}"
+step "cargo test" timeout 40m bash -c 'set -o pipefail; cargo test "$@" 2>&1 | tee "'"$work"'/cargo-test.log"' _ "${manifest[@]}"
 unset CARGO_TARGET_DIR
 
 # ---- 2. R CMD build + check -------------------------------------------------
@@ -53,7 +55,7 @@ if step "R CMD build" R CMD build --no-manual "$root"; then
   tarball="$(ls Rfmalloc_*.tar.gz | head -1)"
   # NOT_CRAN: run the tests that start second R processes.
   export NOT_CRAN=true
-  step "R CMD check" R CMD check --no-manual "$tarball"
+  step "R CMD check" timeout 40m R CMD check --no-manual "$tarball"
   status="$(grep -E '^Status:' Rfmalloc.Rcheck/00check.log 2>/dev/null | tail -1)"
   echo "R CMD check ${status:-Status: (none: the check did not finish)}"
   if [ -z "$status" ] || echo "$status" | grep -qE 'ERROR|WARNING'; then
