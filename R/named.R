@@ -318,10 +318,12 @@
 #' names the part that failed, and nothing is written.
 #'
 #' Saving costs no copy for vectors whose data already live in the heap
-#' (created by [create_fmalloc_vector()] or got from this heap): the
-#' saved object and `x` then share their data, so later in-place changes to
-#' either are seen in both and in the file. Other vectors are copied into the
-#' heap once.
+#' (created by [create_fmalloc_vector()], either method): the saved object
+#' and `x` then share their data. Modify it in place through the value
+#' `fmalloc_save()` returns (or [fmalloc_get()]): passing `x` to a function
+#' made it shared, so R would copy `x` before modifying it. A vector that
+#' already belongs to another named object is copied, as are vectors outside
+#' the heap (once).
 #'
 #' Vectors got from a heap behave like ordinary vectors. In-place
 #' modification (`x[i] <- v` on an unshared vector) writes into the file, and

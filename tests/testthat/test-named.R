@@ -28,7 +28,9 @@ test_that("every supported vector type round-trips with its attributes", {
     time = as.POSIXct(c("2024-01-01 12:00:00", "2024-06-01 00:00:01"), tz = "Pacific/Auckland"),
     dt = as.difftime(c(1.5, 30), units = "mins"),
     commented = structure(1:3, comment = "three numbers", custom = list(k = "v")),
-    array = array(as.double(1:24), dim = 2:4, dimnames = list(NULL, letters[1:3], NULL))
+    array = array(as.double(1:24), dim = 2:4, dimnames = list(NULL, letters[1:3], NULL)),
+    compact = 1:1e5, # an ALTREP sequence of base R: copied as its values
+    long_names = setNames(1:5000, paste0("n", 1:5000)) # names stored as a vector of their own
   )
   for (nm in names(objects)) {
     fmalloc_save(objects[[nm]], nm, heap)
@@ -257,4 +259,26 @@ test_that("element writes to a named character vector persist", {
   # not a silent copy, and the stored vector is unchanged.
   expect_error(s[2] <- strrep("x", 1e5), "named object")
   expect_identical(fmalloc_get("s", heap), c("z", NA, "caf\u00e9 au lait"))
+})
+
+test_that("a stored structure that does not match its blocks is fmalloc_corrupt", {
+  heap <- local_heap()
+  fmalloc_save(c(1, 2), "v", heap)
+  assemble <- function(skeleton, types, attrs = list(NULL)) {
+    Rfmalloc:::fmalloc_named_assemble(heap, "v", skeleton, attrs, rep(FALSE, length(types)), types)
+  }
+  expect_identical(assemble(quote(.fmalloc_leaf_1), "double"), c(1, 2))
+  bad <- list(
+    assemble(quote(.fmalloc_leaf_2), "double"),           # no such leaf
+    assemble(list(quote(other_symbol)), "double"),        # not a placeholder
+    assemble(quote(.fmalloc_leaf_1), "integer"),          # wrong type
+    assemble(quote(.fmalloc_leaf_1), c("double", "double")) # wrong count
+  )
+  for (b in bad) {
+    expect_s3_class(b, "fmalloc_failure")
+    expect_match(unclass(b), "^<fmalloc_corrupt> Rfmalloc: .*object 'v'")
+  }
+  # Attributes R itself refuses are R's errors.
+  expect_error(assemble(quote(.fmalloc_leaf_1), "double", list(list(dim = 3L))), "dims")
+  expect_identical(fmalloc_get("v", heap), c(1, 2))
 })

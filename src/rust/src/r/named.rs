@@ -109,6 +109,8 @@ fn fmalloc_named_assemble(
         .and_then(|(entry, heap)| assemble(&heap, &entry, skeleton, &leaves));
     match result {
         Ok(obj) => Ok(obj),
+        // An R error raised inside: savvy resumes it.
+        Err(e @ savvy::Error::Aborted(_)) => Err(e),
         Err(e) => {
             let mut failure = OwnedStringSexp::try_from(e.to_string().as_str())?;
             failure.set_class(["fmalloc_failure"])?;

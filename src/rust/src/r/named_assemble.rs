@@ -95,8 +95,12 @@ pub(crate) fn assemble(
                         i + 1
                     )));
                 }
-                set_attr(leaf, key, value)
-                    .map_err(|e| corrupt(format!("attribute '{key}' of vector {}: {e}", i + 1)))?;
+                // An R error (e.g. dims that do not match the length) stays
+                // an R error: savvy must resume R's unwinding.
+                set_attr(leaf, key, value).map_err(|e| match e {
+                    savvy::Error::Aborted(_) => e,
+                    e => corrupt(format!("attribute '{key}' of vector {}: {e}", i + 1)),
+                })?;
             }
         }
         if leaves.s4[i] {
