@@ -251,6 +251,7 @@ impl Allocator {
         self.stats.used_bytes += span;
         self.stats.used_blocks += 1;
         debug_assert!(p % ALIGN == 0 && span - HEADER >= size);
+        self.after_op(mem);
         Some(p)
     }
 
@@ -306,6 +307,7 @@ impl Allocator {
         self.stats.used_blocks -= 1;
         self.stats.free_bytes += span;
         self.stats.free_blocks += 1;
+        self.after_op(mem);
         Ok(())
     }
 
@@ -377,6 +379,7 @@ impl Allocator {
         mem.store(span_at(off), need | (word & PREV_FREE));
         mem.store(tag_at(off), self.tag(off, need));
         self.stats.used_bytes = self.stats.used_bytes - span + need;
+        self.after_op(mem);
         Ok(true)
     }
 
@@ -401,6 +404,20 @@ impl Allocator {
     }
 
     // ----- internals -------------------------------------------------------
+
+    /// With the `check-invariants` feature, walks the whole heap after each
+    /// operation and poisons the allocator if anything is inconsistent.
+    #[inline(always)]
+    fn after_op<M: Mem>(&mut self, mem: &M) {
+        #[cfg(feature = "check-invariants")]
+        if self.poisoned.is_none() {
+            if let Err(e) = self.check_invariants(mem) {
+                self.poison(format!("check-invariants: {e}"));
+            }
+        }
+        #[cfg(not(feature = "check-invariants"))]
+        let _ = mem;
+    }
 
     fn poison(&mut self, what: String) {
         if self.poisoned.is_none() {

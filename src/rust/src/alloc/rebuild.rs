@@ -73,6 +73,7 @@ impl Allocator {
         // Sentinel: span 0, used.
         mem.store(span_at(end), prev_free);
         mem.store(tag_at(end), 0);
+        self.after_op(mem);
         Ok(())
     }
 
