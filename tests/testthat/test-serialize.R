@@ -131,3 +131,15 @@ test_that("a reference to a missing, replaced or changed heap is a clear error",
   unlink(path)
   expect_fmalloc_error(unserialize(ref), "fmalloc_not_found", "does not exist")
 })
+
+test_that("a reference to a heap another process writes to is fmalloc_locked", {
+  skip_if_not_installed("callr")
+  path <- local_saved_heap()
+  heap <- fmalloc_open(path, readonly = TRUE)
+  ref <- serialize(fmalloc_ref(fmalloc_get("x", heap)), NULL)
+  fmalloc_close(heap)
+  invisible(gc())
+  local_holder(path) # a writer in another process
+  err <- expect_fmalloc_error(unserialize(ref), "fmalloc_locked")
+  expect_match(conditionMessage(err), basename(path), fixed = TRUE)
+})
