@@ -23,11 +23,14 @@
 #'   read-only: R copies them before any modification.
 #' @param verbose Print what was done. Defaults to the option
 #'   `fmalloc.verbose`, which defaults to `FALSE`.
-#' @param heap A heap handle returned by `fmalloc_open()`.
+#' @param heap A heap handle returned by `fmalloc_open()`. For
+#'   `fmalloc_info()` and `fmalloc_sync()`, `NULL` (the default) stands for
+#'   the session's default heap (see [init_fmalloc()]).
 #'
 #' @returns `fmalloc_open()` returns a heap handle of class `fmalloc_heap`;
 #'   its attribute `"created"` is `TRUE` when the file was newly initialised.
-#'   `fmalloc_close()` and `fmalloc_sync()` return `NULL` invisibly.
+#'   `fmalloc_close()` and `fmalloc_sync()` return `NULL` invisibly;
+#'   `fmalloc_sync()` returns once everything written so far is on disk.
 #'   `fmalloc_info()` returns a one-row data frame with columns `path`,
 #'   `heap_id` (the heap's random identity, hex), `readonly`, `size` (bytes of
 #'   the heap file), `used` and `free` (bytes inside it) and `objects` (the
@@ -95,16 +98,16 @@ fmalloc_close <- function(heap, verbose = getOption("fmalloc.verbose", FALSE)) {
 
 #' @rdname fmalloc_open
 #' @export
-fmalloc_info <- function(heap) {
-  .check_heap(heap)
+fmalloc_info <- function(heap = NULL) {
+  heap <- .heap_or_default(heap)
   info <- .rfm(heap$info())
   as.data.frame(info, stringsAsFactors = FALSE)
 }
 
 #' @rdname fmalloc_open
 #' @export
-fmalloc_sync <- function(heap) {
-  .check_heap(heap)
+fmalloc_sync <- function(heap = NULL) {
+  heap <- .heap_or_default(heap)
   .rfm(heap$sync())
   invisible(NULL)
 }
@@ -129,6 +132,16 @@ format.fmalloc_heap <- function(x, ...) {
 print.fmalloc_heap <- function(x, ...) {
   cat(format(x, ...), sep = "\n")
   invisible(x)
+}
+
+# `heap`, or the session's default heap when it is NULL; errors are raised
+# from `call`.
+.heap_or_default <- function(heap, call = sys.call(-1L)) {
+  if (is.null(heap)) {
+    return(.fmalloc_default_heap(call))
+  }
+  .check_heap(heap, call = call)
+  heap
 }
 
 # `path` made absolute (and ~ expanded) without requiring it to exist, so that

@@ -245,3 +245,16 @@ test_that("opening a file twice in one session shares the heap", {
   err <- expect_fmalloc_error(fmalloc_open(path, readonly = TRUE), "fmalloc_locked")
   expect_match(conditionMessage(err), basename(path), fixed = TRUE)
 })
+
+test_that("fmalloc_info and fmalloc_sync default to the session's default heap", {
+  path <- local_heap_path()
+  cleanup_fmalloc()
+  err <- expect_fmalloc_error(fmalloc_info(), "fmalloc_closed", "init_fmalloc")
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_info))
+  expect_fmalloc_error(fmalloc_sync(), "fmalloc_closed")
+
+  expect_true(init_fmalloc(path, size_gb = 0.01))
+  on.exit(cleanup_fmalloc())
+  expect_identical(fmalloc_info()$path, normalizePath(path))
+  expect_null(fmalloc_sync())
+})
