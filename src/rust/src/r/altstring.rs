@@ -167,7 +167,14 @@ fn grow(d: &mut VecData, l: &strpool::Layout, needed: u64) -> Result<(), crate::
     let too_long = || {
         crate::error::Error::Invalid("a character vector's string pool would be too large".into())
     };
-    match strpool::plan_grow(l, needed) {
+    // A named pool moves (new block + catalog update): the catalog must
+    // never point at a block that was resized or freed.
+    let named = super::named_leaf::is_named_block(&d.heap, d.block);
+    let plan = match strpool::plan_grow(l, needed) {
+        Grow::Realloc { cap } if named => Grow::Compact { cap },
+        plan => plan,
+    };
+    match plan {
         Grow::Compact { cap } => {
             let bytes = strpool::block_size(l.n, cap).ok_or_else(too_long)?;
             let off = super::vector::heap_malloc(&d.heap, bytes)?;
@@ -183,6 +190,18 @@ fn grow(d: &mut VecData, l: &strpool::Layout, needed: u64) -> Result<(), crate::
             if let Err(e) = strpool::compact_into(pool_buf(d), l, dst) {
                 let _ = d.heap.release(off);
                 return Err(crate::error::Error::Invalid(e.to_string()));
+            }
+            if named {
+                let desc = BlockDesc {
+                    offset: off,
+                    data_offset: off,
+                    elem: ElemType::String,
+                    length: bytes,
+                };
+                if let Err(e) = super::named_leaf::move_named_block(&d.heap, d.block, &desc) {
+                    let _ = d.heap.release(off);
+                    return Err(e);
+                }
             }
             let _ = d.heap.release(d.block);
             d.block = off;

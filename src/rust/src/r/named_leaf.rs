@@ -159,3 +159,26 @@ fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
 pub(crate) fn vector_over_block(heap: &Heap, desc: &BlockDesc) -> savvy::Result<Sexp> {
     Ok(Sexp(new_altrep(heap, desc, BlockRef::Retain)?))
 }
+
+/// Whether the block at `offset` belongs to a named object of `heap`.
+pub(crate) fn is_named_block(heap: &Heap, offset: u64) -> bool {
+    heap.list()
+        .iter()
+        .any(|e| e.blocks.iter().any(|b| b.offset == offset))
+}
+
+/// Points the named object that holds the block at `old` to `new` instead
+/// (one atomic catalog update; the object keeps its meta and other blocks).
+/// For a named string pool that must move to grow. `new` must be a live,
+/// unnamed block; `old` is no longer named afterwards (its holders still
+/// keep it alive). Does nothing if no object holds `old`.
+pub(crate) fn move_named_block(heap: &Heap, old: u64, new: &BlockDesc) -> Result<(), Error> {
+    for entry in heap.list() {
+        if let Some(i) = entry.blocks.iter().position(|b| b.offset == old) {
+            let mut blocks = entry.blocks;
+            blocks[i] = new.clone();
+            return heap.put(&entry.name, &entry.meta, &blocks, true);
+        }
+    }
+    Ok(())
+}
