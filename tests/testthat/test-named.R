@@ -288,3 +288,26 @@ test_that("a stored structure that does not match its blocks is fmalloc_corrupt"
   expect_error(assemble(quote(.fmalloc_leaf_1), "double", list(list(dim = 3L))), "dims")
   expect_identical(fmalloc_get("v", heap), c(1, 2))
 })
+
+test_that("S4 objects round-trip when their slots can be stored", {
+  heap <- local_heap()
+  env <- environment()
+  methods::setClass("FmPoint", representation(x = "numeric", label = "character"), where = env)
+  methods::setClass("FmTagged", contains = "numeric", representation(tag = "character"), where = env)
+  methods::setClass("FmHandle", representation(e = "environment"), where = env)
+
+  p <- methods::new("FmPoint", x = c(1.5, 2.5), label = "p")
+  fmalloc_save(p, "p", heap)
+  expect_identical(fmalloc_get("p", heap), p)
+
+  tagged <- methods::new("FmTagged", as.double(1:10), tag = "t")
+  fmalloc_save(tagged, "tagged", heap)
+  got <- fmalloc_get("tagged", heap)
+  expect_identical(got, tagged)
+  expect_true(isS4(got))
+  expect_true(is_fmalloc(got)) # the data part is in the heap
+
+  h <- methods::new("FmHandle", e = new.env())
+  expect_fmalloc_error(fmalloc_save(h, "h", heap), "fmalloc_unsupported", "environment")
+  expect_false(fmalloc_exists("h", heap))
+})
