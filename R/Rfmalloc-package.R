@@ -27,6 +27,10 @@
 #'   \item{`fmalloc_closed`}{the heap handle has been closed.}
 #'   \item{`fmalloc_io`}{the operating system refused an operation.}
 #'   \item{`fmalloc_invalid`}{an argument is not valid.}
+#'   \item{`fmalloc_unsupported`}{[fmalloc_save()] was given an object with
+#'     parts that cannot be stored (functions, environments, ...).}
+#'   \item{`fmalloc_mismatch`}{a vector sent by reference ([fmalloc_ref()])
+#'     names a heap file that is now a different heap.}
 #' }
 #'
 #' @keywords internal
