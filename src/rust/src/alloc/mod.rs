@@ -53,10 +53,12 @@
 //! never adjacent.
 //!
 //! Everything read from memory is untrusted: spans are checked against the
-//! arena before they are followed and list links must point at free block
-//! headers inside an arena. An inconsistency found on a hot path *poisons*
-//! the allocator (`corruption()`): every later call fails instead of writing
-//! through a bad offset.
+//! arena before they are followed, list links must be block positions inside
+//! an arena, and a block taken from a list must be a free block of that
+//! list's class. An inconsistency found on a hot path *poisons* the
+//! allocator (`corruption()`): every later call fails instead of writing
+//! through a bad offset. `check_invariants()` walks everything; the cargo
+//! feature `check-invariants` runs it after every operation.
 
 mod check;
 mod class;
