@@ -293,17 +293,9 @@ pub(crate) fn new_fresh(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savv
     let bytes = n
         .checked_mul(elem.size())
         .ok_or_else(|| Error::Invalid("vector too long".into()))?;
-    let raw = super::classic::new_vector(heap, ElemType::Raw, bytes, init)?;
-    // SAFETY: raw is protected while the ALTREP node is allocated; on an R
-    // error it is garbage and its block is released when it is collected.
-    unsafe {
-        protected(|| {
-            Rf_protect(raw);
-            let x = R_new_altrep(cls, raw, R_NilValue);
-            Rf_unprotect(1);
-            x
-        })
-    }
+    // On an R error inside, the raw vector is garbage and its block is
+    // released when it is collected.
+    super::classic::new_vector_in(heap, ElemType::Raw, bytes, init, Some(cls))
 }
 
 /// The [`VecData`] of an instance of one of our classes (R only calls our

@@ -61,7 +61,7 @@ const MAX_HEADER: u64 = 256;
 /// The allocator's `data` while `Rf_allocVector3` runs.
 struct Ctx<'a> {
     heap: &'a Heap,
-    /// The block allocated in advance and its usable size.
+    /// The block allocated in advance and the size it was asked for.
     pre: Option<(u64, u64)>,
 }
 
@@ -163,6 +163,18 @@ pub(crate) fn r_uses_allocator(elem: ElemType, n: u64) -> bool {
 /// A new classic vector of `n` elements in `heap`; zero-filled (NA for
 /// character) when `init`. Requires [`r_uses_allocator`].
 pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
+    new_vector_in(heap, elem, n, init, None)
+}
+
+/// [`new_vector`], and with `wrap`, the ALTREP instance of that class whose
+/// data1 is the new vector (made under the same unwind protection).
+pub(crate) fn new_vector_in(
+    heap: &Heap,
+    elem: ElemType,
+    n: u64,
+    init: bool,
+    wrap: Option<R_altrep_class_t>,
+) -> savvy::Result<SEXP> {
     let elt = if elem == ElemType::String {
         8
     } else {
@@ -177,16 +189,9 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
         .and_then(|d| d.checked_add(header))
         .ok_or_else(too_long)?;
     let pre = super::vector::heap_malloc(heap, want)?;
-    let cap = match heap.block_size(pre) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = heap.release(pre);
-            return Err(e.into());
-        }
-    };
     let mut ctx = Ctx {
         heap,
-        pre: Some((pre, cap)),
+        pre: Some((pre, want)),
     };
     let mut alloc = R_allocator_t {
         mem_alloc: Some(mem_alloc),
@@ -198,15 +203,33 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     let ty = sexptype(elem);
     // SAFETY: Rf_allocVector3 with a valid allocator that outlives the call;
     // an R error longjmps into unwind_protect, then we clean up below.
-    let made = unsafe { protected(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
+    let made = unsafe {
+        protected(|| {
+            let v = Rf_allocVector3(ty, n as R_xlen_t, ap);
+            match wrap {
+                None => v,
+                Some(cls) => {
+                    Rf_protect(v);
+                    let x = R_new_altrep(cls, v, R_NilValue);
+                    Rf_unprotect(1);
+                    x
+                }
+            }
+        })
+    };
     if let Some((off, _)) = ctx.pre.take() {
         // R did not take the block (it failed before, or asked for more).
         let _ = heap.release(off);
     }
-    let x = made?;
-    // SAFETY: x is the new vector (n elements of `ty`); filling does not
-    // allocate, so x needs no protection.
+    let made = made?;
+    // SAFETY: x is the new vector (n elements of `ty`), data1 of `made` when
+    // wrapped; filling does not allocate, so nothing needs protection.
     unsafe {
+        let x = if wrap.is_some() {
+            R_altrep_data1(made)
+        } else {
+            made
+        };
         if elem == ElemType::String {
             if init {
                 for i in 0..n as R_xlen_t {
@@ -217,7 +240,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
             ptr::write_bytes(DATAPTR(x) as *mut u8, 0, data as usize);
         }
     }
-    Ok(x)
+    Ok(made)
 }
 
 /// The heap block of a classic vector made by [`new_vector`], if `x` is one:
