@@ -311,3 +311,30 @@ test_that("S4 objects round-trip when their slots can be stored", {
   expect_fmalloc_error(fmalloc_save(h, "h", heap), "fmalloc_unsupported", "environment")
   expect_false(fmalloc_exists("h", heap))
 })
+
+test_that("objects whose stored meta is damaged give fmalloc_corrupt, and are still listed", {
+  heap <- local_heap()
+  fmalloc_save(1:3, "good", heap)
+  put <- function(name, meta, leaves = list()) {
+    Rfmalloc:::fmalloc_named_save(heap, name, meta, leaves, FALSE)
+  }
+  encode <- Rfmalloc:::.fm_meta_encode
+  put("garbage", as.raw(1:50))
+  # A valid header and summary, but a structure naming a leaf that has no block.
+  parts <- list(skeleton = list(quote(.fmalloc_leaf_1), quote(.fmalloc_leaf_2)),
+                info = list(list(type = "integer", attrs = NULL, s4 = FALSE),
+                            list(type = "integer", attrs = NULL, s4 = FALSE)))
+  put("dangling", encode(list(1L, 2L), parts), list(4:6))
+  # Leaf types that contradict the blocks.
+  parts <- list(skeleton = quote(.fmalloc_leaf_1), info = list(list(type = "double", attrs = NULL, s4 = FALSE)))
+  put("mistyped", encode(1L, parts), list(7:9))
+
+  for (nm in c("garbage", "dangling", "mistyped")) {
+    err <- expect_fmalloc_error(fmalloc_get(nm, heap), "fmalloc_corrupt")
+    expect_match(conditionMessage(err), nm, fixed = TRUE)
+  }
+  ls <- fmalloc_ls(heap)
+  expect_identical(ls$name, c("dangling", "garbage", "good", "mistyped"))
+  expect_identical(ls$type[ls$name == "garbage"], NA_character_)
+  expect_identical(fmalloc_get("good", heap), 1:3)
+})
