@@ -71,7 +71,7 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
   # fmalloc_vector_create() in src/rust/src/r/vector.rs).
   x <- .Call(savvy_fmalloc_vector_create__impl,
              if (is.null(heap)) .fmalloc_state$heap else heap,
-             type, length, method, init)
+             type, length, if (missing(method)) NULL else method, init)
   if (is.list(x)) .fmalloc_raise(x[[1L]], sys.call())
   x
 }

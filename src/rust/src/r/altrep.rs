@@ -171,7 +171,6 @@ pub(crate) unsafe fn register(dll: *mut DllInfo) {
     // for its setter; the classes were just created.
     unsafe {
         for cls in classes {
-            R_set_altrep_Length_method(cls, length);
             R_set_altrep_Inspect_method(cls, inspect);
             R_set_altrep_Duplicate_method(cls, duplicate);
             R_set_altrep_Serialized_state_method(cls, serialized_state);
@@ -180,6 +179,12 @@ pub(crate) unsafe fn register(dll: *mut DllInfo) {
             R_set_altvec_Dataptr_or_null_method(cls, dataptr_or_null);
         }
         let [lgl, int, real, cplx, raw, string] = classes;
+        R_set_altrep_Length_method(lgl, length::<c_int>);
+        R_set_altrep_Length_method(int, length::<c_int>);
+        R_set_altrep_Length_method(real, length::<f64>);
+        R_set_altrep_Length_method(cplx, length::<Rcomplex>);
+        R_set_altrep_Length_method(raw, length::<Rbyte>);
+        R_set_altrep_Length_method(string, length::<SEXP>);
         R_set_altlogical_Elt_method(lgl, elt::<c_int>);
         R_set_altlogical_Get_region_method(lgl, get_region::<c_int>);
         R_set_altinteger_Elt_method(int, elt::<c_int>);
@@ -262,7 +267,7 @@ unsafe fn storage<T>(x: SEXP) -> (*mut T, R_xlen_t) {
     unsafe {
         match backing(x) {
             Some(raw) => (
-                DATAPTR(raw) as *mut T,
+                STDVEC_DATAPTR(raw) as *mut T,
                 XLENGTH(raw) / std::mem::size_of::<T>() as R_xlen_t,
             ),
             None => {
@@ -529,11 +534,14 @@ unsafe extern "C" fn finalize(ext: SEXP) {
 // Methods shared by all classes
 // ---------------------------------------------------------------------------
 
-unsafe extern "C" fn length(x: SEXP) -> R_xlen_t {
-    // SAFETY: R calls this with an instance of our class.
+/// Length of an instance whose elements are `T` (called for every scalar
+/// `x[i]`, so the element size is a constant).
+unsafe extern "C" fn length<T>(x: SEXP) -> R_xlen_t {
+    // SAFETY: R calls this with an instance of the class the method was set
+    // on; a backing RAWSXP holds whole elements of T.
     unsafe {
         match backing(x) {
-            Some(raw) => XLENGTH(raw) / elt_size(TYPEOF(x) as SEXPTYPE),
+            Some(raw) => XLENGTH(raw) / std::mem::size_of::<T>() as R_xlen_t,
             None => vd(x).len as R_xlen_t,
         }
     }
@@ -550,7 +558,8 @@ unsafe extern "C" fn inspect(
         // SAFETY: R calls this with an instance of our class.
         if let Some(raw) = unsafe { backing(x) } {
             // SAFETY: as above; raw is a live classic vector.
-            let (ty, len) = unsafe { (TYPEOF(x) as SEXPTYPE, length(x)) };
+            let ty = unsafe { TYPEOF(x) } as SEXPTYPE;
+            let len = unsafe { XLENGTH(raw) } / elt_size(ty);
             let name = elem_of_sexptype(ty)
                 .and_then(class_index)
                 .map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
@@ -617,7 +626,7 @@ unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
     // SAFETY: R calls this with an instance of our class; a backing RAWSXP
     // lives in a writable heap (read-only heaps cannot create vectors).
     if let Some(raw) = unsafe { backing(x) } {
-        return unsafe { DATAPTR(raw) };
+        return unsafe { STDVEC_DATAPTR(raw) };
     }
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
@@ -632,7 +641,7 @@ unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
 unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
     // SAFETY: R calls this with an instance of our class.
     if let Some(raw) = unsafe { backing(x) } {
-        return unsafe { DATAPTR(raw) };
+        return unsafe { STDVEC_DATAPTR(raw) };
     }
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
@@ -645,7 +654,15 @@ unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
 unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
     // SAFETY: R calls Elt with 0 <= i < length on an instance whose
     // elements are of type T (fixed by the class the method was set on).
-    unsafe { *storage::<T>(x).0.offset(i) }
+    // The hot path of scalar `x[i]`: no length lookup.
+    unsafe {
+        let d1 = R_altrep_data1(x);
+        if TYPEOF(d1) as SEXPTYPE == RAWSXP {
+            *(STDVEC_DATAPTR(d1) as *const T).offset(i)
+        } else {
+            *(vd(x).cur as *const T).offset(i)
+        }
+    }
 }
 
 /// The value an out-of-range or `NA` index selects.

@@ -118,6 +118,8 @@ extern "C" {
     pub fn DATAPTR(x: SEXP) -> *mut c_void;
     pub fn DATAPTR_OR_NULL(x: SEXP) -> *const c_void;
     pub fn DATAPTR_RO(x: SEXP) -> *const c_void;
+    /// The data of a non-ALTREP vector (exported "for vroom" in R 4.2).
+    pub fn STDVEC_DATAPTR(x: SEXP) -> *mut c_void;
     pub fn SET_S4_OBJECT(x: SEXP);
     pub fn STRING_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
     pub fn SET_STRING_ELT(x: SEXP, i: R_xlen_t, v: SEXP);

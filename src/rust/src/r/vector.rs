@@ -294,11 +294,13 @@ fn length_arg(x: Sexp) -> savvy::Result<u64> {
     length_from_f64(v)
 }
 
-/// `TRUE` for the classic method.
+/// `TRUE` for the classic method; NULL (the argument was missing) is ALTREP.
 fn method_arg(x: Sexp) -> savvy::Result<bool> {
     let bad = || invalid("`method` must be \"altrep\" or \"classic\"");
-    let TypedSexp::String(s) = x.into_typed() else {
-        return Err(bad());
+    let s = match x.into_typed() {
+        TypedSexp::Null(_) => return Ok(false),
+        TypedSexp::String(s) => s,
+        _ => return Err(bad()),
     };
     let v: Vec<&str> = s.iter().collect();
     match v.as_slice() {
