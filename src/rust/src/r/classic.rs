@@ -77,7 +77,9 @@ struct ClassicBlock {
 static LIVE: Mutex<Vec<(Heap, BTreeSet<u64>)>> = Mutex::new(Vec::new());
 
 fn same_heap(a: &Heap, b: &Heap) -> bool {
-    a.heap_id() == b.heap_id() && a.path() == b.path()
+    // Byte comparison of the canonical paths (a Path comparison would parse
+    // components on every allocation).
+    a.heap_id() == b.heap_id() && a.path().as_os_str() == b.path().as_os_str()
 }
 
 fn live_add(heap: &Heap, block: u64) {

@@ -231,15 +231,29 @@ fn fmalloc_vector_create(
     }
 }
 
+/// The symbol `.ptr` (symbols are never collected, so it is looked up once).
+fn ptr_symbol() -> SEXP {
+    thread_local! {
+        static SYM: Cell<SEXP> = const { Cell::new(std::ptr::null_mut()) };
+    }
+    SYM.with(|s| {
+        if s.get().is_null() {
+            // SAFETY: Rf_install on R's main thread with a NUL-terminated name.
+            s.set(unsafe { Rf_install(c".ptr".as_ptr()) });
+        }
+        s.get()
+    })
+}
+
 /// The core heap of a handle passed from R (`NULL`: no default heap).
 ///
 /// # Safety
 /// `x` must be a valid SEXP.
 unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
     // SAFETY: type and attribute reads of a valid SEXP; `.ptr` of an
-    // environment of class "Rfmalloc::FmallocHeap" is the external pointer
-    // savvy made for a boxed FmallocHeap (the generated wrappers rely on
-    // the same).
+    // environment of class "fmalloc_heap" (set by fmalloc_open() on the
+    // savvy object) is the external pointer savvy made for a boxed
+    // FmallocHeap, as R/heap.R's .check_heap() and savvy's wrappers assume.
     unsafe {
         if x == R_NilValue {
             return Err(Error::Closed {
@@ -248,11 +262,10 @@ unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
             .into());
         }
         let not_handle = || invalid("`heap` must be a heap handle from fmalloc_open() or NULL");
-        if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"Rfmalloc::FmallocHeap".as_ptr()) == 0
-        {
+        if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"fmalloc_heap".as_ptr()) == 0 {
             return Err(not_handle());
         }
-        let ptr = Rf_findVarInFrame(x, Rf_install(c".ptr".as_ptr()));
+        let ptr = Rf_findVarInFrame(x, ptr_symbol());
         if TYPEOF(ptr) as SEXPTYPE != EXTPTRSXP {
             return Err(not_handle());
         }
