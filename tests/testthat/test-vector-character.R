@@ -99,3 +99,20 @@ test_that("classic character vectors are in the heap but session-only", {
   gc()
   expect_identical(x[2], "\u00e9")
 })
+
+test_that("writes after R expanded the strings still reach the pool", {
+  path <- local_default_heap()
+  x <- create_fmalloc_vector("character", 3)
+  x[] <- c("c", "a", "b")
+  # radix sorting asks for the data pointer, which expands the strings into
+  # an ordinary STRSXP (.Internal keeps x unshared, unlike order()).
+  o <- .Internal(radixsort(TRUE, FALSE, FALSE, TRUE, x))
+  expect_identical(o, c(2L, 3L, 1L))
+  x[2] <- "written-after-expansion"
+  expect_true(is_fmalloc(x))
+  expect_identical(x[], c("c", "written-after-expansion", "b"))
+  info <- Rfmalloc:::.fmalloc_inspect(x)
+  expect_false(info$private)
+  pool <- file_bytes(path, info$offset, info$length)
+  expect_match(rawToChar(pool[pool != as.raw(0)]), "written-after-expansion", fixed = TRUE)
+})

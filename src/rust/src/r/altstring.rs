@@ -7,8 +7,9 @@
 //! writes the new string into the pool (in place when not longer, appended
 //! otherwise); when the pool is full it is compacted into a new block or
 //! grown with `Heap::realloc`, as `strpool::plan_grow` decides. Once a data
-//! pointer was requested the vector reads and writes its expanded copy in
-//! data2 instead (see `altrep`).
+//! pointer was requested the vector reads its expanded copy in data2 (see
+//! `altrep`); Set_elt then writes both, so the pool stays current. A
+//! read-only vector writes only its private copy.
 
 use std::os::raw::c_char;
 
@@ -123,10 +124,11 @@ pub(crate) unsafe extern "C" fn set_elt(x: SEXP, i: R_xlen_t, v: SEXP) {
     // and 0 <= i < len.
     unsafe {
         let d = vd(x);
-        if !d.materialised && d.readonly {
-            super::altrep::materialise(x, d);
-        }
-        if d.materialised {
+        if d.readonly {
+            // Never written through a read-only mapping: the private copy.
+            if !d.materialised {
+                super::altrep::materialise(x, d);
+            }
             SET_STRING_ELT(R_altrep_data2(x), i, v);
             return;
         }
@@ -139,6 +141,11 @@ pub(crate) unsafe extern "C" fn set_elt(x: SEXP, i: R_xlen_t, v: SEXP) {
             Some((bytes, encoding(Rf_getCharCE(v))))
         };
         guard(|| set_in_pool(d, i as u64, value));
+        // An expanded copy (made when R asked for a data pointer) is kept in
+        // step with the pool, so the file always has the current strings.
+        if d.materialised {
+            SET_STRING_ELT(R_altrep_data2(x), i, v);
+        }
     }
 }
 

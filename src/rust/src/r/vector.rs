@@ -166,7 +166,9 @@ pub(crate) unsafe fn locate(x: SEXP) -> Option<Located> {
             heap: d.heap.clone(),
             desc: d.desc(),
             classic: false,
-            private: d.materialised,
+            // A writable character vector keeps its pool in step with its
+            // expanded copy; otherwise a materialised vector is private.
+            private: d.materialised && (d.readonly || d.elem != ElemType::String),
             readonly: d.readonly,
         });
     }
