@@ -24,6 +24,12 @@
 #' heap; element reads and writes preserve `NA` and the encoding (UTF-8,
 #' latin1, bytes, native).
 #'
+#' R's garbage collector does not see heap memory, so after every GiB
+#' allocated in heaps Rfmalloc runs it (`gc()`): vectors no longer referenced
+#' then return their space and the file stays bounded. A full heap that
+#' cannot grow gives an error of class `fmalloc_full` after one more
+#' collection.
+#'
 #' @param type One of `"logical"`, `"integer"`, `"numeric"` (or `"double"`),
 #'   `"complex"`, `"raw"`, `"character"`.
 #' @param length Number of elements (may exceed `2^31 - 1`).
