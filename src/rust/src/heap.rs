@@ -496,11 +496,7 @@ impl State {
         let cap = alloc
             .usable_size(map, off)
             .map_err(|e| Error::corrupt(path, e))?;
-        let reserved = match map.take_store_error() {
-            Some(e) => Err(e),
-            None => map.reserve(off, cap),
-        };
-        if let Err(e) = reserved {
+        if let Err(e) = map.reserve_block(off, cap) {
             let _ = alloc.free(map, off);
             let _ = map.take_store_error();
             return Err(space_error(path, size, "cannot reserve disk space", e));
@@ -754,11 +750,7 @@ impl Heap {
             let cap = alloc
                 .usable_size(map, off)
                 .map_err(|e| Error::corrupt(path, e))?;
-            let reserved = match map.take_store_error() {
-                Some(e) => Err(e),
-                None => map.reserve(off, cap),
-            };
-            if let Err(e) = reserved {
+            if let Err(e) = map.reserve_block(off, cap) {
                 // Shrinking back always succeeds in place.
                 let _ = alloc.resize_in_place(map, off, r.capacity);
                 let _ = map.take_store_error();

@@ -1,68 +1,102 @@
 //! Allocator benchmark: the same pseudo-random trace against the system
-//! malloc (libc malloc/free/realloc) and `rfmalloc::alloc::Allocator` over a
-//! memory-mapped temporary file.
+//! malloc (libc malloc/free/realloc) and the heap file.
 //!
 //! `cargo run --release --bin alloc_bench [-- --quick]`
 //!
 //! For each size range (small 16 B-4 KiB, medium 4-64 KiB, large 64 KiB-4 MiB)
-//! and each of a fresh and a reused heap, the phases are: alloc N blocks,
-//! free half of them, realloc the other half to new sizes, refill N/2 blocks,
-//! free all. Both sides write the first 8 bytes of every block they hand out
-//! (and a realloc that moves copies the old bytes), so they touch the same
-//! memory. Printed: ns per operation and the ratio heap / system (< 1: the
-//! heap is faster).
+//! the phases are: alloc N blocks, free half of them, realloc the other half
+//! to new sizes, refill N/2 blocks, free all. Every side writes the first 8
+//! bytes of every block it hands out (and a realloc that moves copies the old
+//! bytes), so they touch the same memory. Printed: ns per operation and the
+//! ratio heap / system (< 1: the heap is faster).
 //!
-//! "fresh": a new heap file and allocator for the heap; for the system side,
-//! the first run of that trace in this process. "reused": the trace runs a
+//! Two heap sides: "heap" is `alloc::Allocator` over a `map::Mapping` of a
+//! new sparse file, reserving disk space for each block through
+//! `Mapping::reserve_block` exactly as the heap does (the allocator plus the
+//! kernel's cost of new file pages); "Heap" is the public `heap::Heap` API as
+//! the R layer calls it (malloc, ptr, realloc, release: adds the lock and the
+//! reference table).
+//!
+//! "fresh": a new heap file; for the system side, the first run of that trace
+//! in this process. "warm": a new allocator over a file whose pages are
+//! already in memory (the allocator's own cost). "reused": the trace runs a
 //! second time on the same heap (or process heap) after everything was freed.
-//! `RFMALLOC_BENCH_DIR` chooses where the heap file goes (default: the
-//! system temp directory).
+//! `RFMALLOC_BENCH_DIR` chooses where the heap files go (default: the system
+//! temp directory); `RFMALLOC_BENCH_RUNS` the number of runs (median, each in
+//! a new process); `RFMALLOC_BENCH_RANGES=0,1` runs only small and medium.
 
 use std::fs::OpenOptions;
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use memmap2::MmapMut;
 use rfmalloc::alloc::{Allocator, Mem};
+use rfmalloc::heap::{Heap, OpenOptions as HeapOptions};
+use rfmalloc::map::Mapping;
 
-/// `Mem` over the mapping: offsets are byte offsets from the mapping base.
-struct MapMem {
-    base: *mut u8,
-    len: u64,
+/// Where the benchmark's heap files go.
+fn bench_path(tag: &str) -> PathBuf {
+    let dir = std::env::var_os("RFMALLOC_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("rfmalloc-bench-{}-{tag}.heap", std::process::id()))
 }
 
-impl Mem for MapMem {
-    #[inline(always)]
-    fn load(&self, off: u64) -> u64 {
-        debug_assert!(off + 8 <= self.len && off.is_multiple_of(8));
-        // SAFETY: the allocator only reads 8-aligned offsets inside the arena
-        // it was given, which is `[0, len)` of this live mapping.
-        unsafe { self.base.add(off as usize).cast::<u64>().read() }
-    }
+/// What a trace runs against. Blocks are named by a `u64` handle (an
+/// address for the system malloc, a file offset for the heaps).
+trait Side {
+    fn malloc(&mut self, size: u64) -> u64;
+    fn free(&mut self, h: u64);
+    /// Resizes a live block of `old` bytes to `new`; may move it (keeping
+    /// the first `min(old, new)` bytes).
+    fn realloc(&mut self, h: u64, old: u64, new: u64) -> u64;
+    /// Writes the first 8 bytes of a live block.
+    fn touch(&mut self, h: u64, v: u64);
+}
 
+/// libc malloc / free / realloc.
+struct System;
+
+impl Side for System {
     #[inline(always)]
-    fn store(&mut self, off: u64, val: u64) {
-        debug_assert!(off + 8 <= self.len && off.is_multiple_of(8));
-        // SAFETY: as for `load`; the mapping is writable.
-        unsafe { self.base.add(off as usize).cast::<u64>().write(val) }
+    fn malloc(&mut self, size: u64) -> u64 {
+        // SAFETY: plain libc malloc; the result is checked before use.
+        let p = unsafe { libc::malloc(size as usize) };
+        assert!(!p.is_null());
+        p as u64
+    }
+    #[inline(always)]
+    fn free(&mut self, h: u64) {
+        // SAFETY: `h` came from malloc/realloc and is freed once.
+        unsafe { libc::free(h as *mut libc::c_void) }
+    }
+    #[inline(always)]
+    fn realloc(&mut self, h: u64, _old: u64, new: u64) -> u64 {
+        // SAFETY: `h` is live; realloc keeps the old bytes.
+        let q = unsafe { libc::realloc(h as *mut libc::c_void, new as usize) };
+        assert!(!q.is_null());
+        q as u64
+    }
+    #[inline(always)]
+    fn touch(&mut self, h: u64, v: u64) {
+        // SAFETY: every block holds at least 16 bytes.
+        unsafe { (h as *mut u64).write(v) }
     }
 }
 
-/// One heap: a sparse temporary file, mapped, with one arena over it.
+/// The allocator over a heap file mapped by `map::Mapping`, reserving disk
+/// space for every block it hands out through `Mapping::reserve_block`, as
+/// the heap does (allocator headers through `Mem::store`): the allocator's
+/// cost plus the kernel's, without the heap's reference table and lock.
 struct FileHeap {
-    _map: MmapMut,
+    map: Mapping,
     path: PathBuf,
-    mem: MapMem,
     alloc: Allocator,
 }
 
 impl FileHeap {
     fn new(len: u64) -> FileHeap {
-        let dir = std::env::var_os("RFMALLOC_BENCH_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let path = dir.join(format!("rfmalloc-bench-{}.heap", std::process::id()));
+        let path = bench_path("alloc");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -71,41 +105,119 @@ impl FileHeap {
             .open(&path)
             .expect("create the heap file");
         file.set_len(len).expect("size the heap file");
-        if std::env::var_os("RFMALLOC_BENCH_SPARSE").is_none() {
-            // Reserve the disk space as the heap does before handing out
-            // blocks (so the page faults are those of a real heap).
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid open file descriptor and an in-range length.
-            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-            assert_eq!(rc, 0, "posix_fallocate failed");
-        }
-        // SAFETY: the file is ours (created above, unlinked on drop) and
-        // nothing else maps or truncates it while the bench runs.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.expect("map the heap file");
-        let mut mem = MapMem {
-            base: map.as_mut_ptr(),
-            len,
-        };
+        let mut map = Mapping::open_rw(file, len).expect("map the heap file");
         let mut alloc = Allocator::new();
         alloc
-            .try_add_arena(&mut mem, 0, len)
-            .expect("arena over the whole file");
-        FileHeap {
-            _map: map,
-            path,
-            mem,
-            alloc,
-        }
+            .try_add_arena(&mut map, 4096, len)
+            .expect("arena over the file");
+        map.take_store_error().map_or(Ok(()), Err).expect("reserve");
+        FileHeap { map, path, alloc }
     }
 
+    fn addr(&self, off: u64, len: u64) -> *mut u8 {
+        self.map.addr(off, len).expect("a mapped block")
+    }
+
+    fn reserved(&mut self, off: u64) -> u64 {
+        let cap = self.alloc.usable_size(&self.map, off).expect("live block");
+        self.map.reserve_block(off, cap).expect("disk space");
+        off
+    }
+}
+
+impl Side for FileHeap {
     #[inline(always)]
-    fn touch(&mut self, off: u64, v: u64) {
-        self.mem.store(off, v);
+    fn malloc(&mut self, size: u64) -> u64 {
+        let off = self
+            .alloc
+            .malloc(&mut self.map, size)
+            .expect("heap large enough");
+        self.reserved(off)
+    }
+    #[inline(always)]
+    fn free(&mut self, h: u64) {
+        self.alloc.free(&mut self.map, h).expect("live block");
+    }
+    fn realloc(&mut self, h: u64, old: u64, new: u64) -> u64 {
+        if self
+            .alloc
+            .resize_in_place(&mut self.map, h, new)
+            .expect("live block")
+        {
+            return self.reserved(h);
+        }
+        let q = self.malloc(new);
+        let keep = old.min(new);
+        // SAFETY: both blocks are live, disjoint, and hold at least `keep`
+        // bytes inside the mapping (checked by `addr`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.addr(h, keep), self.addr(q, keep), keep as usize)
+        };
+        self.free(h);
+        q
+    }
+    #[inline(always)]
+    fn touch(&mut self, h: u64, v: u64) {
+        self.map.store(h, v);
     }
 }
 
 impl Drop for FileHeap {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The public `Heap` API, as the R layer calls it: malloc, realloc,
+/// release, and `ptr` to write.
+struct ApiHeap {
+    heap: Option<Heap>,
+    path: PathBuf,
+}
+
+impl ApiHeap {
+    fn new(len: u64) -> ApiHeap {
+        let path = bench_path("api");
+        let _ = std::fs::remove_file(&path);
+        let opts = HeapOptions {
+            readonly: false,
+            initial_size: Some(len),
+        };
+        let (heap, _) = Heap::open(Path::new(&path), &opts).expect("open the heap");
+        ApiHeap {
+            heap: Some(heap),
+            path,
+        }
+    }
+    fn heap(&self) -> &Heap {
+        self.heap.as_ref().expect("open heap")
+    }
+}
+
+impl Side for ApiHeap {
+    #[inline(always)]
+    fn malloc(&mut self, size: u64) -> u64 {
+        self.heap().malloc(size).expect("heap malloc")
+    }
+    #[inline(always)]
+    fn free(&mut self, h: u64) {
+        self.heap().release(h).expect("heap release");
+    }
+    #[inline(always)]
+    fn realloc(&mut self, h: u64, _old: u64, new: u64) -> u64 {
+        self.heap().realloc(h, new).expect("heap realloc")
+    }
+    #[inline(always)]
+    fn touch(&mut self, h: u64, v: u64) {
+        let p = self.heap().ptr(h, 8).expect("heap ptr");
+        // SAFETY: `ptr` checked that the 8 bytes are inside the mapping.
+        unsafe { p.as_ptr().cast::<u64>().write_unaligned(v) }
+    }
+}
+
+impl Drop for ApiHeap {
+    fn drop(&mut self) {
+        drop(self.heap.take());
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -178,101 +290,31 @@ fn per_op(m: Mark, ops: usize) -> (f64, f64) {
     (ns / ops, 1000.0 * faults / ops)
 }
 
+/// Runs the trace; returns the timings and the high-water mark of the
+/// handles plus sizes (meaningful for the file heaps).
 #[inline(never)]
-fn run_system(tr: &Trace) -> Timings {
+fn run<S: Side>(side: &mut S, tr: &Trace) -> (Timings, u64) {
     let mut out = [(0.0, 0.0); 5];
     let n = tr.alloc.len();
-    let mut ptrs: Vec<*mut u8> = Vec::with_capacity(n);
-    let mut sizes: Vec<u64> = tr.alloc.clone();
-
-    let t = mark();
-    for (i, &s) in tr.alloc.iter().enumerate() {
-        // SAFETY: plain libc malloc; the result is checked before use.
-        let p = unsafe { libc::malloc(s as usize) }.cast::<u8>();
-        assert!(!p.is_null());
-        // SAFETY: `s >= 16`, so the first 8 bytes are ours.
-        unsafe { p.cast::<u64>().write(i as u64) };
-        ptrs.push(p);
-    }
-    out[0] = per_op(t, n);
-
-    let t = mark();
-    let mut freed = 0;
-    for (p, &f) in ptrs.iter_mut().zip(&tr.freed) {
-        if f {
-            // SAFETY: `p` came from malloc and is freed once.
-            unsafe { libc::free(p.cast()) };
-            *p = std::ptr::null_mut();
-            freed += 1;
-        }
-    }
-    out[1] = per_op(t, freed);
-
-    let t = mark();
-    let mut reallocs = 0;
-    for ((p, &s), size) in ptrs.iter_mut().zip(&tr.realloc).zip(sizes.iter_mut()) {
-        if !p.is_null() {
-            // SAFETY: `p` is live; realloc keeps the old bytes.
-            let q = unsafe { libc::realloc(p.cast(), s as usize) }.cast::<u8>();
-            assert!(!q.is_null());
-            // SAFETY: `s >= 16`.
-            unsafe { q.cast::<u64>().write(s) };
-            *p = q;
-            *size = s;
-            reallocs += 1;
-        }
-    }
-    out[2] = per_op(t, reallocs);
-
-    let t = mark();
-    for (i, &s) in tr.refill.iter().enumerate() {
-        // SAFETY: as in the alloc phase.
-        let p = unsafe { libc::malloc(s as usize) }.cast::<u8>();
-        assert!(!p.is_null());
-        // SAFETY: as above.
-        unsafe { p.cast::<u64>().write(i as u64) };
-        ptrs.push(p);
-    }
-    out[3] = per_op(t, tr.refill.len());
-
-    let t = mark();
-    let mut live = 0;
-    for &p in &ptrs {
-        if !p.is_null() {
-            // SAFETY: every non-null pointer is live and freed once.
-            unsafe { libc::free(p.cast()) };
-            live += 1;
-        }
-    }
-    out[4] = per_op(t, live);
-    black_box(&sizes);
-    out
-}
-
-#[inline(never)]
-/// Runs the trace on the heap; returns the timings and the high-water mark.
-fn run_heap(h: &mut FileHeap, tr: &Trace) -> (Timings, u64) {
-    let mut out = [(0.0, 0.0); 5];
-    let n = tr.alloc.len();
-    let mut offs: Vec<u64> = Vec::with_capacity(n);
+    let mut hs: Vec<u64> = Vec::with_capacity(n + tr.refill.len());
     let mut sizes: Vec<u64> = tr.alloc.clone();
     let mut hwm = 0;
 
     let t = mark();
     for (i, &s) in tr.alloc.iter().enumerate() {
-        let p = h.alloc.malloc(&mut h.mem, s).expect("heap large enough");
-        h.touch(p, i as u64);
-        hwm = hwm.max(p + s);
-        offs.push(p);
+        let h = side.malloc(s);
+        side.touch(h, i as u64);
+        hwm = hwm.max(h + s);
+        hs.push(h);
     }
     out[0] = per_op(t, n);
 
     let t = mark();
     let mut freed = 0;
-    for (p, &f) in offs.iter_mut().zip(&tr.freed) {
+    for (h, &f) in hs.iter_mut().zip(&tr.freed) {
         if f {
-            h.alloc.free(&mut h.mem, *p).expect("live block");
-            *p = 0;
+            side.free(*h);
+            *h = 0;
             freed += 1;
         }
     }
@@ -280,29 +322,11 @@ fn run_heap(h: &mut FileHeap, tr: &Trace) -> (Timings, u64) {
 
     let t = mark();
     let mut reallocs = 0;
-    for ((p, &s), size) in offs.iter_mut().zip(&tr.realloc).zip(sizes.iter_mut()) {
-        if *p != 0 {
-            if !h
-                .alloc
-                .resize_in_place(&mut h.mem, *p, s)
-                .expect("live block")
-            {
-                let q = h.alloc.malloc(&mut h.mem, s).expect("heap large enough");
-                let keep = (*size).min(s) as usize;
-                // SAFETY: both blocks are live, disjoint, and hold at least
-                // `keep` bytes inside the mapping.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        h.mem.base.add(*p as usize),
-                        h.mem.base.add(q as usize),
-                        keep,
-                    )
-                };
-                h.alloc.free(&mut h.mem, *p).expect("live block");
-                *p = q;
-            }
-            h.touch(*p, s);
-            hwm = hwm.max(*p + s);
+    for ((h, &s), size) in hs.iter_mut().zip(&tr.realloc).zip(sizes.iter_mut()) {
+        if *h != 0 {
+            *h = side.realloc(*h, *size, s);
+            side.touch(*h, s);
+            hwm = hwm.max(*h + s);
             *size = s;
             reallocs += 1;
         }
@@ -311,22 +335,23 @@ fn run_heap(h: &mut FileHeap, tr: &Trace) -> (Timings, u64) {
 
     let t = mark();
     for (i, &s) in tr.refill.iter().enumerate() {
-        let p = h.alloc.malloc(&mut h.mem, s).expect("heap large enough");
-        h.touch(p, i as u64);
-        hwm = hwm.max(p + s);
-        offs.push(p);
+        let h = side.malloc(s);
+        side.touch(h, i as u64);
+        hwm = hwm.max(h + s);
+        hs.push(h);
     }
     out[3] = per_op(t, tr.refill.len());
 
     let t = mark();
     let mut live = 0;
-    for &p in &offs {
-        if p != 0 {
-            h.alloc.free(&mut h.mem, p).expect("live block");
+    for &h in &hs {
+        if h != 0 {
+            side.free(h);
             live += 1;
         }
     }
     out[4] = per_op(t, live);
+    black_box(&sizes);
     (out, hwm)
 }
 
@@ -341,12 +366,14 @@ fn warm_up_memory(bytes: usize) {
 }
 
 /// The variants a child measures, in output order.
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 7] = [
     "sys fresh",
     "sys reused",
     "heap cold",
     "heap warm",
     "heap reused",
+    "Heap cold",
+    "Heap reused",
 ];
 
 /// Size ranges: name, smallest and largest request, trace length.
@@ -363,27 +390,44 @@ fn child(k: usize, scale: usize) {
     let n = n / scale;
     warm_up_memory(1 << 30);
     let tr = Trace::new(0x5EED + k as u64, n, lo, hi);
-    let sys_fresh = run_system(&tr);
-    let sys_reused = run_system(&tr);
+    let (sys_fresh, _) = run(&mut System, &tr);
+    let (sys_reused, _) = run(&mut System, &tr);
     // Room for the alloc phase, the refill and moved reallocs.
     let heap_len = (3 * n as u64 * (hi + 64)).next_multiple_of(1 << 20);
     let mut heap = FileHeap::new(heap_len);
-    let (heap_cold, hwm) = run_heap(&mut heap, &tr);
-    let (heap_reused, _) = run_heap(&mut heap, &tr);
-    if let Err(e) = heap.alloc.check_invariants(&heap.mem) {
+    let (heap_cold, hwm) = run(&mut heap, &tr);
+    let (heap_reused, _) = run(&mut heap, &tr);
+    if let Err(e) = heap.alloc.check_invariants(&heap.map) {
         panic!("invariants broken after the bench: {e}");
     }
     drop(heap);
     // The same fresh allocator over a file whose pages are already in
     // memory: the allocator's own cost, without the kernel's first touch.
     let mut heap = FileHeap::new(heap_len);
-    for off in (0..hwm.min(heap_len)).step_by(4096) {
-        heap.touch(off, 0);
+    let warm = hwm.min(heap_len);
+    heap.map.reserve(0, warm).expect("disk space");
+    for off in (0..warm).step_by(4096) {
+        heap.map.store(off, 0);
     }
-    let (heap_warm, _) = run_heap(&mut heap, &tr);
-    for (v, t) in [sys_fresh, sys_reused, heap_cold, heap_warm, heap_reused]
-        .iter()
-        .enumerate()
+    let (heap_warm, _) = run(&mut heap, &tr);
+    drop(heap);
+    // The whole public heap API (lock, reference table, reservation).
+    let mut api = ApiHeap::new(heap_len);
+    let (api_cold, _) = run(&mut api, &tr);
+    let (api_reused, _) = run(&mut api, &tr);
+    api.heap().check_invariants().expect("heap invariants");
+    drop(api);
+    for (v, t) in [
+        sys_fresh,
+        sys_reused,
+        heap_cold,
+        heap_warm,
+        heap_reused,
+        api_cold,
+        api_reused,
+    ]
+    .iter()
+    .enumerate()
     {
         for (i, (ns, faults)) in t.iter().enumerate() {
             println!("{v} {i} {ns} {faults}");
@@ -416,24 +460,33 @@ fn main() {
     println!(
         "median of {runs} runs, each in a new process; ratio = heap / system (< 1: heap faster)"
     );
-    println!(
-        "{:<17} {:<6} {:<10} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>9} {:>6}",
-        "", "", "", "fresh", "", "", "fresh,", "warm", "reused", "", ""
-    );
-    println!(
-        "{:<17} {:<6} {:<10} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>9} {:>6}",
-        "sizes",
-        "n",
-        "phase",
-        "system",
-        "heap",
-        "ratio",
-        "heap",
-        "ratio",
-        "system",
-        "heap",
-        "ratio"
-    );
+    let cols = [
+        ("", "system"),
+        ("fresh", "heap"),
+        ("", "ratio"),
+        ("", "Heap"),
+        ("", "ratio"),
+        ("warm", "heap"),
+        ("", "ratio"),
+        ("reused", "system"),
+        ("", "heap"),
+        ("", "ratio"),
+        ("", "Heap"),
+        ("", "ratio"),
+    ];
+    for row in 0..2 {
+        let mut line = format!(
+            "{:<17} {:<6} {:<10}",
+            ["", "sizes"][row],
+            ["", "n"][row],
+            ["", "phase"][row]
+        );
+        for c in cols {
+            let w = if c.1 == "ratio" { 6 } else { 9 };
+            line += &format!(" {:>w$}", if row == 0 { c.0 } else { c.1 });
+        }
+        println!("{}", line.trim_end());
+    }
     // RFMALLOC_BENCH_RANGES=0,1 runs only small and medium, for example.
     let only: Option<Vec<usize>> = std::env::var("RFMALLOC_BENCH_RANGES")
         .ok()
@@ -467,20 +520,25 @@ fn main() {
         }
         let m = |v: usize, i: usize| median(cells[v][i].clone());
         for (i, phase) in PHASES.iter().enumerate() {
-            let (sf, sr, hc, hw, hr) = (m(0, i), m(1, i), m(2, i), m(3, i), m(4, i));
+            let c: Vec<f64> = (0..VARIANTS.len()).map(|v| m(v, i)).collect();
+            let (sf, sr) = (c[0], c[1]);
             println!(
-                "{:<17} {:<6} {:<10} {:>9.1} {:>9.1} {:>6.2} {:>9.1} {:>6.2} {:>9.1} {:>9.1} {:>6.2}",
+                "{:<17} {:<6} {:<10} {:>9.1} {:>9.1} {:>6.2} {:>9.1} {:>6.2} {:>9.1} {:>6.2} {:>9.1} {:>9.1} {:>6.2} {:>9.1} {:>6.2}",
                 name,
                 n / scale,
                 phase,
                 sf,
-                hc,
-                hc / sf,
-                hw,
-                hw / sf,
+                c[2],
+                c[2] / sf,
+                c[5],
+                c[5] / sf,
+                c[3],
+                c[3] / sf,
                 sr,
-                hr,
-                hr / sr
+                c[4],
+                c[4] / sr,
+                c[6],
+                c[6] / sr
             );
         }
         let fm = |v: usize, i: usize| median(faults[v][i].clone());
