@@ -74,6 +74,9 @@ pub(crate) struct VecData {
     /// once a private copy replaced the mapping.
     pub(crate) cur: *mut u8,
     pub(crate) materialised: bool,
+    /// Bytes this vector returns to the GC trigger when collected (those of
+    /// a block it adopted; 0 for a retained, shared block).
+    pub(crate) counted: u64,
     /// Serialize as a reference to the named block (`fmalloc_ref()`), not
     /// by value; see `r::named_ref`.
     pub(crate) by_reference: bool,
@@ -379,8 +382,10 @@ pub(crate) enum BlockRef {
 /// released, so nothing leaks.
 pub(crate) fn new_altrep(heap: &Heap, desc: &BlockDesc, how: BlockRef) -> savvy::Result<SEXP> {
     let adopted = how == BlockRef::Adopt;
-    let result = describe(heap, desc).and_then(|data| {
-        if !adopted {
+    let result = describe(heap, desc).and_then(|mut data| {
+        if adopted {
+            data.counted = desc.length.saturating_mul(desc.elem.size());
+        } else {
             heap.retain(desc.offset)?;
         }
         Ok(data)
@@ -447,6 +452,7 @@ fn describe(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
         mapped,
         cur: mapped,
         materialised: false,
+        counted: 0,
         by_reference: false,
     })
 }
@@ -526,6 +532,7 @@ unsafe extern "C" fn finalize(ext: SEXP) {
     let data = unsafe { Box::from_raw(p) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
         let _ = data.heap.release(data.block);
+        super::vector::returned(data.counted);
         drop(data);
     }));
 }

@@ -69,6 +69,8 @@ struct Ctx<'a> {
 struct ClassicBlock {
     heap: Heap,
     block: u64,
+    /// Bytes R asked for (returned to the GC trigger when freed).
+    bytes: u64,
 }
 
 /// Heaps with live classic vectors and their blocks; `is_fmalloc()` and
@@ -129,6 +131,7 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
         let owned = Box::into_raw(Box::new(ClassicBlock {
             heap: heap.clone(),
             block: off,
+            bytes: size,
         }));
         // SAFETY: R copies *a into the block after we return, so the copy
         // carries the owned pointer.
@@ -146,6 +149,7 @@ unsafe extern "C" fn mem_free(a: *mut R_allocator_t, _block: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(move || {
         let _ = owned.heap.release(owned.block);
         live_remove(&owned.heap, owned.block);
+        super::vector::returned(owned.bytes);
         drop(owned);
     }));
 }

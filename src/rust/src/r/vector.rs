@@ -18,13 +18,21 @@ use super::heap_handle::FmallocHeap;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 
-/// Bytes allocated through R since we last ran R's garbage collector. R
-/// does not count heap memory, so a loop that creates and drops fmalloc
-/// vectors could otherwise grow the file far before R collects them.
+/// R does not count heap memory, so a loop that creates and drops fmalloc
+/// vectors could grow the file far before R collects them. So we run R's
+/// garbage collector ourselves when the bytes allocated for vectors and not
+/// yet returned (by collected vectors) grew by this much since we last did.
 const GC_EVERY: u64 = 1 << 30;
 
 thread_local! {
+    /// Net bytes allocated for vectors since our last GC (never below 0).
     static SINCE_GC: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A collected vector returned `bytes` to its heap (called from finalizers
+/// and from the classic allocator's `mem_free`, during GC: no R calls).
+pub(crate) fn returned(bytes: u64) {
+    SINCE_GC.with(|c| c.set(c.get().saturating_sub(bytes)));
 }
 
 fn run_gc() {
@@ -34,9 +42,10 @@ fn run_gc() {
     unsafe { R_gc() };
 }
 
-/// `heap.malloc` for a vector: runs R's GC every [`GC_EVERY`] bytes, and
-/// once more before giving up when the heap is full, so that collected
-/// vectors return their blocks first.
+/// `heap.malloc` for a vector: runs R's GC when [`GC_EVERY`] more bytes are
+/// held by vectors than after the last run, and once more before giving up
+/// when the heap is full, so that collected vectors return their blocks
+/// first.
 pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
     let since = SINCE_GC.with(|c| {
         let v = c.get().saturating_add(bytes);
