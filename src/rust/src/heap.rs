@@ -694,16 +694,17 @@ impl Heap {
 
     /// The state for a call that allocates or changes the catalog.
     fn writer(&self) -> Result<MutexGuard<'_, State>> {
-        let path = self.shared.path.clone();
+        // (The path is cloned only for an error: this runs for every malloc.)
+        let path = || self.shared.path.clone();
         if self.shared.readonly {
-            return Err(Error::ReadOnly { path });
+            return Err(Error::ReadOnly { path: path() });
         }
         if self.shared.owner.is_forked() {
-            return Err(Error::Forked { path });
+            return Err(Error::Forked { path: path() });
         }
         let st = self.state();
         if st.crashed {
-            return Err(Error::Closed { path });
+            return Err(Error::Closed { path: path() });
         }
         Ok(st)
     }

@@ -208,7 +208,7 @@ fn fifty_gigabyte_heap_is_sparse_and_instant() {
     let on_disk = m.blocks() * 512;
     println!("50 GB heap: created, 1 MiB named and synced in {elapsed:?}; {on_disk} bytes on disk");
     assert!(elapsed.as_secs_f64() < 2.0, "took {elapsed:?}");
-    // One reservation chunk (16 MiB) plus a few pages.
+    // One reservation chunk (4 MiB) plus a few pages.
     assert!(on_disk < 40 << 20, "{on_disk} bytes on disk");
     drop(h);
     let t = std::time::Instant::now();
@@ -409,4 +409,56 @@ fn info_reports_sizes() {
     assert!(i1.free_bytes + 100_000 <= i0.free_bytes);
     assert_eq!(i1.objects, 1);
     assert_eq!(i1.path, std::fs::canonicalize(&p).unwrap());
+}
+
+/// New reservation chunks are brought into memory by writing zeros into
+/// their holes (map::Mapping::prefault): that must never touch a block's
+/// bytes, whether written in this session, before a reopen, or in a chunk
+/// reached by growth.
+#[test]
+fn prefaulting_new_chunks_keeps_every_block() {
+    let d = TempDir::new("prefault");
+    let p = d.file("p.bin");
+    let h = open(&p, 6 << 20);
+    let mut rng = Rng(0x9e37_79b9);
+    let mut live: Vec<(u64, u64, u8)> = Vec::new();
+    let check = |h: &Heap, live: &[(u64, u64, u8)]| {
+        for &(off, len, fill) in live {
+            assert!(
+                read(h, off, len).iter().all(|&b| b == fill),
+                "block at {off}"
+            );
+        }
+    };
+    // About 27 MiB of live blocks: several chunks, and growth past 6 MiB.
+    for i in 0..400u64 {
+        let len = 1 + rng.below(200 << 10);
+        let off = h.malloc(len).unwrap();
+        let fill = (i % 250 + 1) as u8;
+        write(&h, off, &vec![fill; len as usize]);
+        live.push((off, len, fill));
+        if i % 3 == 0 {
+            let (off, _, _) = live.swap_remove(rng.below(live.len() as u64) as usize);
+            h.release(off).unwrap();
+        }
+    }
+    check(&h, &live);
+    assert!(h.info().file_bytes > 16 << 20);
+    // Name them all, reopen (the reservation starts over), add more.
+    for (i, &(off, len, _)) in live.iter().enumerate() {
+        h.put(&format!("b{i}"), b"", &[raw(off, len)], false)
+            .unwrap();
+        h.release(off).unwrap();
+    }
+    drop(h);
+    let h = open(&p, 0);
+    check(&h, &live);
+    for _ in 0..100 {
+        let len = 1 + rng.below(400 << 10);
+        let off = h.malloc(len).unwrap();
+        write(&h, off, &vec![0xEE; len as usize]);
+        live.push((off, len, 0xEE));
+    }
+    check(&h, &live);
+    h.check_invariants().unwrap();
 }

@@ -26,8 +26,10 @@ use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use crate::alloc::Mem;
 
-/// Granularity of disk reservation for handed-out blocks.
-pub const CHUNK: u64 = 16 << 20;
+/// Granularity of disk reservation (and `prefault`) for handed-out blocks.
+/// 4, 16 and 64 MiB measured within noise of each other (`alloc_bench`);
+/// the smallest wastes least on disk and in memory ahead of use.
+pub const CHUNK: u64 = 4 << 20;
 const PAGE: u64 = 4096;
 
 enum Region {
