@@ -5,19 +5,23 @@
 //! How R uses the allocator (R 4.2 `src/main/memory.c`): `custom_node_alloc`
 //! calls `mem_alloc(allocator, size + sizeof(R_allocator_t))`, then *copies
 //! the allocator struct* into the first 32 bytes of the block and puts the
-//! node after it (after a further 16-byte length header for long vectors).
-//! When the node is collected, the sweep calls
+//! node after it. When the node is collected, the sweep calls
 //! `mem_free(copy, copy)` with that copy. If `mem_alloc` returns NULL, R runs
 //! a full GC, retries once, then raises "cannot allocate vector".
 //!
-//! So the block layout is
+//! So the block layout is (measured on R 4.2, long vectors included: their
+//! 64-bit length fits R's ordinary header)
 //!
 //! | block offset | bytes | content                                  |
 //! |--------------|-------|------------------------------------------|
 //! | 0            | 32    | copy of our `R_allocator_t`              |
-//! | 32           | 16    | long vectors only: R's long length header |
-//! | 32 (+16)     | 48    | R's vector header (process pointers)     |
-//! | ... + 48     | n * s | the elements                             |
+//! | 32           | 48    | R's vector header (process pointers)     |
+//! | 80           | n * s | the elements                             |
+//!
+//! Nothing below depends on these sizes: the block is allocated in advance
+//! with room to spare (a possible long-vector header included) and R's
+//! request is checked against it; vectors are recognised by the distance
+//! from the block start, bounded by `MAX_HEADER`.
 //!
 //! The header holds process pointers, so classic vectors are session-scoped
 //! (their *data* can be named and reconnected as ALTREP later). For
@@ -52,7 +56,8 @@ const ALLOCATOR_COPY: u64 = std::mem::size_of::<R_allocator_t>() as u64;
 /// truelength. Only used to size the block allocated in advance; if R asks
 /// for more, `mem_alloc` allocates a fitting block itself.
 const VEC_HEADER: u64 = 48;
-/// `sizeof(R_long_vec_hdr_t)`.
+/// `sizeof(R_long_vec_hdr_t)`, spare room for R versions that put it in
+/// front of long vectors.
 const LONG_HEADER: u64 = 16;
 const R_SHORT_LEN_MAX: u64 = i32::MAX as u64;
 /// Upper bound of the distance from a block to the node R put in it.
