@@ -330,7 +330,14 @@ impl Mapping {
     /// the allocator wrote through `Mem::store`, else reserves the block.
     /// Every allocation path (the heap's and the benchmark's) goes through
     /// here.
+    #[inline]
     pub fn reserve_block(&mut self, off: u64, cap: u64) -> io::Result<()> {
+        // Fast path (most blocks): inside one chunk, reserved up to its end.
+        let last = off.saturating_add(cap.max(8)) - 8;
+        if self.store_error.is_none() && off / CHUNK == last / CHUNK && self.in_reserved_chunk(last)
+        {
+            return Ok(());
+        }
         match self.take_store_error() {
             Some(e) => Err(e),
             None => self.reserve(off, cap),
