@@ -29,22 +29,10 @@ pub(crate) fn new_pool(heap: &Heap, n: u64) -> Result<BlockDesc, crate::error::E
     let bytes = strpool::block_size(n, initial_capacity(n)).ok_or_else(|| {
         crate::error::Error::Invalid(format!("a character vector of length {n} is too long"))
     })?;
-    let off = super::vector::heap_malloc(heap, bytes)?;
-    let formatted = heap.ptr(off, bytes).and_then(|p| {
-        // SAFETY: [p, p + bytes) is the block just allocated, mapped while
-        // `heap` lives and not shared with anyone yet.
-        let buf = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), bytes as usize) };
-        strpool::init(buf, n).map_err(|e| crate::error::Error::Invalid(e.to_string()))
-    });
-    if let Err(e) = formatted {
-        let _ = heap.release(off);
-        return Err(e);
-    }
-    Ok(BlockDesc {
-        offset: off,
-        data_offset: off,
-        elem: ElemType::String,
-        length: bytes,
+    super::vector::new_block(heap, ElemType::String, bytes, bytes, |buf| {
+        strpool::init(buf, n)
+            .map(drop)
+            .map_err(|e| crate::error::Error::Invalid(e.to_string()))
     })
 }
 

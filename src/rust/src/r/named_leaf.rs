@@ -11,7 +11,7 @@ use savvy::Sexp;
 
 use super::altrep::{elem_of_sexptype, new_altrep, BlockRef};
 use super::ffi::*;
-use super::vector::{block_of, heap_malloc};
+use super::vector::{block_of, new_block};
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::strpool;
@@ -49,26 +49,15 @@ pub(crate) fn copy_leaf_into_heap(heap: &Heap, x: Sexp) -> savvy::Result<(Sexp, 
         let bytes = n
             .checked_mul(elem.size())
             .ok_or_else(|| Error::Invalid("vector too long".into()))?;
-        let off = heap_malloc(heap, bytes)?;
-        match heap.ptr(off, bytes) {
-            Ok(dst) => {
+        new_block(heap, elem, n, bytes, |dst| {
+            if !dst.is_empty() {
                 // SAFETY: src holds `bytes` bytes of x's data (x is alive);
-                // dst is a fresh block of at least `bytes` bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src as *const u8, dst.as_ptr(), bytes as usize)
-                };
+                // dst is the fresh block, exactly `bytes` long.
+                let src = unsafe { std::slice::from_raw_parts(src as *const u8, dst.len()) };
+                dst.copy_from_slice(src);
             }
-            Err(e) => {
-                let _ = heap.release(off);
-                return Err(e.into());
-            }
-        }
-        BlockDesc {
-            offset: off,
-            data_offset: off,
-            elem,
-            length: n,
-        }
+            Ok(())
+        })?
     };
     let vector = new_altrep(heap, &desc, BlockRef::Adopt)?;
     Ok((Sexp(vector), desc))
@@ -106,33 +95,17 @@ fn copy_strings(heap: &Heap, chars: &[SEXP]) -> savvy::Result<BlockDesc> {
     let cap = text.saturating_add((text / 4).max(256));
     let size = strpool::block_size(n, cap)
         .ok_or_else(|| Error::Invalid("character vector too long".into()))?;
-    let off = heap_malloc(heap, size)?;
-    let filled = heap
-        .ptr(off, size)
-        .map_err(savvy::Error::from)
-        .and_then(|dst| {
-            // SAFETY: a fresh block of `size` bytes, mapped while `heap` lives;
-            // nothing else refers to it yet.
-            let buf = unsafe { std::slice::from_raw_parts_mut(dst.as_ptr(), size as usize) };
-            let mut layout = strpool::init(buf, n).map_err(|e| Error::Invalid(e.to_string()))?;
-            for (i, e) in elts.iter().enumerate() {
-                if e.is_some() {
-                    strpool::set(buf, &mut layout, i as u64, *e)
-                        .map_err(|e| Error::Invalid(e.to_string()))?;
-                }
+    let desc = new_block(heap, ElemType::String, size, size, |buf| {
+        let mut layout = strpool::init(buf, n).map_err(|e| Error::Invalid(e.to_string()))?;
+        for (i, e) in elts.iter().enumerate() {
+            if e.is_some() {
+                strpool::set(buf, &mut layout, i as u64, *e)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
             }
-            Ok(())
-        });
-    if let Err(e) = filled {
-        let _ = heap.release(off);
-        return Err(e);
-    }
-    Ok(BlockDesc {
-        offset: off,
-        data_offset: off,
-        elem: ElemType::String,
-        length: size,
-    })
+        }
+        Ok(())
+    })?;
+    Ok(desc)
 }
 
 /// A CHARSXP as a pool element: bytes and encoding, `None` for NA.

@@ -115,25 +115,49 @@ pub(crate) fn create(
         let bytes = n
             .checked_mul(elem.size())
             .ok_or_else(|| invalid("vector too long"))?;
-        let off = heap_malloc(heap, bytes)?;
-        if init {
-            match heap.ptr(off, bytes) {
-                // SAFETY: the fresh block [p, p + bytes) is mapped and ours.
-                Ok(p) => unsafe { std::ptr::write_bytes(p.as_ptr(), 0, bytes as usize) },
-                Err(e) => {
-                    let _ = heap.release(off);
-                    return Err(e.into());
-                }
+        new_block(heap, elem, n, bytes, |buf| {
+            if init {
+                buf.fill(0);
             }
-        }
-        BlockDesc {
-            offset: off,
-            data_offset: off,
-            elem,
-            length: n,
-        }
+            Ok(())
+        })?
     };
     altrep::new_altrep(heap, &desc, BlockRef::Adopt)
+}
+
+/// A new block of `bytes` bytes in `heap` holding `length` elements of
+/// `elem` (for strings `length` is the pool size in bytes), its bytes
+/// written by `fill` before anyone else can see them. If `fill` fails the
+/// block is released and its error returned. The caller owns the block's
+/// one reference.
+pub(crate) fn new_block(
+    heap: &Heap,
+    elem: ElemType,
+    length: u64,
+    bytes: u64,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+) -> Result<BlockDesc, Error> {
+    let off = heap_malloc(heap, bytes)?;
+    let filled = if bytes == 0 {
+        fill(&mut [])
+    } else {
+        heap.ptr(off, bytes).and_then(|p| {
+            // SAFETY: [p, p + bytes) is the block just allocated, mapped
+            // while `heap` lives and not shared with anyone yet.
+            let buf = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), bytes as usize) };
+            fill(buf)
+        })
+    };
+    if let Err(e) = filled {
+        let _ = heap.release(off);
+        return Err(e);
+    }
+    Ok(BlockDesc {
+        offset: off,
+        data_offset: off,
+        elem,
+        length,
+    })
 }
 
 /// Where `x`'s data live, if in a heap: the heap, the block and whether it
