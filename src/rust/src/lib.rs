@@ -9,6 +9,8 @@ pub mod format;
 pub mod heap;
 pub mod lock;
 pub mod map;
+#[doc(hidden)]
+pub mod prng;
 pub mod strpool;
 
 mod r;

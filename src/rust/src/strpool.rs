@@ -321,6 +321,7 @@ pub fn plan_grow(l: &Layout, needed: u64) -> Grow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prng::Rng;
 
     fn pool(n: u64, cap: u64) -> (Vec<u8>, Layout) {
         let mut buf = vec![0xAAu8; block_size(n, cap).unwrap() as usize];
@@ -444,26 +445,12 @@ mod tests {
         assert!(get(&b, &l, 0).is_err());
     }
 
-    /// xorshift64*: a small deterministic PRNG for the property test.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// Random sets against a shadow model, growing like the R layer does.
     #[test]
     fn random_sets_match_shadow_model() {
         let mut cases = 0;
         for seed in 1..=40u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let n = 1 + rng.below(50);
             let (mut buf, mut l) = pool(n, rng.below(64));
             let mut shadow: Vec<Option<(Vec<u8>, Encoding)>> = vec![None; n as usize];

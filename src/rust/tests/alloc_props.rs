@@ -13,31 +13,7 @@
 //! `RFMALLOC_PROP_CASES=n` changes the number of sequences per test.
 
 use rfmalloc::alloc::{Allocator, Mem, VecMem, ALIGN, HEADER};
-
-/// xorshift64* — small, deterministic, good enough to drive tests.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+use rfmalloc::prng::Rng;
 
 #[derive(Debug, Clone)]
 struct Live {
@@ -95,7 +71,7 @@ const MEM_BYTES: u64 = 1 << 20;
 impl World {
     fn new(seed: u64) -> Self {
         let mut w = World {
-            rng: Rng::new(seed),
+            rng: Rng::from_seed(seed),
             mem: VecMem::new(MEM_BYTES),
             alloc: Allocator::new(),
             arenas: Vec::new(),
@@ -378,7 +354,7 @@ impl World {
         let stats = self.alloc.stats();
         for _ in 0..4 {
             let off = match self.rng.below(4) {
-                0 => self.rng.next(),
+                0 => self.rng.next_u64(),
                 1 => ALIGN * self.rng.below(MEM_BYTES / ALIGN + 8),
                 2 => self.rng.below(MEM_BYTES),
                 _ => match self.live.first() {
@@ -479,7 +455,7 @@ fn rebuild_from_random_live_sets() {
     let mut accepted = 0;
     for i in 0..n {
         let seed = 0x11FE ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::from_seed(seed);
         let start = ALIGN * rng.below(4);
         let end = start + ALIGN * (2 + rng.below(300));
         let mut mem = VecMem::new(end + 4096);
@@ -490,7 +466,7 @@ fn rebuild_from_random_live_sets() {
             // Mostly plausible blocks laid out in order, with random faults.
             let (p, cap) = match rng.below(10) {
                 0 => {
-                    live.push((rng.next(), rng.next()));
+                    live.push((rng.next_u64(), rng.next_u64()));
                     continue;
                 }
                 1 => (cursor + rng.below(200), rng.below(500)),

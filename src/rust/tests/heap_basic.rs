@@ -5,6 +5,7 @@ mod heap_util;
 use heap_util::*;
 use rfmalloc::error::Error;
 use rfmalloc::heap::{BlockDesc, ElemType, Heap, OpenOptions};
+use rfmalloc::prng::Rng;
 
 #[test]
 fn create_then_reopen_keeps_values_and_heap_id() {
@@ -420,7 +421,7 @@ fn prefaulting_new_chunks_keeps_every_block() {
     let d = TempDir::new("prefault");
     let p = d.file("p.bin");
     let h = open(&p, 6 << 20);
-    let mut rng = Rng(0x9e37_79b9);
+    let mut rng = Rng::new(0x9e37_79b9);
     let mut live: Vec<(u64, u64, u8)> = Vec::new();
     let check = |h: &Heap, live: &[(u64, u64, u8)]| {
         for &(off, len, fill) in live {

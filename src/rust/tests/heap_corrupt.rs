@@ -9,6 +9,7 @@ use heap_util::*;
 use rfmalloc::error::Error;
 use rfmalloc::format::{fnv1a64, pick_slot, slot_offset, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE};
 use rfmalloc::heap::{Heap, OpenOptions};
+use rfmalloc::prng::Rng;
 
 /// Opens `path` read-only and writable. Returns whether it was accepted;
 /// a rejection must be `Corrupt` and leave the file unchanged; an accepted
@@ -285,7 +286,7 @@ fn random_mutations_never_panic_or_modify_rejected_files() {
     let orig = std::fs::read(&p).unwrap();
     let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
     let hot = slot.catalog_off as usize..(slot.catalog_off + slot.catalog_cap) as usize;
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..300 {
         let ok = with_copy(&d, &orig, |b| {

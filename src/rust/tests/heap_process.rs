@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use heap_util::*;
 use rfmalloc::error::Error;
 use rfmalloc::heap::Heap;
+use rfmalloc::prng::Rng;
 
 const MODE: &str = "RFM_CHILD_MODE";
 const PATH: &str = "RFM_CHILD_PATH";
@@ -202,7 +203,7 @@ fn check_crash_state(p: &Path) -> usize {
 fn kill_9_during_commits_leaves_old_or_new_state() {
     let d = TempDir::new("kill");
     let p = d.file("k.bin");
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     for round in 0..8 {
         let mut c = child("crash_loop", &p)
             .stdout(Stdio::piped())

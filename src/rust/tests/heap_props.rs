@@ -11,6 +11,7 @@ use std::path::Path;
 use heap_util::*;
 use rfmalloc::error::Error;
 use rfmalloc::heap::{BlockDesc, Heap};
+use rfmalloc::prng::Rng;
 
 #[derive(Debug, Clone)]
 struct Block {
@@ -89,7 +90,7 @@ fn run(seed: u64, steps: usize) {
     let p = d.file("p.bin");
     let mut h = open(&p, 256 << 10);
     let mut m = Model::default();
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::from_seed(seed);
     for _ in 0..steps {
         match rng.below(20) {
             0..=4 => {
@@ -99,7 +100,7 @@ fn run(seed: u64, steps: usize) {
                     _ => rng.below(5000),
                 };
                 let off = h.malloc(len).unwrap();
-                let fill = rng.next() as u8;
+                let fill = rng.next_u64() as u8;
                 fill_block(&h, off, len, fill);
                 let b = Block {
                     len,
@@ -143,7 +144,7 @@ fn run(seed: u64, steps: usize) {
                     let new = h.realloc(off, len).unwrap();
                     let keep = old.len.min(len);
                     assert!(read(&h, new, keep).iter().all(|&x| x == old.fill));
-                    let fill = rng.next() as u8;
+                    let fill = rng.next_u64() as u8;
                     fill_block(&h, new, len, fill);
                     m.blocks.insert(new, Block { len, fill, ..old });
                 }
@@ -165,7 +166,7 @@ fn run(seed: u64, steps: usize) {
                         blocks.push((off, rng.below(len + 1)));
                     }
                 }
-                let meta: Vec<u8> = (0..rng.below(40)).map(|_| rng.next() as u8).collect();
+                let meta: Vec<u8> = (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect();
                 let descs: Vec<BlockDesc> = blocks.iter().map(|&(o, l)| raw(o, l)).collect();
                 let r = h.put(name, &meta, &descs, overwrite);
                 let exists = m.names.contains_key(name);

@@ -33,6 +33,7 @@ use std::time::Instant;
 use rfmalloc::alloc::{Allocator, Mem};
 use rfmalloc::heap::{Heap, OpenOptions as HeapOptions};
 use rfmalloc::map::Mapping;
+use rfmalloc::prng::Rng;
 
 /// Where the benchmark's heap files go.
 fn bench_path(tag: &str) -> PathBuf {
@@ -222,21 +223,6 @@ impl Drop for ApiHeap {
     }
 }
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 /// A trace: sizes of the first allocations, which half is freed, new sizes
 /// for the realloc phase, sizes of the refill.
 struct Trace {
@@ -248,9 +234,9 @@ struct Trace {
 
 impl Trace {
     fn new(seed: u64, n: usize, lo: u64, hi: u64) -> Trace {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::new(seed | 1);
         let alloc = (0..n).map(|_| rng.range(lo, hi)).collect();
-        let freed = (0..n).map(|_| rng.next() & 1 == 0).collect();
+        let freed = (0..n).map(|_| rng.next_u64() & 1 == 0).collect();
         let realloc = (0..n).map(|_| rng.range(lo, hi)).collect();
         let refill = (0..n / 2).map(|_| rng.range(lo, hi)).collect();
         Trace {

@@ -90,20 +90,3 @@ pub fn get_bytes(h: &Heap, name: &str) -> Vec<u8> {
     let b = &e.blocks[0];
     read(h, b.data_offset, b.length)
 }
-
-/// Small deterministic PRNG (xorshift64*).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
