@@ -351,7 +351,8 @@
 #'   object. `fmalloc_exists()` returns `TRUE` or `FALSE`. `fmalloc_ls()`
 #'   returns a data frame with one row per object and columns `name`, `type`
 #'   (of the top-level object: `"list"` for data frames and lists), `class`
-#'   (classes joined by `/`), `length` (rows for data frames), `dim`
+#'   (classes joined by `/`), `length` (rows for data frames; integer, or
+#'   double when a length exceeds `.Machine$integer.max`), `dim`
 #'   (e.g. `"3x4"`, or `NA`), `bytes` (of the data in the heap), `created` and
 #'   `modified` (`POSIXct`). `fmalloc_rm()` and `fmalloc_rename()` return
 #'   `NULL` invisibly.
@@ -449,11 +450,15 @@ fmalloc_ls <- function(heap = NULL) {
     tryCatch(.fm_meta_summary(meta, name), fmalloc_corrupt = function(e) na)
   }, cat$summary, cat$name)
   field <- function(f, type) vapply(summaries, function(s) s[[f]], type, USE.NAMES = FALSE)
+  # Integer, as length() gives, when every length fits (doubles such as
+  # 1e6 would print as "1e+06" in the data frame); double otherwise.
+  lengths <- field("length", 0)
+  if (all(is.na(lengths) | lengths <= .Machine$integer.max)) lengths <- as.integer(lengths)
   data.frame(
     name = cat$name,
     type = field("type", ""),
     class = field("class", ""),
-    length = field("length", 0),
+    length = lengths,
     dim = field("dim", ""),
     bytes = cat$bytes,
     created = .POSIXct(cat$created),

@@ -120,12 +120,39 @@ test_that("fmalloc_ls describes every object", {
   expect_identical(ls$name, c("df", "f", "m"))
   expect_identical(ls$type, c("list", "integer", "integer"))
   expect_identical(ls$class, c("data.frame", "factor", "matrix/array"))
-  expect_identical(ls$length, c(5, 2, 6))
+  expect_identical(ls$length, c(5L, 2L, 6L))
   expect_identical(ls$dim, c("5x2", NA, "2x3"))
   expect_identical(ls$bytes, c(5 * 4 + 5 * 8, 2 * 4, 6 * 4))
   expect_s3_class(ls$created, "POSIXct")
   expect_true(all(ls$created >= t0 & ls$created <= Sys.time() + 1))
   expect_true(all(ls$modified >= ls$created))
+})
+
+test_that("fmalloc_ls prints lengths as whole numbers, and keeps lengths past 2^31", {
+  heap <- local_heap()
+  fmalloc_save(1:3, "small", heap)
+  fmalloc_save(seq_len(1e6), "million", heap)
+  ls <- fmalloc_ls(heap)
+  expect_identical(ls$length, c(1000000L, 3L))
+  out <- capture.output(print(ls[c("name", "length")]))
+  expect_match(out[2], "million 1000000", fixed = TRUE)
+  expect_match(out[3], "small       3", fixed = TRUE)
+
+  # An entry describing a long vector (2^31 + 10 elements); only its summary
+  # is read by fmalloc_ls().
+  summary <- serialize(list(type = "double", class = "numeric", length = 2^31 + 10, dim = NA_character_),
+                       NULL, xdr = FALSE)
+  body <- serialize(list(skeleton = quote(.fmalloc_leaf_1),
+                         leaves = list(list(type = "integer", attrs = NULL, s4 = FALSE))),
+                    NULL, xdr = FALSE)
+  le32 <- function(i) writeBin(as.integer(i), raw(), size = 4L, endian = "little")
+  meta <- c(Rfmalloc:::.fm_meta_magic, le32(Rfmalloc:::.fm_meta_version), le32(length(summary)), summary, body)
+  Rfmalloc:::fmalloc_named_save(heap, "long", meta, list(1:2), FALSE)
+  ls <- fmalloc_ls(heap)
+  expect_identical(ls$length, c(2^31 + 10, 1e6, 3))
+  out <- capture.output(print(ls[c("name", "length")]))
+  expect_match(out[2], "long 2147483658", fixed = TRUE)
+  expect_match(out[3], "million    1000000", fixed = TRUE)
 })
 
 test_that("fmalloc_rename and fmalloc_exists", {
