@@ -37,5 +37,16 @@ if [ "${1:-}" = "--readme" ]; then
   cp NAMESPACE "$work/src/NAMESPACE"
   R CMD INSTALL --no-test-load --library="$work/lib" "$work/src" > "$work/install.log" 2>&1 ||
     { tail -40 "$work/install.log" >&2; exit 1; }
-  R_LIBS="$work/lib" Rscript -e 'knitr::knit("README.Rmd", "README.md", quiet = TRUE)'
+  # knitr::knit() keeps README.Rmd's YAML front matter (it is for rmarkdown)
+  # and the blank lines of hidden chunks; GitHub would show the YAML as text.
+  # Both are dropped, so README.md is plain GitHub markdown.
+  R_LIBS="$work/lib" Rscript -e '
+    knitr::knit("README.Rmd", "README.md", quiet = TRUE)
+    md <- readLines("README.md")
+    if (length(md) > 0L && md[1L] == "---") md <- md[-seq_len(match("---", md[-1L]) + 1L)]
+    fence <- cumsum(startsWith(md, "```")) %% 2L == 1L
+    blank <- !nzchar(md) & !fence
+    md <- md[!(blank & c(TRUE, blank[-length(blank)]))]
+    writeLines(md, "README.md")
+  '
 fi
