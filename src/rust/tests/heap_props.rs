@@ -244,7 +244,7 @@ fn run(seed: u64, steps: usize) {
 
 #[test]
 fn random_sequences_against_a_shadow_model() {
-    let cases: u64 = std::env::var("RFM_PROP_CASES")
+    let cases: u64 = std::env::var("RFMALLOC_PROP_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(150);
