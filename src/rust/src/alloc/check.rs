@@ -17,7 +17,7 @@ impl Allocator {
     /// blocks tile `[start+32, end-32)` exactly and end at a sentinel; every
     /// used header carries its check tag, every free block its footer;
     /// `PREV_FREE` flags match; every free block is in exactly the list of
-    /// its class, lists are well linked (prev links, no cycle), bitmaps match
+    /// its class (but the pending block, in none), lists are well linked (prev links, no cycle), bitmaps match
     /// the list heads and the totals match `stats()`.
     pub fn check_invariants<M: Mem>(&self, mem: &M) -> Result<(), String> {
         if let Some(what) = &self.poisoned {
@@ -122,9 +122,20 @@ impl Allocator {
         if self.fl_bitmap >> FL_COUNT != 0 {
             return Err("first-level bitmap has bits beyond the last class".into());
         }
+        if self.pending != 0 {
+            if !free.contains_key(&self.pending) {
+                return Err(format!(
+                    "pending block {} is not a free block",
+                    self.pending
+                ));
+            }
+            if !listed.insert(self.pending) {
+                return Err(format!("pending block {} is also listed", self.pending));
+            }
+        }
         if listed.len() != free.len() {
             return Err(format!(
-                "{} free blocks but {} listed",
+                "{} free blocks but {} listed or pending",
                 free.len(),
                 listed.len()
             ));

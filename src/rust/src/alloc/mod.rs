@@ -52,6 +52,17 @@
 //! look like a header does not pass for a live block. Two free blocks are
 //! never adjacent.
 //!
+//! # The pending block
+//!
+//! The free block made by the last `free` (after merging) is not put in a
+//! list but kept in `Allocator::pending`, and put in its list only when the
+//! next `free` makes another one or at the next `malloc`. A `free` whose
+//! block merges with the pending block then costs no list operation (the
+//! lists' heads are blocks freed long ago, whose cache lines are cold):
+//! freeing neighbours in a row touches only their own headers. The pending
+//! block is an ordinary free block otherwise (header, footer, `PREV_FREE`
+//! of its successor), so neighbours merge with it as with any other.
+//!
 //! Everything read from memory is untrusted: spans are checked against the
 //! arena before they are followed, list links must be block positions inside
 //! an arena, and a block taken from a list must be a free block of that
@@ -173,6 +184,9 @@ pub struct Allocator {
     sl_bitmap: [u16; FL_COUNT],
     /// Payload offset of the first block of each free list (0: empty).
     heads: [[u64; SL_COUNT]; FL_COUNT],
+    /// The free block made by the last `free`, kept out of the lists (0:
+    /// none): see "The pending block" above.
+    pending: u64,
     stats: Stats,
     /// Key of the check tags of used headers.
     key: u64,
@@ -206,6 +220,7 @@ impl Allocator {
             fl_bitmap: 0,
             sl_bitmap: [0; FL_COUNT],
             heads: [[0; SL_COUNT]; FL_COUNT],
+            pending: 0,
             stats: Stats::default(),
             key: random_key(),
             poisoned: None,
@@ -220,6 +235,9 @@ impl Allocator {
             return None;
         }
         let span = span_for(size)?;
+        if self.pending != 0 {
+            self.list_pending(mem)?;
+        }
         let (f, s, p) = self.find_fit(mem, span)?;
         let bspan = match self.free_block_span(mem, p) {
             Some(b) if b >= span && class_of(b / ALIGN) == (f, s) => b,
@@ -272,19 +290,18 @@ impl Allocator {
             None
         };
         if let Some(ns) = next_free {
-            let (f, s) = class_of(ns / ALIGN);
-            self.unlink(mem, next, f, s)?;
+            self.take_free(mem, next, ns)?;
             bspan += ns;
             self.stats.free_blocks -= 1;
         }
-        // A free predecessor whose class does not change stays where it is
-        // in its list (freeing blocks in address order then costs no list
-        // operation at all).
+        // A free predecessor that is the pending block stays pending; one
+        // whose class does not change stays where it is in its list.
+        // Otherwise the merged block becomes the pending block.
         let mut listed = false;
         if let Some(ps) = prev_free {
             b = off - ps;
             let (f, s) = class_of(ps / ALIGN);
-            if class_of((ps + bspan) / ALIGN) == (f, s) {
+            if b == self.pending || class_of((ps + bspan) / ALIGN) == (f, s) {
                 listed = true;
             } else {
                 self.unlink(mem, b, f, s)?;
@@ -293,17 +310,23 @@ impl Allocator {
             self.stats.free_blocks -= 1;
         }
         // Clear the tag so that a stale header merged into `b` never passes
-        // for a live block again.
+        // for a live block again (a free `b` before `off` has a clear tag).
         mem.store(tag_at(off), 0);
         mem.store(span_at(b), bspan | FREE);
-        mem.store(tag_at(b), 0);
         mem.store(footer_at(b, bspan), bspan);
-        let after = b + bspan;
-        debug_assert!(b >= arena.first() && after <= arena.end && bspan.is_multiple_of(ALIGN));
-        let w = mem.load(span_at(after));
-        mem.store(span_at(after), w | PREV_FREE);
+        debug_assert!(b >= arena.first() && b + bspan <= arena.end);
+        debug_assert!(bspan.is_multiple_of(ALIGN) && mem.load(tag_at(b)) == 0);
+        if next_free.is_none() {
+            // `next` (used, or the sentinel) now follows a free block; a
+            // free `next` merged above already had PREV_FREE after it.
+            let w = mem.load(span_at(next));
+            mem.store(span_at(next), w | PREV_FREE);
+        }
         if !listed {
-            self.insert(mem, b, bspan);
+            if self.pending != 0 {
+                self.list_pending(mem).ok_or("corrupt pending free block")?;
+            }
+            self.pending = b;
         }
         self.stats.used_bytes -= span;
         self.stats.used_blocks -= 1;
@@ -339,8 +362,7 @@ impl Allocator {
             let t = off + need;
             let mut tspan = span - need;
             if let Some(ns) = next_free {
-                let (f, s) = class_of(ns / ALIGN);
-                self.unlink(mem, next, f, s)?;
+                self.take_free(mem, next, ns)?;
                 tspan += ns;
                 self.stats.free_blocks -= 1;
             }
@@ -360,8 +382,7 @@ impl Allocator {
             if span + ns < need {
                 return Ok(false);
             }
-            let (f, s) = class_of(ns / ALIGN);
-            self.unlink(mem, next, f, s)?;
+            self.take_free(mem, next, ns)?;
             let rest = span + ns - need;
             if rest > 0 {
                 let r = off + need;
@@ -575,6 +596,31 @@ impl Allocator {
     #[inline]
     fn link_ok(&self, link: u64) -> bool {
         link == 0 || self.payload_arena(link).is_some()
+    }
+
+    /// Takes the free block `p` of span `span` out of its list, or out of
+    /// the pending slot.
+    #[inline]
+    fn take_free<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) -> Result<(), String> {
+        if p == self.pending {
+            self.pending = 0;
+            return Ok(());
+        }
+        let (f, s) = class_of(span / ALIGN);
+        self.unlink(mem, p, f, s)
+    }
+
+    /// Puts the pending block in its list (the slot is then empty); `None`
+    /// (and poisoned) if its header is no longer that of a free block.
+    #[inline]
+    fn list_pending<M: Mem>(&mut self, mem: &mut M) -> Option<()> {
+        let p = std::mem::take(&mut self.pending);
+        let Some(span) = self.free_block_span(mem, p) else {
+            self.poison(format!("pending free block {p} has a bad header"));
+            return None;
+        };
+        self.insert(mem, p, span);
+        Some(())
     }
 
     /// Pushes the free block `p` (header and footer already written) on the

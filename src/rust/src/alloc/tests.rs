@@ -275,7 +275,11 @@ fn corrupt_links_poison_instead_of_panicking() {
     let p = a.malloc(&mut mem, 100).unwrap();
     let q = a.malloc(&mut mem, 100).unwrap();
     let _r = a.malloc(&mut mem, 100).unwrap();
+    let s = a.malloc(&mut mem, 100).unwrap();
     a.free(&mut mem, q).unwrap();
+    // Freeing `s` (not next to `q`) puts `q` in its list: a listed block's
+    // links are followed, the pending block's are not.
+    a.free(&mut mem, s).unwrap();
     // A stray write over the free block's links.
     mem.store(q - 16, 1 << 40);
     assert!(a.free(&mut mem, p).is_err());
