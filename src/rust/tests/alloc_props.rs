@@ -317,6 +317,9 @@ impl World {
     /// A new allocator rebuilt from the live set must see the same blocks.
     fn rebuild(&mut self) -> Result<(), String> {
         self.count.rebuild += 1;
+        // A rebuild merges all free space; so does giving the cache of
+        // freed small blocks back to the free lists.
+        self.alloc.flush_cache(&mut self.mem)?;
         let before = self.alloc.blocks(&self.mem);
         let stats = self.alloc.stats();
         let mut fresh = Allocator::new();
@@ -386,6 +389,8 @@ impl World {
         while let Some(b) = self.live.pop() {
             self.alloc.free(&mut self.mem, b.off)?;
         }
+        self.alloc.check_invariants(&self.mem)?;
+        self.alloc.flush_cache(&mut self.mem)?;
         self.alloc.check_invariants(&self.mem)?;
         let st = self.alloc.stats();
         if st.free_blocks != self.arenas.len() as u64 || st.used_bytes != 0 {

@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::class::{class_of, FL_COUNT, SL_COUNT};
 use super::{
-    footer_at, next_at, prev_at, span_at, tag_at, Allocator, Mem, Stats, ALIGN, FREE, MAX_OFFSET,
-    MIN_ARENA, MIN_SPAN, PREV_FREE, SPAN_MASK,
+    footer_at, next_at, prev_at, span_at, tag_at, Allocator, Mem, Stats, ALIGN, CACHED, FREE,
+    MAX_OFFSET, MIN_ARENA, MIN_SPAN, PREV_FREE, SPAN_MASK,
 };
 
 impl Allocator {
@@ -16,7 +16,8 @@ impl Allocator {
     /// In detail: arenas sorted, disjoint and well formed; in each arena the
     /// blocks tile `[start+32, end-32)` exactly and end at a sentinel; every
     /// used header carries its check tag, every free block its footer;
-    /// `PREV_FREE` flags match; every free block is in exactly the list of
+    /// `PREV_FREE` flags match; every cached block is in its cache bin once
+    /// (and counts as free); every free block is in exactly the list of
     /// its class (but the pending block, in none), lists are well linked (prev links, no cycle), bitmaps match
     /// the list heads and the totals match `stats()`.
     pub fn check_invariants<M: Mem>(&self, mem: &M) -> Result<(), String> {
@@ -25,6 +26,7 @@ impl Allocator {
         }
         let mut seen = Stats::default();
         let mut free: HashMap<u64, u64> = HashMap::new();
+        let mut cached: HashMap<u64, u64> = HashMap::new();
         let mut last_end = 0;
         for a in &self.arenas {
             let (start, end) = (a.start, a.end);
@@ -44,7 +46,7 @@ impl Allocator {
                 let word = mem.load(span_at(p));
                 let span = word & SPAN_MASK;
                 let is_free = word & FREE != 0;
-                if word & (ALIGN - 1) & !(FREE | PREV_FREE) != 0 {
+                if word & (ALIGN - 1) & !(FREE | PREV_FREE | CACHED) != 0 {
                     return Err(format!("block {p}: unknown header flags {word:#x}"));
                 }
                 if span < MIN_SPAN || span > end - p {
@@ -56,6 +58,9 @@ impl Allocator {
                     return Err(format!("block {p}: PREV_FREE flag wrong"));
                 }
                 if is_free {
+                    if word & CACHED != 0 {
+                        return Err(format!("block {p}: both free and cached"));
+                    }
                     if prev_free {
                         return Err(format!("block {p}: two adjacent free blocks"));
                     }
@@ -72,8 +77,14 @@ impl Allocator {
                     if mem.load(tag_at(p)) != self.tag(p, span) {
                         return Err(format!("used block {p}: bad check tag"));
                     }
-                    seen.used_bytes += span;
-                    seen.used_blocks += 1;
+                    if word & CACHED != 0 {
+                        cached.insert(p, span);
+                        seen.free_bytes += span;
+                        seen.free_blocks += 1;
+                    } else {
+                        seen.used_bytes += span;
+                        seen.used_blocks += 1;
+                    }
                 }
                 prev_free = is_free;
                 p += span;
@@ -140,6 +151,24 @@ impl Allocator {
                 listed.len()
             ));
         }
+        let mut in_cache = 0;
+        for (u, bin) in self.cache.iter().enumerate() {
+            for &p in bin {
+                if cached.remove(&p) != Some(u as u64 * ALIGN) {
+                    return Err(format!(
+                        "cache bin {u} holds {p}: not a cached block of its span"
+                    ));
+                }
+                in_cache += 1;
+            }
+        }
+        if !cached.is_empty() || in_cache != self.cached {
+            return Err(format!(
+                "{} cached blocks not in the cache, or count {} but {in_cache} cached",
+                cached.len(),
+                self.cached
+            ));
+        }
         if seen != self.stats {
             return Err(format!("stats {:?} but blocks say {seen:?}", self.stats));
         }
@@ -158,7 +187,7 @@ impl Allocator {
                 if span < MIN_SPAN || span > a.end - p {
                     break;
                 }
-                out.push((p, span - super::HEADER, word & FREE == 0));
+                out.push((p, span - super::HEADER, word & (FREE | CACHED) == 0));
                 p += span;
             }
         }

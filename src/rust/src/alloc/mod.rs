@@ -52,6 +52,19 @@
 //! look like a header does not pass for a live block. Two free blocks are
 //! never adjacent.
 //!
+//! # The cache
+//!
+//! `free` of a small block (span up to `CACHE_UNITS` units) does not merge
+//! it: it sets `CACHED` in its header (so that it is no longer a live block
+//! for `free`/`usable_size`, and a used one for its neighbours, which do not
+//! merge with it) and pushes it on `cache[units]`; a `malloc` of exactly
+//! that span pops it first. Such a `free` touches only the block's own
+//! header line. At most `CACHE_MAX` blocks are cached: a `free` that finds
+//! the cache full, a `malloc` that finds no fit, and `resize_in_place`
+//! growing into a cached block free all cached blocks into the lists, in
+//! address order. For `stats()` and `check_invariants` cached blocks are
+//! free blocks (`blocks()` reports them free).
+//!
 //! # The pending block
 //!
 //! The free block made by the last `free` (after merging) is not put in a
@@ -121,6 +134,13 @@ pub struct Stats {
 const FREE: u64 = 1;
 /// Header flag: the block before this one is free.
 const PREV_FREE: u64 = 2;
+/// Header flag: this block is in the cache of freed small blocks (free for
+/// the heap, not merged, not in a list; see "The cache" above).
+const CACHED: u64 = 4;
+/// Blocks of at most this many units (`ALIGN` bytes) go to the cache.
+const CACHE_UNITS: usize = 66;
+/// Most blocks in the cache; a `free` that finds it full flushes it.
+const CACHE_MAX: usize = 512;
 /// The span bits of a header word.
 const SPAN_MASK: u64 = !(ALIGN - 1);
 
@@ -187,6 +207,10 @@ pub struct Allocator {
     /// The free block made by the last `free`, kept out of the lists (0:
     /// none): see "The pending block" above.
     pending: u64,
+    /// `cache[u]`: payload offsets of the cached blocks of `u` units.
+    cache: Vec<Vec<u64>>,
+    /// Number of cached blocks.
+    cached: usize,
     stats: Stats,
     /// Key of the check tags of used headers.
     key: u64,
@@ -221,6 +245,8 @@ impl Allocator {
             sl_bitmap: [0; FL_COUNT],
             heads: [[0; SL_COUNT]; FL_COUNT],
             pending: 0,
+            cache: vec![Vec::new(); CACHE_UNITS + 1],
+            cached: 0,
             stats: Stats::default(),
             key: random_key(),
             poisoned: None,
@@ -235,10 +261,26 @@ impl Allocator {
             return None;
         }
         let span = span_for(size)?;
+        let units = (span / ALIGN) as usize;
+        if units <= CACHE_UNITS {
+            if let Some(p) = self.cache[units].pop() {
+                return self.malloc_cached(mem, p, span);
+            }
+        }
         if self.pending != 0 {
             self.list_pending(mem)?;
         }
-        let (f, s, p) = self.find_fit(mem, span)?;
+        let fit = match self.find_fit(mem, span) {
+            None if self.cached > 0 && self.poisoned.is_none() => {
+                self.flush_cache(mem).ok()?;
+                if self.pending != 0 {
+                    self.list_pending(mem)?;
+                }
+                self.find_fit(mem, span)
+            }
+            fit => fit,
+        };
+        let (f, s, p) = fit?;
         let bspan = match self.free_block_span(mem, p) {
             Some(b) if b >= span && class_of(b / ALIGN) == (f, s) => b,
             _ => {
@@ -278,6 +320,39 @@ impl Allocator {
     /// Frees the block at payload offset `off`; coalesces with free neighbours.
     pub fn free<M: Mem>(&mut self, mem: &mut M, off: u64) -> Result<(), String> {
         let (arena, word) = self.live_block(mem, off)?;
+        let span = word & SPAN_MASK;
+        let units = (span / ALIGN) as usize;
+        if units <= CACHE_UNITS {
+            let mut word = word;
+            if self.cached >= CACHE_MAX {
+                self.flush_cache(mem)?;
+                // The flush may have freed the block before: PREV_FREE.
+                word = mem.load(span_at(off));
+            }
+            mem.store(span_at(off), word | CACHED);
+            self.cache[units].push(off);
+            self.cached += 1;
+            self.stats.used_bytes -= span;
+            self.stats.used_blocks -= 1;
+            self.stats.free_bytes += span;
+            self.stats.free_blocks += 1;
+            self.after_op(mem);
+            return Ok(());
+        }
+        self.free_block(mem, arena, off, word)?;
+        self.after_op(mem);
+        Ok(())
+    }
+
+    /// `free` of the live block at `off` (header `word`) into the free
+    /// lists: merges it with free neighbours. (No `after_op`: the caller's.)
+    fn free_block<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        arena: Arena,
+        off: u64,
+        word: u64,
+    ) -> Result<(), String> {
         let span = word & SPAN_MASK;
         let mut b = off;
         let mut bspan = span;
@@ -332,7 +407,6 @@ impl Allocator {
         self.stats.used_blocks -= 1;
         self.stats.free_bytes += span;
         self.stats.free_blocks += 1;
-        self.after_op(mem);
         Ok(())
     }
 
@@ -346,7 +420,7 @@ impl Allocator {
         off: u64,
         new_size: u64,
     ) -> Result<bool, String> {
-        let (arena, word) = self.live_block(mem, off)?;
+        let (mut arena, mut word) = self.live_block(mem, off)?;
         let span = word & SPAN_MASK;
         let Some(need) = span_for(new_size) else {
             return Ok(false);
@@ -355,6 +429,15 @@ impl Allocator {
             return Ok(true);
         }
         let next = off + span;
+        if need > span && self.cached > 0 && mem.load(span_at(next)) & CACHED != 0 {
+            // Growing into a cached block: give the cache back to the lists.
+            self.flush_cache(mem)?;
+            if self.pending != 0 {
+                self.list_pending(mem).ok_or("corrupt pending free block")?;
+            }
+            // The flush may have freed the block before: PREV_FREE.
+            (arena, word) = self.live_block(mem, off)?;
+        }
         let next_free = self.free_neighbour_after(mem, arena, next)?;
         if need < span {
             // Shrink: the tail [off+need, next) becomes free, with the free
@@ -484,7 +567,7 @@ impl Allocator {
             .ok_or_else(|| format!("offset {off} is not a block payload in any arena"))?;
         let word = mem.load(span_at(off));
         let span = word & SPAN_MASK;
-        if word & FREE != 0 || span < MIN_SPAN || span > a.end - off {
+        if word & (FREE | CACHED) != 0 || span < MIN_SPAN || span > a.end - off {
             return Err(format!("offset {off} is not a live block"));
         }
         if mem.load(tag_at(off)) != self.tag(off, span) {
@@ -596,6 +679,65 @@ impl Allocator {
     #[inline]
     fn link_ok(&self, link: u64) -> bool {
         link == 0 || self.payload_arena(link).is_some()
+    }
+
+    /// `malloc` of a block of span `span` taken from the cache (`p`).
+    #[inline]
+    fn malloc_cached<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) -> Option<u64> {
+        self.cached -= 1;
+        let word = mem.load(span_at(p));
+        if word & !PREV_FREE != span | CACHED {
+            self.poison(format!("cached block {p} has a bad header {word:#x}"));
+            return None;
+        }
+        // The check tag was left in place.
+        mem.store(span_at(p), word & !CACHED);
+        self.stats.used_bytes += span;
+        self.stats.used_blocks += 1;
+        self.stats.free_bytes -= span;
+        self.stats.free_blocks -= 1;
+        self.after_op(mem);
+        Some(p)
+    }
+
+    /// Frees every cached block into the free lists, in address order
+    /// (neighbours merge while their lines are still in cache). Not needed
+    /// for correctness (see "The cache"); after it, `blocks()` and `stats()`
+    /// show free space merged as far as it goes.
+    #[cold]
+    pub fn flush_cache<M: Mem>(&mut self, mem: &mut M) -> Result<(), String> {
+        let mut all = Vec::with_capacity(self.cached);
+        for (u, bin) in self.cache.iter_mut().enumerate() {
+            all.extend(bin.drain(..).map(|p| (p, u as u64 * ALIGN)));
+        }
+        self.cached = 0;
+        all.sort_unstable();
+        // Touch the headers after the blocks first: independent loads the
+        // processor overlaps, where the merges below would wait for each.
+        let mut x = 0;
+        for &(p, span) in &all {
+            x ^= mem.load(span_at(p + span));
+        }
+        std::hint::black_box(x);
+        for (p, span) in all {
+            let word = mem.load(span_at(p));
+            let arena = match self.payload_arena(p) {
+                Some(a) if word & !PREV_FREE == span | CACHED => a,
+                _ => {
+                    let msg = format!("cached block {p} has a bad header {word:#x}");
+                    self.poison(msg.clone());
+                    return Err(msg);
+                }
+            };
+            let word = word & !CACHED;
+            mem.store(span_at(p), word);
+            self.stats.used_bytes += span;
+            self.stats.used_blocks += 1;
+            self.stats.free_bytes -= span;
+            self.stats.free_blocks -= 1;
+            self.free_block(mem, arena, p, word)?;
+        }
+        Ok(())
     }
 
     /// Takes the free block `p` of span `span` out of its list, or out of

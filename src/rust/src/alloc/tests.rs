@@ -10,6 +10,16 @@ fn setup(bytes: u64) -> (Allocator, VecMem) {
     (a, mem)
 }
 
+/// A size whose blocks are too large for the cache (freed at once).
+const BIG: u64 = CACHE_UNITS as u64 * ALIGN + 1000;
+
+/// `free`, then the cache given back to the free lists: the block is
+/// merged with its free neighbours.
+fn free_now(a: &mut Allocator, mem: &mut VecMem, p: u64) {
+    a.free(mem, p).unwrap();
+    a.flush_cache(mem).unwrap();
+}
+
 #[test]
 fn empty_arena_is_one_free_block() {
     let (a, mem) = setup(4096);
@@ -40,15 +50,15 @@ fn small_requests_cost_one_64_byte_span() {
 fn free_coalesces_both_sides() {
     let (mut a, mut mem) = setup(8192);
     let ps: Vec<u64> = (0..5).map(|_| a.malloc(&mut mem, 100).unwrap()).collect();
-    a.free(&mut mem, ps[1]).unwrap();
-    a.free(&mut mem, ps[3]).unwrap();
+    free_now(&mut a, &mut mem, ps[1]);
+    free_now(&mut a, &mut mem, ps[3]);
     a.check_invariants(&mem).unwrap();
     assert_eq!(a.stats().free_blocks, 3);
-    a.free(&mut mem, ps[2]).unwrap(); // merges 1, 2, 3
+    free_now(&mut a, &mut mem, ps[2]); // merges 1, 2, 3
     a.check_invariants(&mem).unwrap();
     assert_eq!(a.stats().free_blocks, 2);
     for p in [ps[0], ps[4]] {
-        a.free(&mut mem, p).unwrap();
+        free_now(&mut a, &mut mem, p);
     }
     a.check_invariants(&mem).unwrap();
     assert_eq!(a.blocks(&mem), vec![(64, 8192 - 64 - HEADER, false)]);
@@ -59,7 +69,7 @@ fn freed_space_is_reused() {
     let (mut a, mut mem) = setup(1 << 16);
     let p = a.malloc(&mut mem, 1000).unwrap();
     let _q = a.malloc(&mut mem, 1000).unwrap();
-    a.free(&mut mem, p).unwrap();
+    free_now(&mut a, &mut mem, p);
     assert_eq!(a.malloc(&mut mem, 1000), Some(p));
 }
 
@@ -86,7 +96,7 @@ fn bogus_offsets_are_errors() {
         assert!(a.usable_size(&mem, bad).is_err(), "usable_size({bad})");
         assert!(a.resize_in_place(&mut mem, bad, 10).is_err());
     }
-    a.free(&mut mem, p).unwrap();
+    free_now(&mut a, &mut mem, p);
     assert!(a.free(&mut mem, p).is_err(), "double free");
     assert!(a.usable_size(&mem, p).is_err());
     a.check_invariants(&mem).unwrap();
@@ -99,8 +109,8 @@ fn double_free_after_merge_is_an_error() {
     let p = a.malloc(&mut mem, 10).unwrap();
     let q = a.malloc(&mut mem, 10).unwrap();
     let _r = a.malloc(&mut mem, 10).unwrap();
-    a.free(&mut mem, p).unwrap();
-    a.free(&mut mem, q).unwrap(); // q merges into p
+    free_now(&mut a, &mut mem, p);
+    free_now(&mut a, &mut mem, q); // q merges into p
     assert!(a.free(&mut mem, q).is_err());
     assert!(a.free(&mut mem, p).is_err());
     a.check_invariants(&mem).unwrap();
@@ -126,7 +136,7 @@ fn large_block_nearly_the_whole_arena_fits() {
     let p = a.malloc(&mut mem, size - 64 - HEADER - 64 * 3).unwrap();
     assert!(a.malloc(&mut mem, 200).is_none());
     assert!(a.malloc(&mut mem, 100).is_some());
-    a.free(&mut mem, p).unwrap();
+    free_now(&mut a, &mut mem, p);
     a.check_invariants(&mem).unwrap();
 }
 
@@ -149,7 +159,7 @@ fn resize_grows_and_shrinks_in_place() {
     assert_eq!(a.resize_in_place(&mut mem, p, 4000), Ok(true));
     assert_eq!(mem.load(p), 0xdead_beef);
     // Shrink merges with a free successor.
-    a.free(&mut mem, q).unwrap();
+    free_now(&mut a, &mut mem, q);
     assert_eq!(a.resize_in_place(&mut mem, p, 0), Ok(true));
     assert_eq!(a.stats().free_blocks, 1);
     assert_eq!(a.resize_in_place(&mut mem, p, u64::MAX), Ok(false));
@@ -169,8 +179,8 @@ fn rebuild_from_live_blocks() {
         .iter()
         .map(|&s| a.malloc(&mut mem, s).unwrap())
         .collect();
-    a.free(&mut mem, ps[1]).unwrap();
-    a.free(&mut mem, ps[3]).unwrap();
+    free_now(&mut a, &mut mem, ps[1]);
+    free_now(&mut a, &mut mem, ps[3]);
     let live: Vec<(u64, u64)> = [ps[4], ps[0], ps[2]]
         .iter()
         .map(|&p| (p, a.usable_size(&mem, p).unwrap()))
@@ -263,7 +273,7 @@ fn several_arenas_never_share_blocks() {
     assert_eq!(ps.len(), 9, "three 1024-byte blocks fit per 4 KiB arena");
     a.check_invariants(&mem).unwrap();
     for p in ps {
-        a.free(&mut mem, p).unwrap();
+        free_now(&mut a, &mut mem, p);
     }
     a.check_invariants(&mem).unwrap();
     assert_eq!(a.stats().free_blocks, 3);
@@ -272,14 +282,14 @@ fn several_arenas_never_share_blocks() {
 #[test]
 fn corrupt_links_poison_instead_of_panicking() {
     let (mut a, mut mem) = setup(1 << 16);
-    let p = a.malloc(&mut mem, 100).unwrap();
-    let q = a.malloc(&mut mem, 100).unwrap();
-    let _r = a.malloc(&mut mem, 100).unwrap();
-    let s = a.malloc(&mut mem, 100).unwrap();
-    a.free(&mut mem, q).unwrap();
+    let p = a.malloc(&mut mem, BIG).unwrap();
+    let q = a.malloc(&mut mem, BIG).unwrap();
+    let _r = a.malloc(&mut mem, BIG).unwrap();
+    let s = a.malloc(&mut mem, BIG).unwrap();
+    free_now(&mut a, &mut mem, q);
     // Freeing `s` (not next to `q`) puts `q` in its list: a listed block's
     // links are followed, the pending block's are not.
-    a.free(&mut mem, s).unwrap();
+    free_now(&mut a, &mut mem, s);
     // A stray write over the free block's links.
     mem.store(q - 16, 1 << 40);
     assert!(a.free(&mut mem, p).is_err());
@@ -291,11 +301,64 @@ fn corrupt_links_poison_instead_of_panicking() {
 #[test]
 fn corrupt_span_is_caught() {
     let (mut a, mut mem) = setup(1 << 16);
-    let p = a.malloc(&mut mem, 100).unwrap();
-    let q = a.malloc(&mut mem, 100).unwrap();
-    a.free(&mut mem, q).unwrap();
+    let p = a.malloc(&mut mem, BIG).unwrap();
+    let q = a.malloc(&mut mem, BIG).unwrap();
+    free_now(&mut a, &mut mem, q);
     // The free successor claims to run past the arena.
     mem.store(q - HEADER, (1 << 20) | 1);
     assert!(a.free(&mut mem, p).is_err());
     assert!(a.corruption().is_some());
+}
+
+#[test]
+fn freed_small_blocks_are_cached_not_live_and_reused() {
+    let (mut a, mut mem) = setup(1 << 16);
+    let ps: Vec<u64> = (0..4).map(|_| a.malloc(&mut mem, 100).unwrap()).collect();
+    let before = a.stats();
+    a.free(&mut mem, ps[1]).unwrap();
+    a.free(&mut mem, ps[2]).unwrap();
+    a.check_invariants(&mem).unwrap();
+    // Free for the heap: counted free, reported free, no longer live.
+    let st = a.stats();
+    assert_eq!(st.used_blocks, before.used_blocks - 2);
+    assert_eq!(st.free_bytes, before.free_bytes + 2 * 192);
+    assert_eq!(st.free_blocks, before.free_blocks + 2);
+    let blocks = a.blocks(&mem);
+    assert!(blocks.contains(&(ps[1], 192 - HEADER, false)));
+    assert!(
+        a.free(&mut mem, ps[1]).is_err(),
+        "double free of a cached block"
+    );
+    assert!(a.usable_size(&mem, ps[2]).is_err());
+    assert!(a.resize_in_place(&mut mem, ps[2], 10).is_err());
+    assert_eq!(a.stats(), st, "refused calls change nothing");
+    // Growing ps[0] into its cached neighbour gives the cache back first.
+    assert_eq!(a.resize_in_place(&mut mem, ps[0], 300), Ok(true));
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.blocks(&mem)[1], (ps[0] + 384, 192 - HEADER, false));
+    // A malloc of a cached span takes the last block freed of that span.
+    free_now(&mut a, &mut mem, ps[0]);
+    a.free(&mut mem, ps[3]).unwrap();
+    assert_eq!(a.malloc(&mut mem, 150), Some(ps[3]));
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.usable_size(&mem, ps[3]).unwrap(), 192 - HEADER);
+}
+
+#[test]
+fn a_full_cache_is_flushed_and_malloc_uses_cached_space() {
+    let (mut a, mut mem) = setup(1 << 20);
+    let mut ps = Vec::new();
+    while let Some(p) = a.malloc(&mut mem, 16) {
+        ps.push(p);
+    }
+    assert!(ps.len() > CACHE_MAX);
+    for &p in &ps {
+        a.free(&mut mem, p).unwrap();
+        assert!(a.cached <= CACHE_MAX);
+    }
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.stats().used_blocks, 0);
+    // A large request merges the cache back into one block.
+    assert!(a.malloc(&mut mem, (1 << 20) - 64 - HEADER).is_some());
+    a.check_invariants(&mem).unwrap();
 }
