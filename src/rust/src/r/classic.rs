@@ -20,8 +20,18 @@
 //!
 //! Nothing below depends on these sizes: the block is allocated in advance
 //! with room to spare (a possible long-vector header included) and R's
-//! request is checked against it; vectors are recognised by the distance
-//! from the block start, bounded by `MAX_HEADER`.
+//! request is checked against it; vectors are recognised by the allocator
+//! copy at the block start, searched at most `MAX_HEADER` bytes before the
+//! node.
+//!
+//! Recognising a classic vector (`is_fmalloc()`, naming its data): [`LIVE`]
+//! lists the heaps with live classic vectors (a count each, no per-block
+//! set, so creating one costs no map insert). A non-ALTREP vector whose node
+//! lies inside one of their mappings was made by R through our allocator
+//! (R puts no other node there); its block is the nearest start before it
+//! that holds our allocator copy (our `mem_alloc` and `mem_free`), read only
+//! after `Heap::ptr` proved those bytes mapped. The copy's `data` pointer
+//! is never followed there: nothing proves where it points.
 //!
 //! The header holds process pointers, so classic vectors are session-scoped
 //! (their *data* can be named and reconnected as ALTREP later). For
@@ -40,7 +50,6 @@
 //! R does not use the allocator for length 0 (any type) or for length 1
 //! logical/integer/double; `vector::create` sends those to ALTREP.
 
-use std::collections::BTreeSet;
 use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -78,10 +87,10 @@ struct ClassicBlock {
     bytes: u64,
 }
 
-/// Heaps with live classic vectors and their blocks; `is_fmalloc()` and
-/// `block_of` recognise a classic vector by its address with it. A heap
-/// stays here (a clone) while it has at least one live classic vector.
-static LIVE: Mutex<Vec<(Heap, BTreeSet<u64>)>> = Mutex::new(Vec::new());
+/// Heaps with live classic vectors and how many each has; `block_of` looks
+/// for a vector's node in their mappings. A heap stays here (a clone) while
+/// it has at least one live classic vector.
+static LIVE: Mutex<Vec<(Heap, u64)>> = Mutex::new(Vec::new());
 
 fn same_heap(a: &Heap, b: &Heap) -> bool {
     // Byte comparison of the canonical paths (a Path comparison would parse
@@ -89,24 +98,39 @@ fn same_heap(a: &Heap, b: &Heap) -> bool {
     a.heap_id() == b.heap_id() && a.path().as_os_str() == b.path().as_os_str()
 }
 
-fn live_add(heap: &Heap, block: u64) {
+fn live_add(heap: &Heap) {
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     match live.iter_mut().find(|(h, _)| same_heap(h, heap)) {
-        Some((_, blocks)) => {
-            blocks.insert(block);
-        }
-        None => live.push((heap.clone(), BTreeSet::from([block]))),
+        Some((_, count)) => *count += 1,
+        None => live.push((heap.clone(), 1)),
     }
 }
 
-fn live_remove(heap: &Heap, block: u64) {
+fn live_remove(heap: &Heap) {
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(i) = live.iter().position(|(h, _)| same_heap(h, heap)) {
-        live[i].1.remove(&block);
-        if live[i].1.is_empty() {
+        live[i].1 -= 1;
+        if live[i].1 == 0 {
             live.swap_remove(i);
         }
     }
+}
+
+/// Whether the block at `block` of `heap` starts with the allocator copy R
+/// stores for a vector we allocated there (our two functions).
+fn is_our_copy(heap: &Heap, block: u64) -> bool {
+    let Ok(p) = heap.ptr(block, ALLOCATOR_COPY) else {
+        return false;
+    };
+    // SAFETY: `Heap::ptr` proved [block, block + ALLOCATOR_COPY) mapped (it
+    // stays mapped: `heap` is alive); plain words, read unaligned.
+    let words = unsafe { ptr::read_unaligned(p.as_ptr() as *const [usize; 4]) };
+    let ours = [
+        mem_alloc as unsafe extern "C" fn(*mut R_allocator_t, usize) -> *mut c_void as usize,
+        mem_free as unsafe extern "C" fn(*mut R_allocator_t, *mut c_void) as usize,
+    ];
+    // R_allocator_t: mem_alloc, mem_free, res, data.
+    words[0] == ours[0] && words[1] == ours[1] && words[3] != 0
 }
 
 unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_void {
@@ -132,7 +156,7 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
                 return None;
             }
         };
-        live_add(heap, off);
+        live_add(heap);
         let owned = Box::into_raw(Box::new(ClassicBlock {
             heap: heap.clone(),
             block: off,
@@ -153,7 +177,7 @@ unsafe extern "C" fn mem_free(a: *mut R_allocator_t, _block: *mut c_void) {
     let owned = unsafe { Box::from_raw((*a).data as *mut ClassicBlock) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
         let _ = owned.heap.release(owned.block);
-        live_remove(&owned.heap, owned.block);
+        live_remove(&owned.heap);
         super::vector::returned(owned.bytes);
         drop(owned);
     }));
@@ -255,9 +279,10 @@ pub(crate) fn new_vector_in(
 }
 
 /// The heap block of a classic vector made by [`new_vector`], if `x` is one:
-/// the live classic block that starts at most [`MAX_HEADER`] bytes before
-/// `x`'s node (R's header sizes are not part of its API, so no exact
-/// distance is assumed).
+/// its node lies in the mapping of a heap with live classic vectors, and
+/// the block that starts at most [`MAX_HEADER`] bytes before it holds our
+/// allocator copy (R's header sizes are not part of its API, so no exact
+/// distance is assumed; R 4.2 puts the node right after the copy).
 ///
 /// # Safety
 /// `x` must be a valid SEXP.
@@ -271,16 +296,17 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
     };
     let node = x as *const u8;
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    for (heap, blocks) in live.iter() {
+    for (heap, _) in live.iter() {
         let Some(at) = heap.offset_of(node) else {
             continue;
         };
-        let Some(&block) = blocks.range(..at).next_back() else {
-            continue;
-        };
-        if at - block > MAX_HEADER {
-            continue;
-        }
+        let nearest = at.checked_sub(ALLOCATOR_COPY)?;
+        let farthest = at.saturating_sub(MAX_HEADER);
+        // Blocks are 8-byte aligned.
+        let block = (farthest..=nearest)
+            .rev()
+            .step_by(8)
+            .find(|&b| is_our_copy(heap, b))?;
         // SAFETY: x is a live vector; its data follow its header.
         let data = unsafe { DATAPTR(x) } as *const u8;
         let data_offset = heap.offset_of(data)?;

@@ -6,8 +6,7 @@
 use std::cell::Cell;
 
 use savvy::{
-    savvy, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp,
-    Sexp, TypedSexp,
+    savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp, TypedSexp,
 };
 
 use super::altrep::{self, BlockRef};
@@ -318,14 +317,30 @@ fn elem_arg(x: Sexp) -> savvy::Result<ElemType> {
             "`type` must be one of \"logical\", \"integer\", \"numeric\", \"double\", \"complex\", \"raw\", \"character\"",
         )
     };
-    match x.into_typed() {
-        TypedSexp::String(s) if s.len() == 1 => s
-            .iter()
-            .next()
-            .filter(|v| !v.is_na())
-            .and_then(elem_from_name)
-            .ok_or_else(bad),
-        _ => Err(bad()),
+    // SAFETY: x is a SEXP R passed in (see `single_string`).
+    unsafe { single_string(x.0) }
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(elem_from_name)
+        .ok_or_else(bad)
+}
+
+/// The bytes of `x` when it is a character vector of length 1 and not NA
+/// (no translation: the names compared against are ASCII).
+///
+/// # Safety
+/// `x` must be a valid SEXP; the bytes live as long as `x`.
+unsafe fn single_string<'a>(x: SEXP) -> Option<&'a [u8]> {
+    // SAFETY: type and length read first; element 0 of a STRSXP is a
+    // CHARSXP whose R_CHAR is NUL-terminated.
+    unsafe {
+        if TYPEOF(x) as SEXPTYPE != STRSXP || XLENGTH(x) != 1 {
+            return None;
+        }
+        let c = STRING_ELT(x, 0);
+        if c == R_NaString {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(R_CHAR(c)).to_bytes())
     }
 }
 
@@ -350,10 +365,10 @@ fn method_arg(x: Sexp) -> savvy::Result<bool> {
         TypedSexp::String(s) => s,
         _ => return Err(bad()),
     };
-    let v: Vec<&str> = s.iter().collect();
-    match v.as_slice() {
-        ["altrep"] | ["altrep", "classic"] => Ok(false),
-        ["classic"] => Ok(true),
+    let mut it = s.iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some("altrep"), None, _) | (Some("altrep"), Some("classic"), None) => Ok(false),
+        (Some("classic"), None, _) => Ok(true),
         _ => Err(bad()),
     }
 }
