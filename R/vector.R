@@ -72,13 +72,15 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
     return(.fmalloc_create_named(type, length, heap, method, init, name, sys.call()))
   }
   # Kept thin: creating many small vectors must cost about what double(k)
-  # does. The arguments are checked in Rust, which returns an error as a
-  # list holding the tagged message instead of raising it (see
-  # fmalloc_vector_create() in src/rust/src/r/vector.rs).
+  # does. The arguments are checked in Rust, which returns an error as the
+  # tagged message with a class instead of raising it (see
+  # fmalloc_vector_create() in src/rust/src/r/vector.rs); a new vector has no
+  # class, and is.object() is inlined by the byte compiler (is.list() is a
+  # call).
   x <- .Call(savvy_fmalloc_vector_create__impl,
              if (is.null(heap)) .fmalloc_state$heap else heap,
              type, length, if (missing(method)) NULL else method, init)
-  if (is.list(x)) .fmalloc_raise(x[[1L]], sys.call())
+  if (is.object(x)) .fmalloc_raise(unclass(x), sys.call())
   x
 }
 

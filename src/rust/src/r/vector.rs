@@ -231,9 +231,11 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc)> {
 // The implementation of `create_fmalloc_vector()`, called by R with the
 // user's arguments unchecked (`heap` is the handle, or NULL when there is no
 // default heap). It is on the hot path of creating many small vectors, so
-// the checks are done here and errors are *returned*, not raised: a list
-// holding the tagged message (`<class> Rfmalloc: ...`, see `r::error`),
-// which R/vector.R turns into a classed condition. Raising through savvy
+// the checks are done here and errors are *returned*, not raised: the
+// tagged message (`<class> Rfmalloc: ...`, see `r::error`) as a string with
+// the class `fmalloc_error_message` (a new vector never has a class, and R
+// tests that with an inlined `is.object()`), which R/vector.R turns into a
+// classed condition. Raising through savvy
 // would need `.rfm()` around every call, which costs more than creating a
 // small vector. R errors raised inside R's allocator still propagate.
 /// @noRd
@@ -258,8 +260,8 @@ fn fmalloc_vector_create(
         Ok(x) => Ok(x),
         Err(e @ savvy::Error::Aborted(_)) => Err(e),
         Err(e) => {
-            let mut out = OwnedListSexp::new(1, false)?;
-            out.set_value(0, OwnedStringSexp::try_from(e.to_string().as_str())?)?;
+            let mut out = OwnedStringSexp::try_from(e.to_string().as_str())?;
+            out.set_class(["fmalloc_error_message"])?;
             out.into()
         }
     }
