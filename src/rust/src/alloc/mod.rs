@@ -176,6 +176,15 @@ const fn footer_at(p: u64, span: u64) -> u64 {
     p + span - HEADER - 8
 }
 
+/// Writes the header, empty tag and footer of a free block of span `span`
+/// at payload offset `p` (it is not put in a list here).
+#[inline(always)]
+fn write_free<M: Mem>(mem: &mut M, p: u64, span: u64) {
+    mem.store(span_at(p), span | FREE);
+    mem.store(tag_at(p), 0);
+    mem.store(footer_at(p, span), span);
+}
+
 /// Footer of the block before the block at `p`.
 #[inline(always)]
 const fn footer_before(p: u64) -> u64 {
@@ -295,9 +304,7 @@ impl Allocator {
         if rest > 0 {
             // Split: the tail stays free; the block after it keeps PREV_FREE.
             let r = p + span;
-            mem.store(span_at(r), rest | FREE);
-            mem.store(tag_at(r), 0);
-            mem.store(footer_at(r, rest), rest);
+            write_free(mem, r, rest);
             self.insert(mem, r, rest);
             self.stats.free_bytes -= span;
         } else {
@@ -449,9 +456,7 @@ impl Allocator {
                 tspan += ns;
                 self.stats.free_blocks -= 1;
             }
-            mem.store(span_at(t), tspan | FREE);
-            mem.store(tag_at(t), 0);
-            mem.store(footer_at(t, tspan), tspan);
+            write_free(mem, t, tspan);
             let after = t + tspan;
             let w = mem.load(span_at(after));
             mem.store(span_at(after), w | PREV_FREE);
@@ -469,9 +474,7 @@ impl Allocator {
             let rest = span + ns - need;
             if rest > 0 {
                 let r = off + need;
-                mem.store(span_at(r), rest | FREE);
-                mem.store(tag_at(r), 0);
-                mem.store(footer_at(r, rest), rest);
+                write_free(mem, r, rest);
                 self.insert(mem, r, rest);
             } else {
                 let after = next + ns;

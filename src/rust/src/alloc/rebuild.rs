@@ -1,8 +1,8 @@
 //! Adding arenas: empty, or rebuilt around the live blocks the catalog names.
 
 use super::{
-    footer_at, span_at, span_for, tag_at, Allocator, Arena, Mem, ALIGN, FREE, MAX_OFFSET,
-    MIN_ARENA, PREV_FREE,
+    span_at, span_for, tag_at, write_free, Allocator, Arena, Mem, ALIGN, MAX_OFFSET, MIN_ARENA,
+    PREV_FREE,
 };
 
 impl Allocator {
@@ -80,9 +80,7 @@ impl Allocator {
     /// Writes and lists a free block; the caller sets the next block's
     /// PREV_FREE.
     fn add_free_gap<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) {
-        mem.store(span_at(p), span | FREE);
-        mem.store(tag_at(p), 0);
-        mem.store(footer_at(p, span), span);
+        write_free(mem, p, span);
         self.insert(mem, p, span);
         self.stats.free_bytes += span;
         self.stats.free_blocks += 1;
