@@ -373,7 +373,6 @@ pub(crate) enum BlockRef {
     /// vector takes that reference over.
     Adopt,
     /// The block is shared (e.g. named): the vector retains one more.
-    #[allow(dead_code)] // used by named objects (r/named_leaf.rs)
     Retain,
 }
 

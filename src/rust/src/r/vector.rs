@@ -221,7 +221,6 @@ pub(crate) unsafe fn locate(x: SEXP) -> Option<Located> {
 ///
 /// # Safety
 /// `x` must be a valid SEXP.
-#[allow(dead_code)] // used by named objects (r/named_leaf.rs)
 pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc)> {
     // SAFETY: forwarded.
     let l = unsafe { locate(x) }?;
