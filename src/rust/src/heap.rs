@@ -238,7 +238,10 @@ fn canonical_path(path: &Path, readonly: bool) -> Result<PathBuf> {
             Err(e) => return Err(Error::io(path, "create", e)),
         }
     }
+    // Without Windows' `\\?\` prefix: this is the path shown, stored and
+    // compared (registry, references to named objects).
     let canon = std::fs::canonicalize(path).map_err(|e| Error::io(path, "open", e))?;
+    let canon = crate::sys::normal_path(canon);
     let meta = std::fs::metadata(&canon).map_err(|e| Error::io(path, "open", e))?;
     if !meta.is_file() {
         return Err(Error::Invalid(format!(
@@ -325,8 +328,8 @@ fn space_error(path: &Path, requested: u64, what: &str, e: std::io::Error) -> Er
 impl Shared {
     fn open(path: &Path, canon: &Path, opts: &OpenOptions) -> Result<(Shared, bool)> {
         // Lock before validating (validation must not race a writer), and
-        // lock the descriptor that will write: on Windows a lock binds every
-        // other handle, even our own. Opening for writing changes nothing in
+        // lock the descriptor that will write, so that the lock lives as
+        // long as the mapping's file. Opening for writing changes nothing in
         // the file; nothing is written until validation has passed.
         let file = if opts.readonly {
             File::open(canon).map_err(|e| Error::io(path, "open", e))?
@@ -425,10 +428,12 @@ impl Shared {
             heap_len: size,
             ..Slot::default()
         };
+        // Sparse before it grows: `size` costs no disk until used.
+        crate::map::make_sparse(&rw);
         let written = rw
             .set_len(size)
             .and_then(|()| rw.write_all(&header.encode_page(&slot)))
-            .and_then(|()| rw.sync_all());
+            .and_then(|()| crate::sys::sync_file(&rw));
         if let Err(e) = written {
             // Leave the file empty, as it was.
             let _ = rw.set_len(0);
@@ -539,7 +544,7 @@ impl State {
             let written = self
                 .map
                 .write(off, &blob)
-                .and_then(|()| self.map.flush(off, blob.len() as u64));
+                .and_then(|()| self.map.flush_durable(off, blob.len() as u64));
             if let Err(e) = written {
                 self.free_block(off);
                 return Err(io("write the catalog of")(e));
@@ -567,7 +572,7 @@ impl State {
         let written = self
             .map
             .write(at, &slot.encode())
-            .and_then(|()| self.map.flush(0, HEADER_SIZE));
+            .and_then(|()| self.map.flush_durable(0, HEADER_SIZE));
         if let Err(e) = written {
             let _ = self.map.write(at, &old_bytes);
             if off != 0 {

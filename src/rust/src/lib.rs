@@ -12,5 +12,6 @@ pub mod map;
 #[doc(hidden)]
 pub mod prng;
 pub mod strpool;
+mod sys;
 
 mod r;

@@ -1,17 +1,19 @@
 //! Cross-process locking (one writer or many readers) and fork detection.
 //!
 //! A writable open holds an exclusive lock, a read-only open a shared lock,
-//! both taken without blocking with std's file locks (`flock` on Unix,
-//! `LockFileEx` on Windows). The lock belongs to the open file description
-//! and goes away when its last descriptor closes; it is never released
-//! explicitly, because an explicit unlock in a forked child (which shares the
-//! description) would release the parent's lock.
+//! both taken without blocking (`sys::try_lock`): on Unix std's `flock` of
+//! the whole file; on Windows, where locks are mandatory and a locked range
+//! could not even be read by other processes, `LockFileEx` of one byte far
+//! past the data. The lock belongs to the open file description (the
+//! handle) and goes away when its last descriptor closes; it is never
+//! released explicitly, because an explicit unlock in a forked child (which
+//! shares the description) would release the parent's lock.
 //!
 //! Within one process the heap registry (`heap.rs`) hands out the same open
 //! heap for the same path, so this lock only ever arbitrates between
 //! processes.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Once;
@@ -21,14 +23,9 @@ use crate::error::{Error, Result};
 /// Takes the lock on `file` without waiting: exclusive for a writer, shared
 /// for a reader. A conflicting lock gives `Error::Locked` naming `path`.
 pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
-    let r = if exclusive {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    match r {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+    match crate::sys::try_lock(file, exclusive) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::Locked {
             path: path.to_path_buf(),
             detail: if exclusive {
                 "another process has it open (one writer or many readers); close it there first"
@@ -39,7 +36,7 @@ pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
                     .into()
             },
         }),
-        Err(TryLockError::Error(e)) => Err(Error::io(path, "lock", e)),
+        Err(e) => Err(Error::io(path, "lock", e)),
     }
 }
 
@@ -121,6 +118,18 @@ mod tests {
         let d = File::open(&p).unwrap();
         let err = lock(&d, &p, false).unwrap_err();
         assert!(err.to_string().contains(&*p.to_string_lossy()));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    /// The lock must not keep anyone from reading the bytes (Windows locks
+    /// are mandatory: there it locks a byte far past the data).
+    #[test]
+    fn locked_file_stays_readable() {
+        let p = temp("r");
+        let a = File::open(&p).unwrap();
+        lock(&a, &p, true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
+        drop(a);
         std::fs::remove_file(&p).unwrap();
     }
 

@@ -409,6 +409,14 @@ fn info_reports_sizes() {
     assert!(i1.used_bytes >= i0.used_bytes + 100_000);
     assert!(i1.free_bytes + 100_000 <= i0.free_bytes);
     assert_eq!(i1.objects, 1);
+    // The canonical path, in the form users know (no `\\?\` on Windows).
+    assert_eq!(
+        std::fs::canonicalize(&i1.path).unwrap(),
+        std::fs::canonicalize(&p).unwrap()
+    );
+    assert!(i1.path.is_absolute());
+    assert!(!i1.path.to_string_lossy().starts_with(r"\\?\"));
+    #[cfg(unix)]
     assert_eq!(i1.path, std::fs::canonicalize(&p).unwrap());
 }
 

@@ -4,13 +4,17 @@
 
 mod heap_util;
 
+#[cfg(unix)]
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+#[cfg(unix)]
+use std::process::Stdio;
 
 use heap_util::*;
 use rfmalloc::error::Error;
 use rfmalloc::heap::Heap;
+#[cfg(unix)]
 use rfmalloc::prng::Rng;
 
 const MODE: &str = "RFM_CHILD_MODE";
@@ -183,6 +187,7 @@ fn crash_loop(path: &Path) {
     }
 }
 
+#[cfg(unix)]
 fn check_crash_state(p: &Path) -> usize {
     let h = open(p, 1 << 20);
     h.check_invariants().unwrap();

@@ -275,15 +275,13 @@ pub fn round_up(v: u64, to: u64) -> Option<u64> {
     Some(v.checked_add(to - 1)? & !(to - 1))
 }
 
-/// A fresh random heap id: 16 bytes of /dev/urandom, or (where that is not
-/// readable) a hash of time, pid and an address.
+/// A fresh random heap id: 16 bytes from the operating system
+/// (`/dev/urandom` on Unix, `BCryptGenRandom` on Windows), or (where that
+/// fails) a hash of time, pid and an address.
 pub fn new_heap_id() -> [u8; 16] {
-    use std::io::Read;
     let mut id = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(&mut id).is_ok() && id != [0u8; 16] {
-            return id;
-        }
+    if crate::sys::fill_random(&mut id) && id != [0u8; 16] {
+        return id;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

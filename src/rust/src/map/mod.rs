@@ -13,9 +13,13 @@
 //! (`reserve`), allocator headers page by page (in `Mem::store`). A failed
 //! reservation is reported (`Error::Full` upstream) instead. A chunk
 //! reserved for the first time is also filled with zeros where it is a hole
-//! (`prefault`), which is how its pages get into memory cheapest. On other
-//! operating systems the file stays sparse and a full disk can still raise
-//! SIGBUS on first write (documented limitation).
+//! (`prefault`), which is how its pages get into memory cheapest. macOS (and
+//! the BSDs and Solaris) have no `posix_fallocate` for ranges inside a file:
+//! there, and on Windows (whose heap files are sparse too, see
+//! `make_sparse`), reservation writes zeros into the holes of the range
+//! (`fill_holes`), which fails with ENOSPC just the same. Where holes cannot
+//! be found (no `SEEK_HOLE`) the file stays sparse and a full disk can
+//! still raise SIGBUS on first write (documented limitation).
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -63,7 +67,7 @@ impl Hot {
     };
 }
 
-/// Disk reservation bookkeeping (Linux only does anything).
+/// Disk reservation bookkeeping.
 #[derive(Default)]
 struct Reservation {
     /// For chunk `i`: reserved up to this absolute offset from the chunk start.
@@ -75,6 +79,14 @@ struct Reservation {
     /// Chunks that may hold blocks reserved range by range (a reservation
     /// of the whole chunk failed): never prefaulted, see `prefault`.
     no_prefault: HashSet<u64>,
+}
+
+/// Makes a new, still empty heap file sparse before it is extended, where
+/// files are not sparse by default (Windows: `FSCTL_SET_SPARSE`). Best
+/// effort: on a file system without sparse files (FAT) the file takes its
+/// full size on disk, which is still correct.
+pub fn make_sparse(file: &File) {
+    let _ = crate::sys::make_sparse(file);
 }
 
 /// The mapped extents of one heap file.
@@ -261,7 +273,22 @@ impl Mapping {
         }
     }
 
-    /// msync of every extent, then fsync of the file.
+    /// `flush` at a commit point: when it returns, `[off, off + len)` and
+    /// everything flushed before it survive a power loss. msync is enough
+    /// on Linux (and FlushViewOfFile + FlushFileBuffers, which memmap2's
+    /// flush does, on Windows); on macOS it leaves the data in the drive's
+    /// cache, so the file is also fully synced there (`sys::sync_file`).
+    pub fn flush_durable(&self, off: u64, len: u64) -> io::Result<()> {
+        self.flush(off, len)?;
+        #[cfg(target_vendor = "apple")]
+        if let Some(f) = &self.file {
+            crate::sys::sync_file(f)?;
+        }
+        Ok(())
+    }
+
+    /// msync of every extent, then fsync of the file (`F_FULLFSYNC` on
+    /// macOS, see `sys::sync_file`).
     pub fn sync_all(&self) -> io::Result<()> {
         for e in &self.extents {
             if let Region::Rw(m) = &e.region {
@@ -269,7 +296,7 @@ impl Mapping {
             }
         }
         match &self.file {
-            Some(f) => f.sync_all(),
+            Some(f) => crate::sys::sync_file(f),
             None => Ok(()),
         }
     }
@@ -483,9 +510,71 @@ impl Mapping {
         }
     }
 
+    /// Reservation without `posix_fallocate` (macOS has none for ranges
+    /// inside a file, `F_PREALLOCATE` only allocates past the end; Windows
+    /// has none for sparse files): zeros are written into the holes of the
+    /// range (`fill_holes`), which allocates their disk blocks or fails with
+    /// ENOSPC (ERROR_DISK_FULL) on a full disk. A system or file system that
+    /// cannot report holes: unsupported, the file stays sparse.
     #[cfg(not(target_os = "linux"))]
-    fn fallocate(&mut self, _off: u64, _len: u64) -> io::Result<()> {
-        self.reservation.unsupported = true;
+    fn fallocate(&mut self, off: u64, len: u64) -> io::Result<()> {
+        match self.fill_holes(off, len) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                self.reservation.unsupported = true;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Allocates disk blocks for `[off, off + len)` by writing zeros into
+    /// its holes (`sys::next_hole`); an `Unsupported` error when holes
+    /// cannot be found, another error (ENOSPC on a full disk) when a write
+    /// fails.
+    ///
+    /// Only holes are written, and of those only the pages that read as
+    /// zeros through the mapping: blocks handed out earlier may hold data,
+    /// and a page written through the mapping but not yet written back may
+    /// still be a hole to the file system. Zeros written over zeros change
+    /// nothing, and nobody writes the range meanwhile: the caller holds the
+    /// heap's lock, and the blocks in the range are being handed out (not
+    /// yet given to anyone) or were reserved, so are no holes, when they
+    /// were handed out.
+    #[cfg(any(not(target_os = "linux"), test))]
+    fn fill_holes(&self, off: u64, len: u64) -> io::Result<()> {
+        /// Zeros to copy from; never written, so (in `.bss`) it costs no memory.
+        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+        let Some(f) = &self.file else { return Ok(()) };
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.len())
+            .ok_or_else(|| io::Error::other("reservation beyond the end of the file"))?;
+        // `[from, to)` lies within one page, so within one extent.
+        let zeros = |from: u64, to: u64| {
+            self.bytes(from, to - from)
+                .is_some_and(|b| b.iter().all(|&x| x == 0))
+        };
+        let mut at = off;
+        while let Some((hole, data)) = crate::sys::next_hole(f, at, end)? {
+            // Page by page; consecutive zero pages go out in one write of
+            // up to 1 MiB (`[run, p)` is the pending write).
+            let mut run = hole;
+            let mut p = hole;
+            while p < data {
+                let next = ((p / PAGE + 1) * PAGE).min(data);
+                let keep = !zeros(p, next);
+                if keep || next - run > ZEROS.len() as u64 {
+                    crate::sys::write_all_at(f, &ZEROS[..(p - run) as usize], run)?;
+                    run = if keep { next } else { p };
+                }
+                p = next;
+            }
+            crate::sys::write_all_at(f, &ZEROS[..(data - run) as usize], run)?;
+            if data <= at {
+                break;
+            }
+            at = data;
+        }
         Ok(())
     }
 
@@ -624,6 +713,48 @@ mod tests {
         }
         // Beyond the end is an error, not a silent success.
         assert!(m.reserve(len - 8, 16).is_err());
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    /// The reservation of macOS and Windows (tested here on Linux, which
+    /// has `SEEK_HOLE` too): zeros go into the holes only, so bytes on disk
+    /// and bytes written through the mapping but not yet written back are
+    /// kept, and the holes get disk blocks.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn fill_holes_allocates_and_keeps_data() {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let len = 3 * CHUNK;
+        let (p, f) = temp_file("fillholes", len);
+        f.write_all_at(b"on disk", CHUNK + 5 * PAGE + 3).unwrap();
+        f.sync_all().unwrap();
+        let mut m = Mapping::open_rw(f, len).unwrap();
+        // Written through the mapping only (a hole to the file system until
+        // written back), at the very end of the chunk.
+        m.write(2 * CHUNK - 8, b"in cache").unwrap();
+        let blocks = || std::fs::metadata(&p).unwrap().blocks() * 512;
+        let sparse = blocks() < 1 << 20;
+        // An unaligned range: partial pages at both ends.
+        m.fill_holes(CHUNK + 100, CHUNK - 200).unwrap();
+        if sparse {
+            assert!(blocks() >= CHUNK - 2 * PAGE, "only {} bytes", blocks());
+            assert!(blocks() < CHUNK + 4 * PAGE, "{} bytes", blocks());
+        }
+        assert_eq!(m.bytes(CHUNK + 5 * PAGE + 3, 7).unwrap(), b"on disk");
+        assert_eq!(m.bytes(2 * CHUNK - 8, 8).unwrap(), b"in cache");
+        // Done twice: nothing changes.
+        m.fill_holes(CHUNK, CHUNK).unwrap();
+        assert!(m.fill_holes(len - 8, 16).is_err());
+        m.sync_all().unwrap();
+        drop(m);
+        let bytes = std::fs::read(&p).unwrap();
+        let nonzero: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != 0).collect();
+        let data = (CHUNK + 5 * PAGE + 3) as usize;
+        let cache = (2 * CHUNK - 8) as usize;
+        assert!(nonzero
+            .iter()
+            .all(|&i| (data..data + 7).contains(&i) || (cache..cache + 8).contains(&i)));
+        assert_eq!(&bytes[cache..cache + 8], b"in cache");
         std::fs::remove_file(&p).unwrap();
     }
 
