@@ -37,6 +37,12 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
+#' Whether this build has the classic path (see `r::classic`).
+#' @noRd
+`fmalloc_has_classic` <- function() {
+  .Call(savvy_fmalloc_has_classic__impl)
+}
+
 #' The object `name`: a fresh copy of `skeleton` (from its meta) with leaf
 #' `i` -- a new ALTREP vector over block `i`, of type `types[i]`, with the
 #' attributes `attrs[[i]]` and the S4 bit `s4[i]` -- in place of each

@@ -20,6 +20,18 @@
 #'   vectors made this way hold pointers to R's own string cache, so their
 #'   contents are meaningful in this session only.
 #'
+#' @section The classic path and R's API:
+#' `Rf_allocVector3()` is the only way for a package to choose where R puts
+#' a whole vector, and it is not part of R's API: "Writing R Extensions"
+#' does not list it, and `R CMD check` on R >= 4.5 reports it as a non-API
+#' call. It is Rfmalloc's only non-API call, used by the `"classic"` method
+#' alone. Installing with the environment variable `RFMALLOC_CLASSIC=false`
+#' (e.g. `Sys.setenv(RFMALLOC_CLASSIC = "false")` before
+#' `install.packages()`, or `RFMALLOC_CLASSIC=false R CMD INSTALL ...`)
+#' builds the package without it: `method = "classic"` then gives an error
+#' of class `fmalloc_unsupported`, everything else works the same, and
+#' [fmalloc_has_classic()] returns `FALSE`.
+#'
 #' Character vectors (`"altrep"`) keep their strings in a string pool in the
 #' heap; element reads and writes preserve `NA` and the encoding (UTF-8,
 #' latin1, bytes, native).
@@ -50,7 +62,8 @@
 #' alloc_file <- tempfile(fileext = ".bin")
 #' init_fmalloc(alloc_file)
 #' v_int <- create_fmalloc_vector("integer", 10)
-#' v_num <- create_fmalloc_vector("numeric", 10, method = "classic")
+#' v_num <- create_fmalloc_vector("numeric", 10,
+#'   method = if (fmalloc_has_classic()) "classic" else "altrep")
 #' v_int[1:3] <- c(1L, 2L, 3L)
 #' v_num[1:3] <- c(1.1, 2.2, 3.3)
 #' v_int[1:3]
@@ -122,4 +135,19 @@ is_fmalloc <- function(x) {
 # character vectors); `length` is elements (pool bytes for character).
 .fmalloc_inspect <- function(x) {
   .Call(savvy_fmalloc_vector_inspect__impl, x)
+}
+
+#' Does this build have the classic path?
+#'
+#' `FALSE` when Rfmalloc was installed with `RFMALLOC_CLASSIC=false`, which
+#' leaves out `create_fmalloc_vector(method = "classic")` and with it the
+#' package's only call into R that is not part of R's API
+#' (`Rf_allocVector3()`; see [create_fmalloc_vector()]).
+#'
+#' @returns `TRUE` or `FALSE`.
+#' @examples
+#' fmalloc_has_classic()
+#' @export
+fmalloc_has_classic <- function() {
+  .Call(savvy_fmalloc_has_classic__impl)
 }

@@ -3,6 +3,8 @@
 #   1. the Rust core: cargo fmt --check, cargo clippy -D warnings, cargo test
 #   2. R CMD build, then R CMD check --no-manual on the tarball (which runs
 #      the testthat suite); an ERROR or WARNING in the check fails the run.
+#   3. the same tarball installed with RFMALLOC_CLASSIC=false (no classic
+#      path, no non-API call) and the testthat suite run against it.
 # Ends with one line "N passed, N failed, N skipped": cargo's test totals plus
 # testthat's expectation totals. Exits non-zero if anything failed.
 #
@@ -48,6 +50,9 @@ fi
 step "cargo test" timeout 40m bash -c 'set -o pipefail; cargo test "$@" 2>&1 | tee "'"$work"'/cargo-test.log"' _ "${manifest[@]}"
 unset CARGO_TARGET_DIR
 
+# The vendored crates the package builds from offline match Cargo.lock.
+step "vendored crates" bash "$root/tools/vendor.sh" --check
+
 # ---- 2. R CMD build + check -------------------------------------------------
 cd "$work"
 rm -rf Rfmalloc_*.tar.gz Rfmalloc.Rcheck
@@ -65,6 +70,34 @@ if step "R CMD build" R CMD build --no-manual "$root"; then
   for f in Rfmalloc.Rcheck/tests/testthat.Rout.fail; do
     [ -f "$f" ] && tail -60 "$f"
   done
+  # The build used the vendored crates (R >= 4.6 warns about downloads; R 4.2
+  # does not check, so this does).
+  if grep -q "Downloading crates" Rfmalloc.Rcheck/00install.out 2>/dev/null; then
+    echo "==> R CMD check: the install downloaded crates instead of using src/rust/vendor.tar.xz"
+    failed_steps+=("offline build")
+  fi
+
+  # ---- 3. the build without the classic path (RFMALLOC_CLASSIC=false) -------
+  # Installed from the same tarball; the testthat suite runs against it and
+  # the library must not import Rf_allocVector3 (R's one non-API call we make).
+  rm -rf lib-noclassic && mkdir lib-noclassic
+  if step "install (RFMALLOC_CLASSIC=false)" env RFMALLOC_CLASSIC=false \
+      R CMD INSTALL --no-test-load --library=lib-noclassic "$tarball" > noclassic-install.log 2>&1; then
+    so="$(ls lib-noclassic/Rfmalloc/libs/Rfmalloc.so 2>/dev/null | head -1)"
+    if [ -n "$so" ] && nm -D --undefined-only "$so" | grep -qw Rf_allocVector3; then
+      echo "==> RFMALLOC_CLASSIC=false: $so still imports Rf_allocVector3"
+      failed_steps+=("no-classic build")
+    fi
+    rm -rf noclassic-src && mkdir noclassic-src && tar -xzf "$tarball" -C noclassic-src
+    step "tests (RFMALLOC_CLASSIC=false)" timeout 40m env NOT_CRAN=true R_LIBS="$work/lib-noclassic" \
+      Rscript -e 'library(testthat); library(Rfmalloc); stopifnot(!fmalloc_has_classic())
+        r <- as.data.frame(test_dir("noclassic-src/Rfmalloc/tests/testthat", reporter = "summary", stop_on_failure = FALSE))
+        cat(sprintf("[ FAIL %d | WARN %d | SKIP %d | PASS %d ]\n", sum(r$failed) + sum(r$error), sum(r$warning), sum(r$skipped), sum(r$nb) - sum(r$failed) - sum(r$skipped)))' \
+      > noclassic-tests.log 2>&1
+    tail -5 noclassic-tests.log
+  else
+    tail -30 noclassic-install.log
+  fi
 fi
 
 # ---- totals -----------------------------------------------------------------
@@ -80,13 +113,14 @@ if [ -f "$work/cargo-test.log" ]; then
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 fi
 rout="$(ls "$work"/Rfmalloc.Rcheck/tests/testthat.Rout "$work"/Rfmalloc.Rcheck/tests/testthat.Rout.fail 2>/dev/null | head -1)"
-if [ -n "$rout" ]; then
-  line="$(grep -E '\[ FAIL [0-9]+ \| WARN [0-9]+ \| SKIP [0-9]+ \| PASS [0-9]+ \]' "$rout" | tail -1)"
+for log in "$rout" "$work/noclassic-tests.log"; do
+  [ -n "$log" ] && [ -f "$log" ] || continue
+  line="$(grep -E '\[ FAIL [0-9]+ \| WARN [0-9]+ \| SKIP [0-9]+ \| PASS [0-9]+ \]' "$log" | tail -1)"
   if [ -n "$line" ]; then
     read -r f s p < <(echo "$line" | sed -E 's/.*FAIL ([0-9]+) \| WARN [0-9]+ \| SKIP ([0-9]+) \| PASS ([0-9]+).*/\1 \2 \3/')
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
   fi
-fi
+done
 
 if [ "${#failed_steps[@]}" -gt 0 ]; then
   echo "test: FAILED steps: ${failed_steps[*]}"

@@ -34,7 +34,12 @@ vector_bytes <- function(x) {
   )
 }
 
-methods <- c("altrep", "classic")
+# The classic method exists unless installed with RFMALLOC_CLASSIC=false.
+methods <- if (fmalloc_has_classic()) c("altrep", "classic") else "altrep"
+
+skip_if_no_classic <- function() {
+  skip_if_not(fmalloc_has_classic(), "built with RFMALLOC_CLASSIC=false")
+}
 
 # A copy made by R's duplicate() (through copy-on-modify of a shared value).
 duplicate_of <- function(x) {

@@ -20,6 +20,9 @@ test_that("the seed README's first example runs and gives the same values", {
 })
 
 test_that("the seed README's 50 GB example runs, sparse and quickly", {
+  # Needs a sparse 50 GB file: NTFS files are not sparse unless marked so, so
+  # on Windows the heap would take (and need) 50 GB of disk.
+  skip_on_os("windows")
   huge_file <- withr::local_tempfile(fileext = ".bin")
   elapsed <- system.time(expect_true(init_fmalloc(huge_file, size_gb = 50)))[["elapsed"]]
   expect_lt(elapsed, 10)
@@ -135,6 +138,23 @@ test_that("arguments are checked with classed errors", {
   e <- tryCatch(create_fmalloc_vector("list", 3), error = identity)
   expect_match(conditionMessage(e), "^Rfmalloc: ")
   expect_identical(conditionCall(e)[[1]], quote(create_fmalloc_vector))
+})
+
+test_that("the classic method is there, or refused with a class when built without it", {
+  local_default_heap()
+  if (fmalloc_has_classic()) {
+    x <- create_fmalloc_vector("double", 10, method = "classic")
+    expect_identical(Rfmalloc:::.fmalloc_inspect(x)$method, "classic")
+  } else {
+    e <- expect_error(create_fmalloc_vector("double", 10, method = "classic"),
+                      class = "fmalloc_unsupported")
+    expect_match(conditionMessage(e), "RFMALLOC_CLASSIC=false", fixed = TRUE)
+    # The default method keeps working, its data in the heap.
+    x <- create_fmalloc_vector("double", 10)
+    x[3] <- 2.5
+    expect_identical(Rfmalloc:::.fmalloc_inspect(x)$method, "altrep")
+    expect_identical(x[3], 2.5)
+  }
 })
 
 test_that("is_fmalloc() is FALSE for ordinary vectors and for copies", {

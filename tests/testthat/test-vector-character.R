@@ -89,6 +89,7 @@ test_that("character vectors work with base functions and copies", {
 })
 
 test_that("classic character vectors are in the heap but session-only", {
+  skip_if_no_classic()
   local_default_heap()
   x <- create_fmalloc_vector("character", 3, method = "classic")
   x[2] <- "\u00e9"

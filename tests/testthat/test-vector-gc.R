@@ -37,7 +37,7 @@ test_that("without explicit gc() the package triggers collections as the heap fi
 test_that("closing with live vectors is safe; they stay usable until collected", {
   path <- local_default_heap()
   a <- create_fmalloc_vector("double", 1000)
-  b <- create_fmalloc_vector("integer", 1000, method = "classic")
+  b <- create_fmalloc_vector("integer", 1000, method = methods[length(methods)])
   s <- create_fmalloc_vector("character", 3)
   a[1:2] <- c(1.5, 2.5)
   b[1:2] <- 7:8
@@ -72,7 +72,7 @@ test_that("closing with live vectors is safe; they stay usable until collected",
 test_that("fmalloc_close() on a handle with live vectors is safe too", {
   path <- withr::local_tempfile(fileext = ".bin")
   heap <- fmalloc_open(path, size_gb = 0.01)
-  x <- create_fmalloc_vector("raw", 100, heap = heap, method = "classic")
+  x <- create_fmalloc_vector("raw", 100, heap = heap, method = methods[length(methods)])
   y <- create_fmalloc_vector("complex", 10, heap = heap)
   fmalloc_close(heap)
   x[] <- as.raw(1:100)

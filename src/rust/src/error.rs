@@ -33,6 +33,8 @@ pub enum Error {
     Closed { path: PathBuf },
     /// A caller passed an invalid argument (bad name, bad offset, ...).
     Invalid(String),
+    /// Something this build or this kind of object cannot do.
+    Unsupported(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -51,6 +53,7 @@ impl Error {
             Error::Exists { .. } => "fmalloc_exists",
             Error::Closed { .. } => "fmalloc_closed",
             Error::Invalid(_) => "fmalloc_invalid",
+            Error::Unsupported(_) => "fmalloc_unsupported",
         }
     }
 
@@ -112,7 +115,7 @@ impl fmt::Display for Error {
             Error::Closed { path } => {
                 write!(f, "Rfmalloc: heap '{}' has been closed", file_name(path))
             }
-            Error::Invalid(msg) => write!(f, "Rfmalloc: {msg}"),
+            Error::Invalid(msg) | Error::Unsupported(msg) => write!(f, "Rfmalloc: {msg}"),
         }
     }
 }

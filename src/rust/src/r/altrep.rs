@@ -270,7 +270,7 @@ unsafe fn storage<T>(x: SEXP) -> (*mut T, R_xlen_t) {
     unsafe {
         match backing(x) {
             Some(raw) => (
-                STDVEC_DATAPTR(raw) as *mut T,
+                RAW(raw) as *mut T,
                 XLENGTH(raw) / std::mem::size_of::<T>() as R_xlen_t,
             ),
             None => {
@@ -619,11 +619,11 @@ pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
             }
         } else {
             let bytes = (d.len * d.elem.size()) as usize;
-            ptr::copy_nonoverlapping(d.mapped, DATAPTR(copy) as *mut u8, bytes);
+            ptr::copy_nonoverlapping(d.mapped, data_ptr(copy) as *mut u8, bytes);
         }
         R_set_altrep_data2(x, copy);
         Rf_unprotect(1);
-        d.cur = DATAPTR(copy) as *mut u8;
+        d.cur = data_ptr(copy) as *mut u8;
     }
     d.materialised = true;
 }
@@ -632,7 +632,7 @@ unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
     // SAFETY: R calls this with an instance of our class; a backing RAWSXP
     // lives in a writable heap (read-only heaps cannot create vectors).
     if let Some(raw) = unsafe { backing(x) } {
-        return unsafe { STDVEC_DATAPTR(raw) };
+        return unsafe { RAW(raw) } as *mut c_void;
     }
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
@@ -647,7 +647,7 @@ unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
 unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
     // SAFETY: R calls this with an instance of our class.
     if let Some(raw) = unsafe { backing(x) } {
-        return unsafe { STDVEC_DATAPTR(raw) };
+        return unsafe { RAW(raw) } as *mut c_void;
     }
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
@@ -664,7 +664,7 @@ unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
     unsafe {
         let d1 = R_altrep_data1(x);
         if TYPEOF(d1) as SEXPTYPE == RAWSXP {
-            *(STDVEC_DATAPTR(d1) as *const T).offset(i)
+            *(RAW(d1) as *const T).offset(i)
         } else {
             *(vd(x).cur as *const T).offset(i)
         }
@@ -726,7 +726,7 @@ unsafe extern "C" fn extract_subset<T: Missing>(x: SEXP, indx: SEXP, _call: SEXP
         match TYPEOF(indx) as SEXPTYPE {
             INTSXP => {
                 let out = Rf_allocVector(ty, n);
-                let dst = DATAPTR(out) as *mut T;
+                let dst = data_ptr(out) as *mut T;
                 let mut buf = [0 as c_int; CHUNK as usize];
                 let mut j = 0;
                 while j < n {
@@ -744,7 +744,7 @@ unsafe extern "C" fn extract_subset<T: Missing>(x: SEXP, indx: SEXP, _call: SEXP
             }
             REALSXP => {
                 let out = Rf_allocVector(ty, n);
-                let dst = DATAPTR(out) as *mut T;
+                let dst = data_ptr(out) as *mut T;
                 let mut buf = [0f64; CHUNK as usize];
                 let mut j = 0;
                 while j < n {
@@ -793,7 +793,7 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
             let ty = TYPEOF(x) as SEXPTYPE;
             let bytes = XLENGTH(raw);
             let out = Rf_protect(Rf_allocVector(ty, bytes / elt_size(ty)));
-            ptr::copy_nonoverlapping(RAW(raw), DATAPTR(out) as *mut u8, bytes as usize);
+            ptr::copy_nonoverlapping(RAW(raw), data_ptr(out) as *mut u8, bytes as usize);
             Rf_unprotect(1);
             return out;
         }
@@ -812,7 +812,7 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
             }
         } else {
             let bytes = (d.len * d.elem.size()) as usize;
-            ptr::copy_nonoverlapping(d.cur, DATAPTR(out) as *mut u8, bytes);
+            ptr::copy_nonoverlapping(d.cur, data_ptr(out) as *mut u8, bytes);
         }
         Rf_unprotect(1);
         out

@@ -49,15 +49,30 @@
 //!
 //! R does not use the allocator for length 0 (any type) or for length 1
 //! logical/integer/double; `vector::create` sends those to ALTREP.
+//!
+//! `Rf_allocVector3` is not part of R's API ("Writing R Extensions" lists it
+//! among the non-API entry points; `R CMD check` on R >= 4.5 says so), and no
+//! API function lets a package choose where R puts a vector's node. A build
+//! made with `RFMALLOC_CLASSIC=false` (cargo feature `classic` off) leaves
+//! the call out: [`AVAILABLE`] is false, `new_vector_in` refuses with
+//! `fmalloc_unsupported`, and everything that recognises classic vectors
+//! simply never finds one.
+#![cfg_attr(not(feature = "classic"), allow(dead_code))]
 
 use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Mutex;
 
+#[cfg(feature = "classic")]
 use super::altrep::{protected, sexptype};
 use super::ffi::*;
+#[cfg(not(feature = "classic"))]
+use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+
+/// Whether this build has the classic path.
+pub(crate) const AVAILABLE: bool = cfg!(feature = "classic");
 
 /// `sizeof(R_allocator_t)`.
 const ALLOCATOR_COPY: u64 = std::mem::size_of::<R_allocator_t>() as u64;
@@ -201,8 +216,26 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     new_vector_in(heap, elem, n, init, None)
 }
 
+/// In a build without the classic path: the error that says so.
+#[cfg(not(feature = "classic"))]
+pub(crate) fn new_vector_in(
+    _heap: &Heap,
+    _elem: ElemType,
+    _n: u64,
+    _init: bool,
+    _wrap: Option<R_altrep_class_t>,
+) -> savvy::Result<SEXP> {
+    Err(Error::Unsupported(
+        "this build of Rfmalloc has no classic path (it was installed with \
+         RFMALLOC_CLASSIC=false); use method = \"altrep\""
+            .into(),
+    )
+    .into())
+}
+
 /// [`new_vector`], and with `wrap`, the ALTREP instance of that class whose
 /// data1 is the new vector (made under the same unwind protection).
+#[cfg(feature = "classic")]
 pub(crate) fn new_vector_in(
     heap: &Heap,
     elem: ElemType,
@@ -272,7 +305,7 @@ pub(crate) fn new_vector_in(
                 }
             }
         } else if init {
-            ptr::write_bytes(DATAPTR(x) as *mut u8, 0, data as usize);
+            ptr::write_bytes(data_ptr(x) as *mut u8, 0, data as usize);
         }
     }
     Ok(made)
@@ -308,7 +341,7 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
             .step_by(8)
             .find(|&b| is_our_copy(heap, b))?;
         // SAFETY: x is a live vector; its data follow its header.
-        let data = unsafe { DATAPTR(x) } as *const u8;
+        let data = unsafe { data_ptr(x) } as *const u8;
         let data_offset = heap.offset_of(data)?;
         // SAFETY: header read.
         let n = unsafe { XLENGTH(x) } as u64;

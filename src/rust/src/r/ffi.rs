@@ -108,24 +108,23 @@ extern "C" {
 
     // Memory and vectors.
     pub fn Rf_allocVector(t: SEXPTYPE, n: R_xlen_t) -> SEXP;
-    pub fn Rf_allocVector3(t: SEXPTYPE, n: R_xlen_t, allocator: *mut R_allocator_t) -> SEXP;
     pub fn Rf_protect(x: SEXP) -> SEXP;
     pub fn Rf_unprotect(n: c_int);
     pub fn R_gc();
     pub fn TYPEOF(x: SEXP) -> c_int;
     pub fn XLENGTH(x: SEXP) -> R_xlen_t;
     pub fn IS_LONG_VEC(x: SEXP) -> c_int;
-    pub fn DATAPTR(x: SEXP) -> *mut c_void;
     pub fn DATAPTR_OR_NULL(x: SEXP) -> *const c_void;
     pub fn DATAPTR_RO(x: SEXP) -> *const c_void;
-    /// The data of a non-ALTREP vector (exported "for vroom" in R 4.2).
-    pub fn STDVEC_DATAPTR(x: SEXP) -> *mut c_void;
-    pub fn SET_S4_OBJECT(x: SEXP);
+    pub fn Rf_isS4(x: SEXP) -> Rboolean;
+    pub fn Rf_asS4(x: SEXP, flag: Rboolean, complete: c_int) -> SEXP;
     pub fn STRING_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
     pub fn SET_STRING_ELT(x: SEXP, i: R_xlen_t, v: SEXP);
     pub fn VECTOR_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
     pub fn SET_VECTOR_ELT(x: SEXP, i: R_xlen_t, v: SEXP) -> SEXP;
+    pub fn LOGICAL(x: SEXP) -> *mut c_int;
     pub fn INTEGER(x: SEXP) -> *mut c_int;
+    pub fn COMPLEX(x: SEXP) -> *mut Rcomplex;
     pub fn REAL(x: SEXP) -> *mut f64;
     pub fn RAW(x: SEXP) -> *mut Rbyte;
     pub fn STRING_PTR_RO(x: SEXP) -> *const SEXP;
@@ -136,7 +135,6 @@ extern "C" {
     pub fn Rf_ScalarInteger(v: c_int) -> SEXP;
     pub fn Rf_mkString(s: *const c_char) -> SEXP;
     pub fn Rf_inherits(x: SEXP, cls: *const c_char) -> Rboolean;
-    pub fn Rf_findVarInFrame(rho: SEXP, sym: SEXP) -> SEXP;
 
     // Strings.
     pub fn Rf_mkCharLenCE(s: *const c_char, len: c_int, enc: cetype_t) -> SEXP;
@@ -221,10 +219,6 @@ extern "C" {
     // Named objects (r/named*.rs): symbols, attributes, options, evaluation.
     pub static mut R_GlobalEnv: SEXP;
     pub fn PRINTNAME(x: SEXP) -> SEXP;
-    pub fn ATTRIB(x: SEXP) -> SEXP;
-    pub fn CAR(x: SEXP) -> SEXP;
-    pub fn CDR(x: SEXP) -> SEXP;
-    pub fn SETCAR(x: SEXP, v: SEXP) -> SEXP;
     pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
     pub fn Rf_setAttrib(x: SEXP, name: SEXP, value: SEXP) -> SEXP;
     pub fn Rf_install(name: *const c_char) -> SEXP;
@@ -232,4 +226,118 @@ extern "C" {
     pub fn Rf_lang2(f: SEXP, a: SEXP) -> SEXP;
     pub fn Rf_eval(e: SEXP, rho: SEXP) -> SEXP;
     pub fn R_FindNamespace(name: SEXP) -> SEXP;
+}
+
+// The classic path's one non-API entry point (see `r::classic`); left out
+// of builds made with `RFMALLOC_CLASSIC=false` (cargo feature `classic`).
+#[cfg(feature = "classic")]
+extern "C" {
+    pub fn Rf_allocVector3(t: SEXPTYPE, n: R_xlen_t, allocator: *mut R_allocator_t) -> SEXP;
+}
+
+// Entry points whose API form depends on the R version the package is built
+// for: `configure` turns on the cargo features `r-4-5` (R >= 4.5) and
+// `r-4-6` (R >= 4.6) from the R it runs with. Below those versions the
+// older functions are the documented ones.
+#[cfg(feature = "r-4-5")]
+extern "C" {
+    pub fn R_getVarEx(sym: SEXP, rho: SEXP, inherits: Rboolean, ifnfnd: SEXP) -> SEXP;
+}
+#[cfg(not(feature = "r-4-5"))]
+extern "C" {
+    fn Rf_findVarInFrame(rho: SEXP, sym: SEXP) -> SEXP;
+    static mut R_UnboundValue: SEXP;
+}
+#[cfg(feature = "r-4-6")]
+extern "C" {
+    fn R_mapAttrib(
+        x: SEXP,
+        f: unsafe extern "C" fn(SEXP, SEXP, *mut c_void) -> SEXP,
+        data: *mut c_void,
+    ) -> SEXP;
+}
+#[cfg(not(feature = "r-4-6"))]
+extern "C" {
+    fn ATTRIB(x: SEXP) -> SEXP;
+    fn TAG(x: SEXP) -> SEXP;
+    fn CAR(x: SEXP) -> SEXP;
+    fn CDR(x: SEXP) -> SEXP;
+}
+
+/// The value bound to `sym` in the frame of `env` itself (no inherited
+/// frames), or `R_NilValue` when there is none.
+///
+/// # Safety
+/// `env` must be an environment and `sym` a symbol.
+pub unsafe fn frame_value(env: SEXP, sym: SEXP) -> SEXP {
+    // SAFETY: forwarded; both functions only look the binding up.
+    unsafe {
+        #[cfg(feature = "r-4-5")]
+        {
+            R_getVarEx(sym, env, FALSE, R_NilValue)
+        }
+        #[cfg(not(feature = "r-4-5"))]
+        {
+            let v = Rf_findVarInFrame(env, sym);
+            if v == R_UnboundValue {
+                R_NilValue
+            } else {
+                v
+            }
+        }
+    }
+}
+
+/// Calls `f(tag, value)` for each attribute of `x`, in order. `f` must not
+/// change `x`'s attributes; it may allocate and raise R errors.
+///
+/// # Safety
+/// `x` must be a valid SEXP; `f` owns no Rust values with destructors across
+/// an R error (which longjmps through this frame).
+pub unsafe fn for_each_attrib(x: SEXP, mut f: impl FnMut(SEXP, SEXP)) {
+    #[cfg(feature = "r-4-6")]
+    {
+        type Each<'a> = &'a mut dyn FnMut(SEXP, SEXP);
+        unsafe extern "C" fn each(tag: SEXP, value: SEXP, data: *mut c_void) -> SEXP {
+            // SAFETY: `data` is the `Each` below, alive for the whole walk.
+            unsafe { (*(data as *mut Each))(tag, value) };
+            std::ptr::null_mut()
+        }
+        let mut g: Each = &mut f;
+        // SAFETY: R_mapAttrib calls `each` with every attribute and `g`'s
+        // address; `each` returns C NULL, so the walk goes on to the end.
+        unsafe { R_mapAttrib(x, each, &mut g as *mut Each as *mut c_void) };
+    }
+    #[cfg(not(feature = "r-4-6"))]
+    {
+        // SAFETY: walks x's attribute pairlist, which `f` leaves alone.
+        unsafe {
+            let mut a = ATTRIB(x);
+            while a != R_NilValue {
+                f(TAG(a), CAR(a));
+                a = CDR(a);
+            }
+        }
+    }
+}
+
+/// The data of an ordinary (non-ALTREP) vector, through the typed accessor
+/// of its type: writable for atomic types, R's read-only pointer array for
+/// character vectors (their elements are set with `SET_STRING_ELT`).
+///
+/// # Safety
+/// `x` must be a vector of one of the six atomic types.
+pub unsafe fn data_ptr(x: SEXP) -> *mut c_void {
+    // SAFETY: each accessor is called on a vector of its own type.
+    unsafe {
+        match TYPEOF(x) as SEXPTYPE {
+            LGLSXP => LOGICAL(x) as *mut c_void,
+            INTSXP => INTEGER(x) as *mut c_void,
+            REALSXP => REAL(x) as *mut c_void,
+            CPLXSXP => COMPLEX(x) as *mut c_void,
+            RAWSXP => RAW(x) as *mut c_void,
+            STRSXP => STRING_PTR_RO(x) as *mut c_void,
+            _ => std::ptr::null_mut(),
+        }
+    }
 }

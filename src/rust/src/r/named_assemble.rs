@@ -104,8 +104,9 @@ pub(crate) fn assemble(
             }
         }
         if leaves.s4[i] {
-            // SAFETY: sets a header bit of a valid vector.
-            unsafe { SET_S4_OBJECT(leaf) };
+            // SAFETY: `leaf` is referenced only by `tmp_list` (not shared),
+            // so asS4 sets the bit on it in place and allocates nothing.
+            unsafe { Rf_asS4(leaf, TRUE, 0) };
         }
     }
 
@@ -204,14 +205,19 @@ unsafe fn rebuild(node: SEXP, leaves: SEXP, bad: &Cell<bool>) -> SEXP {
                 for k in 0..len {
                     SET_VECTOR_ELT(out, k, rebuild(VECTOR_ELT(node, k), leaves, bad));
                 }
-                // Attributes (and the object / S4 bits) on a new pairlist,
-                // whose placeholder values (e.g. long row names) are resolved.
-                SHALLOW_DUPLICATE_ATTRIB(out, node);
-                let mut a = ATTRIB(out);
-                while a != R_NilValue {
-                    SETCAR(a, resolve(CAR(a), leaves, bad));
-                    a = CDR(a);
-                }
+                // The attributes, with placeholder values (e.g. long row
+                // names) resolved; setAttrib sets the object bit with the
+                // class. A symbol that is no placeholder sets `bad` (and the
+                // attribute to NULL, which setAttrib skips).
+                for_each_attrib(node, |tag, value| {
+                    Rf_setAttrib(out, tag, resolve(value, leaves, bad));
+                });
+                let out = if Rf_isS4(node) != 0 {
+                    // `out` is not shared, so asS4 sets the bit in place.
+                    Rf_asS4(out, TRUE, 0)
+                } else {
+                    out
+                };
                 Rf_unprotect(1);
                 out
             }

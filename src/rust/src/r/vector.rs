@@ -105,7 +105,8 @@ pub(crate) fn create(
     if classic && classic::r_uses_allocator(elem, n) {
         return classic::new_vector(heap, elem, n, init);
     }
-    if elem != ElemType::String && n > 0 {
+    // Without the classic path the data go in a block of their own below.
+    if classic::AVAILABLE && elem != ElemType::String && n > 0 {
         return altrep::new_fresh(heap, elem, n, init);
     }
     let desc = if elem == ElemType::String {
@@ -300,7 +301,7 @@ unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
         if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"fmalloc_heap".as_ptr()) == 0 {
             return Err(not_handle());
         }
-        let ptr = Rf_findVarInFrame(x, ptr_symbol());
+        let ptr = frame_value(x, ptr_symbol());
         if TYPEOF(ptr) as SEXPTYPE != EXTPTRSXP {
             return Err(not_handle());
         }
@@ -457,4 +458,11 @@ mod tests {
         assert!(classic::r_uses_allocator(ElemType::String, 1));
         assert!(classic::r_uses_allocator(ElemType::Double, 2));
     }
+}
+
+/// Whether this build has the classic path (see `r::classic`).
+/// @noRd
+#[savvy]
+fn fmalloc_has_classic() -> savvy::Result<Sexp> {
+    OwnedLogicalSexp::try_from(classic::AVAILABLE)?.into()
 }
