@@ -8,6 +8,7 @@ set -euo pipefail
 packages=(
   r-base-dev                                   # R, headers, compilers
   r-cran-testthat r-cran-withr r-cran-callr    # tests
+  r-cran-data.table                            # Suggests (data.table support)
   r-cran-roxygen2                              # tools/document.sh
   r-cran-knitr r-cran-rmarkdown pandoc         # vignettes, README
   r-cran-bench                                 # benchmarks

@@ -43,3 +43,17 @@ expect_fmalloc_error <- function(object, class, regexp = NULL, ...) {
   expect_s3_class(err, c(class, "fmalloc_error", "error", "condition"), exact = TRUE)
   invisible(err)
 }
+
+# Free space in GiB on the file system holding `dir`, from POSIX `df -Pk`;
+# NA when df is missing or its output cannot be read (skip_if_not() on the
+# comparison then skips). Only for tests that already skip on Windows.
+free_disk_gb <- function(dir) {
+  out <- tryCatch(
+    suppressWarnings(system2("df", c("-Pk", shQuote(dir)), stdout = TRUE, stderr = FALSE)),
+    error = function(e) character()
+  )
+  if (length(out) < 2) return(NA_real_)
+  fields <- strsplit(trimws(out[length(out)]), "[[:space:]]+")[[1]]
+  if (length(fields) < 4) return(NA_real_)
+  suppressWarnings(as.numeric(fields[4])) / 1024^2
+}

@@ -66,6 +66,7 @@ test_that("getting a large named vector takes milliseconds, not a read", {
   skip_if_not_installed("callr")
   # The heap reserves the disk space it grows by: this test needs 8 GB free.
   skip_on_os(c("windows", "mac"))
+  skip_if_not(free_disk_gb(tempdir()) >= 10, "needs 10 GiB free in tempdir() (df)")
   path <- local_heap_path()
   n <- 1e9 # 8 GB of doubles
   heap <- fmalloc_open(path, size_gb = 9)
