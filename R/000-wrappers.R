@@ -37,6 +37,19 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
+#' Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
+#' @noRd
+`fmalloc_handle_register` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_handle_register__impl, `heap`))
+}
+
+#' Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
+#' @noRd
+`fmalloc_handle_valid` <- function(`ptr`) {
+  .Call(savvy_fmalloc_handle_valid__impl, `ptr`)
+}
+
 #' Whether this build has the classic path (see `r::classic`).
 #' @noRd
 `fmalloc_has_classic` <- function() {

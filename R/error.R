@@ -74,5 +74,36 @@
     .invalid(sprintf("`%s` must be a heap handle from fmalloc_open(), not %s", arg,
                      paste0("<", class(x)[[1L]], ">")), call)
   }
+  if (!.is_live_handle(x)) {
+    .invalid(sprintf(paste(
+      "`%s` is not a heap handle of this R session (handles cannot be saved",
+      "and restored, e.g. with saveRDS() or a workspace image: open the file",
+      "again with fmalloc_open())"), arg), call)
+  }
   invisible(x)
+}
+
+# Whether `x` holds the external pointer of a handle fmalloc_open() made in
+# this session and that is still alive (Rust keeps the list: anything else
+# in `.ptr` would be dereferenced by savvy's methods and crash R).
+.is_live_handle <- function(x) {
+  is.environment(x) && exists(".ptr", envir = x, inherits = FALSE) &&
+    !bindingIsActive(".ptr", x) &&
+    isTRUE(.Call(savvy_fmalloc_handle_valid__impl, get(".ptr", envir = x, inherits = FALSE)))
+}
+
+# Replaces savvy's generated helper of the same name (R/000-wrappers.R, which
+# is collated first so that such helpers can be overridden): every call into
+# Rust that takes a heap handle checks it first, so a forged or restored
+# handle is an `fmalloc_invalid` error instead of a crash.
+.savvy_extract_ptr <- function(e, class) {
+  if (is.null(e)) {
+    return(NULL)
+  }
+  if (identical(class, "Rfmalloc::FmallocHeap")) {
+    .check_heap(e, call = NULL)
+  } else if (!inherits(e, class)) {
+    .invalid(sprintf("expected %s, got <%s>", class, class(e)[[1L]]), NULL)
+  }
+  get(".ptr", envir = e, inherits = FALSE)
 }

@@ -69,6 +69,7 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   heap <- .rfm(FmallocHeap$open(.absolute_path(path), readonly, size_bytes))
+  .Call(savvy_fmalloc_handle_register__impl, heap$.ptr)
   class(heap) <- c("fmalloc_heap", class(heap))
   attr(heap, "created") <- heap$created()
   if (verbose) {

@@ -39,6 +39,16 @@ SEXP handle_result(SEXP res_) {
     return (SEXP)res;
 }
 
+SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_handle_valid__impl(SEXP c_arg__ptr) {
+    SEXP res = savvy_fmalloc_handle_valid__ffi(c_arg__ptr);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_has_classic__impl(void) {
     SEXP res = savvy_fmalloc_has_classic__ffi();
     return handle_result(res);
@@ -146,6 +156,8 @@ SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
 
 
 static const R_CallMethodDef CallEntries[] = {
+    {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
+    {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_named_assemble__impl", (DL_FUNC) &savvy_fmalloc_named_assemble__impl, 6},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},

@@ -258,3 +258,54 @@ test_that("fmalloc_info and fmalloc_sync default to the session's default heap",
   expect_identical(fmalloc_info()$path, normalizePath(path))
   expect_null(fmalloc_sync())
 })
+
+test_that("forged and restored heap handles are fmalloc_invalid, never a crash", {
+  skip_if_not_installed("callr")
+  # In a child process: before handles were checked, these crashed R.
+  res <- callr::r(function() {
+    library(Rfmalloc)
+    path <- tempfile(fileext = ".bin")
+    real <- fmalloc_open(path)
+    classes <- function(expr) {
+      tryCatch({ expr; "no error" }, error = function(e) class(e)[1:2])
+    }
+    forge <- function(ptr, cls = class(real)) {
+      e <- new.env()
+      if (!is.null(ptr)) assign(".ptr", ptr, envir = e)
+      class(e) <- cls
+      e
+    }
+    # An external pointer that is not a heap handle.
+    other <- getNativeSymbolInfo("savvy_fmalloc_has_classic__impl", "Rfmalloc")$address
+    forged <- list(
+      other_ptr = forge(other),
+      other_ptr_short_class = forge(other, "fmalloc_heap"),
+      no_ptr = forge(NULL),
+      number = forge(1),
+      restored = unserialize(serialize(real, NULL))
+    )
+    active <- new.env()
+    ran <- FALSE
+    makeActiveBinding(".ptr", function() { ran <<- TRUE; real$.ptr }, active)
+    class(active) <- class(real)
+    forged$active <- active
+    out <- lapply(forged, function(h) c(
+      create = classes(create_fmalloc_vector("double", 3, heap = h)),
+      save = classes(fmalloc_save(1, "x", h)),
+      get = classes(fmalloc_get("x", h)),
+      ls = classes(fmalloc_ls(h)),
+      info = classes(fmalloc_info(h)),
+      close = classes(fmalloc_close(h))
+    ))
+    # The real handle still works after all that.
+    fmalloc_save(1:3, "ok", real)
+    list(out = out, ran = ran, ok = fmalloc_get("ok", real))
+  })
+  for (case in names(res$out)) {
+    got <- res$out[[case]]
+    expect_true(all(got[c(TRUE, FALSE)] == "fmalloc_invalid"), label = case)
+    expect_true(all(got[c(FALSE, TRUE)] == "fmalloc_error"), label = case)
+  }
+  expect_false(res$ran) # the active binding's function never ran
+  expect_identical(res$ok, 1:3)
+})

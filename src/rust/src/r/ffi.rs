@@ -135,6 +135,8 @@ extern "C" {
     pub fn Rf_ScalarInteger(v: c_int) -> SEXP;
     pub fn Rf_mkString(s: *const c_char) -> SEXP;
     pub fn Rf_inherits(x: SEXP, cls: *const c_char) -> Rboolean;
+    pub fn R_existsVarInFrame(rho: SEXP, sym: SEXP) -> Rboolean;
+    pub fn R_BindingIsActive(sym: SEXP, rho: SEXP) -> Rboolean;
 
     // Strings.
     pub fn Rf_mkCharLenCE(s: *const c_char, len: c_int, enc: cetype_t) -> SEXP;
@@ -265,13 +267,17 @@ extern "C" {
 }
 
 /// The value bound to `sym` in the frame of `env` itself (no inherited
-/// frames), or `R_NilValue` when there is none.
+/// frames), or `R_NilValue` when there is none or it is an active binding
+/// (whose function would run R code).
 ///
 /// # Safety
 /// `env` must be an environment and `sym` a symbol.
 pub unsafe fn frame_value(env: SEXP, sym: SEXP) -> SEXP {
-    // SAFETY: forwarded; both functions only look the binding up.
+    // SAFETY: forwarded; the functions only look the binding up.
     unsafe {
+        if R_existsVarInFrame(env, sym) == 0 || R_BindingIsActive(sym, env) != 0 {
+            return R_NilValue;
+        }
         #[cfg(feature = "r-4-5")]
         {
             R_getVarEx(sym, env, FALSE, R_NilValue)

@@ -3,8 +3,11 @@
 //! the result. R/heap.R gives it the class `fmalloc_heap` and the user API.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+
+use super::ffi::{R_ExternalPtrAddr, EXTPTRSXP, SEXPTYPE, TYPEOF};
 
 use super::error::invalid;
 use crate::error::Error;
@@ -20,6 +23,69 @@ pub struct FmallocHeap {
     path: PathBuf,
     /// Whether `open` initialised the file.
     created: bool,
+}
+
+/// Addresses of the live `FmallocHeap` values behind savvy's external
+/// pointers. Anything can sit in a `.ptr` binding (a forged environment, a
+/// handle restored by `readRDS()` whose pointer is NULL), so an address is
+/// dereferenced only when it is in this list: [`handle_at`]. An address
+/// enters when R/heap.R registers a freshly opened handle
+/// (`fmalloc_handle_register()`) and leaves when savvy's finalizer drops it.
+static HANDLES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn handles() -> std::sync::MutexGuard<'static, Vec<usize>> {
+    HANDLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for FmallocHeap {
+    fn drop(&mut self) {
+        let me = self as *const FmallocHeap as usize;
+        handles().retain(|&h| h != me);
+    }
+}
+
+/// The handle `ptr` (an external pointer from R) points to, if it is one of
+/// ours and alive.
+///
+/// # Safety
+/// `ptr` must be a valid SEXP. The returned reference is valid until R
+/// collects the handle's external pointer, i.e. while the caller's R objects
+/// keep it reachable (R is single-threaded).
+pub(crate) unsafe fn handle_at<'a>(ptr: savvy::ffi::SEXP) -> Option<&'a FmallocHeap> {
+    // SAFETY: type and address reads of a valid SEXP.
+    let addr = unsafe {
+        if TYPEOF(ptr) as SEXPTYPE != EXTPTRSXP {
+            return None;
+        }
+        R_ExternalPtrAddr(ptr) as usize
+    };
+    if addr == 0 || !handles().contains(&addr) {
+        return None;
+    }
+    // SAFETY: registered addresses are live boxed FmallocHeap values (a value
+    // leaves the list when dropped).
+    Some(unsafe { &*(addr as *const FmallocHeap) })
+}
+
+/// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
+/// @noRd
+#[savvy]
+fn fmalloc_handle_register(heap: &FmallocHeap) -> savvy::Result<()> {
+    let me = heap as *const FmallocHeap as usize;
+    let mut h = handles();
+    if !h.contains(&me) {
+        h.push(me);
+    }
+    Ok(())
+}
+
+/// Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
+/// @noRd
+#[savvy]
+fn fmalloc_handle_valid(ptr: Sexp) -> savvy::Result<Sexp> {
+    // SAFETY: ptr is a SEXP R passed in.
+    let ok = unsafe { handle_at(ptr.0) }.is_some();
+    OwnedLogicalSexp::try_from(ok)?.into()
 }
 
 impl FmallocHeap {

@@ -13,7 +13,7 @@ use super::altrep::{self, BlockRef};
 use super::classic;
 use super::error::invalid;
 use super::ffi::*;
-use super::heap_handle::FmallocHeap;
+use super::heap_handle::handle_at;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 
@@ -302,14 +302,10 @@ unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
             return Err(not_handle());
         }
         let ptr = frame_value(x, ptr_symbol());
-        if TYPEOF(ptr) as SEXPTYPE != EXTPTRSXP {
-            return Err(not_handle());
+        match handle_at(ptr) {
+            Some(handle) => handle.heap(),
+            None => Err(not_handle()),
         }
-        let handle = R_ExternalPtrAddr(ptr) as *const FmallocHeap;
-        if handle.is_null() {
-            return Err(not_handle());
-        }
-        (*handle).heap()
     }
 }
 
