@@ -56,6 +56,14 @@ NULL
   .Call(savvy_fmalloc_has_classic__impl)
 }
 
+#' Why opening fell back to an older commit (the newest could not be read),
+#' or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
+#' @noRd
+`fmalloc_heap_recovery` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_recovery__impl, `heap`)
+}
+
 #' The object `name`: a fresh copy of `skeleton` (from its meta) with leaf
 #' `i` -- a new ALTREP vector over block `i`, of type `types[i]`, with the
 #' attributes `attrs[[i]]` and the S4 bit `s4[i]` -- in place of each

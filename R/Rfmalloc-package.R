@@ -33,5 +33,9 @@
 #'     names a heap file that is now a different heap.}
 #' }
 #'
+#' One warning class: `fmalloc_recovered` (also `fmalloc_warning`), given by
+#' [fmalloc_open()] when the newest commit in the file cannot be read and
+#' the heap was opened at the previous one; its message names what was lost.
+#'
 #' @keywords internal
 "_PACKAGE"

@@ -9,6 +9,12 @@
 #' `fmalloc_locked`. Any number of processes may open it with
 #' `readonly = TRUE` while no one writes.
 #'
+#' If the newest commit recorded in the file cannot be read (a crash tore
+#' it, or the file was damaged), the heap opens at the previous commit with
+#' a warning of class `fmalloc_recovered` that says which objects the lost
+#' commit had saved, changed or removed; a writable heap's next commit
+#' replaces the damaged record. Nothing is recovered silently.
+#'
 #' `fmalloc_close()` releases the handle. Vectors still pointing into the heap
 #' stay valid: the file is unmapped when the last of them is garbage
 #' collected. Closing twice is harmless; any other use of a closed handle
@@ -72,6 +78,13 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   .Call(savvy_fmalloc_handle_register__impl, heap$.ptr)
   class(heap) <- c("fmalloc_heap", class(heap))
   attr(heap, "created") <- heap$created()
+  why <- fmalloc_heap_recovery(heap)
+  if (!is.null(why)) {
+    warning(structure(
+      class = c("fmalloc_recovered", "fmalloc_warning", "warning", "condition"),
+      list(message = sprintf("Rfmalloc: heap '%s': %s", heap$path(), why), call = sys.call())
+    ))
+  }
   if (verbose) {
     info <- .rfm(heap$info())
     message(sprintf(

@@ -54,6 +54,11 @@ SEXP savvy_fmalloc_has_classic__impl(void) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_recovery__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_named_assemble__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__skeleton, SEXP c_arg__attrs, SEXP c_arg__s4, SEXP c_arg__types) {
     SEXP res = savvy_fmalloc_named_assemble__ffi(c_arg__heap, c_arg__name, c_arg__skeleton, c_arg__attrs, c_arg__s4, c_arg__types);
     return handle_result(res);
@@ -159,6 +164,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
     {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
+    {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
     {"savvy_fmalloc_named_assemble__impl", (DL_FUNC) &savvy_fmalloc_named_assemble__impl, 6},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},

@@ -1,6 +1,7 @@
 SEXP savvy_fmalloc_handle_register__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_handle_valid__ffi(SEXP c_arg__ptr);
 SEXP savvy_fmalloc_has_classic__ffi(void);
+SEXP savvy_fmalloc_heap_recovery__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_named_assemble__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__skeleton, SEXP c_arg__attrs, SEXP c_arg__s4, SEXP c_arg__types);
 SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length);
 SEXP savvy_fmalloc_named_exists__ffi(SEXP c_arg__heap, SEXP c_arg__name);

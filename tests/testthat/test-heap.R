@@ -309,3 +309,40 @@ test_that("forged and restored heap handles are fmalloc_invalid, never a crash",
   expect_false(res$ran) # the active binding's function never ran
   expect_identical(res$ok, 1:3)
 })
+
+test_that("a damaged newest commit opens the previous one with an fmalloc_recovered warning", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(1:3, "kept", heap)
+  fmalloc_save(4:6, "gone", heap)
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  # The slot in force is the one with the larger generation (slots at 64 and
+  # 128; generation in their first 8 bytes); flip a bit of its catalog
+  # checksum field, as a torn write or a bad sector would.
+  bytes <- readBin(path, "raw", file.size(path))
+  gen <- function(at) sum(as.integer(bytes[at + 1:4]) * 256^(0:3))
+  active <- if (gen(64) > gen(128)) 64 else 128
+  bytes[active + 32 + 1] <- xor(bytes[active + 32 + 1], as.raw(0x40))
+  writeBin(bytes, path)
+  w <- expect_warning(heap <- fmalloc_open(path, readonly = TRUE), class = "fmalloc_recovered")
+  expect_match(conditionMessage(w), "'gone'", fixed = TRUE)
+  expect_no_match(conditionMessage(w), "'kept'", fixed = TRUE)
+  expect_identical(fmalloc_ls(heap)$name, "kept")
+  expect_identical(fmalloc_get("kept", heap)[], 1:3)
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  # A read-only open wrote nothing.
+  expect_identical(readBin(path, "raw", file.size(path)), bytes)
+  # A writable open warns too; its next commit makes the heap whole again.
+  expect_warning(heap <- fmalloc_open(path), class = "fmalloc_recovered")
+  fmalloc_save(7:9, "new", heap)
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  expect_no_warning(heap <- fmalloc_open(path, readonly = TRUE))
+  expect_setequal(fmalloc_ls(heap)$name, c("kept", "new"))
+  fmalloc_close(heap)
+})

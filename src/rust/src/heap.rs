@@ -42,8 +42,9 @@ use crate::alloc::{self, Allocator};
 use crate::catalog::{self, StoredBlock, StoredEntry};
 use crate::error::{Error, Result};
 use crate::format::{
-    bounds, check_file_len, fnv1a64, new_heap_id, now_ms, pick_slot, round_up, slot_offset, Header,
-    Slot, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE,
+    bounds, check_file_len, claimed_generation, fnv1a64, new_heap_id, now_ms, read_slots, round_up,
+    slot_offset, slot_unchecked, Header, Slot, FILE_GRANULE, HEADER_SIZE, MAX_GENERATION,
+    SLOT_SIZE,
 };
 use crate::lock::{self, Owner};
 use crate::map::{Mapping, Overlay};
@@ -163,6 +164,8 @@ struct Shared {
     owner: Owner,
     /// Declared before `_lock`: the mapping goes before the lock does.
     state: Mutex<State>,
+    /// Why the open fell back to an older commit, if it did.
+    recovery: Option<String>,
     /// The locked descriptor of a read-only heap (a writable heap's lives in
     /// its `Mapping`); never unlocked explicitly.
     _lock: Option<File>,
@@ -259,6 +262,8 @@ struct Validated {
     slot: Slot,
     entries: Vec<Named>,
     live: Vec<(u64, u64)>,
+    /// Set when the newest commit could not be read (see [`recovery`]).
+    recovery: Option<String>,
 }
 
 /// Validates an existing heap file of `len` bytes through a read-only
@@ -272,17 +277,35 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
         .ok_or_else(|| bad("file is not mapped".into()))?;
     let page = &all[..HEADER_SIZE as usize];
     let header = Header::decode(page).map_err(&bad)?;
-    let (slot_index, slot) = pick_slot(page, len).map_err(&bad)?;
-    let stored = if slot.catalog_off == 0 {
-        Vec::new()
-    } else {
-        let r = bounds(slot.catalog_off, slot.catalog_len, slot.heap_len).map_err(&bad)?;
-        let blob = &all[r];
-        if fnv1a64(blob) != slot.catalog_sum {
-            return Err(bad("catalog checksum mismatch".into()));
+    // The newest slot whose catalog reads back wins; falling back to an
+    // older one is reported (`Recovery`), never silent.
+    let mut candidates: Vec<(usize, Slot)> = Vec::new();
+    let mut why = Vec::new();
+    for (i, r) in read_slots(page, len).into_iter().enumerate() {
+        match r {
+            Ok(s) => candidates.push((i, s)),
+            Err(e) => why.push(format!("slot {}: {e}", ["A", "B"][i])),
         }
-        catalog::decode(blob).map_err(&bad)?
+    }
+    candidates.sort_by_key(|&(_, s)| std::cmp::Reverse(s.generation));
+    let mut chosen = None;
+    for (i, s) in candidates {
+        match load_catalog(all, &s) {
+            Ok(stored) => {
+                chosen = Some((i, s, stored));
+                break;
+            }
+            // Damage (a torn or flipped catalog): the older commit may do.
+            Err(CatalogError::Damaged(e)) => why.push(format!("slot {}: {e}", ["A", "B"][i])),
+            // A catalog that matches its checksum but makes no sense was
+            // written that way: refused, not worked around.
+            Err(CatalogError::Invalid(e)) => return Err(bad(e)),
+        }
+    }
+    let Some((slot_index, slot, stored)) = chosen else {
+        return Err(bad(format!("no valid catalog slot ({})", why.join("; "))));
     };
+    let recovery = recovery(all, &slot, &stored, &why);
     let cat_block = (slot.catalog_off != 0).then_some((slot.catalog_off, slot.catalog_cap));
     let live = catalog::live_blocks(&stored, cat_block, slot.heap_len).map_err(&bad)?;
     let mut entries = Vec::with_capacity(stored.len());
@@ -310,7 +333,96 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
         slot,
         entries,
         live,
+        recovery,
     })
+}
+
+enum CatalogError {
+    /// Out of bounds or not matching the slot's checksum.
+    Damaged(String),
+    /// Matches its checksum but does not decode.
+    Invalid(String),
+}
+
+/// The catalog entries slot `s` points to, checked against its checksum.
+fn load_catalog(all: &[u8], s: &Slot) -> std::result::Result<Vec<StoredEntry>, CatalogError> {
+    if s.catalog_off == 0 {
+        return Ok(Vec::new());
+    }
+    let r = bounds(s.catalog_off, s.catalog_len, s.heap_len).map_err(CatalogError::Damaged)?;
+    let blob = all
+        .get(r)
+        .ok_or_else(|| CatalogError::Damaged("catalog past the file".into()))?;
+    if fnv1a64(blob) != s.catalog_sum {
+        return Err(CatalogError::Damaged("catalog checksum mismatch".into()));
+    }
+    catalog::decode(blob).map_err(CatalogError::Invalid)
+}
+
+/// When a slot claims a newer generation than the one in force (`slot`),
+/// the commit it recorded is lost (torn by a crash, or damaged): a message
+/// saying so, naming what that commit had that the one in force has not,
+/// when its catalog can still be read. `why` lists the slots' problems.
+fn recovery(all: &[u8], slot: &Slot, stored: &[StoredEntry], why: &[String]) -> Option<String> {
+    let page = &all[..HEADER_SIZE as usize];
+    let lost = (0..2)
+        .filter(|&i| {
+            let g = claimed_generation(page, i);
+            g > slot.generation && g <= MAX_GENERATION
+        })
+        .max_by_key(|&i| claimed_generation(page, i))?;
+    let claimed = claimed_generation(page, lost);
+    let mut msg = format!(
+        "the newest commit (generation {claimed}) cannot be read ({}); the heap was opened \
+         at the previous commit (generation {})",
+        why.join("; "),
+        slot.generation
+    );
+    // Best effort, on the unchecked fields of the lost slot: its catalog,
+    // which carries a checksum of its own that `catalog::decode` checks.
+    let newer = slot_unchecked(page, lost).and_then(|s| {
+        if s.catalog_off == 0 {
+            return Some(Vec::new());
+        }
+        let r = bounds(s.catalog_off, s.catalog_len, all.len() as u64).ok()?;
+        (r.start >= HEADER_SIZE as usize)
+            .then(|| catalog::decode(&all[r]).ok())
+            .flatten()
+    });
+    match newer {
+        Some(newer) => {
+            let have: BTreeMap<&str, u64> = stored
+                .iter()
+                .map(|e| (e.name.as_str(), e.meta_sum))
+                .collect();
+            let lost_names: Vec<String> = newer
+                .iter()
+                .filter(|e| have.get(e.name.as_str()) != Some(&e.meta_sum))
+                .map(|e| format!("'{}'", e.name))
+                .collect();
+            let back: Vec<String> = stored
+                .iter()
+                .filter(|e| !newer.iter().any(|n| n.name == e.name))
+                .map(|e| format!("'{}'", e.name))
+                .collect();
+            // Their blocks were free after the lost commit and may hold
+            // other data since.
+            if !lost_names.is_empty() {
+                msg.push_str(&format!(
+                    "; lost: {} (saved or changed in the lost commit)",
+                    lost_names.join(", ")
+                ));
+            }
+            if !back.is_empty() {
+                msg.push_str(&format!(
+                    "; back: {} (removed or renamed in the lost commit: check their contents)",
+                    back.join(", ")
+                ));
+            }
+        }
+        None => msg.push_str("; what that commit changed cannot be read"),
+    }
+    Some(msg)
 }
 
 /// `Error::Full` for an out-of-space condition, `Error::Io` otherwise.
@@ -406,6 +518,7 @@ impl Shared {
                 readonly: opts.readonly,
                 owner: Owner::current(),
                 state: Mutex::new(state),
+                recovery: v.recovery,
                 _lock: lock_file,
             },
             false,
@@ -461,6 +574,7 @@ impl Shared {
             readonly: false,
             owner: Owner::current(),
             state: Mutex::new(state),
+            recovery: None,
             _lock: None,
         })
     }
@@ -554,8 +668,16 @@ impl State {
             self.crashed = true;
             return Err(Error::Invalid("simulated crash before the slot".into()));
         }
+        // Generations never wrap: decoding refuses any above MAX_GENERATION.
+        let generation = self.slot.generation + 1;
+        if generation > MAX_GENERATION {
+            return Err(Error::corrupt(
+                path,
+                "the catalog generation is exhausted; copy the objects to a new heap",
+            ));
+        }
         let slot = Slot {
-            generation: self.slot.generation + 1,
+            generation,
             catalog_off: off,
             catalog_cap: cap,
             catalog_len: if off == 0 { 0 } else { blob.len() as u64 },
@@ -691,6 +813,13 @@ impl Heap {
 
     pub fn is_readonly(&self) -> bool {
         self.shared.readonly
+    }
+
+    /// When opening fell back to an older commit because the newest could
+    /// not be read: what happened and what was lost. A writable heap's next
+    /// commit overwrites the damaged slot.
+    pub fn recovery(&self) -> Option<&str> {
+        self.shared.recovery.as_deref()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -7,17 +7,30 @@ use std::path::Path;
 
 use heap_util::*;
 use rfmalloc::error::Error;
-use rfmalloc::format::{fnv1a64, pick_slot, slot_offset, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE};
+use rfmalloc::format::{
+    fnv1a64, pick_slot, slot_offset, Slot, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE,
+};
 use rfmalloc::heap::{Heap, OpenOptions};
 use rfmalloc::prng::Rng;
 
+thread_local! {
+    /// Whether the last accepted `probe` opened an older commit.
+    static RECOVERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn last_recovered() -> bool {
+    RECOVERED.with(|r| r.get())
+}
+
 /// Opens `path` read-only and writable. Returns whether it was accepted;
 /// a rejection must be `Corrupt` and leave the file unchanged; an accepted
-/// file must pass `check_invariants`.
+/// file must pass `check_invariants`. A read-only open never changes a
+/// byte, even when it falls back to an older commit ([`last_recovered`]).
 fn probe(path: &Path) -> bool {
     let before = std::fs::read(path).unwrap();
     let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
     let mut accepted = 0;
+    RECOVERED.with(|r| r.set(false));
     for readonly in [true, false] {
         let o = OpenOptions {
             readonly,
@@ -26,6 +39,11 @@ fn probe(path: &Path) -> bool {
         match Heap::open(path, &o) {
             Ok((h, created)) => {
                 assert!(!created);
+                if readonly {
+                    RECOVERED.with(|r| r.set(h.recovery().is_some()));
+                } else {
+                    assert_eq!(h.recovery().is_some(), last_recovered(), "modes disagree");
+                }
                 h.check_invariants().unwrap();
                 for e in h.list() {
                     let _ = h.get(&e.name).unwrap();
@@ -34,6 +52,7 @@ fn probe(path: &Path) -> bool {
             }
             Err(e) => {
                 assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                assert!(!readonly || accepted == 0);
                 assert!(e.to_string().contains("nothing was changed"));
                 assert_eq!(
                     std::fs::read(path).unwrap(),
@@ -153,19 +172,23 @@ fn slot_damage_falls_back_or_is_refused() {
 }
 
 #[test]
-fn catalog_and_meta_damage_is_refused() {
+fn catalog_and_meta_damage_recovers_or_is_refused() {
     let d = TempDir::new("cat");
     let p = d.file("c.bin");
     sample(&p);
     let orig = std::fs::read(&p).unwrap();
     let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
     let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
+    // Damage to the catalog in force: the previous commit, reported as a
+    // recovery, or a refusal; never a silent success.
+    let mut recovered = 0;
     for at in off..off + len {
-        assert!(
-            !with_copy(&d, &orig, |b| b[at] ^= 0x08),
-            "catalog flip at {at}"
-        );
+        if with_copy(&d, &orig, |b| b[at] ^= 0x08) {
+            assert!(last_recovered(), "catalog flip at {at} opened silently");
+            recovered += 1;
+        }
     }
+    assert!(recovered > 0);
     // Meta blocks: find "alpha"'s meta via the API, then damage it.
     let meta_off = {
         let (h, _) = Heap::open(&p, &ro()).unwrap();
@@ -287,7 +310,7 @@ fn random_mutations_never_panic_or_modify_rejected_files() {
     let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
     let hot = slot.catalog_off as usize..(slot.catalog_off + slot.catalog_cap) as usize;
     let mut rng = Rng::new(0x5eed);
-    let (mut accepted, mut refused) = (0, 0);
+    let (mut accepted, mut recovered, mut refused) = (0, 0, 0);
     for _ in 0..300 {
         let ok = with_copy(&d, &orig, |b| {
             for _ in 0..1 + rng.below(4) {
@@ -300,12 +323,89 @@ fn random_mutations_never_panic_or_modify_rejected_files() {
                 b[at] ^= 1 << rng.below(8);
             }
         });
-        if ok {
-            accepted += 1
-        } else {
+        if !ok {
             refused += 1
+        } else if last_recovered() {
+            recovered += 1
+        } else {
+            accepted += 1
         }
     }
-    println!("random mutations: {accepted} accepted, {refused} refused");
-    assert!(refused > 100);
+    println!("random mutations: {accepted} accepted, {recovered} recovered, {refused} refused");
+    assert!(refused + recovered > 100);
+}
+
+/// The active slot damaged (as by a torn write or a flipped bit): the open
+/// falls back to the previous commit and says what was lost; a read-only
+/// open changes nothing, and the next commit makes the heap whole again.
+#[test]
+fn fallback_to_the_previous_commit_is_reported() {
+    let d = TempDir::new("recover");
+    let p = d.file("r.bin");
+    {
+        let h = open(&p, 256 << 10);
+        put_bytes(&h, "kept", 100, 1);
+        put_bytes(&h, "gone", 100, 2);
+    }
+    let mut b = std::fs::read(&p).unwrap();
+    let (active, slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
+    // Damage the catalog checksum field: the slot fails its own checksum,
+    // its generation still reads.
+    b[slot_offset(active) + 32] ^= 0x40;
+    std::fs::write(&p, &b).unwrap();
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    let why = h.recovery().expect("a recovery report").to_string();
+    assert!(
+        why.contains(&format!("generation {}", slot.generation)),
+        "{why}"
+    );
+    assert!(why.contains("'gone'"), "{why}");
+    assert!(!why.contains("'kept'"), "{why}");
+    let names: Vec<String> = h.list().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["kept"]);
+    drop(h);
+    assert_eq!(std::fs::read(&p).unwrap(), b, "a read-only open wrote");
+    // A writable open commits over the damaged slot.
+    {
+        let h = open(&p, 256 << 10);
+        assert!(h.recovery().is_some());
+        put_bytes(&h, "new", 100, 3);
+    }
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    assert!(h.recovery().is_none());
+    let mut names: Vec<String> = h.list().into_iter().map(|e| e.name).collect();
+    names.sort();
+    assert_eq!(names, ["kept", "new"]);
+    assert_eq!(get_bytes(&h, "kept"), vec![1; 100]);
+}
+
+/// A slot claiming the largest generation (re-signed, so only the range
+/// check can catch it) is invalid: commits keep going and stay visible.
+#[test]
+fn generations_cannot_wrap() {
+    let d = TempDir::new("gen");
+    let p = d.file("g.bin");
+    {
+        let h = open(&p, 256 << 10);
+        put_bytes(&h, "a", 10, 1);
+    }
+    let mut b = std::fs::read(&p).unwrap();
+    let (active, slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
+    let other = slot_offset(1 - active);
+    let hostile = Slot {
+        generation: u64::MAX,
+        ..slot
+    };
+    b[other..other + SLOT_SIZE].copy_from_slice(&hostile.encode());
+    std::fs::write(&p, &b).unwrap();
+    {
+        let h = open(&p, 256 << 10);
+        assert!(h.recovery().is_none());
+        put_bytes(&h, "b", 10, 2);
+        put_bytes(&h, "c", 10, 3);
+    }
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    let mut names: Vec<String> = h.list().into_iter().map(|e| e.name).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"]);
 }

@@ -20,7 +20,7 @@
 //!    192  3904  reserved, 0
 //!
 //! Catalog slot (64 bytes; the valid slot with the highest generation wins)
-//!     +0     8  generation (u64, >= 1; 0 = never written)
+//!     +0     8  generation (u64, 1 ..= MAX_GENERATION; 0 = never written)
 //!     +8     8  catalog block payload offset (0 = empty catalog)
 //!    +16     8  catalog block capacity (allocator usable size)
 //!    +24     8  catalog blob length
@@ -48,6 +48,10 @@ pub use checksum::fnv1a64;
 pub const MAGIC: [u8; 8] = *b"RFMHEAP\0";
 /// The only format version this code reads and writes.
 pub const VERSION: u32 = 1;
+/// The highest slot generation: a commit never writes a larger one, and a
+/// slot claiming one is invalid, so generations can never wrap (2^62
+/// commits, one per nanosecond, would take 146 years).
+pub const MAX_GENERATION: u64 = 1 << 62;
 /// Size of the header page; the heap area starts here.
 pub const HEADER_SIZE: u64 = 4096;
 /// The file length is always a multiple of this (initial size and growth
@@ -213,6 +217,12 @@ impl Slot {
         if s.generation == 0 {
             return Err("slot never written".into());
         }
+        if s.generation > MAX_GENERATION {
+            return Err(format!(
+                "generation {} is out of range (at most {MAX_GENERATION})",
+                s.generation
+            ));
+        }
         if s.heap_len < HEADER_SIZE || s.heap_len > file_len {
             return Err(format!(
                 "slot records a heap of {} bytes, the file has {file_len} (truncated?)",
@@ -236,14 +246,40 @@ impl Slot {
     }
 }
 
+/// Both slots of a header page, each decoded or the reason it is invalid.
+pub fn read_slots(page: &[u8], file_len: u64) -> [Result<Slot, String>; 2] {
+    [0, 1].map(|i| {
+        bounds(slot_offset(i) as u64, SLOT_SIZE as u64, page.len() as u64)
+            .and_then(|range| Slot::decode(&page[range], file_len))
+    })
+}
+
+/// The generation slot `i` claims, read without any check: what an invalid
+/// slot says about itself (for messages only; 0 if unreadable).
+pub fn claimed_generation(page: &[u8], i: usize) -> u64 {
+    let at = slot_offset(i) + SLOT_GENERATION;
+    page.get(at..at + 8).map_or(0, |_| get_u64(page, at))
+}
+
+/// The fields of slot `i` read without any check (see [`claimed_generation`]).
+pub fn slot_unchecked(page: &[u8], i: usize) -> Option<Slot> {
+    let b = page.get(slot_offset(i)..slot_offset(i) + SLOT_SIZE)?;
+    Some(Slot {
+        generation: get_u64(b, SLOT_GENERATION),
+        catalog_off: get_u64(b, SLOT_CATALOG_OFF),
+        catalog_cap: get_u64(b, SLOT_CATALOG_CAP),
+        catalog_len: get_u64(b, SLOT_CATALOG_LEN),
+        catalog_sum: get_u64(b, SLOT_CATALOG_SUM),
+        heap_len: get_u64(b, SLOT_HEAP_LEN),
+    })
+}
+
 /// The slots of a header page: index and value of the slot in force (the
 /// valid one with the highest generation), or why neither is valid.
 pub fn pick_slot(page: &[u8], file_len: u64) -> Result<(usize, Slot), String> {
     let mut best: Option<(usize, Slot)> = None;
     let mut why = Vec::new();
-    for i in 0..2 {
-        let r = bounds(slot_offset(i) as u64, SLOT_SIZE as u64, page.len() as u64)
-            .and_then(|range| Slot::decode(&page[range], file_len));
+    for (i, r) in read_slots(page, file_len).into_iter().enumerate() {
         match r {
             Ok(s) => {
                 if best.is_none_or(|(_, b)| s.generation > b.generation) {

@@ -79,6 +79,17 @@ fn fmalloc_handle_register(heap: &FmallocHeap) -> savvy::Result<()> {
     Ok(())
 }
 
+/// Why opening fell back to an older commit (the newest could not be read),
+/// or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_recovery(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    match heap.heap()?.recovery() {
+        Some(why) => OwnedStringSexp::try_from(why)?.into(),
+        None => savvy::NullSexp.into(),
+    }
+}
+
 /// Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
 /// @noRd
 #[savvy]
