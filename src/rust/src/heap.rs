@@ -112,6 +112,10 @@ pub struct Entry {
     /// Unix time in milliseconds.
     pub created_ms: i64,
     pub modified_ms: i64,
+    /// Why this object cannot be read (its meta fails its checksum), if it
+    /// cannot; `meta` is then empty. Only [`Heap::list`] returns such
+    /// entries: [`Heap::get`] gives `Error::Corrupt` for them.
+    pub damaged: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,6 +179,9 @@ struct Shared {
 struct Named {
     stored: StoredEntry,
     meta: Vec<u8>,
+    /// Set when the meta fails its checksum (`meta` is then empty): the
+    /// object is listed but cannot be read; the rest of the heap can.
+    damaged: Option<String>,
 }
 
 /// Session references to a block handed out by (or named in) this heap.
@@ -310,16 +317,25 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
     let live = catalog::live_blocks(&stored, cat_block, slot.heap_len).map_err(&bad)?;
     let mut entries = Vec::with_capacity(stored.len());
     for e in stored {
+        let mut damaged = None;
         let meta = if e.meta_off == 0 {
             Vec::new()
         } else {
+            // In bounds: `live_blocks` checked every meta block above.
             let r = bounds(e.meta_off, e.meta_len, slot.heap_len).map_err(&bad)?;
-            if fnv1a64(&all[r.clone()]) != e.meta_sum {
-                return Err(bad(format!("meta of '{}' fails its checksum", e.name)));
+            if fnv1a64(&all[r.clone()]) == e.meta_sum {
+                all[r].to_vec()
+            } else {
+                // One damaged object damages only itself.
+                damaged = Some(format!("the metadata of '{}' fails its checksum", e.name));
+                Vec::new()
             }
-            all[r].to_vec()
         };
-        entries.push(Named { stored: e, meta });
+        entries.push(Named {
+            stored: e,
+            meta,
+            damaged,
+        });
     }
     if writable {
         let mut overlay = Overlay::new(all);
@@ -1120,6 +1136,7 @@ impl Heap {
             Named {
                 stored: entry,
                 meta: meta.to_vec(),
+                damaged: None,
             },
         );
         Ok(())
@@ -1127,10 +1144,14 @@ impl Heap {
 
     pub fn get(&self, name: &str) -> Result<Entry> {
         let st = self.state();
-        st.catalog
+        let n = st
+            .catalog
             .get(name)
-            .map(to_entry)
-            .ok_or_else(|| Error::NotFound { name: name.into() })
+            .ok_or_else(|| Error::NotFound { name: name.into() })?;
+        if let Some(why) = &n.damaged {
+            return Err(Error::corrupt(self.path(), why.clone()));
+        }
+        Ok(to_entry(n))
     }
 
     /// Every named object, sorted by name (byte order).
@@ -1269,6 +1290,7 @@ fn to_entry(n: &Named) -> Entry {
     Entry {
         name: n.stored.name.clone(),
         meta: n.meta.clone(),
+        damaged: n.damaged.clone(),
         blocks: n
             .stored
             .blocks

@@ -46,7 +46,10 @@ fn probe(path: &Path) -> bool {
                 }
                 h.check_invariants().unwrap();
                 for e in h.list() {
-                    let _ = h.get(&e.name).unwrap();
+                    match &e.damaged {
+                        None => drop(h.get(&e.name).unwrap()),
+                        Some(_) => assert!(matches!(h.get(&e.name), Err(Error::Corrupt { .. }))),
+                    }
                 }
                 accepted += 1;
             }
@@ -198,7 +201,31 @@ fn catalog_and_meta_damage_recovers_or_is_refused() {
         // meta offset of the first entry ("alpha"): preamble 24 + 24.
         u64::from_le_bytes(blob[48..56].try_into().unwrap()) as usize
     };
-    assert!(!with_copy(&d, &orig, |b| b[meta_off] ^= 0x80));
+    // A damaged meta damages only its object: the heap opens, the object is
+    // listed as damaged and cannot be got, the others read as before.
+    let p2 = d.file("meta.bin");
+    let mut b = orig.clone();
+    b[meta_off] ^= 0x80;
+    std::fs::write(&p2, &b).unwrap();
+    assert!(probe(&p2));
+    let (h, _) = Heap::open(&p2, &ro()).unwrap();
+    let alpha = h.list().into_iter().find(|e| e.name == "alpha").unwrap();
+    assert!(alpha
+        .damaged
+        .as_deref()
+        .is_some_and(|w| w.contains("checksum")));
+    assert!(matches!(h.get("alpha"), Err(Error::Corrupt { .. })));
+    assert_eq!(h.get("delta").unwrap().meta, b"just meta");
+    drop(h);
+    // It can still be removed (or overwritten) by a writer.
+    let h = open(&p2, 256 << 10);
+    h.remove("alpha").unwrap();
+    drop(h);
+    let (h, _) = Heap::open(&p2, &ro()).unwrap();
+    assert!(h
+        .list()
+        .iter()
+        .all(|e| e.damaged.is_none() && e.name != "alpha"));
 }
 
 /// Rewrites the catalog blob with `edit` applied and every checksum fixed,
