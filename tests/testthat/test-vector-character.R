@@ -117,3 +117,26 @@ test_that("writes after R expanded the strings still reach the pool", {
   pool <- file_bytes(path, info$offset, info$length)
   expect_match(rawToChar(pool[pool != as.raw(0)]), "written-after-expansion", fixed = TRUE)
 })
+
+test_that("a damaged string pool gives fmalloc_corrupt naming the element (1-based)", {
+  path <- withr::local_tempfile(fileext = ".bin")
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c("a", "b", "c"), "s", heap)
+  info <- Rfmalloc:::.fmalloc_inspect(fmalloc_get("s", heap))
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  # Element 2's entry (pool header 64 bytes, 16 per entry): unknown flag bits.
+  bytes <- readBin(path, "raw", file.size(path))
+  at <- info$offset + 64 + 16 + 12 + 1
+  bytes[at] <- as.raw(0xf0)
+  writeBin(bytes, path)
+  heap <- fmalloc_open(path, readonly = TRUE)
+  s <- fmalloc_get("s", heap)
+  expect_identical(s[1], "a")
+  e <- expect_error(s[2], class = "fmalloc_corrupt")
+  expect_s3_class(e, "fmalloc_error")
+  expect_match(conditionMessage(e), "element 2 of a character vector", fixed = TRUE)
+  expect_identical(s[3], "c")
+  fmalloc_close(heap)
+})

@@ -179,7 +179,8 @@ pub fn layout(buf: &[u8]) -> Result<Layout, PoolError> {
 fn entry_at(l: &Layout, i: u64) -> Result<usize, PoolError> {
     if i >= l.n {
         return Err(PoolError::Corrupt(format!(
-            "index {i} out of range (n = {})",
+            "element {} out of range (n = {})",
+            i.saturating_add(1),
             l.n
         )));
     }
@@ -203,9 +204,7 @@ pub fn get<'a>(buf: &'a [u8], l: &Layout, i: u64) -> Result<Elt<'a>, PoolError> 
     let at = entry_at(l, i)?;
     let (off, len, flags) = read_entry(buf, at);
     if flags & !(FLAG_PRESENT | ENC_MASK) != 0 {
-        return Err(PoolError::Corrupt(format!(
-            "element {i}: unknown flags {flags:#x}"
-        )));
+        return Err(PoolError::Corrupt(format!("unknown flags {flags:#x}")));
     }
     if flags & FLAG_PRESENT == 0 {
         return Ok(None);
@@ -213,7 +212,7 @@ pub fn get<'a>(buf: &'a [u8], l: &Layout, i: u64) -> Result<Elt<'a>, PoolError> 
     let end = off
         .checked_add(u64::from(len))
         .filter(|&e| e <= l.used)
-        .ok_or_else(|| PoolError::Corrupt(format!("element {i}: string outside the pool")))?;
+        .ok_or_else(|| PoolError::Corrupt("string outside the pool".into()))?;
     let start = (l.area_start() + off) as usize;
     let stop = (l.area_start() + end) as usize;
     Ok(Some((

@@ -330,20 +330,38 @@ pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
     unsafe { &mut *p }
 }
 
-/// Raises an R error with `msg`. The message is copied into a static buffer
-/// first so that no value with a destructor is live across the longjmp.
+/// Raises `msg` as an R condition, through the one path every Rust error
+/// takes to R: `.fmalloc_raise()` (R/vector.R), which gives a tagged
+/// message (`<fmalloc_corrupt> Rfmalloc: ...`, see `r::error`) its classes
+/// and any other message the class `fmalloc_error`. Used where savvy's
+/// conversion cannot run: ALTREP methods, called by R itself.
+///
+/// The caller must hold no Rust values with destructors: R longjmps out.
 pub(crate) fn raise(msg: &str) -> ! {
-    const CAP: usize = 1024;
-    static mut BUF: [u8; CAP] = [0; CAP];
-    let bytes = msg.as_bytes();
-    let n = bytes.len().min(CAP - 1);
-    // SAFETY: R is single-threaded; BUF is only used here, right before the
-    // longjmp, and holds a NUL-terminated copy of the message.
+    let len = msg.len().min(i32::MAX as usize) as c_int;
+    // SAFETY: plain R API calls on R's main thread; every new object is
+    // protected while the next is allocated. `.fmalloc_raise()` always
+    // signals an error, so `Rf_eval` does not return; should it, the plain
+    // `Rf_error` below still keeps this function from returning.
     unsafe {
-        let buf = ptr::addr_of_mut!(BUF) as *mut u8;
-        ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n);
-        *buf.add(n) = 0;
-        Rf_error(c"%s".as_ptr(), buf as *const c_char)
+        let text = Rf_protect(Rf_allocVector(STRSXP, 1));
+        SET_STRING_ELT(
+            text,
+            0,
+            Rf_mkCharLenCE(msg.as_ptr() as *const c_char, len, CE_UTF8),
+        );
+        let pkg = Rf_protect(Rf_mkString(c"Rfmalloc".as_ptr()));
+        let ns = Rf_protect(R_FindNamespace(pkg));
+        let call = Rf_protect(Rf_lang3(
+            Rf_install(c".fmalloc_raise".as_ptr()),
+            text,
+            R_NilValue,
+        ));
+        Rf_eval(call, ns);
+        Rf_error(
+            c"%s".as_ptr(),
+            c"Rfmalloc: error in an ALTREP method".as_ptr(),
+        )
     }
 }
 
@@ -356,7 +374,10 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> T {
         Err(_) => "Rfmalloc: internal error in an ALTREP method".to_string(),
     };
     let mut buf = [0u8; 1024];
-    let n = msg.len().min(buf.len());
+    let mut n = msg.len().min(buf.len());
+    while !msg.is_char_boundary(n) {
+        n -= 1;
+    }
     buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
     drop(msg);
     raise(std::str::from_utf8(&buf[..n]).unwrap_or("Rfmalloc: error in an ALTREP method"))

@@ -14,7 +14,9 @@
 use std::os::raw::c_char;
 
 use super::altrep::{guard, vd, VecData};
+use super::error::tagged_message;
 use super::ffi::*;
+use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::strpool::{self, Encoding, Grow};
 
@@ -73,15 +75,18 @@ fn encoding(ce: cetype_t) -> Encoding {
 pub(crate) unsafe fn pool_elt(d: &VecData, i: R_xlen_t) -> SEXP {
     let got = guard(|| {
         let buf = pool_buf(d);
-        let l = strpool::layout(buf).map_err(|e| format!("Rfmalloc: {e}"))?;
-        match strpool::get(buf, &l, i as u64).map_err(|e| format!("Rfmalloc: {e}"))? {
+        let damaged = |what: String| {
+            tagged_message(&Error::corrupt(
+                d.heap.path(),
+                format!("element {} of a character vector: {what}", i + 1),
+            ))
+        };
+        let l = strpool::layout(buf).map_err(|e| damaged(e.to_string()))?;
+        match strpool::get(buf, &l, i as u64).map_err(|e| damaged(e.to_string()))? {
             None => Ok(None),
             Some((bytes, enc)) => {
                 if bytes.contains(&0) || bytes.len() > i32::MAX as usize {
-                    return Err(format!(
-                        "Rfmalloc: element {} of a character vector holds a NUL byte or is too long",
-                        i + 1
-                    ));
+                    return Err(damaged("holds a NUL byte or is too long".into()));
                 }
                 Ok(Some((bytes.as_ptr(), bytes.len() as i32, cetype(enc))))
             }
@@ -138,23 +143,22 @@ pub(crate) unsafe extern "C" fn set_elt(x: SEXP, i: R_xlen_t, v: SEXP) {
 }
 
 /// Writes `value` at `i`, growing or compacting the pool when it is full.
+/// Errors come back as tagged messages (classed in R).
 fn set_in_pool(d: &mut VecData, i: u64, value: Option<(&[u8], Encoding)>) -> Result<(), String> {
-    let msg = |e: &dyn std::fmt::Display| {
-        let s = e.to_string();
-        if s.starts_with("Rfmalloc") {
-            s
-        } else {
-            format!("Rfmalloc: {s}")
-        }
+    let damaged = |d: &VecData, e: strpool::PoolError| {
+        tagged_message(&Error::corrupt(
+            d.heap.path(),
+            format!("element {} of a character vector: {e}", i + 1),
+        ))
     };
     loop {
-        let mut l = strpool::layout(pool_buf(d)).map_err(|e| msg(&e))?;
+        let mut l = strpool::layout(pool_buf(d)).map_err(|e| damaged(d, e))?;
         let needed = match strpool::set(pool_buf_mut(d), &mut l, i, value) {
             Ok(()) => return Ok(()),
             Err(strpool::PoolError::Full { needed }) => needed,
-            Err(e) => return Err(msg(&e)),
+            Err(e) => return Err(damaged(d, e)),
         };
-        grow(d, &l, needed).map_err(|e| msg(&e))?;
+        grow(d, &l, needed).map_err(|e| tagged_message(&e))?;
     }
 }
 

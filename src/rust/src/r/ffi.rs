@@ -226,6 +226,7 @@ extern "C" {
     pub fn Rf_install(name: *const c_char) -> SEXP;
     pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
     pub fn Rf_lang2(f: SEXP, a: SEXP) -> SEXP;
+    pub fn Rf_lang3(f: SEXP, a: SEXP, b: SEXP) -> SEXP;
     pub fn Rf_eval(e: SEXP, rho: SEXP) -> SEXP;
     pub fn R_FindNamespace(name: SEXP) -> SEXP;
 }
