@@ -1,36 +1,33 @@
 # Named objects: save an R object under a name, get it back zero-copy.
 #
 # An object is stored as
-#   * one heap block per *leaf* (an atomic vector of a supported type), and
-#   * a *meta* blob in the catalog entry:
+#   * one heap block per *leaf* (an atomic vector of a supported type and
+#     length > 0; also attribute values of at least .fm_attr_leaf_min
+#     elements, such as the names of a long vector), and
+#   * a *meta* blob in the catalog entry: meta v2, our own encoding (see
+#     src/rust/src/format/meta.rs and inst/FORMAT.md): a summary for
+#     fmalloc_ls() and a pre-order stream of nodes (lists, leaves by block
+#     index, small atomic values inline, NULL, S4 objects) with their
+#     attributes.
 #
-#     offset  size  field
-#     0       4     magic "RFMN"
-#     4       4     format version (little-endian int32, currently 1)
-#     8       4     n = length of the summary (little-endian int32)
-#     12      n     summary: serialize(list(type, class, length, dim))
-#     12 + n  ...   body:    serialize(list(skeleton, leaves))
-#
-# The *skeleton* is the object with every leaf replaced by a placeholder: the
-# symbol `.fmalloc_leaf_<i>`. Symbols cannot be stored by users (they are
-# refused), so a symbol in a skeleton is always a placeholder. `leaves[[i]]`
-# records leaf i's type, its attributes (which may themselves hold
-# placeholders for large attribute values such as names) and its S4 bit.
-# Leaf i lives in the i-th block of the catalog entry. Zero-length leaves have
-# no block: they stay in the skeleton by value.
-#
-# The meta blob is read from an untrusted file: every field is checked before
-# use and any failure is an `fmalloc_corrupt` error.
+# R only checks the object and describes it as a flat table of nodes
+# (.fm_decompose()); Rust encodes the meta, and decodes it and builds the
+# object (no byte of a meta ever reaches unserialize(): the heap file is
+# untrusted). A meta of version 1 (written with serialize() by older
+# versions) is refused as fmalloc_corrupt, never decoded.
 
-.fm_meta_magic <- as.raw(c(0x52, 0x46, 0x4d, 0x4e)) # "RFMN"
-.fm_meta_version <- 1L
 .fm_leaf_types <- c("logical", "integer", "double", "complex", "raw", "character")
+# Node kinds of meta v2 (format::meta::KIND_*).
+.fm_kind <- c(null = 0L, list = 1L, block = 2L, logical = 3L, integer = 4L, double = 5L,
+              complex = 6L, raw = 7L, character = 8L, S4 = 9L)
+# Deepest nesting of lists and attribute values (format::meta::MAX_DEPTH).
+.fm_max_depth <- 1000L
 # Attribute values longer than this become leaves of their own (zero-copy
 # names / row names of big vectors); shorter ones stay in the meta.
 .fm_attr_leaf_min <- 4096L
 
 # ---------------------------------------------------------------------------
-# Decomposition: object -> skeleton + leaves (validating everything first)
+# Decomposition: object -> flat node table + leaves (validating everything)
 # ---------------------------------------------------------------------------
 
 .fm_unsupported <- function(path, what, call = NULL) {
@@ -59,27 +56,55 @@
   )
 }
 
-# Builds the skeleton of `x` and collects its leaves. Signals
-# fmalloc_unsupported (naming the part, e.g. "x$a$f") before anything is
-# written; the caller only writes after this returned.
+# Describes `x` as a table of nodes in stream (pre-order) order -- a node,
+# then its attribute values (each with its name), then its elements -- and
+# collects its leaves. Signals fmalloc_unsupported (naming the part, e.g.
+# "x$a$f") before anything is written; the caller only writes after this
+# returned. Columns (see src/rust/src/r/named_meta.rs): kind, s4, nattr,
+# aname (attribute name or NA), len (list length), data (inline vector or
+# leaf index); plus the summary.
 .fm_decompose <- function(x, label = "x", call = NULL) {
   acc <- new.env(parent = emptyenv())
   acc$leaves <- vector("list", 16L)
-  acc$info <- vector("list", 16L)
+  acc$nleaves <- 0L
+  cap <- 64L
+  acc$kind <- integer(cap)
+  acc$s4 <- logical(cap)
+  acc$nattr <- integer(cap)
+  acc$aname <- rep(NA_character_, cap)
+  acc$len <- numeric(cap)
+  acc$data <- vector("list", cap)
   acc$n <- 0L
 
-  add_leaf <- function(v, info) {
+  emit <- function(kind, s4, nattr, aname, len = 0, data = NULL) {
     i <- acc$n + 1L
-    if (i > length(acc$leaves)) {
-      length(acc$leaves) <- 2L * i
-      length(acc$info) <- 2L * i
+    if (i > length(acc$kind)) {
+      m <- 2L * i
+      length(acc$kind) <- m
+      length(acc$s4) <- m
+      length(acc$nattr) <- m
+      length(acc$aname) <- m
+      length(acc$len) <- m
+      length(acc$data) <- m
     }
+    acc$kind[i] <- kind
+    acc$s4[i] <- s4
+    acc$nattr[i] <- nattr
+    acc$aname[i] <- aname
+    acc$len[i] <- len
+    if (!is.null(data)) acc$data[i] <- list(data)
+    acc$n <- i
+    invisible(NULL)
+  }
+
+  add_leaf <- function(v) {
+    i <- acc$nleaves + 1L
+    if (i > length(acc$leaves)) length(acc$leaves) <- 2L * i
     # The vector itself, attributes and all: Rust reads only its data, and
     # stripping the attributes here would make R copy the data.
     acc$leaves[i] <- list(v)
-    acc$info[i] <- list(info)
-    acc$n <- i
-    as.symbol(paste0(".fmalloc_leaf_", i))
+    acc$nleaves <- i
+    i
   }
 
   child_path <- function(path, nms, k) {
@@ -93,179 +118,124 @@
     }
   }
 
-  # Attributes of a node. Large atomic values become leaves of their own;
-  # everything else must be plain data (walked like the object itself).
-  walk_attrs <- function(node, path) {
-    a <- attributes(node)
-    if (is.null(a)) {
-      return(NULL)
+  check_depth <- function(path, depth) {
+    if (depth > .fm_max_depth) {
+      .fm_unsupported(path, sprintf("nested deeper than %d levels", .fm_max_depth), call)
     }
+  }
+
+  attrs_of <- function(node) {
+    a <- attributes(node)
     if (!is.null(a[["row.names"]])) {
       # The internal (compact) form: c(NA, -n) instead of 1:n.
       a["row.names"] <- list(.row_names_info(node, 0L))
     }
+    a
+  }
+
+  # Attribute values of a node. With `leaves`, large atomic values become
+  # leaves of their own; everything else is plain data kept in the meta.
+  walk_attrs <- function(a, path, depth, leaves) {
     for (k in seq_along(a)) {
-      nm <- names(a)[[k]]
+      nm <- enc2utf8(names(a)[[k]])
       val <- a[[k]]
       p <- sprintf("attr(%s, \"%s\")", path, nm)
-      if (is.atomic(val) && !is.null(val) && !isS4(val) && is.null(attributes(val)) &&
+      if (leaves && is.atomic(val) && !is.null(val) && !isS4(val) && is.null(attributes(val)) &&
         typeof(val) %in% .fm_leaf_types && length(val) >= .fm_attr_leaf_min) {
-        a[k] <- list(add_leaf(val, list(type = typeof(val), attrs = NULL, s4 = FALSE)))
+        emit(.fm_kind[["block"]], FALSE, 0L, nm, data = add_leaf(val))
       } else {
-        a[k] <- list(walk_value(val, p))
+        walk_value(val, p, nm, depth + 1L)
       }
     }
-    a
   }
 
   # Plain data kept in the meta by value (attribute values): atomic vectors,
   # lists of them, NULL.
-  walk_value <- function(v, path) {
+  walk_value <- function(v, path, aname, depth) {
+    check_depth(path, depth)
     if (is.null(v)) {
-      return(NULL)
+      return(emit(.fm_kind[["null"]], FALSE, 0L, aname))
     }
-    if (is.atomic(v) && typeof(v) %in% .fm_leaf_types && !isS4(v)) {
-      check_attrs_plain(v, path)
-      return(v)
+    type <- typeof(v)
+    if (is.atomic(v) && type %in% .fm_leaf_types && !isS4(v)) {
+      a <- attributes(v)
+      emit(.fm_kind[[type]], FALSE, length(a), aname, data = v)
+      return(walk_attrs(a, path, depth, FALSE))
     }
-    if (is.list(v) && !isS4(v) && typeof(v) == "list") {
-      check_attrs_plain(v, path)
-      for (k in seq_along(v)) walk_value(v[[k]], child_path(path, names(v), k))
-      return(v)
+    if (is.list(v) && !isS4(v) && type == "list") {
+      a <- attributes(v)
+      emit(.fm_kind[["list"]], FALSE, length(a), aname, len = length(v))
+      walk_attrs(a, path, depth, FALSE)
+      nms <- names(v)
+      for (k in seq_along(v)) walk_value(.subset2(v, k), child_path(path, nms, k), NA_character_, depth + 1L)
+      return(invisible(NULL))
     }
     .fm_unsupported(path, .fm_describe(v), call)
   }
 
-  check_attrs_plain <- function(v, path) {
-    a <- attributes(v)
-    for (k in seq_along(a)) {
-      walk_value(a[[k]], sprintf("attr(%s, \"%s\")", path, names(a)[[k]]))
-    }
-  }
-
-  walk <- function(node, path) {
+  walk <- function(node, path, depth) {
+    check_depth(path, depth)
     if (is.null(node)) {
-      return(NULL)
+      return(emit(.fm_kind[["null"]], FALSE, 0L, NA_character_))
     }
     type <- typeof(node)
     if (type %in% .fm_leaf_types) {
-      attrs <- walk_attrs(node, path)
+      a <- attrs_of(node)
       if (length(node) == 0L) {
-        return(node) # no data: kept by value
+        emit(.fm_kind[[type]], isS4(node), length(a), NA_character_, data = node) # no data: by value
+      } else {
+        emit(.fm_kind[["block"]], isS4(node), length(a), NA_character_, data = add_leaf(node))
       }
-      return(add_leaf(node, list(type = type, attrs = attrs, s4 = isS4(node))))
+      return(walk_attrs(a, path, depth, TRUE))
     }
     if (type == "list") {
-      attrs <- walk_attrs(node, path)
+      a <- attrs_of(node)
       s4 <- isS4(node)
       node <- unclass(node) # no length()/names() methods (POSIXlt); shallow
+      emit(.fm_kind[["list"]], s4, length(a), NA_character_, len = length(node))
+      walk_attrs(a, path, depth, TRUE)
       nms <- names(node)
-      out <- vector("list", length(node))
       for (k in seq_along(node)) {
-        el <- walk(.subset2(node, k), child_path(path, nms, k))
-        if (!is.null(el)) out[[k]] <- el
+        walk(.subset2(node, k), child_path(path, nms, k), depth + 1L)
       }
-      attributes(out) <- attrs
-      if (s4) out <- asS4(out)
-      return(out)
+      return(invisible(NULL))
     }
     if (type == "S4") {
       # An S4 object without a data part: its slots are attributes.
-      check_attrs_plain(node, path)
-      return(node)
+      a <- attributes(node)
+      emit(.fm_kind[["S4"]], TRUE, length(a), NA_character_)
+      return(walk_attrs(a, path, depth, FALSE))
     }
     .fm_unsupported(path, .fm_describe(node), call)
   }
 
-  skeleton <- walk(x, label)
-  n <- acc$n
+  walk(x, label, 1L)
+  n <- seq_len(acc$n)
   list(
-    skeleton = skeleton,
-    leaves = acc$leaves[seq_len(n)],
-    info = acc$info[seq_len(n)]
+    desc = list(
+      summary = .fm_summary(x),
+      kind = acc$kind[n], s4 = acc$s4[n], nattr = acc$nattr[n],
+      aname = acc$aname[n], len = acc$len[n], data = acc$data[n]
+    ),
+    leaves = acc$leaves[seq_len(acc$nleaves)]
   )
 }
-
-# ---------------------------------------------------------------------------
-# Meta blob
-# ---------------------------------------------------------------------------
-
-.fm_int32_le <- function(i) writeBin(as.integer(i), raw(), size = 4L, endian = "little")
 
 .fm_summary <- function(x) {
   d <- dim(x)
   list(
     type = if (is.data.frame(x)) "list" else typeof(x),
-    class = paste(class(x), collapse = "/"),
+    class = enc2utf8(paste(class(x), collapse = "/")),
     length = as.numeric(if (is.data.frame(x)) nrow(x) else length(x)),
     dim = if (is.null(d)) NA_character_ else paste(d, collapse = "x")
   )
-}
-
-.fm_meta_encode <- function(x, parts) {
-  summary <- serialize(.fm_summary(x), NULL, xdr = FALSE)
-  body <- serialize(list(skeleton = parts$skeleton, leaves = parts$info), NULL, xdr = FALSE)
-  c(.fm_meta_magic, .fm_int32_le(.fm_meta_version), .fm_int32_le(length(summary)), summary, body)
-}
-
-.fm_corrupt <- function(name, what) {
-  .fmalloc_abort(
-    sprintf("Rfmalloc: the stored object '%s' is damaged (%s); nothing was changed", name, what),
-    "fmalloc_corrupt", NULL
-  )
-}
-
-# Returns the summary n and checks magic and version.
-.fm_meta_header <- function(meta, name) {
-  if (!is.raw(meta) || length(meta) < 12L || !identical(meta[1:4], .fm_meta_magic)) {
-    .fm_corrupt(name, "bad meta header")
-  }
-  version <- readBin(meta[5:8], "integer", size = 4L, endian = "little")
-  if (!identical(version, .fm_meta_version)) {
-    .fm_corrupt(name, sprintf("meta format version %d is not supported by this Rfmalloc", version))
-  }
-  n <- readBin(meta[9:12], "integer", size = 4L, endian = "little")
-  if (is.na(n) || n < 0L || n > length(meta) - 12L) {
-    .fm_corrupt(name, "bad summary length")
-  }
-  n
-}
-
-.fm_unserialize <- function(bytes, name, what) {
-  tryCatch(unserialize(bytes), error = function(e) .fm_corrupt(name, paste("cannot read the", what)))
-}
-
-.fm_meta_summary <- function(meta, name) {
-  n <- .fm_meta_header(meta, name)
-  s <- .fm_unserialize(meta[12L + seq_len(n)], name, "summary")
-  ok <- is.list(s) && all(c("type", "class", "length", "dim") %in% names(s)) &&
-    all(vapply(s[c("type", "class", "dim")], function(v) is.character(v) && length(v) == 1L, NA)) &&
-    is.numeric(s$length) && length(s$length) == 1L
-  if (!ok) .fm_corrupt(name, "bad summary")
-  s
-}
-
-.fm_meta_body <- function(meta, name) {
-  n <- .fm_meta_header(meta, name)
-  body <- .fm_unserialize(meta[-seq_len(12L + n)], name, "structure")
-  if (!is.list(body) || !identical(names(body), c("skeleton", "leaves")) || !is.list(body$leaves)) {
-    .fm_corrupt(name, "bad structure")
-  }
-  for (info in body$leaves) {
-    ok <- is.list(info) && is.character(info$type) && length(info$type) == 1L &&
-      info$type %in% .fm_leaf_types && (is.null(info$attrs) || is.list(info$attrs)) &&
-      is.logical(info$s4) && length(info$s4) == 1L && !is.na(info$s4)
-    if (!ok) .fm_corrupt(name, "bad leaf description")
-  }
-  body
 }
 
 # ---------------------------------------------------------------------------
 # Reassembly (in Rust: see src/rust/src/r/named_assemble.rs for why)
 # ---------------------------------------------------------------------------
 
-# The heap-backed object `name` of `heap`, built around `body` (the decoded
-# meta).
+# The heap-backed object `name` of `heap`, decoded and built in Rust.
 #
 # Care is needed for in-place writes to reach the file: R copies a vector at
 # the first `x[i] <- v` when it looks shared (reference count > 1). A value
@@ -274,14 +244,8 @@
 # keeps an extra count. So the Rust call is not wrapped in .rfm() -- it
 # returns failures as a value -- and the result is returned directly by
 # every function on the way back to the user (fmalloc_get(), fmalloc_save()).
-.fm_assemble <- function(heap, name, body, call) {
-  info <- body$leaves
-  obj <- fmalloc_named_assemble(
-    heap, name, body$skeleton,
-    lapply(info, .subset2, "attrs"),
-    vapply(info, .subset2, NA, "s4"),
-    vapply(info, .subset2, "", "type")
-  )
+.fm_assemble <- function(heap, name, call) {
+  obj <- fmalloc_named_get(heap, name)
   if (inherits(obj, "fmalloc_failure")) {
     .rfm(stop(unclass(obj), call. = FALSE), call)
   }
@@ -399,10 +363,10 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   if (nchar(label) > 40L) label <- "x"
   # Validate the whole object before anything is written.
   parts <- .fm_decompose(x, label, call)
-  meta <- .fm_meta_encode(x, parts)
-  .rfm(fmalloc_named_save(heap, name, meta, parts$leaves, overwrite), call)
+  .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, overwrite), call)
+  rm(parts)
   # Returned directly: see .fm_assemble().
-  invisible(.fm_assemble(heap, name, list(skeleton = parts$skeleton, leaves = parts$info), call))
+  invisible(.fm_assemble(heap, name, call))
 }
 
 # create_fmalloc_vector(name = ): a new vector saved under `name` without a
@@ -411,7 +375,9 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   .check_string(name, "name", call)
   v <- create_fmalloc_vector(type, length, heap = heap, method = method, init = init)
   heap <- .fm_heap(heap, call)
-  .rfm(fmalloc_named_save(heap, name, .fm_meta_encode(v, .fm_decompose(v)), list(v), FALSE), call)
+  parts <- .fm_decompose(v, call = call)
+  .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, FALSE), call)
+  rm(parts)
   rm(v)
   # Returned directly: see .fm_assemble().
   fmalloc_get(name, heap)
@@ -423,9 +389,8 @@ fmalloc_get <- function(name, heap = NULL) {
   call <- sys.call()
   .check_string(name, "name")
   heap <- .fm_heap(heap, call)
-  meta <- .rfm(fmalloc_named_meta(heap, name), call)
   # Returned directly: see .fm_assemble().
-  .fm_assemble(heap, name, .fm_meta_body(meta, name), call)
+  .fm_assemble(heap, name, call)
 }
 
 #' @rdname fmalloc_save
@@ -445,21 +410,16 @@ fmalloc_ls <- function(heap = NULL) {
   cat <- .rfm(fmalloc_named_list(heap), call)
   # A damaged entry still gets its row (with NA fields): fmalloc_get()
   # reports what is wrong with it.
-  na <- list(type = NA_character_, class = NA_character_, length = NA_real_, dim = NA_character_)
-  summaries <- Map(function(meta, name) {
-    tryCatch(.fm_meta_summary(meta, name), fmalloc_corrupt = function(e) na)
-  }, cat$summary, cat$name)
-  field <- function(f, type) vapply(summaries, function(s) s[[f]], type, USE.NAMES = FALSE)
   # Integer, as length() gives, when every length fits (doubles such as
   # 1e6 would print as "1e+06" in the data frame); double otherwise.
-  lengths <- field("length", 0)
+  lengths <- cat$length
   if (all(is.na(lengths) | lengths <= .Machine$integer.max)) lengths <- as.integer(lengths)
   data.frame(
     name = cat$name,
-    type = field("type", ""),
-    class = field("class", ""),
+    type = cat$type,
+    class = cat$class,
     length = lengths,
-    dim = field("dim", ""),
+    dim = cat$dim,
     bytes = cat$bytes,
     created = .POSIXct(cat$created),
     modified = .POSIXct(cat$modified),

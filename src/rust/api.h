@@ -1,11 +1,12 @@
-SEXP savvy_fmalloc_named_assemble__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__skeleton, SEXP c_arg__attrs, SEXP c_arg__s4, SEXP c_arg__types);
 SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length);
 SEXP savvy_fmalloc_named_exists__ffi(SEXP c_arg__heap, SEXP c_arg__name);
+SEXP savvy_fmalloc_named_get__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_list__ffi(SEXP c_arg__heap);
-SEXP savvy_fmalloc_named_meta__ffi(SEXP c_arg__heap, SEXP c_arg__name);
+SEXP savvy_fmalloc_named_put_raw_meta__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta);
+SEXP savvy_fmalloc_named_raw_meta__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_remove__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_rename__ffi(SEXP c_arg__heap, SEXP c_arg__from, SEXP c_arg__to, SEXP c_arg__overwrite);
-SEXP savvy_fmalloc_named_save__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta, SEXP c_arg__leaves, SEXP c_arg__overwrite);
+SEXP savvy_fmalloc_named_save__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite);
 SEXP savvy_fmalloc_ref_leaf__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_vector_create__ffi(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__method, SEXP c_arg__init);
 SEXP savvy_fmalloc_vector_inspect__ffi(SEXP c_arg__x);

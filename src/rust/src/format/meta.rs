@@ -634,4 +634,5 @@ pub fn decode(meta: &[u8], n_blocks: usize) -> Result<Meta, String> {
 }
 
 #[cfg(test)]
+#[path = "meta_tests.rs"]
 mod tests;

@@ -128,6 +128,8 @@ extern "C" {
     pub fn INTEGER(x: SEXP) -> *mut c_int;
     pub fn REAL(x: SEXP) -> *mut f64;
     pub fn RAW(x: SEXP) -> *mut Rbyte;
+    pub fn LOGICAL(x: SEXP) -> *mut c_int;
+    pub fn COMPLEX(x: SEXP) -> *mut Rcomplex;
     pub fn STRING_PTR_RO(x: SEXP) -> *const SEXP;
     pub fn INTEGER_GET_REGION(x: SEXP, i: R_xlen_t, n: R_xlen_t, buf: *mut c_int) -> R_xlen_t;
     pub fn REAL_GET_REGION(x: SEXP, i: R_xlen_t, n: R_xlen_t, buf: *mut f64) -> R_xlen_t;
@@ -227,6 +229,9 @@ extern "C" {
     pub fn SETCAR(x: SEXP, v: SEXP) -> SEXP;
     pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
     pub fn Rf_setAttrib(x: SEXP, name: SEXP, value: SEXP) -> SEXP;
+    pub fn Rf_allocS4Object() -> SEXP;
+    pub fn Rf_asS4(x: SEXP, flag: Rboolean, complete: c_int) -> SEXP;
+    pub fn Rf_isS4(x: SEXP) -> Rboolean;
     pub fn Rf_install(name: *const c_char) -> SEXP;
     pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
     pub fn Rf_lang2(f: SEXP, a: SEXP) -> SEXP;
