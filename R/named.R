@@ -64,64 +64,19 @@
 # aname (attribute name or NA), len (list length), data (inline vector or
 # leaf index); plus the summary.
 .fm_decompose <- function(x, label = "x", call = NULL) {
-  acc <- new.env(parent = emptyenv())
-  acc$leaves <- vector("list", 16L)
-  acc$nleaves <- 0L
-  cap <- 64L
-  acc$kind <- integer(cap)
-  acc$s4 <- logical(cap)
-  acc$nattr <- integer(cap)
-  acc$aname <- rep(NA_character_, cap)
-  acc$len <- numeric(cap)
-  acc$data <- vector("list", cap)
-  acc$n <- 0L
-
-  emit <- function(kind, s4, nattr, aname, len = 0, data = NULL) {
-    i <- acc$n + 1L
-    if (i > length(acc$kind)) {
-      m <- 2L * i
-      length(acc$kind) <- m
-      length(acc$s4) <- m
-      length(acc$nattr) <- m
-      length(acc$aname) <- m
-      length(acc$len) <- m
-      length(acc$data) <- m
+  # Everything accumulates in local vectors of this frame, modified in
+  # place (grown by doubling): no environment or closure per node, which
+  # would copy them at every step.
+  child_paths <- function(path, nms, n) {
+    k <- seq_len(n)
+    if (is.null(nms)) {
+      return(paste0(path, "[[", k, "]]"))
     }
-    acc$kind[i] <- kind
-    acc$s4[i] <- s4
-    acc$nattr[i] <- nattr
-    acc$aname[i] <- aname
-    acc$len[i] <- len
-    if (!is.null(data)) acc$data[i] <- list(data)
-    acc$n <- i
-    invisible(NULL)
-  }
-
-  add_leaf <- function(v) {
-    i <- acc$nleaves + 1L
-    if (i > length(acc$leaves)) length(acc$leaves) <- 2L * i
-    # The vector itself, attributes and all: Rust reads only its data, and
-    # stripping the attributes here would make R copy the data.
-    acc$leaves[i] <- list(v)
-    acc$nleaves <- i
-    i
-  }
-
-  child_path <- function(path, nms, k) {
-    nm <- if (!is.null(nms)) nms[[k]] else ""
-    if (!is.na(nm) && nzchar(nm) && make.names(nm) == nm) {
-      paste0(path, "$", nm)
-    } else if (!is.na(nm) && nzchar(nm)) {
-      paste0(path, "$`", nm, "`")
-    } else {
-      paste0(path, "[[", k, "]]")
-    }
-  }
-
-  check_depth <- function(path, depth) {
-    if (depth > .fm_max_depth) {
-      .fm_unsupported(path, sprintf("nested deeper than %d levels", .fm_max_depth), call)
-    }
+    named <- !is.na(nms) & nzchar(nms)
+    syntactic <- named & make.names(nms) == nms
+    ifelse(syntactic, paste0(path, "$", nms),
+      ifelse(named, paste0(path, "$`", nms, "`"), paste0(path, "[[", k, "]]"))
+    )
   }
 
   attrs_of <- function(node) {
@@ -133,91 +88,151 @@
     a
   }
 
-  # Attribute values of a node. With `leaves`, large atomic values become
-  # leaves of their own; everything else is plain data kept in the meta.
-  walk_attrs <- function(a, path, depth, leaves) {
-    for (k in seq_along(a)) {
-      nm <- enc2utf8(names(a)[[k]])
-      val <- a[[k]]
-      p <- sprintf("attr(%s, \"%s\")", path, nm)
-      if (leaves && is.atomic(val) && !is.null(val) && !isS4(val) && is.null(attributes(val)) &&
-        typeof(val) %in% .fm_leaf_types && length(val) >= .fm_attr_leaf_min) {
-        emit(.fm_kind[["block"]], FALSE, 0L, nm, data = add_leaf(val))
-      } else {
-        walk_value(val, p, nm, depth + 1L)
-      }
+  # A work stack instead of recursion (R's own recursion would exhaust the
+  # C stack long before .fm_max_depth). Items are popped in stream order:
+  # a node's attribute values, then its elements, are pushed in reverse.
+  # Modes: WALK an object part (vectors of length > 0 become leaves), PLAIN
+  # a value kept in the meta (attribute values: atomic vectors, lists of
+  # them, NULL), ALEAF a large attribute value stored as a leaf.
+  WALK <- 0L
+  PLAIN <- 1L
+  ALEAF <- 2L
+  leaves <- vector("list", 16L)
+  n_leaves <- 0L
+  o_kind <- integer(64L)
+  o_s4 <- logical(64L)
+  o_nattr <- integer(64L)
+  o_aname <- rep(NA_character_, 64L)
+  o_len <- numeric(64L)
+  o_data <- vector("list", 64L)
+  n <- 0L
+  st_v <- list(x)
+  st_path <- label
+  st_aname <- NA_character_
+  st_depth <- 1L
+  st_mode <- WALK
+  n_st <- 1L
+  while (n_st > 0L) {
+    v <- st_v[[n_st]]
+    path <- st_path[[n_st]]
+    aname <- st_aname[[n_st]]
+    depth <- st_depth[[n_st]]
+    mode <- st_mode[[n_st]]
+    st_v[n_st] <- list(NULL)
+    n_st <- n_st - 1L
+    if (depth > .fm_max_depth) {
+      .fm_unsupported(path, sprintf("nested deeper than %d levels", .fm_max_depth), call)
     }
-  }
-
-  # Plain data kept in the meta by value (attribute values): atomic vectors,
-  # lists of them, NULL.
-  walk_value <- function(v, path, aname, depth) {
-    check_depth(path, depth)
-    if (is.null(v)) {
-      return(emit(.fm_kind[["null"]], FALSE, 0L, aname))
-    }
+    a <- NULL
+    kids <- NULL
+    leaf <- NULL
+    e_s4 <- FALSE
+    e_len <- 0
+    e_data <- NULL
     type <- typeof(v)
-    if (is.atomic(v) && type %in% .fm_leaf_types && !isS4(v)) {
-      a <- attributes(v)
-      emit(.fm_kind[[type]], FALSE, length(a), aname, data = v)
-      return(walk_attrs(a, path, depth, FALSE))
-    }
-    if (is.list(v) && !isS4(v) && type == "list") {
-      a <- attributes(v)
-      emit(.fm_kind[["list"]], FALSE, length(a), aname, len = length(v))
-      walk_attrs(a, path, depth, FALSE)
-      nms <- names(v)
-      for (k in seq_along(v)) walk_value(.subset2(v, k), child_path(path, nms, k), NA_character_, depth + 1L)
-      return(invisible(NULL))
-    }
-    .fm_unsupported(path, .fm_describe(v), call)
-  }
-
-  walk <- function(node, path, depth) {
-    check_depth(path, depth)
-    if (is.null(node)) {
-      return(emit(.fm_kind[["null"]], FALSE, 0L, NA_character_))
-    }
-    type <- typeof(node)
-    if (type %in% .fm_leaf_types) {
-      a <- attrs_of(node)
-      if (length(node) == 0L) {
-        emit(.fm_kind[[type]], isS4(node), length(a), NA_character_, data = node) # no data: by value
+    if (mode == ALEAF) {
+      e_kind <- .fm_kind[["block"]]
+      leaf <- v
+    } else if (is.null(v)) {
+      e_kind <- .fm_kind[["null"]]
+    } else if (type %in% .fm_leaf_types && (mode == WALK || !isS4(v))) {
+      a <- if (mode == WALK) attrs_of(v) else attributes(v)
+      e_s4 <- isS4(v)
+      if (mode == PLAIN || length(v) == 0L) {
+        e_kind <- .fm_kind[[type]] # by value
+        e_data <- v
       } else {
-        emit(.fm_kind[["block"]], isS4(node), length(a), NA_character_, data = add_leaf(node))
+        e_kind <- .fm_kind[["block"]]
+        leaf <- v
       }
-      return(walk_attrs(a, path, depth, TRUE))
-    }
-    if (type == "list") {
-      a <- attrs_of(node)
-      s4 <- isS4(node)
-      node <- unclass(node) # no length()/names() methods (POSIXlt); shallow
-      emit(.fm_kind[["list"]], s4, length(a), NA_character_, len = length(node))
-      walk_attrs(a, path, depth, TRUE)
-      nms <- names(node)
-      for (k in seq_along(node)) {
-        walk(.subset2(node, k), child_path(path, nms, k), depth + 1L)
-      }
-      return(invisible(NULL))
-    }
-    if (type == "S4") {
+    } else if (type == "list" && (mode == WALK || !isS4(v))) {
+      a <- if (mode == WALK) attrs_of(v) else attributes(v)
+      e_s4 <- isS4(v)
+      kids <- unclass(v) # no length()/names() methods (POSIXlt); shallow
+      kid_names <- names(kids)
+      e_kind <- .fm_kind[["list"]]
+      e_len <- length(kids)
+    } else if (type == "S4" && mode == WALK) {
       # An S4 object without a data part: its slots are attributes.
-      a <- attributes(node)
-      emit(.fm_kind[["S4"]], TRUE, length(a), NA_character_)
-      return(walk_attrs(a, path, depth, FALSE))
+      a <- attributes(v)
+      e_kind <- .fm_kind[["S4"]]
+      e_s4 <- TRUE
+      mode <- PLAIN
+    } else {
+      .fm_unsupported(path, .fm_describe(v), call)
     }
-    .fm_unsupported(path, .fm_describe(node), call)
+    if (!is.null(leaf)) {
+      # The vector itself, attributes and all: Rust reads only its data,
+      # and stripping the attributes here would make R copy the data.
+      n_leaves <- n_leaves + 1L
+      if (n_leaves > length(leaves)) length(leaves) <- 2L * n_leaves
+      leaves[n_leaves] <- list(leaf)
+      e_data <- n_leaves
+    }
+    n <- n + 1L
+    if (n > length(o_kind)) {
+      grow <- 2L * n
+      length(o_kind) <- grow
+      length(o_s4) <- grow
+      length(o_nattr) <- grow
+      length(o_aname) <- grow
+      length(o_len) <- grow
+      length(o_data) <- grow
+    }
+    o_kind[n] <- e_kind
+    o_s4[n] <- e_s4
+    o_nattr[n] <- length(a)
+    o_aname[n] <- aname
+    o_len[n] <- e_len
+    if (!is.null(e_data)) o_data[n] <- list(e_data)
+    n_a <- length(a)
+    n_k <- length(kids)
+    if (n_a + n_k == 0L) next
+    m <- n_st + n_a + n_k
+    if (m > length(st_v)) {
+      grow <- 2L * m
+      length(st_v) <- grow
+      length(st_path) <- grow
+      length(st_aname) <- grow
+      length(st_depth) <- grow
+      length(st_mode) <- grow
+    }
+    if (n_k > 0L) {
+      at <- n_st + rev(seq_len(n_k))
+      st_v[at] <- kids
+      st_path[at] <- child_paths(path, kid_names, n_k)
+      st_aname[at] <- NA_character_
+      st_depth[at] <- depth + 1L
+      st_mode[at] <- mode
+      n_st <- n_st + n_k
+    }
+    if (n_a > 0L) {
+      at <- n_st + rev(seq_len(n_a))
+      nms <- enc2utf8(names(a))
+      big <- if (mode == WALK) {
+        vapply(a, function(val) {
+          is.atomic(val) && !is.null(val) && !isS4(val) && is.null(attributes(val)) &&
+            typeof(val) %in% .fm_leaf_types && length(val) >= .fm_attr_leaf_min
+        }, NA, USE.NAMES = FALSE)
+      } else {
+        rep(FALSE, n_a)
+      }
+      st_v[at] <- unname(a)
+      st_path[at] <- sprintf("attr(%s, \"%s\")", path, nms)
+      st_aname[at] <- nms
+      st_depth[at] <- depth + 1L
+      st_mode[at] <- ifelse(big, ALEAF, PLAIN)
+      n_st <- n_st + n_a
+    }
   }
-
-  walk(x, label, 1L)
-  n <- seq_len(acc$n)
+  n <- seq_len(n)
   list(
     desc = list(
       summary = .fm_summary(x),
-      kind = acc$kind[n], s4 = acc$s4[n], nattr = acc$nattr[n],
-      aname = acc$aname[n], len = acc$len[n], data = acc$data[n]
+      kind = o_kind[n], s4 = o_s4[n], nattr = o_nattr[n],
+      aname = o_aname[n], len = o_len[n], data = o_data[n]
     ),
-    leaves = acc$leaves[seq_len(acc$nleaves)]
+    leaves = leaves[seq_len(n_leaves)]
   )
 }
 
