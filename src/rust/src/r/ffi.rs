@@ -120,7 +120,6 @@ extern "C" {
     pub fn DATAPTR_RO(x: SEXP) -> *const c_void;
     /// The data of a non-ALTREP vector (exported "for vroom" in R 4.2).
     pub fn STDVEC_DATAPTR(x: SEXP) -> *mut c_void;
-    pub fn SET_S4_OBJECT(x: SEXP);
     pub fn STRING_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
     pub fn SET_STRING_ELT(x: SEXP, i: R_xlen_t, v: SEXP);
     pub fn VECTOR_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
@@ -222,11 +221,6 @@ extern "C" {
 extern "C" {
     // Named objects (r/named*.rs): symbols, attributes, options, evaluation.
     pub static mut R_GlobalEnv: SEXP;
-    pub fn PRINTNAME(x: SEXP) -> SEXP;
-    pub fn ATTRIB(x: SEXP) -> SEXP;
-    pub fn CAR(x: SEXP) -> SEXP;
-    pub fn CDR(x: SEXP) -> SEXP;
-    pub fn SETCAR(x: SEXP, v: SEXP) -> SEXP;
     pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
     pub fn Rf_setAttrib(x: SEXP, name: SEXP, value: SEXP) -> SEXP;
     pub fn Rf_allocS4Object() -> SEXP;
