@@ -64,21 +64,6 @@ NULL
   .Call(savvy_fmalloc_heap_recovery__impl, `heap`)
 }
 
-#' The object `name`: a fresh copy of `skeleton` (from its meta) with leaf
-#' `i` -- a new ALTREP vector over block `i`, of type `types[i]`, with the
-#' attributes `attrs[[i]]` and the S4 bit `s4[i]` -- in place of each
-#' placeholder. No data are read or copied.
-#'
-#' A failure is returned, not raised: a character string (the tagged error
-#' message) of class `fmalloc_failure`. Raising would make R/named.R wrap
-#' the call in `.rfm()`, whose promise would make the result look shared
-#' (see `.fm_assemble()` there).
-#' @noRd
-`fmalloc_named_assemble` <- function(`heap`, `name`, `skeleton`, `attrs`, `s4`, `types`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  .Call(savvy_fmalloc_named_assemble__impl, `heap`, `name`, `skeleton`, `attrs`, `s4`, `types`)
-}
-
 #' A vector over the block described by a reference, marked to serialize
 #' by reference again; `NULL` when no named object of `heap` has exactly
 #' this block any more.
@@ -94,19 +79,43 @@ NULL
   .Call(savvy_fmalloc_named_exists__impl, `heap`, `name`)
 }
 
-#' The catalog as columns: name, summary (list of raw), created, modified
-#' (seconds since the epoch), bytes (data bytes of all blocks).
+#' The object `name`, built from its meta: every vector a fresh ALTREP
+#' vector over its block. No data are read or copied.
+#'
+#' A failure is returned, not raised: a character string (the tagged error
+#' message) of class `fmalloc_failure`. Raising would make R/named.R wrap
+#' the call in `.rfm()`, whose promise would make the result look shared
+#' (see `.fm_assemble()` there).
+#' @noRd
+`fmalloc_named_get` <- function(`heap`, `name`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
+}
+
+#' The catalog as columns: name, type, class, length, dim (from each
+#' meta's summary, decoded in Rust; NA for a meta that cannot be read),
+#' created, modified (seconds since the epoch), bytes (data bytes of all
+#' blocks).
 #' @noRd
 `fmalloc_named_list` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_named_list__impl, `heap`)
 }
 
-#' The meta blob of the object `name`.
+#' Test hook: replaces the meta of `name` with raw bytes (keeping its
+#' blocks), or creates `name` with no blocks. How tests put hostile metas
+#' into a heap.
 #' @noRd
-`fmalloc_named_meta` <- function(`heap`, `name`) {
+`fmalloc_named_put_raw_meta` <- function(`heap`, `name`, `meta`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  .Call(savvy_fmalloc_named_meta__impl, `heap`, `name`)
+  invisible(.Call(savvy_fmalloc_named_put_raw_meta__impl, `heap`, `name`, `meta`))
+}
+
+#' Test hook: the raw meta bytes of `name` (R never decodes them).
+#' @noRd
+`fmalloc_named_raw_meta` <- function(`heap`, `name`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_named_raw_meta__impl, `heap`, `name`)
 }
 
 #' @noRd
@@ -121,13 +130,13 @@ NULL
   invisible(.Call(savvy_fmalloc_named_rename__impl, `heap`, `from`, `to`, `overwrite`))
 }
 
-#' Stores `leaves` under `name` with the R layer's `meta`, in one atomic
-#' catalog update. R then gets the heap-backed object with
-#' `fmalloc_named_assemble()`.
+#' Stores `leaves` under `name` with the meta encoded from `desc` (the flat
+#' description `.fm_decompose()` makes), in one atomic catalog update. R
+#' then gets the heap-backed object with `fmalloc_named_get()`.
 #' @noRd
-`fmalloc_named_save` <- function(`heap`, `name`, `meta`, `leaves`, `overwrite`) {
+`fmalloc_named_save` <- function(`heap`, `name`, `desc`, `leaves`, `overwrite`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `meta`, `leaves`, `overwrite`))
+  invisible(.Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `desc`, `leaves`, `overwrite`))
 }
 
 #' `x` marked to serialize by reference: a new vector over the same named

@@ -1,36 +1,33 @@
 # Named objects: save an R object under a name, get it back zero-copy.
 #
 # An object is stored as
-#   * one heap block per *leaf* (an atomic vector of a supported type), and
-#   * a *meta* blob in the catalog entry:
+#   * one heap block per *leaf* (an atomic vector of a supported type and
+#     length > 0; also attribute values of at least .fm_attr_leaf_min
+#     elements, such as the names of a long vector), and
+#   * a *meta* blob in the catalog entry: meta v2, our own encoding (see
+#     src/rust/src/format/meta.rs and inst/FORMAT.md): a summary for
+#     fmalloc_ls() and a pre-order stream of nodes (lists, leaves by block
+#     index, small atomic values inline, NULL, S4 objects) with their
+#     attributes.
 #
-#     offset  size  field
-#     0       4     magic "RFMN"
-#     4       4     format version (little-endian int32, currently 1)
-#     8       4     n = length of the summary (little-endian int32)
-#     12      n     summary: serialize(list(type, class, length, dim))
-#     12 + n  ...   body:    serialize(list(skeleton, leaves))
-#
-# The *skeleton* is the object with every leaf replaced by a placeholder: the
-# symbol `.fmalloc_leaf_<i>`. Symbols cannot be stored by users (they are
-# refused), so a symbol in a skeleton is always a placeholder. `leaves[[i]]`
-# records leaf i's type, its attributes (which may themselves hold
-# placeholders for large attribute values such as names) and its S4 bit.
-# Leaf i lives in the i-th block of the catalog entry. Zero-length leaves have
-# no block: they stay in the skeleton by value.
-#
-# The meta blob is read from an untrusted file: every field is checked before
-# use and any failure is an `fmalloc_corrupt` error.
+# R only checks the object and describes it as a flat table of nodes
+# (.fm_decompose()); Rust encodes the meta, and decodes it and builds the
+# object (no byte of a meta ever reaches unserialize(): the heap file is
+# untrusted). A meta of version 1 (written with serialize() by older
+# versions) is refused as fmalloc_corrupt, never decoded.
 
-.fm_meta_magic <- as.raw(c(0x52, 0x46, 0x4d, 0x4e)) # "RFMN"
-.fm_meta_version <- 1L
 .fm_leaf_types <- c("logical", "integer", "double", "complex", "raw", "character")
+# Node kinds of meta v2 (format::meta::KIND_*).
+.fm_kind <- c(null = 0L, list = 1L, block = 2L, logical = 3L, integer = 4L, double = 5L,
+              complex = 6L, raw = 7L, character = 8L, S4 = 9L)
+# Deepest nesting of lists and attribute values (format::meta::MAX_DEPTH).
+.fm_max_depth <- 1000L
 # Attribute values longer than this become leaves of their own (zero-copy
 # names / row names of big vectors); shorter ones stay in the meta.
 .fm_attr_leaf_min <- 4096L
 
 # ---------------------------------------------------------------------------
-# Decomposition: object -> skeleton + leaves (validating everything first)
+# Decomposition: object -> flat node table + leaves (validating everything)
 # ---------------------------------------------------------------------------
 
 .fm_unsupported <- function(path, what, call = NULL) {
@@ -59,213 +56,201 @@
   )
 }
 
-# Builds the skeleton of `x` and collects its leaves. Signals
-# fmalloc_unsupported (naming the part, e.g. "x$a$f") before anything is
-# written; the caller only writes after this returned.
+# Describes `x` as a table of nodes in stream (pre-order) order -- a node,
+# then its attribute values (each with its name), then its elements -- and
+# collects its leaves. Signals fmalloc_unsupported (naming the part, e.g.
+# "x$a$f") before anything is written; the caller only writes after this
+# returned. Columns (see src/rust/src/r/named_meta.rs): kind, s4, nattr,
+# aname (attribute name or NA), len (list length), data (inline vector or
+# leaf index); plus the summary.
 .fm_decompose <- function(x, label = "x", call = NULL) {
-  acc <- new.env(parent = emptyenv())
-  acc$leaves <- vector("list", 16L)
-  acc$info <- vector("list", 16L)
-  acc$n <- 0L
-
-  add_leaf <- function(v, info) {
-    i <- acc$n + 1L
-    if (i > length(acc$leaves)) {
-      length(acc$leaves) <- 2L * i
-      length(acc$info) <- 2L * i
+  # Everything accumulates in local vectors of this frame, modified in
+  # place (grown by doubling): no environment or closure per node, which
+  # would copy them at every step.
+  child_paths <- function(path, nms, n) {
+    k <- seq_len(n)
+    if (is.null(nms)) {
+      return(paste0(path, "[[", k, "]]"))
     }
-    # The vector itself, attributes and all: Rust reads only its data, and
-    # stripping the attributes here would make R copy the data.
-    acc$leaves[i] <- list(v)
-    acc$info[i] <- list(info)
-    acc$n <- i
-    as.symbol(paste0(".fmalloc_leaf_", i))
+    named <- !is.na(nms) & nzchar(nms)
+    syntactic <- named & make.names(nms) == nms
+    ifelse(syntactic, paste0(path, "$", nms),
+      ifelse(named, paste0(path, "$`", nms, "`"), paste0(path, "[[", k, "]]"))
+    )
   }
 
-  child_path <- function(path, nms, k) {
-    nm <- if (!is.null(nms)) nms[[k]] else ""
-    if (!is.na(nm) && nzchar(nm) && make.names(nm) == nm) {
-      paste0(path, "$", nm)
-    } else if (!is.na(nm) && nzchar(nm)) {
-      paste0(path, "$`", nm, "`")
-    } else {
-      paste0(path, "[[", k, "]]")
-    }
-  }
-
-  # Attributes of a node. Large atomic values become leaves of their own;
-  # everything else must be plain data (walked like the object itself).
-  walk_attrs <- function(node, path) {
+  attrs_of <- function(node) {
     a <- attributes(node)
-    if (is.null(a)) {
-      return(NULL)
-    }
     if (!is.null(a[["row.names"]])) {
       # The internal (compact) form: c(NA, -n) instead of 1:n.
       a["row.names"] <- list(.row_names_info(node, 0L))
     }
-    for (k in seq_along(a)) {
-      nm <- names(a)[[k]]
-      val <- a[[k]]
-      p <- sprintf("attr(%s, \"%s\")", path, nm)
-      if (is.atomic(val) && !is.null(val) && !isS4(val) && is.null(attributes(val)) &&
-        typeof(val) %in% .fm_leaf_types && length(val) >= .fm_attr_leaf_min) {
-        a[k] <- list(add_leaf(val, list(type = typeof(val), attrs = NULL, s4 = FALSE)))
-      } else {
-        a[k] <- list(walk_value(val, p))
-      }
-    }
     a
   }
 
-  # Plain data kept in the meta by value (attribute values): atomic vectors,
-  # lists of them, NULL.
-  walk_value <- function(v, path) {
-    if (is.null(v)) {
-      return(NULL)
+  # A work stack instead of recursion (R's own recursion would exhaust the
+  # C stack long before .fm_max_depth). Items are popped in stream order:
+  # a node's attribute values, then its elements, are pushed in reverse.
+  # Modes: WALK an object part (vectors of length > 0 become leaves), PLAIN
+  # a value kept in the meta (attribute values: atomic vectors, lists of
+  # them, NULL), ALEAF a large attribute value stored as a leaf.
+  WALK <- 0L
+  PLAIN <- 1L
+  ALEAF <- 2L
+  leaves <- vector("list", 16L)
+  n_leaves <- 0L
+  o_kind <- integer(64L)
+  o_s4 <- logical(64L)
+  o_nattr <- integer(64L)
+  o_aname <- rep(NA_character_, 64L)
+  o_len <- numeric(64L)
+  o_data <- vector("list", 64L)
+  n <- 0L
+  st_v <- list(x)
+  st_path <- label
+  st_aname <- NA_character_
+  st_depth <- 1L
+  st_mode <- WALK
+  n_st <- 1L
+  while (n_st > 0L) {
+    v <- st_v[[n_st]]
+    path <- st_path[[n_st]]
+    aname <- st_aname[[n_st]]
+    depth <- st_depth[[n_st]]
+    mode <- st_mode[[n_st]]
+    st_v[n_st] <- list(NULL)
+    n_st <- n_st - 1L
+    if (depth > .fm_max_depth) {
+      .fm_unsupported(path, sprintf("nested deeper than %d levels", .fm_max_depth), call)
     }
-    if (is.atomic(v) && typeof(v) %in% .fm_leaf_types && !isS4(v)) {
-      check_attrs_plain(v, path)
-      return(v)
-    }
-    if (is.list(v) && !isS4(v) && typeof(v) == "list") {
-      check_attrs_plain(v, path)
-      for (k in seq_along(v)) walk_value(v[[k]], child_path(path, names(v), k))
-      return(v)
-    }
-    .fm_unsupported(path, .fm_describe(v), call)
-  }
-
-  check_attrs_plain <- function(v, path) {
-    a <- attributes(v)
-    for (k in seq_along(a)) {
-      walk_value(a[[k]], sprintf("attr(%s, \"%s\")", path, names(a)[[k]]))
-    }
-  }
-
-  walk <- function(node, path) {
-    if (is.null(node)) {
-      return(NULL)
-    }
-    type <- typeof(node)
-    if (type %in% .fm_leaf_types) {
-      attrs <- walk_attrs(node, path)
-      if (length(node) == 0L) {
-        return(node) # no data: kept by value
+    a <- NULL
+    kids <- NULL
+    leaf <- NULL
+    e_s4 <- FALSE
+    e_len <- 0
+    e_data <- NULL
+    type <- typeof(v)
+    if (mode == ALEAF) {
+      e_kind <- .fm_kind[["block"]]
+      leaf <- v
+    } else if (is.null(v)) {
+      e_kind <- .fm_kind[["null"]]
+    } else if (type %in% .fm_leaf_types && (mode == WALK || !isS4(v))) {
+      a <- if (mode == WALK) attrs_of(v) else attributes(v)
+      e_s4 <- isS4(v)
+      if (mode == PLAIN || length(v) == 0L) {
+        e_kind <- .fm_kind[[type]] # by value
+        e_data <- v
+      } else {
+        e_kind <- .fm_kind[["block"]]
+        leaf <- v
       }
-      return(add_leaf(node, list(type = type, attrs = attrs, s4 = isS4(node))))
-    }
-    if (type == "list") {
-      attrs <- walk_attrs(node, path)
-      s4 <- isS4(node)
-      node <- unclass(node) # no length()/names() methods (POSIXlt); shallow
-      nms <- names(node)
-      out <- vector("list", length(node))
-      for (k in seq_along(node)) {
-        el <- walk(.subset2(node, k), child_path(path, nms, k))
-        if (!is.null(el)) out[[k]] <- el
-      }
-      attributes(out) <- attrs
-      if (s4) out <- asS4(out)
-      return(out)
-    }
-    if (type == "S4") {
+    } else if (type == "list" && (mode == WALK || !isS4(v))) {
+      a <- if (mode == WALK) attrs_of(v) else attributes(v)
+      e_s4 <- isS4(v)
+      kids <- unclass(v) # no length()/names() methods (POSIXlt); shallow
+      kid_names <- names(kids)
+      e_kind <- .fm_kind[["list"]]
+      e_len <- length(kids)
+    } else if (type == "S4" && mode == WALK) {
       # An S4 object without a data part: its slots are attributes.
-      check_attrs_plain(node, path)
-      return(node)
+      a <- attributes(v)
+      e_kind <- .fm_kind[["S4"]]
+      e_s4 <- TRUE
+      mode <- PLAIN
+    } else {
+      .fm_unsupported(path, .fm_describe(v), call)
     }
-    .fm_unsupported(path, .fm_describe(node), call)
+    if (!is.null(leaf)) {
+      # The vector itself, attributes and all: Rust reads only its data,
+      # and stripping the attributes here would make R copy the data.
+      n_leaves <- n_leaves + 1L
+      if (n_leaves > length(leaves)) length(leaves) <- 2L * n_leaves
+      leaves[n_leaves] <- list(leaf)
+      e_data <- n_leaves
+    }
+    n <- n + 1L
+    if (n > length(o_kind)) {
+      grow <- 2L * n
+      length(o_kind) <- grow
+      length(o_s4) <- grow
+      length(o_nattr) <- grow
+      length(o_aname) <- grow
+      length(o_len) <- grow
+      length(o_data) <- grow
+    }
+    o_kind[n] <- e_kind
+    o_s4[n] <- e_s4
+    o_nattr[n] <- length(a)
+    o_aname[n] <- aname
+    o_len[n] <- e_len
+    if (!is.null(e_data)) o_data[n] <- list(e_data)
+    n_a <- length(a)
+    n_k <- length(kids)
+    if (n_a + n_k == 0L) next
+    m <- n_st + n_a + n_k
+    if (m > length(st_v)) {
+      grow <- 2L * m
+      length(st_v) <- grow
+      length(st_path) <- grow
+      length(st_aname) <- grow
+      length(st_depth) <- grow
+      length(st_mode) <- grow
+    }
+    if (n_k > 0L) {
+      at <- n_st + rev(seq_len(n_k))
+      st_v[at] <- kids
+      st_path[at] <- child_paths(path, kid_names, n_k)
+      st_aname[at] <- NA_character_
+      st_depth[at] <- depth + 1L
+      st_mode[at] <- mode
+      n_st <- n_st + n_k
+    }
+    if (n_a > 0L) {
+      at <- n_st + rev(seq_len(n_a))
+      nms <- enc2utf8(names(a))
+      big <- if (mode == WALK) {
+        vapply(a, function(val) {
+          is.atomic(val) && !is.null(val) && !isS4(val) && is.null(attributes(val)) &&
+            typeof(val) %in% .fm_leaf_types && length(val) >= .fm_attr_leaf_min
+        }, NA, USE.NAMES = FALSE)
+      } else {
+        rep(FALSE, n_a)
+      }
+      st_v[at] <- unname(a)
+      st_path[at] <- sprintf("attr(%s, \"%s\")", path, nms)
+      st_aname[at] <- nms
+      st_depth[at] <- depth + 1L
+      st_mode[at] <- ifelse(big, ALEAF, PLAIN)
+      n_st <- n_st + n_a
+    }
   }
-
-  skeleton <- walk(x, label)
-  n <- acc$n
+  n <- seq_len(n)
   list(
-    skeleton = skeleton,
-    leaves = acc$leaves[seq_len(n)],
-    info = acc$info[seq_len(n)]
+    desc = list(
+      summary = .fm_summary(x),
+      kind = o_kind[n], s4 = o_s4[n], nattr = o_nattr[n],
+      aname = o_aname[n], len = o_len[n], data = o_data[n]
+    ),
+    leaves = leaves[seq_len(n_leaves)]
   )
 }
-
-# ---------------------------------------------------------------------------
-# Meta blob
-# ---------------------------------------------------------------------------
-
-.fm_int32_le <- function(i) writeBin(as.integer(i), raw(), size = 4L, endian = "little")
 
 .fm_summary <- function(x) {
   d <- dim(x)
   list(
     type = if (is.data.frame(x)) "list" else typeof(x),
-    class = paste(class(x), collapse = "/"),
+    class = enc2utf8(paste(class(x), collapse = "/")),
     length = as.numeric(if (is.data.frame(x)) nrow(x) else length(x)),
     dim = if (is.null(d)) NA_character_ else paste(d, collapse = "x")
   )
-}
-
-.fm_meta_encode <- function(x, parts) {
-  summary <- serialize(.fm_summary(x), NULL, xdr = FALSE)
-  body <- serialize(list(skeleton = parts$skeleton, leaves = parts$info), NULL, xdr = FALSE)
-  c(.fm_meta_magic, .fm_int32_le(.fm_meta_version), .fm_int32_le(length(summary)), summary, body)
-}
-
-.fm_corrupt <- function(name, what) {
-  .fmalloc_abort(
-    sprintf("Rfmalloc: the stored object '%s' is damaged (%s); nothing was changed", name, what),
-    "fmalloc_corrupt", NULL
-  )
-}
-
-# Returns the summary n and checks magic and version.
-.fm_meta_header <- function(meta, name) {
-  if (!is.raw(meta) || length(meta) < 12L || !identical(meta[1:4], .fm_meta_magic)) {
-    .fm_corrupt(name, "bad meta header")
-  }
-  version <- readBin(meta[5:8], "integer", size = 4L, endian = "little")
-  if (!identical(version, .fm_meta_version)) {
-    .fm_corrupt(name, sprintf("meta format version %d is not supported by this Rfmalloc", version))
-  }
-  n <- readBin(meta[9:12], "integer", size = 4L, endian = "little")
-  if (is.na(n) || n < 0L || n > length(meta) - 12L) {
-    .fm_corrupt(name, "bad summary length")
-  }
-  n
-}
-
-.fm_unserialize <- function(bytes, name, what) {
-  tryCatch(unserialize(bytes), error = function(e) .fm_corrupt(name, paste("cannot read the", what)))
-}
-
-.fm_meta_summary <- function(meta, name) {
-  n <- .fm_meta_header(meta, name)
-  s <- .fm_unserialize(meta[12L + seq_len(n)], name, "summary")
-  ok <- is.list(s) && all(c("type", "class", "length", "dim") %in% names(s)) &&
-    all(vapply(s[c("type", "class", "dim")], function(v) is.character(v) && length(v) == 1L, NA)) &&
-    is.numeric(s$length) && length(s$length) == 1L
-  if (!ok) .fm_corrupt(name, "bad summary")
-  s
-}
-
-.fm_meta_body <- function(meta, name) {
-  n <- .fm_meta_header(meta, name)
-  body <- .fm_unserialize(meta[-seq_len(12L + n)], name, "structure")
-  if (!is.list(body) || !identical(names(body), c("skeleton", "leaves")) || !is.list(body$leaves)) {
-    .fm_corrupt(name, "bad structure")
-  }
-  for (info in body$leaves) {
-    ok <- is.list(info) && is.character(info$type) && length(info$type) == 1L &&
-      info$type %in% .fm_leaf_types && (is.null(info$attrs) || is.list(info$attrs)) &&
-      is.logical(info$s4) && length(info$s4) == 1L && !is.na(info$s4)
-    if (!ok) .fm_corrupt(name, "bad leaf description")
-  }
-  body
 }
 
 # ---------------------------------------------------------------------------
 # Reassembly (in Rust: see src/rust/src/r/named_assemble.rs for why)
 # ---------------------------------------------------------------------------
 
-# The heap-backed object `name` of `heap`, built around `body` (the decoded
-# meta).
+# The heap-backed object `name` of `heap`, decoded and built in Rust.
 #
 # Care is needed for in-place writes to reach the file: R copies a vector at
 # the first `x[i] <- v` when it looks shared (reference count > 1). A value
@@ -274,14 +259,8 @@
 # keeps an extra count. So the Rust call is not wrapped in .rfm() -- it
 # returns failures as a value -- and the result is returned directly by
 # every function on the way back to the user (fmalloc_get(), fmalloc_save()).
-.fm_assemble <- function(heap, name, body, call) {
-  info <- body$leaves
-  obj <- fmalloc_named_assemble(
-    heap, name, body$skeleton,
-    lapply(info, .subset2, "attrs"),
-    vapply(info, .subset2, NA, "s4"),
-    vapply(info, .subset2, "", "type")
-  )
+.fm_assemble <- function(heap, name, call) {
+  obj <- fmalloc_named_get(heap, name)
   if (inherits(obj, "fmalloc_failure")) {
     .rfm(stop(unclass(obj), call. = FALSE), call)
   }
@@ -399,10 +378,10 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   if (nchar(label) > 40L) label <- "x"
   # Validate the whole object before anything is written.
   parts <- .fm_decompose(x, label, call)
-  meta <- .fm_meta_encode(x, parts)
-  .rfm(fmalloc_named_save(heap, name, meta, parts$leaves, overwrite), call)
+  .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, overwrite), call)
+  rm(parts)
   # Returned directly: see .fm_assemble().
-  invisible(.fm_assemble(heap, name, list(skeleton = parts$skeleton, leaves = parts$info), call))
+  invisible(.fm_assemble(heap, name, call))
 }
 
 # create_fmalloc_vector(name = ): a new vector saved under `name` without a
@@ -411,7 +390,9 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   .check_string(name, "name", call)
   v <- create_fmalloc_vector(type, length, heap = heap, method = method, init = init)
   heap <- .fm_heap(heap, call)
-  .rfm(fmalloc_named_save(heap, name, .fm_meta_encode(v, .fm_decompose(v)), list(v), FALSE), call)
+  parts <- .fm_decompose(v, call = call)
+  .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, FALSE), call)
+  rm(parts)
   rm(v)
   # Returned directly: see .fm_assemble().
   fmalloc_get(name, heap)
@@ -423,9 +404,8 @@ fmalloc_get <- function(name, heap = NULL) {
   call <- sys.call()
   .check_string(name, "name")
   heap <- .fm_heap(heap, call)
-  meta <- .rfm(fmalloc_named_meta(heap, name), call)
   # Returned directly: see .fm_assemble().
-  .fm_assemble(heap, name, .fm_meta_body(meta, name), call)
+  .fm_assemble(heap, name, call)
 }
 
 #' @rdname fmalloc_save
@@ -445,21 +425,16 @@ fmalloc_ls <- function(heap = NULL) {
   cat <- .rfm(fmalloc_named_list(heap), call)
   # A damaged entry still gets its row (with NA fields): fmalloc_get()
   # reports what is wrong with it.
-  na <- list(type = NA_character_, class = NA_character_, length = NA_real_, dim = NA_character_)
-  summaries <- Map(function(meta, name) {
-    tryCatch(.fm_meta_summary(meta, name), fmalloc_corrupt = function(e) na)
-  }, cat$summary, cat$name)
-  field <- function(f, type) vapply(summaries, function(s) s[[f]], type, USE.NAMES = FALSE)
   # Integer, as length() gives, when every length fits (doubles such as
   # 1e6 would print as "1e+06" in the data frame); double otherwise.
-  lengths <- field("length", 0)
+  lengths <- cat$length
   if (all(is.na(lengths) | lengths <= .Machine$integer.max)) lengths <- as.integer(lengths)
   data.frame(
     name = cat$name,
-    type = field("type", ""),
-    class = field("class", ""),
+    type = cat$type,
+    class = cat$class,
     length = lengths,
-    dim = field("dim", ""),
+    dim = cat$dim,
     bytes = cat$bytes,
     created = .POSIXct(cat$created),
     modified = .POSIXct(cat$modified),

@@ -59,11 +59,6 @@ SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_named_assemble__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__skeleton, SEXP c_arg__attrs, SEXP c_arg__s4, SEXP c_arg__types) {
-    SEXP res = savvy_fmalloc_named_assemble__ffi(c_arg__heap, c_arg__name, c_arg__skeleton, c_arg__attrs, c_arg__s4, c_arg__types);
-    return handle_result(res);
-}
-
 SEXP savvy_fmalloc_named_block_vector__impl(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length) {
     SEXP res = savvy_fmalloc_named_block_vector__ffi(c_arg__heap, c_arg__block, c_arg__data_offset, c_arg__elem, c_arg__length);
     return handle_result(res);
@@ -74,13 +69,23 @@ SEXP savvy_fmalloc_named_exists__impl(SEXP c_arg__heap, SEXP c_arg__name) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_named_get__impl(SEXP c_arg__heap, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_get__ffi(c_arg__heap, c_arg__name);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_named_list__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_named_list__ffi(c_arg__heap);
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_named_meta__impl(SEXP c_arg__heap, SEXP c_arg__name) {
-    SEXP res = savvy_fmalloc_named_meta__ffi(c_arg__heap, c_arg__name);
+SEXP savvy_fmalloc_named_put_raw_meta__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta) {
+    SEXP res = savvy_fmalloc_named_put_raw_meta__ffi(c_arg__heap, c_arg__name, c_arg__meta);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_raw_meta__impl(SEXP c_arg__heap, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_raw_meta__ffi(c_arg__heap, c_arg__name);
     return handle_result(res);
 }
 
@@ -94,8 +99,8 @@ SEXP savvy_fmalloc_named_rename__impl(SEXP c_arg__heap, SEXP c_arg__from, SEXP c
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__meta, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
-    SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__meta, c_arg__leaves, c_arg__overwrite);
+SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
+    SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__desc, c_arg__leaves, c_arg__overwrite);
     return handle_result(res);
 }
 
@@ -165,11 +170,12 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
-    {"savvy_fmalloc_named_assemble__impl", (DL_FUNC) &savvy_fmalloc_named_assemble__impl, 6},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
+    {"savvy_fmalloc_named_get__impl", (DL_FUNC) &savvy_fmalloc_named_get__impl, 2},
     {"savvy_fmalloc_named_list__impl", (DL_FUNC) &savvy_fmalloc_named_list__impl, 1},
-    {"savvy_fmalloc_named_meta__impl", (DL_FUNC) &savvy_fmalloc_named_meta__impl, 2},
+    {"savvy_fmalloc_named_put_raw_meta__impl", (DL_FUNC) &savvy_fmalloc_named_put_raw_meta__impl, 3},
+    {"savvy_fmalloc_named_raw_meta__impl", (DL_FUNC) &savvy_fmalloc_named_raw_meta__impl, 2},
     {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},

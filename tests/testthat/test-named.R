@@ -140,14 +140,9 @@ test_that("fmalloc_ls prints lengths as whole numbers, and keeps lengths past 2^
 
   # An entry describing a long vector (2^31 + 10 elements); only its summary
   # is read by fmalloc_ls().
-  summary <- serialize(list(type = "double", class = "numeric", length = 2^31 + 10, dim = NA_character_),
-                       NULL, xdr = FALSE)
-  body <- serialize(list(skeleton = quote(.fmalloc_leaf_1),
-                         leaves = list(list(type = "integer", attrs = NULL, s4 = FALSE))),
-                    NULL, xdr = FALSE)
-  le32 <- function(i) writeBin(as.integer(i), raw(), size = 4L, endian = "little")
-  meta <- c(Rfmalloc:::.fm_meta_magic, le32(Rfmalloc:::.fm_meta_version), le32(length(summary)), summary, body)
-  Rfmalloc:::fmalloc_named_save(heap, "long", meta, list(1:2), FALSE)
+  parts <- Rfmalloc:::.fm_decompose(1:2)
+  parts$desc$summary$length <- 2^31 + 10
+  Rfmalloc:::fmalloc_named_save(heap, "long", parts$desc, parts$leaves, FALSE)
   ls <- fmalloc_ls(heap)
   expect_identical(ls$length, c(2^31 + 10, 1e6, 3))
   out <- capture.output(print(ls[c("name", "length")]))
@@ -231,18 +226,24 @@ test_that("create_fmalloc_vector(name =) creates a named vector", {
 })
 
 test_that("a damaged meta blob is an fmalloc_corrupt error", {
-  meta_body <- Rfmalloc:::.fm_meta_body
-  expect_fmalloc_error(meta_body(as.raw(1:40), "x"), "fmalloc_corrupt", "'x'")
-  good <- Rfmalloc:::.fm_meta_encode(1:3, Rfmalloc:::.fm_decompose(1:3))
-  bad <- good
+  heap <- local_heap()
+  fmalloc_save(1:3, "x", heap)
+  meta <- Rfmalloc:::fmalloc_named_raw_meta(heap, "x")
+  put <- function(m) Rfmalloc:::fmalloc_named_put_raw_meta(heap, "x", m)
+  put(as.raw(1:40))
+  expect_fmalloc_error(fmalloc_get("x", heap), "fmalloc_corrupt", "'x'")
+  bad <- meta
   bad[5] <- as.raw(9)
-  expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt", "version")
-  bad <- good
+  put(bad)
+  expect_fmalloc_error(fmalloc_get("x", heap), "fmalloc_corrupt", "version 9")
+  bad <- meta
   bad[9:12] <- as.raw(255)
-  expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt")
-  bad <- good[seq_len(length(good) - 10L)]
-  expect_fmalloc_error(meta_body(bad, "x"), "fmalloc_corrupt")
-  expect_type(meta_body(good, "x"), "list")
+  put(bad)
+  expect_fmalloc_error(fmalloc_get("x", heap), "fmalloc_corrupt", "summary length")
+  put(meta[seq_len(length(meta) - 2L)])
+  expect_fmalloc_error(fmalloc_get("x", heap), "fmalloc_corrupt", "truncated")
+  put(meta)
+  expect_identical(fmalloc_get("x", heap), 1:3)
 })
 
 test_that("in-place writes reach the file for matrices, list and data frame columns", {
@@ -298,22 +299,25 @@ test_that("element writes to a named character vector persist", {
 test_that("a stored structure that does not match its blocks is fmalloc_corrupt", {
   heap <- local_heap()
   fmalloc_save(c(1, 2), "v", heap)
-  assemble <- function(skeleton, types, attrs = list(NULL)) {
-    Rfmalloc:::fmalloc_named_assemble(heap, "v", skeleton, attrs, rep(FALSE, length(types)), types)
+  meta_of <- function(x) {
+    scratch <- local_heap()
+    fmalloc_save(x, "tmp", scratch)
+    Rfmalloc:::fmalloc_named_raw_meta(scratch, "tmp")
   }
-  expect_identical(assemble(quote(.fmalloc_leaf_1), "double"), c(1, 2))
-  bad <- list(
-    assemble(quote(.fmalloc_leaf_2), "double"),           # no such leaf
-    assemble(list(quote(other_symbol)), "double"),        # not a placeholder
-    assemble(quote(.fmalloc_leaf_1), "integer"),          # wrong type
-    assemble(quote(.fmalloc_leaf_1), c("double", "double")) # wrong count
+  put <- function(m) Rfmalloc:::fmalloc_named_put_raw_meta(heap, "v", m)
+  good <- Rfmalloc:::fmalloc_named_raw_meta(heap, "v")
+  cases <- list(
+    two_leaves = meta_of(list(1, 2)),          # 2 leaves, 1 block
+    no_leaf = meta_of(list()),                 # the block is not used
+    wrong_type = meta_of(1:2),                 # the block holds doubles
+    dim_mismatch = meta_of(matrix(c(1, 2, 3), 3)) # dim 3x1 on 2 values: checked first
   )
-  for (b in bad) {
-    expect_s3_class(b, "fmalloc_failure")
-    expect_match(unclass(b), "^<fmalloc_corrupt> Rfmalloc: .*object 'v'")
+  for (nm in names(cases)) {
+    put(cases[[nm]])
+    err <- expect_fmalloc_error(fmalloc_get("v", heap), "fmalloc_corrupt", "object 'v'")
+    expect_false(grepl("dims", conditionMessage(err)))
   }
-  # Attributes R itself refuses are R's errors.
-  expect_error(assemble(quote(.fmalloc_leaf_1), "double", list(list(dim = 3L))), "dims")
+  put(good)
   expect_identical(fmalloc_get("v", heap), c(1, 2))
 })
 
@@ -343,19 +347,18 @@ test_that("S4 objects round-trip when their slots can be stored", {
 test_that("objects whose stored meta is damaged give fmalloc_corrupt, and are still listed", {
   heap <- local_heap()
   fmalloc_save(1:3, "good", heap)
-  put <- function(name, meta, leaves = list()) {
-    Rfmalloc:::fmalloc_named_save(heap, name, meta, leaves, FALSE)
+  put <- function(name, meta) Rfmalloc:::fmalloc_named_put_raw_meta(heap, name, meta)
+  meta_of <- function(x) {
+    scratch <- local_heap()
+    fmalloc_save(x, "tmp", scratch)
+    Rfmalloc:::fmalloc_named_raw_meta(scratch, "tmp")
   }
-  encode <- Rfmalloc:::.fm_meta_encode
   put("garbage", as.raw(1:50))
   # A valid header and summary, but a structure naming a leaf that has no block.
-  parts <- list(skeleton = list(quote(.fmalloc_leaf_1), quote(.fmalloc_leaf_2)),
-                info = list(list(type = "integer", attrs = NULL, s4 = FALSE),
-                            list(type = "integer", attrs = NULL, s4 = FALSE)))
-  put("dangling", encode(list(1L, 2L), parts), list(4:6))
+  put("dangling", meta_of(list(1L, 2L)))
   # Leaf types that contradict the blocks.
-  parts <- list(skeleton = quote(.fmalloc_leaf_1), info = list(list(type = "double", attrs = NULL, s4 = FALSE)))
-  put("mistyped", encode(1L, parts), list(7:9))
+  fmalloc_save(7:9, "mistyped", heap)
+  put("mistyped", meta_of(c(7, 8, 9)))
 
   for (nm in c("garbage", "dangling", "mistyped")) {
     err <- expect_fmalloc_error(fmalloc_get(nm, heap), "fmalloc_corrupt")

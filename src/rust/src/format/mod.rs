@@ -39,6 +39,7 @@
 //! from the file goes through [`bounds`].
 
 pub mod checksum;
+pub mod meta;
 
 use std::ops::Range;
 

@@ -116,8 +116,6 @@ extern "C" {
     pub fn IS_LONG_VEC(x: SEXP) -> c_int;
     pub fn DATAPTR_OR_NULL(x: SEXP) -> *const c_void;
     pub fn DATAPTR_RO(x: SEXP) -> *const c_void;
-    pub fn Rf_isS4(x: SEXP) -> Rboolean;
-    pub fn Rf_asS4(x: SEXP, flag: Rboolean, complete: c_int) -> SEXP;
     pub fn STRING_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
     pub fn SET_STRING_ELT(x: SEXP, i: R_xlen_t, v: SEXP);
     pub fn VECTOR_ELT(x: SEXP, i: R_xlen_t) -> SEXP;
@@ -220,9 +218,11 @@ extern "C" {
 extern "C" {
     // Named objects (r/named*.rs): symbols, attributes, options, evaluation.
     pub static mut R_GlobalEnv: SEXP;
-    pub fn PRINTNAME(x: SEXP) -> SEXP;
     pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
     pub fn Rf_setAttrib(x: SEXP, name: SEXP, value: SEXP) -> SEXP;
+    pub fn Rf_allocS4Object() -> SEXP;
+    pub fn Rf_asS4(x: SEXP, flag: Rboolean, complete: c_int) -> SEXP;
+    pub fn Rf_isS4(x: SEXP) -> Rboolean;
     pub fn Rf_install(name: *const c_char) -> SEXP;
     pub fn Rf_GetOption1(tag: SEXP) -> SEXP;
     pub fn Rf_lang2(f: SEXP, a: SEXP) -> SEXP;
@@ -239,9 +239,8 @@ extern "C" {
 }
 
 // Entry points whose API form depends on the R version the package is built
-// for: `configure` turns on the cargo features `r-4-5` (R >= 4.5) and
-// `r-4-6` (R >= 4.6) from the R it runs with. Below those versions the
-// older functions are the documented ones.
+// for: `configure` turns on the cargo feature `r-4-5` (R >= 4.5) from the R
+// it runs with. Below that version the older function is the documented one.
 #[cfg(feature = "r-4-5")]
 extern "C" {
     pub fn R_getVarEx(sym: SEXP, rho: SEXP, inherits: Rboolean, ifnfnd: SEXP) -> SEXP;
@@ -251,22 +250,6 @@ extern "C" {
     fn Rf_findVarInFrame(rho: SEXP, sym: SEXP) -> SEXP;
     static mut R_UnboundValue: SEXP;
 }
-#[cfg(feature = "r-4-6")]
-extern "C" {
-    fn R_mapAttrib(
-        x: SEXP,
-        f: unsafe extern "C" fn(SEXP, SEXP, *mut c_void) -> SEXP,
-        data: *mut c_void,
-    ) -> SEXP;
-}
-#[cfg(not(feature = "r-4-6"))]
-extern "C" {
-    fn ATTRIB(x: SEXP) -> SEXP;
-    fn TAG(x: SEXP) -> SEXP;
-    fn CAR(x: SEXP) -> SEXP;
-    fn CDR(x: SEXP) -> SEXP;
-}
-
 /// The value bound to `sym` in the frame of `env` itself (no inherited
 /// frames), or `R_NilValue` when there is none or it is an active binding
 /// (whose function would run R code).
@@ -290,39 +273,6 @@ pub unsafe fn frame_value(env: SEXP, sym: SEXP) -> SEXP {
                 R_NilValue
             } else {
                 v
-            }
-        }
-    }
-}
-
-/// Calls `f(tag, value)` for each attribute of `x`, in order. `f` must not
-/// change `x`'s attributes; it may allocate and raise R errors.
-///
-/// # Safety
-/// `x` must be a valid SEXP; `f` owns no Rust values with destructors across
-/// an R error (which longjmps through this frame).
-pub unsafe fn for_each_attrib(x: SEXP, mut f: impl FnMut(SEXP, SEXP)) {
-    #[cfg(feature = "r-4-6")]
-    {
-        type Each<'a> = &'a mut dyn FnMut(SEXP, SEXP);
-        unsafe extern "C" fn each(tag: SEXP, value: SEXP, data: *mut c_void) -> SEXP {
-            // SAFETY: `data` is the `Each` below, alive for the whole walk.
-            unsafe { (*(data as *mut Each))(tag, value) };
-            std::ptr::null_mut()
-        }
-        let mut g: Each = &mut f;
-        // SAFETY: R_mapAttrib calls `each` with every attribute and `g`'s
-        // address; `each` returns C NULL, so the walk goes on to the end.
-        unsafe { R_mapAttrib(x, each, &mut g as *mut Each as *mut c_void) };
-    }
-    #[cfg(not(feature = "r-4-6"))]
-    {
-        // SAFETY: walks x's attribute pairlist, which `f` leaves alone.
-        unsafe {
-            let mut a = ATTRIB(x);
-            while a != R_NilValue {
-                f(TAG(a), CAR(a));
-                a = CDR(a);
             }
         }
     }

@@ -13,6 +13,7 @@ mod heap_handle;
 mod named;
 mod named_assemble;
 mod named_leaf;
+mod named_meta;
 mod named_ref;
 mod vector;
 

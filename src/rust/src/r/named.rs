@@ -1,43 +1,45 @@
 //! Named objects: the savvy functions behind `fmalloc_save()`,
 //! `fmalloc_get()`, `fmalloc_ls()`, `fmalloc_rm()`, `fmalloc_rename()`.
 //!
-//! The R side (R/named.R) splits an object into *leaves* (atomic vectors)
-//! and a *meta* blob (the skeleton and the leaves' attributes). This module
-//! only moves leaves in and out of the heap's catalog:
+//! The R side (R/named.R) checks an object and describes it as a flat list
+//! of nodes whose atomic vectors of length > 0 are *leaves*. This module
+//! stores and rebuilds it:
 //!
 //! - save: every leaf becomes one block. A leaf whose data already live in
 //!   the heap (an fmalloc ALTREP vector, or a classic vector allocated in the
 //!   heap) is named as it is, without a copy; any other leaf is copied into a
-//!   fresh block. One atomic `Heap::put` then names all blocks together.
-//! - get: one fresh ALTREP vector per block, over the mapped data (O(1) in
-//!   the data size), put in place of the placeholders of the skeleton that
-//!   R/named.R decoded from the meta blob (`r::named_assemble`).
-//!
-//! The meta blob is opaque here except for its summary prefix (see
-//! `summary_prefix`), which `fmalloc_ls()` reads without touching the rest.
+//!   fresh block. The description becomes a meta blob (v2, `format::meta`,
+//!   encoded in `r::named_meta`) and one atomic `Heap::put` names all blocks
+//!   together with it.
+//! - get: the meta is decoded in Rust and the object built directly, with one
+//!   fresh ALTREP vector per block (O(1) in the data size;
+//!   `r::named_assemble`). No meta byte ever reaches R's `unserialize()`.
+//! - ls: the summary section of each meta, decoded in Rust.
 
 use std::collections::HashSet;
 
 use savvy::{
-    savvy, ListSexp, LogicalSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, OwnedRealSexp,
-    OwnedStringSexp, RawSexp, Sexp, StringSexp,
+    savvy, ListSexp, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp,
+    OwnedRealSexp, OwnedStringSexp, RawSexp, Sexp,
 };
 
 use super::heap_handle::FmallocHeap;
-use super::named_assemble::{assemble, Leaves};
+use super::named_assemble::assemble;
 use super::named_leaf::{block_of_leaf, copy_leaf_into_heap};
+use super::named_meta::encode_meta;
 use crate::error::Error;
+use crate::format::meta;
 use crate::heap::{BlockDesc, Entry};
 
-/// Stores `leaves` under `name` with the R layer's `meta`, in one atomic
-/// catalog update. R then gets the heap-backed object with
-/// `fmalloc_named_assemble()`.
+/// Stores `leaves` under `name` with the meta encoded from `desc` (the flat
+/// description `.fm_decompose()` makes), in one atomic catalog update. R
+/// then gets the heap-backed object with `fmalloc_named_get()`.
 /// @noRd
 #[savvy]
 fn fmalloc_named_save(
     heap: &FmallocHeap,
     name: &str,
-    meta: RawSexp,
+    desc: ListSexp,
     leaves: ListSexp,
     overwrite: bool,
 ) -> savvy::Result<()> {
@@ -66,23 +68,37 @@ fn fmalloc_named_save(
         };
         blocks.push(desc);
     }
-    heap.put(name, meta.as_slice(), &blocks, overwrite)?;
+    let meta = encode_meta(&desc, &blocks)?;
+    heap.put(name, &meta, &blocks, overwrite)?;
     drop(copies);
     Ok(())
 }
 
-/// The meta blob of the object `name`.
+/// Test hook: the raw meta bytes of `name` (R never decodes them).
 /// @noRd
 #[savvy]
-fn fmalloc_named_meta(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
+fn fmalloc_named_raw_meta(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
     let entry = heap.heap()?.get(name)?;
     OwnedRawSexp::try_from_slice(&entry.meta)?.into()
 }
 
-/// The object `name`: a fresh copy of `skeleton` (from its meta) with leaf
-/// `i` -- a new ALTREP vector over block `i`, of type `types[i]`, with the
-/// attributes `attrs[[i]]` and the S4 bit `s4[i]` -- in place of each
-/// placeholder. No data are read or copied.
+/// Test hook: replaces the meta of `name` with raw bytes (keeping its
+/// blocks), or creates `name` with no blocks. How tests put hostile metas
+/// into a heap.
+/// @noRd
+#[savvy]
+fn fmalloc_named_put_raw_meta(heap: &FmallocHeap, name: &str, meta: RawSexp) -> savvy::Result<()> {
+    let heap = heap.heap()?;
+    let blocks = match heap.get(name) {
+        Ok(e) => e.blocks,
+        Err(Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(heap.put(name, meta.as_slice(), &blocks, true)?)
+}
+
+/// The object `name`, built from its meta: every vector a fresh ALTREP
+/// vector over its block. No data are read or copied.
 ///
 /// A failure is returned, not raised: a character string (the tagged error
 /// message) of class `fmalloc_failure`. Raising would make R/named.R wrap
@@ -90,23 +106,11 @@ fn fmalloc_named_meta(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
 /// (see `.fm_assemble()` there).
 /// @noRd
 #[savvy]
-fn fmalloc_named_assemble(
-    heap: &FmallocHeap,
-    name: &str,
-    skeleton: Sexp,
-    attrs: ListSexp,
-    s4: LogicalSexp,
-    types: StringSexp,
-) -> savvy::Result<Sexp> {
-    let leaves = Leaves {
-        attrs,
-        s4: s4.to_vec(),
-        types: types.to_vec(),
-    };
+fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
     let result = heap
         .heap()
         .and_then(|heap| Ok((heap.get(name)?, heap)))
-        .and_then(|(entry, heap)| assemble(&heap, &entry, skeleton, &leaves));
+        .and_then(|(entry, heap)| assemble(&heap, &entry));
     match result {
         Ok(obj) => Ok(obj),
         // An R error raised inside: savvy resumes it.
@@ -119,32 +123,46 @@ fn fmalloc_named_assemble(
     }
 }
 
-/// The catalog as columns: name, summary (list of raw), created, modified
-/// (seconds since the epoch), bytes (data bytes of all blocks).
+/// The catalog as columns: name, type, class, length, dim (from each
+/// meta's summary, decoded in Rust; NA for a meta that cannot be read),
+/// created, modified (seconds since the epoch), bytes (data bytes of all
+/// blocks).
 /// @noRd
 #[savvy]
 fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     let heap = heap.heap()?;
     let mut entries = heap.list();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let n = entries.len();
-    let mut summaries = OwnedListSexp::new(n, false)?;
-    for (i, e) in entries.iter().enumerate() {
-        summaries.set_value(i, OwnedRawSexp::try_from_slice(summary_prefix(&e.meta))?)?;
-    }
+    let summaries: Vec<Option<meta::Summary>> = entries
+        .iter()
+        .map(|e| meta::decode_summary(&e.meta).ok())
+        .collect();
+    let text = |f: &dyn Fn(&meta::Summary) -> Option<&str>| {
+        let v: Vec<&str> = summaries
+            .iter()
+            .map(|s| s.as_ref().and_then(f).unwrap_or(<&str>::na()))
+            .collect();
+        OwnedStringSexp::try_from_slice(&v)
+    };
     let seconds = |ms: i64| ms as f64 / 1000.0;
-    let mut out = OwnedListSexp::new(5, true)?;
+    let mut out = OwnedListSexp::new(8, true)?;
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-    let names = OwnedStringSexp::try_from_slice(&names)?;
-    out.set_name_and_value(0, "name", names)?;
-    out.set_name_and_value(1, "summary", summaries)?;
+    out.set_name_and_value(0, "name", OwnedStringSexp::try_from_slice(&names)?)?;
+    out.set_name_and_value(1, "type", text(&|s| Some(s.type_name.as_str()))?)?;
+    out.set_name_and_value(2, "class", text(&|s| Some(s.class.as_str()))?)?;
+    let lengths: Vec<f64> = summaries
+        .iter()
+        .map(|s| s.as_ref().map_or(<f64>::na(), |s| s.length))
+        .collect();
+    out.set_name_and_value(3, "length", OwnedRealSexp::try_from_slice(&lengths)?)?;
+    out.set_name_and_value(4, "dim", text(&|s| s.dim.as_deref())?)?;
     let column = |f: &dyn Fn(&Entry) -> f64| {
         let v: Vec<f64> = entries.iter().map(f).collect();
         OwnedRealSexp::try_from_slice(&v)
     };
-    out.set_name_and_value(2, "created", column(&|e| seconds(e.created_ms))?)?;
-    out.set_name_and_value(3, "modified", column(&|e| seconds(e.modified_ms))?)?;
-    out.set_name_and_value(4, "bytes", column(&|e| data_bytes(&e.blocks) as f64)?)?;
+    out.set_name_and_value(5, "created", column(&|e| seconds(e.created_ms))?)?;
+    out.set_name_and_value(6, "modified", column(&|e| seconds(e.modified_ms))?)?;
+    out.set_name_and_value(7, "bytes", column(&|e| data_bytes(&e.blocks) as f64)?)?;
     out.into()
 }
 
@@ -184,40 +202,10 @@ fn data_bytes(blocks: &[BlockDesc]) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// The meta blob up to the end of its summary: magic (4), version (4),
-/// summary length n (4, LE), summary (n). A blob too short or with a bad
-/// length yields what there is; R/named.R validates it.
-fn summary_prefix(meta: &[u8]) -> &[u8] {
-    const HEADER: usize = 12;
-    let Some(len_bytes) = meta.get(8..HEADER) else {
-        return meta;
-    };
-    let mut le = [0u8; 4];
-    le.copy_from_slice(len_bytes);
-    let n = u32::from_le_bytes(le) as usize;
-    match HEADER.checked_add(n) {
-        Some(end) if end <= meta.len() => &meta[..end],
-        _ => meta,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::heap::ElemType;
-
-    #[test]
-    fn summary_prefix_is_bounded_by_the_blob() {
-        let mut meta = b"RFMN".to_vec();
-        meta.extend_from_slice(&1u32.to_le_bytes());
-        meta.extend_from_slice(&3u32.to_le_bytes());
-        meta.extend_from_slice(b"abcREST");
-        assert_eq!(summary_prefix(&meta), &meta[..15]);
-        // A hostile length never reads past the end.
-        meta[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(summary_prefix(&meta), &meta[..]);
-        assert_eq!(summary_prefix(b"RFM"), b"RFM");
-    }
 
     #[test]
     fn data_bytes_counts_element_sizes_and_saturates() {

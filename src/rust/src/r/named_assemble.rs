@@ -1,227 +1,389 @@
-//! Reassembling a named object: the skeleton R decoded from the meta blob,
-//! with one fresh ALTREP vector over each stored block in place of its
-//! placeholder (the symbol `.fmalloc_leaf_<i>`, 1-based; see R/named.R).
+//! Building a named object from its meta (v2, `format::meta`): lists,
+//! inline vectors, attributes and one fresh ALTREP vector over each stored
+//! block, built directly in R memory. No R code runs and nothing recurses:
+//! decoded nodes point forward only (pre-order), so building them from the
+//! last to the first finds every element and attribute value ready.
 //!
 //! Why this is done here and not in R: R would copy. A vector R code takes
 //! out of a list (`leaves[[i]]`) or receives through a promise is *shared*
 //! (reference count 2), so the user's first `x[i] <- v` would duplicate it
 //! instead of writing into the file. Here every list node of the result is
 //! new and every leaf is referenced exactly once, by its parent.
+//!
+//! Attributes are checked against what R's `setAttrib()` accepts *before*
+//! it is called (dim matching the length, dimnames matching dim, a factor
+//! class only on integers, ...): damaged data is an `fmalloc_corrupt` error,
+//! never an R error from deep inside.
 
-use std::cell::Cell;
-use std::os::raw::c_char;
+use std::ffi::CString;
 
 use savvy::unwind_protect::unwind_protect;
-use savvy::{ListSexp, OwnedListSexp, Sexp};
+use savvy::{OwnedListSexp, Sexp};
 
-use super::altrep::sexptype;
 use super::ffi::*;
 use super::named_leaf::vector_over_block;
 use crate::error::Error;
-use crate::heap::{Entry, Heap};
+use crate::format::meta::{self, Encoding, Meta, Node, Payload};
+use crate::heap::{ElemType, Entry, Heap};
 
-const PLACEHOLDER: &str = ".fmalloc_leaf_";
-
-/// What R/named.R decoded about each leaf.
-pub(crate) struct Leaves {
-    /// Attributes of each leaf: a named list (values may be placeholders of
-    /// other leaves, e.g. long names) or NULL.
-    pub attrs: ListSexp,
-    pub s4: Vec<bool>,
-    /// `typeof()` of each leaf, to check against the stored block.
-    pub types: Vec<&'static str>,
-}
-
-fn type_name(t: SEXPTYPE) -> &'static str {
-    match t {
-        LGLSXP => "logical",
-        INTSXP => "integer",
-        REALSXP => "double",
-        CPLXSXP => "complex",
-        RAWSXP => "raw",
-        STRSXP => "character",
-        _ => "?",
-    }
-}
-
-/// The object `entry` describes, built around `skeleton`.
-pub(crate) fn assemble(
-    heap: &Heap,
-    entry: &Entry,
-    skeleton: Sexp,
-    leaves: &Leaves,
-) -> savvy::Result<Sexp> {
+/// The object `entry` describes.
+pub(crate) fn assemble(heap: &Heap, entry: &Entry) -> savvy::Result<Sexp> {
     let corrupt = |what: String| -> savvy::Error {
         Error::corrupt(heap.path(), format!("object '{}': {what}", entry.name)).into()
     };
-    let n = entry.blocks.len();
-    if leaves.attrs.len() != n || leaves.s4.len() != n || leaves.types.len() != n {
-        return Err(corrupt(format!(
-            "{n} data blocks but {} described vectors",
-            leaves.attrs.len()
-        )));
-    }
-    // The leaves, held by `tmp` until they are placed; its last slot
-    // receives the result.
-    let mut tmp = OwnedListSexp::new(n + 1, false)?;
-    for (i, desc) in entry.blocks.iter().enumerate() {
-        let stored = type_name(sexptype(desc.elem));
-        if stored != leaves.types[i] {
-            return Err(corrupt(format!(
-                "vector {} is stored as {stored} but described as {}",
-                i + 1,
-                leaves.types[i]
-            )));
-        }
-        tmp.set_value(i, vector_over_block(heap, desc)?)?;
-    }
-    let tmp_list = tmp.inner();
-    let bad: Cell<bool> = Cell::new(false);
-    let bad_ref = &bad;
-
-    for (i, a) in leaves.attrs.values_iter().enumerate() {
-        // SAFETY: tmp_list is a protected list of n vectors.
-        let leaf = unsafe { VECTOR_ELT(tmp_list, i as R_xlen_t) };
-        if let savvy::TypedSexp::List(a) = a.into_typed() {
-            // `dim` first: `dimnames` is checked against it.
-            let dim_first = a.iter().filter(|(k, _)| *k == "dim");
-            let others = a.iter().filter(|(k, _)| *k != "dim" && !k.is_empty());
-            for (key, value) in dim_first.chain(others) {
-                // SAFETY: value is a valid SEXP; resolving only reads.
-                let value = unsafe { resolve(value.0, tmp_list, bad_ref) };
-                if bad.get() {
+    let meta = meta::decode(&entry.meta, entry.blocks.len()).map_err(&corrupt)?;
+    let n = meta.nodes.len();
+    // Node i's R object, once built (NULL until then); the references it
+    // holds are dropped at the end, leaving one per object.
+    let holder = OwnedListSexp::new(n, false)?;
+    let h = holder.inner();
+    for id in (0..n).rev() {
+        let node = &meta.nodes[id];
+        let obj = match &node.payload {
+            Payload::Block { index, elem } => {
+                let desc = entry
+                    .blocks
+                    .get(*index as usize)
+                    .ok_or_else(|| corrupt(format!("no block {}", index + 1)))?;
+                if desc.elem != *elem {
                     return Err(corrupt(format!(
-                        "bad attribute '{key}' of vector {}",
-                        i + 1
+                        "block {} holds {:?} data but is described as {elem:?}",
+                        index + 1,
+                        desc.elem
                     )));
                 }
-                // An R error (e.g. dims that do not match the length) stays
-                // an R error: savvy must resume R's unwinding.
-                set_attr(leaf, key, value).map_err(|e| match e {
-                    savvy::Error::Aborted(_) => e,
-                    e => corrupt(format!("attribute '{key}' of vector {}: {e}", i + 1)),
-                })?;
+                vector_over_block(heap, desc)?.0
             }
-        }
-        if leaves.s4[i] {
-            // SAFETY: `leaf` is referenced only by `tmp_list` (not shared),
-            // so asS4 sets the bit on it in place and allocates nothing.
-            unsafe { Rf_asS4(leaf, TRUE, 0) };
-        }
+            // SAFETY: builds a new vector from decoded (checked) data.
+            payload => unsafe { new_node(payload)? },
+        };
+        // SAFETY: id < n; `h` is protected by `holder`.
+        unsafe { SET_VECTOR_ELT(h, id as R_xlen_t, obj) };
+        let lengths = |j: usize| -> u64 {
+            // SAFETY: j < n; reads the length of a built object.
+            unsafe { XLENGTH(VECTOR_ELT(h, j as R_xlen_t)) as u64 }
+        };
+        let order = check_attrs(&meta, id, &lengths).map_err(&corrupt)?;
+        // SAFETY: every element and attribute value of `node` was built
+        // (forward references only) and is held by `h`.
+        unsafe { finish_node(h, id, node, &order)? };
     }
-
-    let skel = skeleton.0;
-    let last = n as R_xlen_t;
-    // The result is stored in `tmp` rather than returned: R_UnwindProtect
-    // keeps a (never released) reference to the value a function returns,
-    // which would make the result look shared.
-    // SAFETY: `rebuild` only allocates R vectors and reads/writes R
-    // objects; an R error longjmps back into unwind_protect, past frames
-    // that own no Rust values.
-    unsafe {
-        unwind_protect(|| {
-            SET_VECTOR_ELT(tmp_list, last, rebuild(skel, tmp_list, bad_ref));
-            R_NilValue
-        })?;
-    }
-    // SAFETY: protect the result while `tmp` drops its references
+    // SAFETY: protect the result while `holder` drops its references
     // (SET_VECTOR_ELT decrements the old value's reference count), so the
     // result and each leaf end up referenced once, by their parents.
     let out = unsafe {
-        let out = Rf_protect(VECTOR_ELT(tmp_list, last));
-        for i in 0..=last {
-            SET_VECTOR_ELT(tmp_list, i, R_NilValue);
+        let out = Rf_protect(VECTOR_ELT(h, 0));
+        for i in 0..n {
+            SET_VECTOR_ELT(h, i as R_xlen_t, R_NilValue);
         }
         Rf_unprotect(1);
         out
     };
-    if bad.get() {
-        return Err(corrupt("bad placeholder in the structure".into()));
-    }
     Ok(Sexp(out))
 }
 
-/// `attr(x, key) <- value` as R's `setAttrib()` does it (checking dim,
-/// names, class, ...). Not savvy's `set_attrib`: R_UnwindProtect keeps a
-/// reference to the value its function returns, and `setAttrib` may return
-/// `x`, which would then look shared.
-fn set_attr(x: SEXP, key: &str, value: SEXP) -> savvy::Result<()> {
-    let key = std::ffi::CString::new(key)?;
-    let key = key.as_ptr();
-    // SAFETY: x and value are protected (in `tmp` / the attribute list R
-    // passed); an R error longjmps back into unwind_protect, past frames
-    // that own no Rust values (`key` lives in the caller's frame).
+/// The length of a node's R object (0 for NULL and S4 objects).
+fn node_len(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> u64 {
+    match meta.nodes.get(id).map(|n| &n.payload) {
+        Some(Payload::Block { .. }) => built(id),
+        Some(Payload::List(n)) => *n,
+        Some(Payload::Logical(v) | Payload::Integer(v)) => v.len() as u64,
+        Some(Payload::Double(v)) => v.len() as u64,
+        Some(Payload::Complex(v)) => v.len() as u64,
+        Some(Payload::Raw(v)) => v.len() as u64,
+        Some(Payload::Character(v)) => v.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Whether node `id` is a character vector (inline or a string block).
+fn is_character(meta: &Meta, id: usize) -> bool {
+    matches!(
+        meta.nodes.get(id).map(|n| &n.payload),
+        Some(Payload::Character(_))
+            | Some(Payload::Block {
+                elem: ElemType::String,
+                ..
+            })
+    )
+}
+
+/// Checks node `id`'s attributes against what R's `setAttrib()` accepts;
+/// returns the order to set them in (`dim` first: `dimnames` and `tsp` are
+/// checked against it).
+fn check_attrs(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Result<Vec<usize>, String> {
+    let node = meta.nodes.get(id).ok_or("no such node")?;
+    if node.attrs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if matches!(node.payload, Payload::Null) {
+        return Err("attributes on NULL".into());
+    }
+    let len = node_len(meta, id, built);
+    let is_vector = !matches!(node.payload, Payload::S4Object);
+    let is_integer = matches!(
+        node.payload,
+        Payload::Integer(_)
+            | Payload::Block {
+                elem: ElemType::Integer,
+                ..
+            }
+    );
+    let value = |v: usize| meta.nodes.get(v).map(|n| &n.payload);
+    let mut dim: Option<&Vec<i32>> = None;
+    for (name, v) in &node.attrs {
+        let bad = |what: &str| {
+            format!(
+                "attribute '{}' {what}",
+                String::from_utf8_lossy(name)
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
+            )
+        };
+        match name.as_slice() {
+            b"dim" => {
+                let Some(Payload::Integer(d)) = value(*v) else {
+                    return Err(bad("is not an integer vector"));
+                };
+                let mut prod: u128 = 1;
+                for &x in d {
+                    if x < 0 {
+                        return Err(bad("has a negative or NA extent"));
+                    }
+                    prod = prod.saturating_mul(x as u128);
+                }
+                if d.is_empty() || !is_vector || prod != u128::from(len) {
+                    return Err(bad(&format!("does not match the length {len}")));
+                }
+                if dim.replace(d).is_some() {
+                    return Err(bad("appears twice"));
+                }
+            }
+            b"names"
+                if !is_vector || !is_character(meta, *v) || node_len(meta, *v, built) != len =>
+            {
+                return Err(bad(&format!("is not {len} strings")));
+            }
+            b"class" => {
+                let ok = match value(*v) {
+                    Some(Payload::Character(cls)) => {
+                        is_integer
+                            || !cls
+                                .iter()
+                                .any(|c| matches!(c, Some((b, _)) if b == b"factor"))
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(bad(
+                        "is not a valid class (or a factor that is not integer)",
+                    ));
+                }
+            }
+            b"comment" if !is_character(meta, *v) => {
+                return Err(bad("is not character"));
+            }
+            b"row.names" => {
+                let ok = matches!(
+                    value(*v),
+                    Some(
+                        Payload::Integer(_)
+                            | Payload::Double(_)
+                            | Payload::Character(_)
+                            | Payload::Block {
+                                elem: ElemType::Integer | ElemType::Double | ElemType::String,
+                                ..
+                            }
+                    )
+                );
+                if !ok || node_len(meta, *v, built) > i32::MAX as u64 {
+                    return Err(bad("is not valid row names"));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Checks that depend on dim (set first).
+    for (name, v) in &node.attrs {
+        let bad = |what: &str| format!("attribute '{}' {what}", String::from_utf8_lossy(name));
+        match name.as_slice() {
+            b"dimnames" => {
+                let d = dim.ok_or_else(|| bad("without dim"))?;
+                let elems = match meta.nodes.get(*v) {
+                    Some(Node {
+                        payload: Payload::List(_),
+                        children,
+                        ..
+                    }) => children,
+                    _ => return Err(bad("is not a list")),
+                };
+                if elems.len() != d.len() {
+                    return Err(bad("does not match dim"));
+                }
+                for (&e, &extent) in elems.iter().zip(d) {
+                    let n = node_len(meta, e, built);
+                    let ok = matches!(value(e), Some(Payload::Null))
+                        || (is_character(meta, e) && (n == 0 || n == extent as u64));
+                    if !ok {
+                        return Err(bad("does not match dim"));
+                    }
+                }
+            }
+            b"tsp" => {
+                let Some(Payload::Double(t)) = value(*v) else {
+                    return Err(bad("is not 3 numbers"));
+                };
+                let rows = dim.and_then(|d| d.first()).map_or(len, |&r| r as u64);
+                let ok = is_vector
+                    && t.len() == 3
+                    && t.iter().all(|x| x.is_finite())
+                    && t[2] > 0.0
+                    && rows > 0
+                    && rows <= i32::MAX as u64
+                    && (t[1] - t[0] - (rows - 1) as f64 / t[2]).abs() <= 1e-5;
+                if !ok {
+                    return Err(bad("is not a valid time series period"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let dim_first = node.attrs.iter().position(|(k, _)| k == b"dim");
+    Ok(dim_first
+        .into_iter()
+        .chain((0..node.attrs.len()).filter(|&k| Some(k) != dim_first))
+        .collect())
+}
+
+fn cetype(e: Encoding) -> cetype_t {
+    match e {
+        Encoding::Native => CE_NATIVE,
+        Encoding::Utf8 => CE_UTF8,
+        Encoding::Latin1 => CE_LATIN1,
+        Encoding::Bytes => CE_BYTES,
+    }
+}
+
+/// A new R object for a non-block node (its elements and attributes are
+/// set by `finish_node`).
+///
+/// # Safety
+/// Calls into R; the result is unprotected (the caller stores it at once).
+unsafe fn new_node(payload: &Payload) -> savvy::Result<SEXP> {
+    let out = std::cell::Cell::new(std::ptr::null_mut());
+    let out_ref = &out;
+    // SAFETY: allocations and element writes of a new vector of the right
+    // type and length; an R error longjmps into unwind_protect, past no
+    // Rust-owned values (`payload` is borrowed from the caller).
     unsafe {
         unwind_protect(|| {
-            Rf_setAttrib(x, Rf_install(key), value);
+            let x = match payload {
+                Payload::Null | Payload::Block { .. } => R_NilValue,
+                Payload::S4Object => Rf_allocS4Object(),
+                Payload::List(n) => Rf_allocVector(VECSXP, *n as R_xlen_t),
+                Payload::Logical(v) => {
+                    let x = Rf_allocVector(LGLSXP, v.len() as R_xlen_t);
+                    copy_to(LOGICAL(x), v);
+                    x
+                }
+                Payload::Integer(v) => {
+                    let x = Rf_allocVector(INTSXP, v.len() as R_xlen_t);
+                    copy_to(INTEGER(x), v);
+                    x
+                }
+                Payload::Double(v) => {
+                    let x = Rf_allocVector(REALSXP, v.len() as R_xlen_t);
+                    copy_to(REAL(x), v);
+                    x
+                }
+                Payload::Complex(v) => {
+                    let x = Rf_allocVector(CPLXSXP, v.len() as R_xlen_t);
+                    let dst = COMPLEX(x);
+                    for (i, [r, im]) in v.iter().enumerate() {
+                        *dst.add(i) = Rcomplex { r: *r, i: *im };
+                    }
+                    x
+                }
+                Payload::Raw(v) => {
+                    let x = Rf_allocVector(RAWSXP, v.len() as R_xlen_t);
+                    copy_to(RAW(x), v);
+                    x
+                }
+                Payload::Character(v) => {
+                    let x = Rf_protect(Rf_allocVector(STRSXP, v.len() as R_xlen_t));
+                    for (i, s) in v.iter().enumerate() {
+                        let c = match s {
+                            None => R_NaString,
+                            // Lengths fit i32 and hold no NUL (checked by
+                            // the decoder).
+                            Some((b, e)) => Rf_mkCharLenCE(
+                                b.as_ptr() as *const std::os::raw::c_char,
+                                b.len() as i32,
+                                cetype(*e),
+                            ),
+                        };
+                        SET_STRING_ELT(x, i as R_xlen_t, c);
+                    }
+                    Rf_unprotect(1);
+                    x
+                }
+            };
+            out_ref.set(x);
+            R_NilValue
+        })?;
+    }
+    Ok(out.get())
+}
+
+/// # Safety
+/// `dst` points at `src.len()` writable `T`s (or `src` is empty).
+unsafe fn copy_to<T: Copy>(dst: *mut T, src: &[T]) {
+    if !src.is_empty() {
+        // SAFETY: see the function's contract; a new vector never overlaps.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+    }
+}
+
+/// Sets node `id`'s elements, attributes (in `order`) and S4 bit.
+///
+/// # Safety
+/// `h` is the protected holder list; every node `node` refers to is built
+/// and stored in it.
+unsafe fn finish_node(h: SEXP, id: usize, node: &Node, order: &[usize]) -> savvy::Result<()> {
+    if node.children.is_empty() && node.attrs.is_empty() && !node.s4 {
+        return Ok(());
+    }
+    let names: Vec<CString> = order
+        .iter()
+        .filter_map(|&k| node.attrs.get(k))
+        .map(|(name, _)| CString::new(name.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| savvy::Error::new("attribute name with a NUL"))?;
+    let values: Vec<usize> = order
+        .iter()
+        .filter_map(|&k| node.attrs.get(k))
+        .map(|&(_, v)| v)
+        .collect();
+    // SAFETY: element and attribute writes on objects held by `h`; an R
+    // error longjmps into unwind_protect, past no Rust-owned values (`names`
+    // and `values` live in this frame, outside the closure). The object is
+    // stored again (Rf_asS4 may return a copy if it were shared; it is not).
+    unsafe {
+        unwind_protect(|| {
+            let x = VECTOR_ELT(h, id as R_xlen_t);
+            for (k, &c) in node.children.iter().enumerate() {
+                SET_VECTOR_ELT(x, k as R_xlen_t, VECTOR_ELT(h, c as R_xlen_t));
+            }
+            for (name, &v) in names.iter().zip(&values) {
+                Rf_setAttrib(x, Rf_install(name.as_ptr()), VECTOR_ELT(h, v as R_xlen_t));
+            }
+            if node.s4 != (Rf_isS4(x) != 0) {
+                let y = Rf_asS4(x, if node.s4 { TRUE } else { FALSE }, 0);
+                SET_VECTOR_ELT(h, id as R_xlen_t, y);
+            }
             R_NilValue
         })?;
     }
     Ok(())
-}
-
-/// Leaf `j` for a placeholder symbol, the value itself for anything else.
-/// Sets `bad` for a symbol that is not a valid placeholder.
-///
-/// # Safety
-/// `x` is a valid SEXP, `leaves` a list.
-unsafe fn resolve(x: SEXP, leaves: SEXP, bad: &Cell<bool>) -> SEXP {
-    // SAFETY: header and CHARSXP reads of valid objects.
-    unsafe {
-        if TYPEOF(x) as SEXPTYPE != SYMSXP {
-            return x;
-        }
-        let name = std::ffi::CStr::from_ptr(R_CHAR(PRINTNAME(x)) as *const c_char);
-        let index = name
-            .to_str()
-            .ok()
-            .and_then(|s| s.strip_prefix(PLACEHOLDER))
-            .and_then(|s| s.parse::<usize>().ok())
-            // The last slot of `leaves` is for the result, not a leaf.
-            .filter(|&j| j >= 1 && (j as R_xlen_t) < XLENGTH(leaves));
-        match index {
-            Some(j) => VECTOR_ELT(leaves, (j - 1) as R_xlen_t),
-            None => {
-                bad.set(true);
-                R_NilValue
-            }
-        }
-    }
-}
-
-/// A copy of `node` with every list node new and placeholders resolved.
-///
-/// # Safety
-/// Must run under unwind protection (it allocates); `leaves` is a list.
-unsafe fn rebuild(node: SEXP, leaves: SEXP, bad: &Cell<bool>) -> SEXP {
-    // SAFETY: see the function's contract; every new vector is protected
-    // while further allocations happen.
-    unsafe {
-        match TYPEOF(node) as SEXPTYPE {
-            SYMSXP => resolve(node, leaves, bad),
-            VECSXP => {
-                let len = XLENGTH(node);
-                let out = Rf_protect(Rf_allocVector(VECSXP, len));
-                for k in 0..len {
-                    SET_VECTOR_ELT(out, k, rebuild(VECTOR_ELT(node, k), leaves, bad));
-                }
-                // The attributes, with placeholder values (e.g. long row
-                // names) resolved; setAttrib sets the object bit with the
-                // class. A symbol that is no placeholder sets `bad` (and the
-                // attribute to NULL, which setAttrib skips).
-                for_each_attrib(node, |tag, value| {
-                    Rf_setAttrib(out, tag, resolve(value, leaves, bad));
-                });
-                let out = if Rf_isS4(node) != 0 {
-                    // `out` is not shared, so asS4 sets the bit in place.
-                    Rf_asS4(out, TRUE, 0)
-                } else {
-                    out
-                };
-                Rf_unprotect(1);
-                out
-            }
-            _ => node,
-        }
-    }
 }

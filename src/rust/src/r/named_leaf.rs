@@ -109,7 +109,7 @@ fn copy_strings(heap: &Heap, chars: &[SEXP]) -> savvy::Result<BlockDesc> {
 }
 
 /// A CHARSXP as a pool element: bytes and encoding, `None` for NA.
-fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
+pub(crate) fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
     // SAFETY: c is a CHARSXP of a live vector; R_CHAR/LENGTH/Rf_getCharCE
     // only read it and never allocate or raise errors.
     unsafe {

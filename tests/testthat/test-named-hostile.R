@@ -1,0 +1,253 @@
+# Hostile object metadata: a heap file is untrusted. Metas that would run
+# code, crash R, recurse without bound or allocate without bound must each
+# give a classed fmalloc_corrupt error (fmalloc_get) or an NA row
+# (fmalloc_ls), and damage only their own object. The risky cases run in a
+# child R process (callr), so a crash fails the test instead of the suite.
+
+# --- Meta v2 bytes (inst/FORMAT.md, "Object metadata (meta v2)") -----------
+u16 <- function(x) as.raw((x %/% 256^(0:1)) %% 256)
+u32 <- function(x) as.raw((x %/% 256^(0:3)) %% 256)
+u64 <- function(x) as.raw((x %/% 256^(0:7)) %% 256)
+f64 <- function(x) writeBin(as.double(x), raw(), size = 8L, endian = "little")
+hostile_summary <- function(type = "list", class = "list", length = 1) {
+  c(u16(nchar(type, "bytes")), charToRaw(type), u32(nchar(class, "bytes")), charToRaw(class),
+    f64(length), as.raw(0))
+}
+hostile_meta <- function(body, version = 2, summary = hostile_summary()) {
+  c(charToRaw("RFMN"), u32(version), u32(length(summary)), summary, body)
+}
+node <- function(kind, nattr = 0, s4 = FALSE) c(as.raw(kind), as.raw(s4), u32(nattr))
+list_node <- function(n, nattr = 0) c(node(1, nattr), u64(n))
+block_node <- function(index, elem, nattr = 0) c(node(2, nattr), u32(index), as.raw(elem))
+int_node <- function(v, nattr = 0) {
+  c(node(4, nattr), u64(length(v)), writeBin(as.integer(v), raw(), size = 4L, endian = "little"))
+}
+dbl_node <- function(v, nattr = 0) c(node(5, nattr), u64(length(v)), f64(v))
+str_node <- function(s, nattr = 0) {
+  c(node(8, nattr), u64(length(s)), unlist(lapply(s, function(x) {
+    c(as.raw(1), u32(nchar(x, "bytes")), charToRaw(x))
+  })))
+}
+attr_entry <- function(name, value) c(u32(nchar(name, "bytes")), charToRaw(name), value)
+ELEM_INTEGER <- 2
+ELEM_DOUBLE <- 3
+
+# Runs `f(path)` in a child R process; returns its value (a crash or an
+# error there fails the test).
+in_child <- function(f, ...) {
+  callr::r(f, args = list(...), libpath = .libPaths())
+}
+
+test_that("a v1 (serialize) meta is refused by its version and never unserialized", {
+  path <- local_heap_path()
+  marker <- withr::local_tempfile(pattern = "pwned-")
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(1:3, "good", heap)
+  # A v1 meta whose summary and body hold a promise, a closure and an
+  # environment: unserialize() and any look at the result would run code.
+  e <- new.env(parent = globalenv())
+  code <- bquote({
+    file.create(.(marker))
+    assign("fm_pwned", TRUE, envir = globalenv())
+    "list"
+  })
+  eval(bquote(delayedAssign("type", .(code), assign.env = e)))
+  f <- eval(bquote(function(...) .(code)))
+  environment(f) <- e
+  summary <- serialize(e, NULL, xdr = FALSE)
+  body <- serialize(list(skeleton = f, leaves = list(e)), NULL, xdr = FALSE)
+  v1 <- c(charToRaw("RFMN"), u32(1), u32(length(summary)), summary, body)
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "evil", v1)
+  fmalloc_close(heap)
+  invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
+
+  res <- in_child(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    ls <- Rfmalloc::fmalloc_ls(heap)
+    err <- tryCatch(Rfmalloc::fmalloc_get("evil", heap), error = identity)
+    list(
+      ls = ls[c("name", "type", "class", "length", "dim")], class = class(err),
+      msg = conditionMessage(err), good = Rfmalloc::fmalloc_get("good", heap),
+      pwned = exists("fm_pwned", envir = globalenv())
+    )
+  }, path = path)
+  expect_identical(res$class, c("fmalloc_corrupt", "fmalloc_error", "error", "condition"))
+  expect_match(res$msg, "version 1", fixed = TRUE)
+  expect_match(res$msg, "'evil'", fixed = TRUE)
+  expect_identical(res$ls$name, c("evil", "good"))
+  expect_identical(res$ls$type, c(NA, "integer"))
+  expect_identical(res$ls$length, c(NA, 3L))
+  expect_identical(res$good, 1:3)
+  expect_false(res$pwned)
+  expect_false(file.exists(marker))
+  expect_false(exists("fm_pwned", envir = globalenv()))
+})
+
+# Puts each meta of `metas` under its name into a fresh heap whose object
+# `v` holds one double block (c(1, 2)) and `i` one integer block (1:2); a
+# meta put under "v" or "i" keeps that block. Then, in a child process,
+# returns for each name the class and message of fmalloc_get()'s error (or
+# "ok"), the listing, and whether the good objects still read.
+probe_metas <- function(metas) {
+  path <- local_heap_path(parent.frame())
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  for (nm in names(metas)) {
+    if (startsWith(nm, "v")) fmalloc_save(c(1, 2), nm, heap)
+    if (startsWith(nm, "i")) fmalloc_save(1:2, nm, heap)
+    Rfmalloc:::fmalloc_named_put_raw_meta(heap, nm, metas[[nm]])
+  }
+  fmalloc_save(list(a = 1:3, b = "x"), "good", heap)
+  fmalloc_close(heap)
+  invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
+  in_child(function(path, names) {
+    heap <- Rfmalloc::fmalloc_open(path)
+    out <- lapply(names, function(nm) {
+      tryCatch({
+        Rfmalloc::fmalloc_get(nm, heap)
+        c("ok", "")
+      }, error = function(e) c(class(e)[[1]], conditionMessage(e)))
+    })
+    names(out) <- names
+    list(
+      get = out, ls = Rfmalloc::fmalloc_ls(heap)[c("name", "type")],
+      good = Rfmalloc::fmalloc_get("good", heap)
+    )
+  }, path = path, names = names(metas))
+}
+
+expect_all_corrupt <- function(res, patterns) {
+  for (nm in names(patterns)) {
+    got <- res$get[[nm]]
+    expect_identical(got[[1]], "fmalloc_corrupt", label = paste("class for", nm))
+    expect_match(got[[2]], patterns[[nm]], label = paste("message for", nm))
+    expect_match(got[[2]], sprintf("'%s'", nm), fixed = TRUE)
+  }
+  expect_identical(res$good, list(a = 1:3, b = "x"))
+}
+
+test_that("deep nesting is refused without recursion (lists and attributes)", {
+  depth <- 1e5
+  deep_lists <- hostile_meta(c(rep(list_node(1), depth), node(0)))
+  # x with attribute "a", whose value has attribute "a", ...
+  one <- c(node(7, 1), u64(0)) # raw(0) with one attribute
+  deep_attrs <- hostile_meta(c(one, rep(c(u32(1), charToRaw("a"), one), depth),
+                               u32(1), charToRaw("a"), node(0)))
+  ok_depth <- hostile_meta(c(rep(list_node(1), 999), node(0)))
+  res <- probe_metas(list(deep_lists = deep_lists, deep_attrs = deep_attrs, ok_depth = ok_depth))
+  expect_all_corrupt(res, list(deep_lists = "nested deeper than 1000", deep_attrs = "nested deeper than 1000"))
+  expect_identical(res$get$ok_depth[[1]], "ok")
+  expect_identical(res$ls$name, c("deep_attrs", "deep_lists", "good", "ok_depth"))
+  expect_identical(res$ls$type, c("list", "list", "list", "list")) # summaries are fine
+})
+
+test_that("saving an object nested deeper than the format allows is refused", {
+  heap <- local_heap()
+  x <- NULL
+  for (k in 1:1001) x <- list(x)
+  expect_fmalloc_error(fmalloc_save(x, "deep", heap), "fmalloc_unsupported", "nested deeper")
+  expect_false(fmalloc_exists("deep", heap))
+  y <- NULL
+  for (k in 1:900) y <- list(y)
+  fmalloc_save(y, "ok", heap)
+  expect_identical(fmalloc_get("ok", heap), y)
+})
+
+test_that("huge declared lengths and counts are refused before allocating", {
+  huge <- 2^52
+  max64 <- as.raw(rep(255, 8))
+  res <- probe_metas(list(
+    huge_list = hostile_meta(list_node(huge)),
+    huge_list_max = hostile_meta(c(node(1), max64)),
+    huge_doubles = hostile_meta(c(node(5), u64(huge), f64(1))),
+    huge_strings = hostile_meta(c(node(8), u64(huge), as.raw(1), u32(1), charToRaw("a"))),
+    huge_string = hostile_meta(c(node(8), u64(1), as.raw(1), u32(2^32 - 1), charToRaw("a"))),
+    huge_attrs = hostile_meta(c(node(7, 2^32 - 1), u64(0))),
+    huge_summary = c(charToRaw("RFMN"), u32(2), u32(2^32 - 1), node(0)),
+    huge_block = hostile_meta(block_node(2^32 - 1, ELEM_DOUBLE))
+  ))
+  expect_all_corrupt(res, list(
+    huge_list = "count", huge_list_max = "count", huge_doubles = "count",
+    huge_strings = "count", huge_string = "too long", huge_attrs = "attribute count",
+    huge_summary = "summary length", huge_block = "block"
+  ))
+  # The summary of a damaged meta still lists (NA where unreadable).
+  expect_identical(res$ls$type[res$ls$name == "huge_summary"], NA_character_)
+  expect_identical(res$ls$type[res$ls$name == "huge_list"], "list")
+})
+
+test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttrib", {
+  dbl <- function(nattr) block_node(0, ELEM_DOUBLE, nattr)
+  int <- function(nattr) block_node(0, ELEM_INTEGER, nattr)
+  res <- probe_metas(list(
+    v_dim = hostile_meta(c(dbl(1), attr_entry("dim", int_node(3L)))),
+    v_dim_na = hostile_meta(c(dbl(1), attr_entry("dim", int_node(c(NA, 2L))))),
+    v_dim_dbl = hostile_meta(c(dbl(1), attr_entry("dim", dbl_node(2)))),
+    v_factor = hostile_meta(c(dbl(2), attr_entry("levels", str_node(c("a", "b"))),
+                              attr_entry("class", str_node("factor")))),
+    v_dimnames = hostile_meta(c(dbl(1), attr_entry("dimnames", c(list_node(1), str_node(c("a", "b")))))),
+    v_dimnames_len = hostile_meta(c(dbl(2), attr_entry("dim", int_node(c(2L, 1L))),
+                                    attr_entry("dimnames", c(list_node(2), str_node("a"), node(0))))),
+    v_names = hostile_meta(c(dbl(1), attr_entry("names", str_node(c("a", "b", "c"))))),
+    v_names_int = hostile_meta(c(dbl(1), attr_entry("names", int_node(1:2)))),
+    v_tsp = hostile_meta(c(dbl(1), attr_entry("tsp", dbl_node(c(1, 5, 1))))),
+    v_comment = hostile_meta(c(dbl(1), attr_entry("comment", int_node(1L)))),
+    v_class_int = hostile_meta(c(dbl(1), attr_entry("class", int_node(1L)))),
+    v_null_attr = hostile_meta(c(node(0, 1), attr_entry("a", node(0)))),
+    v_s4_dim = hostile_meta(c(list_node(2), dbl(0), node(9, 1, TRUE), attr_entry("dim", int_node(0L)))),
+    # What R accepts still works: a factor on integers, a matrix.
+    i_factor_ok = hostile_meta(c(int(2), attr_entry("levels", str_node(c("a", "b"))),
+                                 attr_entry("class", str_node("factor")))),
+    v_matrix_ok = hostile_meta(c(dbl(2), attr_entry("dimnames", c(list_node(2), node(0), str_node("c"))),
+                                 attr_entry("dim", int_node(c(2L, 1L)))))
+  ))
+  expect_all_corrupt(res, list(
+    v_dim = "attribute 'dim'", v_dim_na = "attribute 'dim'", v_dim_dbl = "attribute 'dim'",
+    v_factor = "attribute 'class'", v_dimnames = "attribute 'dimnames'",
+    v_dimnames_len = "attribute 'dimnames'", v_names = "attribute 'names'",
+    v_names_int = "attribute 'names'", v_tsp = "attribute 'tsp'",
+    v_comment = "attribute 'comment'", v_class_int = "attribute 'class'",
+    v_null_attr = "NULL", v_s4_dim = "attribute 'dim'"
+  ))
+  expect_identical(res$get$i_factor_ok[[1]], "ok")
+  expect_identical(res$get$v_matrix_ok[[1]], "ok")
+})
+
+test_that("damaged metas damage only their own object; the heap reopens and lists", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(data.frame(a = 1:3, f = factor(c("u", "v", "u"))), "df", heap)
+  fmalloc_save(c(x = 1.5), "v", heap)
+  good <- Rfmalloc:::fmalloc_named_raw_meta(heap, "df")
+  # Every truncation and a sweep of byte flips of a real meta: each must
+  # read or fail cleanly (in this process: none may crash R).
+  for (len in seq(0L, length(good) - 1L, by = 3L)) {
+    Rfmalloc:::fmalloc_named_put_raw_meta(heap, "df", good[seq_len(len)])
+    expect_fmalloc_error(fmalloc_get("df", heap), "fmalloc_corrupt")
+  }
+  fmalloc_close(heap)
+  invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
+  outcomes <- in_child(function(path, good) {
+    heap <- Rfmalloc::fmalloc_open(path)
+    vapply(seq_along(good), function(i) {
+      bad <- good
+      bad[i] <- xor(bad[i], as.raw(0xff))
+      Rfmalloc:::fmalloc_named_put_raw_meta(heap, "df", bad)
+      tryCatch({
+        Rfmalloc::fmalloc_get("df", heap)
+        "ok"
+      }, fmalloc_corrupt = function(e) "corrupt")
+    }, "")
+  }, path = path, good = good)
+  expect_true(all(outcomes %in% c("ok", "corrupt")))
+  expect_true(any(outcomes == "corrupt"))
+  heap <- fmalloc_open(path)
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "df", good)
+  expect_identical(fmalloc_get("df", heap), data.frame(a = 1:3, f = factor(c("u", "v", "u"))))
+  expect_identical(fmalloc_get("v", heap), c(x = 1.5))
+  fmalloc_close(heap)
+  invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_ls(heap)$name, c("df", "v"))
+  expect_identical(fmalloc_get("v", heap), c(x = 1.5))
+})
