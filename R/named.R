@@ -333,8 +333,11 @@
 #'   (classes joined by `/`), `length` (rows for data frames; integer, or
 #'   double when a length exceeds `.Machine$integer.max`), `dim`
 #'   (e.g. `"3x4"`, or `NA`), `bytes` (of the data in the heap), `created` and
-#'   `modified` (`POSIXct`). `fmalloc_rm()` and `fmalloc_rename()` return
-#'   `NULL` invisibly.
+#'   `modified` (`POSIXct`) and `status`: `"ok"`, or `"damaged: "` and why
+#'   the object cannot be read (its other fields are then `NA`; a damaged
+#'   object damages only itself: it can still be removed, renamed or
+#'   overwritten). `fmalloc_rm()` and `fmalloc_rename()` return `NULL`
+#'   invisibly.
 #'
 #' @seealso [fmalloc_open()], [fmalloc_ref()] for sending named vectors to
 #'   other processes by reference.
@@ -423,8 +426,8 @@ fmalloc_ls <- function(heap = NULL) {
   call <- sys.call()
   heap <- .fm_heap(heap, call)
   cat <- .rfm(fmalloc_named_list(heap), call)
-  # A damaged entry still gets its row (with NA fields): fmalloc_get()
-  # reports what is wrong with it.
+  # A damaged entry still gets its row (NA fields, `status` says why);
+  # fmalloc_get() of it is an fmalloc_corrupt error.
   # Integer, as length() gives, when every length fits (doubles such as
   # 1e6 would print as "1e+06" in the data frame); double otherwise.
   lengths <- cat$length
@@ -438,6 +441,7 @@ fmalloc_ls <- function(heap = NULL) {
     bytes = cat$bytes,
     created = .POSIXct(cat$created),
     modified = .POSIXct(cat$modified),
+    status = cat$status,
     stringsAsFactors = FALSE
   )
 }

@@ -109,7 +109,7 @@ test_that("missing names and bad arguments are classed errors", {
 test_that("fmalloc_ls describes every object", {
   heap <- local_heap()
   empty <- fmalloc_ls(heap)
-  expect_identical(names(empty), c("name", "type", "class", "length", "dim", "bytes", "created", "modified"))
+  expect_identical(names(empty), c("name", "type", "class", "length", "dim", "bytes", "created", "modified", "status"))
   expect_identical(nrow(empty), 0L)
 
   t0 <- Sys.time() - 1

@@ -1142,6 +1142,11 @@ impl Heap {
         Ok(())
     }
 
+    /// Whether `name` is in the catalog (damaged or not).
+    pub fn contains(&self, name: &str) -> bool {
+        self.state().catalog.contains_key(name)
+    }
+
     pub fn get(&self, name: &str) -> Result<Entry> {
         let st = self.state();
         let n = st

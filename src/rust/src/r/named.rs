@@ -133,10 +133,22 @@ fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     let heap = heap.heap()?;
     let mut entries = heap.list();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let summaries: Vec<Option<meta::Summary>> = entries
+    // A damaged object keeps its row: NA fields and a status saying why.
+    let decoded: Vec<Result<meta::Summary, String>> = entries
         .iter()
-        .map(|e| meta::decode_summary(&e.meta).ok())
+        .map(|e| match &e.damaged {
+            Some(why) => Err(why.clone()),
+            None => meta::decode_summary(&e.meta).map_err(|e| e.to_string()),
+        })
         .collect();
+    let status: Vec<String> = decoded
+        .iter()
+        .map(|r| match r {
+            Ok(_) => "ok".to_string(),
+            Err(why) => format!("damaged: {why}"),
+        })
+        .collect();
+    let summaries: Vec<Option<meta::Summary>> = decoded.into_iter().map(Result::ok).collect();
     let text = |f: &dyn Fn(&meta::Summary) -> Option<&str>| {
         let v: Vec<&str> = summaries
             .iter()
@@ -145,7 +157,7 @@ fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
         OwnedStringSexp::try_from_slice(&v)
     };
     let seconds = |ms: i64| ms as f64 / 1000.0;
-    let mut out = OwnedListSexp::new(8, true)?;
+    let mut out = OwnedListSexp::new(9, true)?;
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     out.set_name_and_value(0, "name", OwnedStringSexp::try_from_slice(&names)?)?;
     out.set_name_and_value(1, "type", text(&|s| Some(s.type_name.as_str()))?)?;
@@ -163,18 +175,15 @@ fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     out.set_name_and_value(5, "created", column(&|e| seconds(e.created_ms))?)?;
     out.set_name_and_value(6, "modified", column(&|e| seconds(e.modified_ms))?)?;
     out.set_name_and_value(7, "bytes", column(&|e| data_bytes(&e.blocks) as f64)?)?;
+    let status: Vec<&str> = status.iter().map(String::as_str).collect();
+    out.set_name_and_value(8, "status", OwnedStringSexp::try_from_slice(&status)?)?;
     out.into()
 }
 
 /// @noRd
 #[savvy]
 fn fmalloc_named_exists(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
-    let found = match heap.heap()?.get(name) {
-        Ok(_) => true,
-        Err(Error::NotFound { .. }) => false,
-        Err(e) => return Err(e.into()),
-    };
-    OwnedLogicalSexp::try_from(found)?.into()
+    OwnedLogicalSexp::try_from(heap.heap()?.contains(name))?.into()
 }
 
 /// @noRd
