@@ -494,12 +494,15 @@ impl Shared {
             alloc
                 .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
                 .map_err(|e| Error::corrupt(path, e))?;
-            // Blocks handed out earlier get their disk space now (best
-            // effort: a full disk must not prevent reading them).
+            // Blocks handed out earlier (named objects; the catalog and meta
+            // blocks are never written in place) get their disk space now,
+            // best effort: a full disk must not prevent opening the heap and
+            // reading them. A named block whose reservation fails here is
+            // reserved again (exactly) when a vector over it is created,
+            // which fails with `Error::Full` instead (see `retain`).
             for &(off, cap) in &v.live {
                 let _ = map.reserve(off, cap);
             }
-            let _ = map.take_store_error();
             (map, Some(alloc), None)
         };
         let mut refs = RefTable::default();
@@ -543,11 +546,26 @@ impl Shared {
 
     /// Formats the empty (and exclusively locked) file at `canon`.
     fn create(path: &Path, canon: &Path, mut rw: File, opts: &OpenOptions) -> Result<Shared> {
-        let want = opts.initial_size.unwrap_or(DEFAULT_SIZE);
+        // Under a file size limit (ulimit -f) the default size shrinks to
+        // fit; an explicit size past it is refused (extending the file
+        // there would raise SIGXFSZ).
+        let limit = crate::sys::file_size_limit();
+        let want = opts
+            .initial_size
+            .unwrap_or_else(|| DEFAULT_SIZE.min(limit / FILE_GRANULE * FILE_GRANULE));
         let size = round_up(want, FILE_GRANULE)
             .filter(|&s| s <= alloc::MAX_OFFSET)
             .ok_or_else(|| Error::Invalid(format!("heap size {want} is too large")))?
             .max(FILE_GRANULE);
+        if size > limit {
+            return Err(Error::Full {
+                requested: size,
+                detail: format!(
+                    "cannot create the heap file: the file size limit of this process \
+                     (ulimit -f) is {limit} bytes"
+                ),
+            });
+        }
         let header = Header {
             heap_id: new_heap_id(),
             created_ms: now_ms(),
@@ -573,7 +591,6 @@ impl Shared {
         alloc
             .try_add_arena(&mut map, HEADER_SIZE, size)
             .map_err(Error::Invalid)?;
-        let _ = map.take_store_error();
         let state = State {
             map,
             alloc: Some(alloc),
@@ -613,7 +630,15 @@ impl Drop for Shared {
 impl State {
     /// A new block of at least `size` bytes with its disk space reserved,
     /// growing the heap if needed. Returns (offset, capacity).
+    ///
+    /// On a full disk the block the allocator picks may lie where no space
+    /// can be reserved while another free block, in space reserved earlier
+    /// (freed vectors), would do: up to `SPACE_RETRIES` other blocks are
+    /// tried (each failed one is held meanwhile so that the allocator
+    /// cannot pick it again), without growing the file for them.
     fn alloc_block(&mut self, path: &Path, size: u64) -> Result<(u64, u64)> {
+        /// Blocks tried after the first whose reservation failed.
+        const SPACE_RETRIES: usize = 8;
         let State { map, alloc, .. } = self;
         let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
             path: path.to_path_buf(),
@@ -628,15 +653,43 @@ impl State {
                 })?
             }
         };
-        let cap = alloc
-            .usable_size(map, off)
-            .map_err(|e| Error::corrupt(path, e))?;
-        if let Err(e) = map.reserve_block(off, cap) {
-            let _ = alloc.free(map, off);
-            let _ = map.take_store_error();
-            return Err(space_error(path, size, "cannot reserve disk space", e));
+        let mut held = Vec::new();
+        let mut next = Some(off);
+        let mut result = Err(Error::Full {
+            requested: size,
+            detail: "no free block with disk space behind it".into(),
+        });
+        while let Some(off) = next {
+            let cap = match alloc.usable_size(map, off) {
+                Ok(cap) => cap,
+                Err(e) => {
+                    held.push(off);
+                    result = Err(Error::corrupt(path, e));
+                    break;
+                }
+            };
+            match map.reserve_block(off, cap) {
+                Ok(()) => {
+                    result = Ok((off, cap));
+                    break;
+                }
+                Err(e) => {
+                    held.push(off);
+                    if held.len() == 1 {
+                        result = Err(space_error(path, size, "cannot reserve disk space", e));
+                    }
+                    next = if held.len() > SPACE_RETRIES {
+                        None
+                    } else {
+                        alloc.malloc(map, size)
+                    };
+                }
+            }
         }
-        Ok((off, cap))
+        for off in held {
+            let _ = alloc.free(map, off);
+        }
+        result
     }
 
     fn free_block(&mut self, off: u64) {
@@ -700,6 +753,21 @@ impl State {
             catalog_sum: if off == 0 { 0 } else { fnv1a64(&blob) },
             heap_len: self.map.len(),
         };
+        // The header page takes the slot write. It holds data (the magic),
+        // but a large folio over it may cover holes of a sparse copy (see
+        // map/): reserved here, not at open, so that a full disk still lets
+        // a sparse copy be opened and read.
+        if let Err(e) = self.map.reserve_range(0, HEADER_SIZE) {
+            if off != 0 {
+                self.free_block(off);
+            }
+            return Err(space_error(
+                path,
+                HEADER_SIZE,
+                "cannot reserve the header page",
+                e,
+            ));
+        }
         let target = 1 - self.slot_index;
         let at = slot_offset(target) as u64;
         let old_bytes = self
@@ -904,7 +972,6 @@ impl Heap {
             if let Err(e) = map.reserve_block(off, cap) {
                 // Shrinking back always succeeds in place.
                 let _ = alloc.resize_in_place(map, off, r.capacity);
-                let _ = map.take_store_error();
                 return Err(space_error(path, new_size, "cannot reserve disk space", e));
             }
             st.refs.insert(off, Ref { capacity: cap, ..r });
@@ -931,11 +998,35 @@ impl Heap {
         Ok(new_off)
     }
 
-    /// One more session reference to the block at `off`.
+    /// One more session reference to the block at `off`. A named block of
+    /// a writable heap gets its disk space reserved first (`Error::Full` if
+    /// there is none): every vector over a block takes a reference here, and
+    /// may write in place.
+    ///
+    /// Why here and not at open: the open already tries (best effort, see
+    /// `Shared::open`) and almost always succeeds, so this costs a check of
+    /// the reserved chunks; when the disk was full at open, refusing the
+    /// open would also refuse reading, and reserving at the first write is
+    /// impossible (R writes through the pointer ALTREP Dataptr returned,
+    /// with no way to fail). A vector over the block is the last point where
+    /// a failure can still be an R error, and the first where a write can
+    /// happen; only the objects a session uses are reserved.
     pub fn retain(&self, off: u64) -> Result<()> {
         let mut st = self.state();
-        let r = st.refs.get_mut(&off).ok_or_else(|| not_live(off))?;
-        r.count += 1;
+        let r = *st.refs.get(&off).ok_or_else(|| not_live(off))?;
+        if r.named {
+            st.map.reserve_range(off, r.capacity).map_err(|e| {
+                space_error(
+                    self.path(),
+                    r.capacity,
+                    "cannot reserve disk space for a named object",
+                    e,
+                )
+            })?;
+        }
+        if let Some(r) = st.refs.get_mut(&off) {
+            r.count += 1;
+        }
         Ok(())
     }
 

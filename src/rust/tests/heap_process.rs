@@ -228,16 +228,18 @@ fn kill_9_during_commits_leaves_old_or_new_state() {
     }
 }
 
-/// Child: with the file size limited to the current 8 MiB (as a full disk
-/// would), the heap cannot grow: `Error::Full`, no SIGBUS, nothing leaked,
-/// and the heap stays usable. (The limit does not apply inside the file, so
-/// this does not exercise `posix_fallocate` failing on a full disk.)
+/// Child: with the file size limited to the current 8 MiB (`ulimit -f`),
+/// the heap cannot grow: `Error::Full`, no SIGXFSZ (whose default action
+/// kills the process, as it kills R), nothing leaked, and the heap stays
+/// usable. A new heap gets a default size that fits the limit, and an
+/// explicit size past it is `Error::Full`. (The limit does not apply inside
+/// the file, so this does not exercise `posix_fallocate` failing on a full
+/// disk: see heap_disk.rs.)
 #[cfg(target_os = "linux")]
 fn file_size_limit(path: &Path) {
     let limit = std::fs::metadata(path).unwrap().len();
-    // SAFETY: plain libc calls in a single-purpose child process.
+    // SAFETY: plain libc call in a single-purpose child process.
     unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         let lim = libc::rlimit {
             rlim_cur: limit,
             rlim_max: limit,
@@ -253,7 +255,26 @@ fn file_size_limit(path: &Path) {
     h.release(inside).unwrap();
     let leaked = h.info().used_bytes != used;
     put_bytes(&h, "after", 100, 4);
-    println!("RESULT no_growth={no_growth} len={file_len} leaked={leaked}");
+    let other = path.with_extension("other");
+    let (small, _) = Heap::open(&other, &default_size()).unwrap();
+    let default_fits = small.info().file_bytes <= limit;
+    small.malloc(1 << 20).unwrap();
+    drop(small);
+    let third = path.with_extension("third");
+    let refused = matches!(Heap::open(&third, &opts(64 << 20)), Err(Error::Full { .. }));
+    println!(
+        "RESULT no_growth={no_growth} len={file_len} leaked={leaked} \
+         default_fits={default_fits} refused={refused}"
+    );
+}
+
+/// Options of a writable open with the default size.
+#[cfg(target_os = "linux")]
+fn default_size() -> rfmalloc::heap::OpenOptions {
+    rfmalloc::heap::OpenOptions {
+        readonly: false,
+        initial_size: None,
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -264,7 +285,10 @@ fn heap_that_cannot_grow_reports_full() {
     drop(open(&p, 8 << 20));
     assert_eq!(
         child_result("fsize", &p),
-        format!("no_growth=true len={} leaked=false", 8 << 20)
+        format!(
+            "no_growth=true len={} leaked=false default_fits=true refused=true",
+            8 << 20
+        )
     );
     let h = open(&p, 0);
     assert_eq!(get_bytes(&h, "after"), vec![4; 100]);

@@ -112,7 +112,6 @@ impl FileHeap {
         alloc
             .try_add_arena(&mut map, 4096, len)
             .expect("arena over the file");
-        map.take_store_error().map_or(Ok(()), Err).expect("reserve");
         FileHeap { map, path, alloc }
     }
 

@@ -11,7 +11,11 @@
 //! would kill the process with SIGBUS. On Linux every byte handed out is
 //! first reserved with `posix_fallocate`: blocks in chunks of `CHUNK` bytes
 //! (`reserve`), allocator headers page by page (in `Mem::store`). A failed
-//! reservation is reported (`Error::Full` upstream) instead. A chunk
+//! reservation of a block is reported (`Error::Full` upstream) instead. An
+//! allocator header word whose page cannot be reserved goes to the *shadow*
+//! (see `Shadow`): it never reaches the mapping, so the allocator's header
+//! stores cannot fail, and its state (rebuilt at every writable open, never
+//! read back from the file) stays consistent. A chunk
 //! reserved for the first time is also filled with zeros where it is a hole
 //! (`prefault`), which is how its pages get into memory cheapest. macOS (and
 //! the BSDs and Solaris) have no `posix_fallocate` for ranges inside a file:
@@ -20,9 +24,23 @@
 //! (`fill_holes`), which fails with ENOSPC just the same. Where holes cannot
 //! be found (no `SEEK_HOLE`) the file stays sparse and a full disk can
 //! still raise SIGBUS on first write (documented limitation).
+//!
+//! **Large folios.** Linux (ext4 since 6.16, XFS, tmpfs with huge pages)
+//! caches a file in folios of up to `UNIT` bytes, naturally aligned, and the
+//! first write to a folio through a mapping must get disk space for all of
+//! it: a reserved page inside a folio that also covers a hole still raises
+//! SIGBUS on a full disk. So every reservation outside whole chunks covers
+//! the aligned `UNIT`s around what it reserves (`reserve_page`, the
+//! fallback of `reserve`, `reserve_range`). Chunks are whole units.
+//!
+//! **File size limit.** Nothing is written at or past `RLIMIT_FSIZE`
+//! (`sys::file_size_limit`), where a write or an extension would kill the
+//! process with SIGXFSZ: `grow` refuses to extend the file beyond it,
+//! reservation past it uses the `fallocate` system call (which never falls
+//! back to writing), and `prefault` stops short of it.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 
@@ -35,6 +53,15 @@ use crate::alloc::Mem;
 /// the smallest wastes least on disk and in memory ahead of use.
 pub const CHUNK: u64 = 4 << 20;
 const PAGE: u64 = 4096;
+/// Largest page-cache folio (a PMD: 2 MiB with 4 KiB pages), the unit of
+/// reservation outside whole chunks (see "Large folios" above). Pages larger
+/// than 4 KiB have larger PMDs but are rare; 2 MiB divides `CHUNK` either way.
+#[cfg(target_os = "linux")]
+const UNIT: u64 = 2 << 20;
+/// No large-folio concern known elsewhere: reservation stays page by page.
+#[cfg(not(target_os = "linux"))]
+const UNIT: u64 = PAGE;
+const _: () = assert!(CHUNK.is_multiple_of(UNIT));
 
 enum Region {
     Rw(MmapMut),
@@ -72,8 +99,9 @@ impl Hot {
 struct Reservation {
     /// For chunk `i`: reserved up to this absolute offset from the chunk start.
     reserved_to: Vec<u64>,
-    /// Single pages reserved for allocator headers outside reserved chunks.
-    pages: HashSet<u64>,
+    /// `UNIT`s reserved outside reserved chunks (allocator headers, named
+    /// blocks at `reserve_range`).
+    units: HashSet<u64>,
     /// The file system cannot preallocate: stop trying.
     unsupported: bool,
     /// Chunks that may hold blocks reserved range by range (a reservation
@@ -89,6 +117,46 @@ pub fn make_sparse(file: &File) {
     let _ = crate::sys::make_sparse(file);
 }
 
+/// Words of a page: the unit the shadow keeps.
+const PAGE_WORDS: usize = (PAGE / 8) as usize;
+
+/// Allocator header words of pages whose disk space could not be reserved
+/// (full disk, file size limit), kept in memory instead of the mapping:
+/// storing to such a page through the mapping could raise SIGBUS, and so
+/// could reading it on a full tmpfs (a read fault on a hole allocates
+/// there). A page enters the shadow at the first header store that cannot
+/// reserve it, with its current bytes read by `pread` (which returns zeros
+/// for a hole without allocating), and stays there for the rest of the
+/// session: from then on every allocator load and store of that page goes
+/// to the copy, even if the page gets reserved later (say, as part of a
+/// block handed out). That is consistent because the allocator only reads
+/// its own words, which are never user data while it reads them (headers
+/// of live blocks, footers and links of free blocks), and because the file's
+/// copy of the headers is never read back: a writable open rebuilds them
+/// from the catalog. Empty, and checked with one length test, until the
+/// disk fills.
+#[derive(Default)]
+struct Shadow {
+    pages: HashMap<u64, Box<[u64; PAGE_WORDS]>>,
+}
+
+impl Shadow {
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    fn word(&self, off: u64) -> Option<&u64> {
+        let page = self.pages.get(&(off / PAGE))?;
+        page.get(((off % PAGE) / 8) as usize)
+    }
+
+    fn word_mut(&mut self, off: u64) -> Option<&mut u64> {
+        let page = self.pages.get_mut(&(off / PAGE))?;
+        page.get_mut(((off % PAGE) / 8) as usize)
+    }
+}
+
 /// The mapped extents of one heap file.
 pub struct Mapping {
     extents: Vec<Extent>,
@@ -99,8 +167,8 @@ pub struct Mapping {
     /// The read-write descriptor (None for a read-only mapping).
     file: Option<File>,
     reservation: Reservation,
-    /// First reservation failure seen by `Mem::store` since the last `take_store_error`.
-    store_error: Option<io::Error>,
+    /// Allocator words of pages that could not be reserved.
+    shadow: Shadow,
 }
 
 impl Mapping {
@@ -123,7 +191,7 @@ impl Mapping {
             hot: Cell::new(Hot::EMPTY),
             file: Some(file),
             reservation: Reservation::default(),
-            store_error: None,
+            shadow: Shadow::default(),
         })
     }
 
@@ -144,7 +212,7 @@ impl Mapping {
             hot: Cell::new(Hot::EMPTY),
             file: None,
             reservation: Reservation::default(),
-            store_error: None,
+            shadow: Shadow::default(),
         })
     }
 
@@ -178,6 +246,14 @@ impl Mapping {
             .checked_add(add)
             .ok_or_else(|| io::Error::other("heap size overflows"))?;
         let size = usize::try_from(add).map_err(|_| io::Error::other("growth too large"))?;
+        let limit = crate::sys::file_size_limit();
+        if end > limit {
+            // Extending past the limit raises SIGXFSZ, fatal to R.
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the file size limit of this process (ulimit -f) is {limit} bytes"),
+            ));
+        }
         file.set_len(end)?;
         // SAFETY: as in `open_rw`; the range [start, end) was just added to
         // the file and is not mapped anywhere else in this process.
@@ -336,7 +412,7 @@ impl Mapping {
                 // Not room for whole chunks: maybe for exactly this range.
                 // Those chunks now hold a block without being reserved.
                 self.reservation.no_prefault.extend(first..=last);
-                return self.fallocate(off, len).map_err(|_| e);
+                return self.reserve_units(off, len).map_err(|_| e);
             }
             for k in i..=j {
                 // A chunk wholly inside the block being handed out is left
@@ -359,22 +435,42 @@ impl Mapping {
     }
 
     /// Makes the block `[off, off + cap)` just handed out by the allocator
-    /// safe to write: reports a header-page reservation that failed while
-    /// the allocator wrote through `Mem::store`, else reserves the block.
-    /// Every allocation path (the heap's and the benchmark's) goes through
-    /// here.
+    /// safe to write (its headers are, see `Shadow`). Every allocation path
+    /// (the heap's and the benchmark's) goes through here.
     #[inline]
     pub fn reserve_block(&mut self, off: u64, cap: u64) -> io::Result<()> {
         // Fast path (most blocks): inside one chunk, reserved up to its end.
         let last = off.saturating_add(cap.max(8)) - 8;
-        if self.store_error.is_none() && off / CHUNK == last / CHUNK && self.in_reserved_chunk(last)
-        {
+        if off / CHUNK == last / CHUNK && self.in_reserved_chunk(last) {
             return Ok(());
         }
-        match self.take_store_error() {
-            Some(e) => Err(e),
-            None => self.reserve(off, cap),
+        self.reserve(off, cap)
+    }
+
+    /// Reserves `[off, off + len)` (in `UNIT`s) unless whole reserved chunks
+    /// already cover it: no chunk rounding and no `prefault`, so it is safe
+    /// while other processes (a forked child's parent) allocate around the
+    /// range. For blocks that existed before this session (named objects),
+    /// whose reservation at open may have failed.
+    pub fn reserve_range(&mut self, off: u64, len: u64) -> io::Result<()> {
+        if len == 0 || self.reservation.unsupported || self.file.is_none() {
+            return Ok(());
         }
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.len())
+            .ok_or_else(|| io::Error::other("reservation beyond the end of the file"))?;
+        let covered = (off / CHUNK..=(end - 1) / CHUNK).all(|i| {
+            let need = ((i + 1) * CHUNK).min(self.len());
+            self.reservation
+                .reserved_to
+                .get(i as usize)
+                .is_some_and(|&to| to >= need)
+        });
+        if covered {
+            return Ok(());
+        }
+        self.reserve_units(off, len)
     }
 
     /// Whether the word at `off` lies in a reserved chunk (the common case,
@@ -391,19 +487,45 @@ impl Mapping {
         self.reservation.unsupported
             || self.file.is_none()
             || self.in_reserved_chunk(off)
-            || self.reservation.pages.contains(&(off / PAGE))
+            || self.reservation.units.contains(&(off / UNIT))
     }
 
-    /// `Mem::store` outside a reserved chunk: reserves the page first,
-    /// keeping the first failure for `take_store_error`.
+    /// `Mem::store` outside a reserved chunk, or with a non-empty shadow:
+    /// stores into the shadow if the page is (or, its reservation failing
+    /// now, becomes) shadowed and returns true; else reserves the page and
+    /// returns false (the caller stores through the mapping).
     #[cold]
     #[inline(never)]
-    fn reserve_for_store(&mut self, off: u64) {
-        if !self.is_reserved(off) {
-            if let Err(e) = self.reserve_page(off) {
-                self.store_error.get_or_insert(e);
-            }
+    fn store_slow(&mut self, off: u64, val: u64) -> bool {
+        if let Some(w) = self.shadow.word_mut(off) {
+            *w = val;
+            return true;
         }
+        if self.is_reserved(off) || self.reserve_page(off).is_ok() {
+            return false;
+        }
+        // Never written through the mapping: start the copy from the file.
+        let mut bytes = [0u8; PAGE as usize];
+        if let Some(f) = &self.file {
+            // A failed read leaves zeros: what a hole (the usual case here)
+            // holds, and the allocator only reads words it stored itself.
+            let _ = crate::sys::read_at(f, &mut bytes, off / PAGE * PAGE);
+        }
+        let mut words = Box::new([0u64; PAGE_WORDS]);
+        for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = crate::format::get_u64(b, 0);
+        }
+        self.shadow.pages.insert(off / PAGE, words);
+        if let Some(w) = self.shadow.word_mut(off) {
+            *w = val;
+        }
+        true
+    }
+
+    /// Number of pages whose allocator words live in memory (tests).
+    #[doc(hidden)]
+    pub fn shadowed_pages(&self) -> usize {
+        self.shadow.pages.len()
     }
 
     /// Brings the just reserved range `[off, off + len)` into the page
@@ -446,7 +568,8 @@ impl Mapping {
         if self.reservation.no_prefault.contains(&(off / CHUNK)) {
             return;
         }
-        let end = off + len;
+        // A write at or past the file size limit raises SIGXFSZ.
+        let end = (off + len).min(crate::sys::file_size_limit());
         let seek = |from: u64, whence: libc::c_int| -> Option<u64> {
             let from = libc::off_t::try_from(from).ok()?;
             // SAFETY: plain syscall on a descriptor we own; it moves the
@@ -478,16 +601,33 @@ impl Mapping {
     #[cfg(not(target_os = "linux"))]
     fn prefault(&self, _off: u64, _len: u64) {}
 
-    /// Reserves the page holding `off` (for allocator headers).
+    /// Reserves the `UNIT` holding `off` (for allocator headers).
     fn reserve_page(&mut self, off: u64) -> io::Result<()> {
+        self.reserve_units(off, 8)?;
         let page = off / PAGE * PAGE;
         let len = PAGE.min(self.len().saturating_sub(page));
-        self.fallocate(page, len)?;
         // Into memory before the allocator's store touches it: a store to a
         // hole would read ahead (see `prefault`) and leave large clean folios
         // that every later write faults on, page by page.
         self.prefault(page, len);
-        self.reservation.pages.insert(off / PAGE);
+        Ok(())
+    }
+
+    /// Reserves the `UNIT`s covering `[off, off + len)` (clamped to the
+    /// file) and records them.
+    fn reserve_units(&mut self, off: u64, len: u64) -> io::Result<()> {
+        let first = off / UNIT;
+        let last = (off + len.max(1) - 1) / UNIT;
+        let todo: Vec<u64> = (first..=last)
+            .filter(|u| !self.reservation.units.contains(u))
+            .collect();
+        let (Some(&a), Some(&b)) = (todo.first(), todo.last()) else {
+            return Ok(());
+        };
+        let from = a * UNIT;
+        let to = ((b + 1) * UNIT).min(self.len());
+        self.fallocate(from, to - from)?;
+        self.reservation.units.extend(first..=last);
         Ok(())
     }
 
@@ -498,6 +638,25 @@ impl Mapping {
         let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
             return Err(io::Error::other("offset too large to reserve"));
         };
+        if off + len > crate::sys::file_size_limit() {
+            // glibc's posix_fallocate falls back to writing (pwrite) where
+            // the file system cannot preallocate, and a write past the file
+            // size limit raises SIGXFSZ. The system call never writes.
+            // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+            let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, o, l) };
+            return if rc == 0 {
+                Ok(())
+            } else {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EOPNOTSUPP | libc::ENOSYS) => Err(io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        "cannot reserve disk space past the file size limit (ulimit -f)",
+                    )),
+                    _ => Err(e),
+                }
+            };
+        }
         // SAFETY: plain syscall on a descriptor we own; no memory is passed.
         let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), o, l) };
         match rc {
@@ -549,6 +708,13 @@ impl Mapping {
             .checked_add(len)
             .filter(|&e| e <= self.len())
             .ok_or_else(|| io::Error::other("reservation beyond the end of the file"))?;
+        if end > crate::sys::file_size_limit() {
+            // Writing there raises SIGXFSZ.
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "cannot reserve disk space past the file size limit (ulimit -f)",
+            ));
+        }
         // `[from, to)` lies within one page, so within one extent.
         let zeros = |from: u64, to: u64| {
             self.bytes(from, to - from)
@@ -577,16 +743,16 @@ impl Mapping {
         }
         Ok(())
     }
-
-    /// The first reservation failure seen while the allocator wrote headers.
-    pub fn take_store_error(&mut self) -> Option<io::Error> {
-        self.store_error.take()
-    }
 }
 
 impl Mem for Mapping {
     #[inline(always)]
     fn load(&self, off: u64) -> u64 {
+        if !self.shadow.is_empty() {
+            if let Some(&w) = self.shadow.word(off) {
+                return w;
+            }
+        }
         match self.addr(off, 8) {
             // SAFETY: the 8 bytes lie inside a live mapping (checked by
             // `addr`); `off` is 8-aligned by the `Mem` contract and extents
@@ -601,8 +767,8 @@ impl Mem for Mapping {
 
     #[inline(always)]
     fn store(&mut self, off: u64, val: u64) {
-        if !self.in_reserved_chunk(off) {
-            self.reserve_for_store(off);
+        if (!self.shadow.is_empty() || !self.in_reserved_chunk(off)) && self.store_slow(off, val) {
+            return;
         }
         match self.addr(off, 8) {
             // SAFETY: as in `load`; the mapping is writable because only a

@@ -194,6 +194,64 @@ pub(crate) fn write_all_at(file: &File, buf: &[u8], off: u64) -> io::Result<()> 
     }
 }
 
+/// Reads `buf.len()` bytes at offset `off` of `file` with `pread` (or its
+/// Windows equivalent), never through a mapping: reading a hole of a full
+/// tmpfs through a mapping raises SIGBUS, `pread` returns zeros. Bytes past
+/// the end of the file read as zeros.
+pub(crate) fn read_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = off + done as u64;
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], at);
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], at);
+        #[cfg(not(any(unix, windows)))]
+        let n: io::Result<usize> = {
+            let _ = (file, at);
+            Err(io::ErrorKind::Unsupported.into())
+        };
+        match n {
+            Ok(0) => {
+                buf[done..].fill(0);
+                return Ok(());
+            }
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The largest file size this process may write (`RLIMIT_FSIZE`; `u64::MAX`
+/// when unlimited or where there is no such limit). Writing at or past it,
+/// or extending a file beyond it, raises SIGXFSZ, which kills R: growth and
+/// reservation check it first and refuse with `Error::Full`. Read at every
+/// use, since the limit can be lowered while the heap is open.
+pub(crate) fn file_size_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscall filling a struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut r) } != 0
+            || r.rlim_cur == libc::RLIM_INFINITY
+        {
+            return u64::MAX;
+        }
+        // `rlim_t` is 32 bits wide on some targets.
+        #[allow(clippy::useless_conversion)]
+        u64::try_from(r.rlim_cur).unwrap_or(u64::MAX)
+    }
+    #[cfg(not(unix))]
+    {
+        u64::MAX
+    }
+}
+
 /// `path` as users know it. Windows: `std::fs::canonicalize` returns
 /// verbatim paths (`\\?\C:\x`, `\\?\UNC\srv\share\x`), which R and most
 /// programs do not expect; they become `C:\x` and `\\srv\share\x` when that

@@ -1,0 +1,233 @@
+//! A full disk: every failure to get disk space is `Error::Full`, never
+//! SIGBUS, and the heap stays usable. The tests mount a small tmpfs, so they
+//! run as root on Linux only and are skipped (with a note) elsewhere. Each
+//! scenario runs in a child process (this binary re-run with
+//! `child_entry`), so that a SIGBUS fails the test while the parent still
+//! unmounts.
+//!
+//! tmpfs is the harshest file system here: a write *or a read* through a
+//! mapping of a hole of a full tmpfs raises SIGBUS.
+
+#![cfg(target_os = "linux")]
+
+mod heap_util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SCENARIO: &str = "RFM_DISK_SCENARIO";
+const DIR: &str = "RFM_DISK_DIR";
+
+use heap_util::*;
+use rfmalloc::error::Error;
+use rfmalloc::heap::Heap;
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted (and the
+/// directory removed) on drop, also when the test fails.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (the test is skipped) unless running as root on a system that
+    /// lets us mount.
+    fn mount(mib: u64) -> Option<Tmpfs> {
+        // SAFETY: plain syscall without arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = TempDir::new("tmpfs");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&dir.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    /// Runs `scenario` in a child process on this file system; panics with
+    /// its output unless it ends normally.
+    fn run(&self, scenario: &str) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env(SCENARIO, scenario)
+            .env(DIR, &self.dir.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("SCENARIO DONE"),
+            "{scenario}: {:?}\n{text}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The child side; a no-op in a normal test run.
+#[test]
+fn child_entry() {
+    let (Ok(scenario), Ok(dir)) = (std::env::var(SCENARIO), std::env::var(DIR)) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    match scenario.as_str() {
+        "full" => full_disk(dir),
+        "sparse" => sparse_copy_on_full_disk(dir),
+        _ => panic!("unknown scenario {scenario}"),
+    }
+    println!("SCENARIO DONE");
+}
+
+/// Writes a file until the file system at `dir` is full.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let buf = vec![1u8; 1 << 16];
+    while f.write_all(&buf).is_ok() {}
+    p
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Busy (a mapping still alive after a failed assertion): detach.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir.0).status();
+        }
+    }
+}
+
+/// malloc + writing every byte, until the heap reports `Error::Full`;
+/// returns the blocks handed out.
+fn fill_heap(h: &Heap, size: u64) -> Vec<u64> {
+    let mut blocks = Vec::new();
+    loop {
+        match h.malloc(size) {
+            Ok(off) => {
+                write(h, off, &vec![7; size as usize]);
+                blocks.push(off);
+            }
+            Err(Error::Full { detail, .. }) => {
+                eprintln!("full after {}: {detail}", blocks.len());
+                return blocks;
+            }
+            Err(e) => panic!("malloc({size}): {e}"),
+        }
+        assert!(blocks.len() < 100_000, "the disk never filled");
+    }
+}
+
+#[test]
+fn full_tmpfs_gives_full_and_the_heap_stays_usable() {
+    if let Some(fs) = Tmpfs::mount(8) {
+        fs.run("full");
+    }
+}
+
+fn full_disk(dir: &Path) {
+    let p = dir.join("h.bin");
+    // A sparse heap much larger than the file system.
+    let h = open(&p, 64 << 20);
+    put_bytes(&h, "keep", 5000, 9);
+    let big = fill_heap(&h, 256 << 10);
+    assert!(!big.is_empty());
+    // Small blocks split free space whose pages were never reserved: their
+    // headers cannot be written to the file any more.
+    let small = fill_heap(&h, 100);
+    h.check_invariants().unwrap();
+    // A commit on a full disk fails cleanly or succeeds; the old name stays.
+    let _ = h.put("extra", &[1], &[raw(big[0], 10)], false);
+    assert_eq!(get_bytes(&h, "keep"), vec![9; 5000]);
+    for off in big.iter().chain(&small).skip(1) {
+        h.release(*off).unwrap();
+    }
+    // Freed space is reused, a commit goes through.
+    let again = fill_heap(&h, 256 << 10);
+    assert!(!again.is_empty());
+    for off in again {
+        h.release(off).unwrap();
+    }
+    put_bytes(&h, "later", 300, 5);
+    h.check_invariants().unwrap();
+    drop(h);
+    let h = open(&p, 0);
+    assert_eq!(get_bytes(&h, "keep"), vec![9; 5000]);
+    assert_eq!(get_bytes(&h, "later"), vec![5; 300]);
+    h.check_invariants().unwrap();
+}
+
+/// Heap with a data object and an all-zero one, copied with `cp
+/// --sparse=always` (the zeros become holes) onto a file system that is
+/// then filled.
+fn sparse_copy(dir: &Path) -> (PathBuf, u64) {
+    let orig = dir.join("orig.bin");
+    let h = open(&orig, 16 << 20);
+    put_bytes(&h, "data", 1 << 20, 3);
+    let zeros = put_bytes(&h, "zeros", 4 << 20, 0);
+    drop(h);
+    let copy = dir.join("copy.bin");
+    let ok = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&orig)
+        .arg(&copy)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "cp --sparse=always failed");
+    std::fs::remove_file(&orig).unwrap();
+    (copy, zeros)
+}
+
+fn allocated_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
+#[test]
+fn sparse_copy_on_a_full_tmpfs_opens_and_refuses_cleanly() {
+    if let Some(fs) = Tmpfs::mount(24) {
+        fs.run("sparse");
+    }
+}
+
+fn sparse_copy_on_full_disk(dir: &Path) {
+    let (copy, zeros) = sparse_copy(dir);
+    assert!(allocated_bytes(&copy) < 8 << 20, "the copy is not sparse");
+    let filler = fill(dir);
+    // Opening for writing rebuilds the allocator's headers, which lands on
+    // holes: no SIGBUS, the open works.
+    let h = open(&copy, 0);
+    assert_eq!(get_bytes(&h, "data"), vec![3; 1 << 20]);
+    // A vector over the sparse object could write in place: refused.
+    match h.retain(zeros) {
+        Err(e @ Error::Full { .. }) => assert_eq!(e.class(), "fmalloc_full"),
+        other => panic!("retain of a sparse named block: {other:?}"),
+    }
+    let blocks = fill_heap(&h, 64 << 10);
+    let _ = fill_heap(&h, 64);
+    h.check_invariants().unwrap();
+    for off in blocks {
+        h.release(off).unwrap();
+    }
+    // With space again, the same object can be written.
+    std::fs::remove_file(filler).unwrap();
+    h.retain(zeros).unwrap();
+    write(&h, zeros, &[8; 4096]);
+    h.release(zeros).unwrap();
+    put_bytes(&h, "after", 100, 4);
+    h.check_invariants().unwrap();
+    drop(h);
+    let h = open(&copy, 0);
+    assert_eq!(get_bytes(&h, "data"), vec![3; 1 << 20]);
+    assert_eq!(get_bytes(&h, "after"), vec![4; 100]);
+    assert_eq!(read(&h, zeros, 4096), vec![8; 4096]);
+}

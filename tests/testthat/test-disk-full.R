@@ -1,0 +1,204 @@
+# A full disk, a sparse copy on a full disk, and a file size limit give
+# errors of class fmalloc_full, never SIGBUS or SIGXFSZ, and the heap stays
+# usable. Each scenario runs in a child R process: a signal kills the child,
+# which fails the test, and the mounts made here are undone whatever happens.
+
+# Mounts a small file system of `type` ("tmpfs" or "ext4", a loop-mounted
+# image) on a new directory until the calling test ends; skips the test
+# unless running as root on Linux with the tools needed.
+local_small_fs <- function(type, mib, env = parent.frame()) {
+  skip_on_cran()
+  skip_if_not(Sys.info()[["sysname"]] == "Linux", "mounts need Linux")
+  skip_if_not(Sys.info()[["effective_user"]] == "root", "mounts need root")
+  dir <- tempfile(paste0("fs-", type, "-"))
+  dir.create(dir)
+  withr::defer(unlink(dir, recursive = TRUE), envir = env)
+  if (type == "tmpfs") {
+    args <- c("-t", "tmpfs", "-o", sprintf("size=%dm", mib), "tmpfs", dir)
+  } else {
+    skip_if(Sys.which("mkfs.ext4") == "", "no mkfs.ext4")
+    img <- tempfile("ext4-", fileext = ".img")
+    withr::defer(unlink(img), envir = env)
+    con <- file(img, "wb")
+    seek(con, mib * 1024^2 - 1, rw = "write")
+    writeBin(as.raw(0), con)
+    close(con)
+    made <- system2("mkfs.ext4", c("-q", "-F", img), stdout = FALSE, stderr = FALSE)
+    skip_if(made != 0, "mkfs.ext4 failed")
+    args <- c("-o", "loop", img, dir)
+  }
+  mounted <- system2("mount", args, stdout = FALSE, stderr = FALSE)
+  skip_if(mounted != 0, paste("cannot mount a", type))
+  # Deferred after the unlinks, so it runs before them; a busy mount (a
+  # child still exiting) is detached instead.
+  withr::defer({
+    if (system2("umount", dir, stdout = FALSE, stderr = FALSE) != 0) {
+      system2("umount", c("-l", dir), stdout = FALSE, stderr = FALSE)
+    }
+  }, envir = env)
+  dir
+}
+
+# Fills a file system by writing a file until it is full.
+fill_fs <- function(dir) {
+  path <- file.path(dir, "filler")
+  con <- file(path, "wb")
+  block <- raw(1024^2)
+  tryCatch(repeat writeBin(block, con), error = function(e) NULL, warning = function(w) NULL)
+  try(close(con), silent = TRUE)
+  path
+}
+
+# Child: vectors until the disk is full, then what a user does next. Returns
+# what happened at each step.
+full_disk_child <- function(path) {
+  library(Rfmalloc)
+  heap <- fmalloc_open(path, size_gb = 1)
+  fmalloc_save(c(1.5, 2.5, 3.5), "keep", heap = heap)
+  what <- function(expr) tryCatch({ expr; "ok" }, error = function(e) class(e)[1])
+  keep <- list()
+  first <- what(repeat {
+    v <- create_fmalloc_vector("double", 2^19, heap = heap)
+    v[] <- 1
+    keep[[length(keep) + 1L]] <- v
+  })
+  small <- what({ x <- create_fmalloc_vector("double", 1000, heap = heap); x[] <- 2 })
+  saves <- what(for (i in 1:20) fmalloc_save(runif(1e5), paste0("s", i), heap = heap))
+  many <- what(for (i in 1:2000) {
+    y <- create_fmalloc_vector("integer", 100, heap = heap)
+    y[] <- 1L
+    keep[[length(keep) + 1L]] <- y
+  })
+  keep <- NULL
+  invisible(gc())
+  after <- what(fmalloc_save(seq_len(1e5), "after", heap = heap))
+  fmalloc_close(heap)
+  list(first = first, small = small, saves = saves, many = many, after = after)
+}
+
+# Child: the named objects made by full_disk_child() are intact.
+reopen_child <- function(path) {
+  library(Rfmalloc)
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  after <- if (fmalloc_exists("after", heap)) sum(fmalloc_get("after", heap))
+  list(keep = fmalloc_get("keep", heap)[], after = after)
+}
+
+# `reuse`: a later save must find the space freed vectors gave back. Not
+# asserted on ext4 yet: the allocator may pick a free block in unreserved
+# space over one in reserved space (left undone, see NEWS).
+expect_full_disk_handled <- function(dir, reuse = TRUE) {
+  path <- file.path(dir, "heap.bin")
+  res <- callr::r(full_disk_child, list(path = path), libpath = .libPaths())
+  expect_equal(res$first, "fmalloc_full")
+  expect_equal(res$small, "ok")
+  expect_true(res$saves %in% c("ok", "fmalloc_full"))
+  expect_true(res$many %in% c("ok", "fmalloc_full"))
+  back <- callr::r(reopen_child, list(path = path), libpath = .libPaths())
+  expect_equal(back$keep, c(1.5, 2.5, 3.5))
+  if (reuse) {
+    expect_equal(res$after, "ok")
+    expect_equal(back$after, sum(seq_len(1e5)))
+  } else {
+    expect_true(res$after %in% c("ok", "fmalloc_full"))
+  }
+}
+
+test_that("a full tmpfs gives fmalloc_full and the heap stays usable", {
+  expect_full_disk_handled(local_small_fs("tmpfs", 64))
+})
+
+test_that("a full ext4 gives fmalloc_full and the heap stays usable", {
+  expect_full_disk_handled(local_small_fs("ext4", 64), reuse = FALSE)
+})
+
+test_that("a sparse copy on a full disk opens; writing a hole is fmalloc_full", {
+  dir <- local_small_fs("tmpfs", 64)
+  orig <- file.path(dir, "orig.bin")
+  copy <- file.path(dir, "copy.bin")
+  callr::r(function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path, size_gb = 0.03)
+    fmalloc_save(rep(7, 2^18), "data", heap = heap)
+    fmalloc_save(double(2^18), "zeros", heap = heap)
+    fmalloc_close(heap)
+  }, list(path = orig), libpath = .libPaths())
+  expect_equal(system2("cp", c("--sparse=always", orig, copy)), 0L)
+  unlink(orig)
+  filler <- fill_fs(dir)
+  use_copy <- function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path)
+    on.exit(fmalloc_close(heap))
+    what <- function(expr) tryCatch({ expr; "ok" }, error = function(e) class(e)[1])
+    zeros <- what({ z <- fmalloc_get("zeros", heap); z[] <- 1 })
+    # Reserved in whole 2 MiB units (large folios), so even an object
+    # without holes may be refused while its neighbours are holes.
+    data <- tryCatch(sum(fmalloc_get("data", heap)), error = function(e) class(e)[1])
+    small <- what(for (i in 1:200) {
+      x <- create_fmalloc_vector("double", 1000, heap = heap)
+      x[] <- 1
+    })
+    big <- what(fmalloc_save(runif(2e6), "big", heap = heap))
+    list(zeros = zeros, data = data, small = small, big = big,
+         names = sort(fmalloc_ls(heap)$name))
+  }
+  res <- callr::r(use_copy, list(path = copy), libpath = .libPaths())
+  expect_equal(res$zeros, "fmalloc_full")
+  expect_true(identical(res$data, 7 * 2^18) || identical(res$data, "fmalloc_full"))
+  expect_true(res$small %in% c("ok", "fmalloc_full"))
+  expect_equal(res$big, "fmalloc_full")
+  expect_equal(res$names, c("data", "zeros"))
+  # With space again the same object can be written in place.
+  unlink(filler)
+  res <- callr::r(function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path)
+    on.exit(fmalloc_close(heap))
+    z <- fmalloc_get("zeros", heap)
+    z[] <- 1
+    rm(z)
+    c(sum(fmalloc_get("zeros", heap)), sum(fmalloc_get("data", heap)))
+  }, list(path = copy), libpath = .libPaths())
+  expect_equal(res, c(2^18, 7 * 2^18))
+})
+
+test_that("a file size limit (ulimit -f) gives fmalloc_full, not SIGXFSZ", {
+  skip_on_cran()
+  skip_on_os("windows")
+  skip_if(Sys.which("bash") == "", "no bash")
+  path <- local_heap_path()
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    "library(Rfmalloc)",
+    "path <- commandArgs(TRUE)[1]",
+    "what <- function(expr) tryCatch({ expr; 'ok' }, error = function(e) class(e)[1])",
+    "cat('big', what(init_fmalloc(path, size_gb = 1)), '\\n')",
+    "cat('default', what(init_fmalloc(path)), '\\n')",
+    "keep <- list()",
+    "cat('grow', what(for (i in 1:100) {",
+    "  v <- create_fmalloc_vector('double', 2^20); v[] <- 1; keep[[i]] <- v",
+    "}), '\\n')",
+    "cat('small', what({ x <- create_fmalloc_vector('double', 1000); x[] <- 2 }), '\\n')",
+    "cat('size', file.size(path), '\\n')"
+  ), script)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  # 40000 blocks of 1 KiB: room for a heap of a few MiB only.
+  cmd <- sprintf("ulimit -f 40000; exec %s %s %s", shQuote(rscript), shQuote(script),
+                 shQuote(path))
+  out <- withr::with_envvar(
+    c(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep)),
+    suppressWarnings(system2("bash", c("-c", shQuote(cmd)), stdout = TRUE, stderr = TRUE))
+  )
+  expect_null(attr(out, "status"))
+  field <- function(key) {
+    line <- grep(paste0("^", key, " "), out, value = TRUE)
+    trimws(sub(paste0("^", key, " "), "", line))
+  }
+  expect_equal(field("big"), "fmalloc_full")
+  expect_equal(field("default"), "ok")
+  expect_equal(field("grow"), "fmalloc_full")
+  expect_equal(field("small"), "ok")
+  expect_lte(as.numeric(field("size")), 40000 * 1024)
+})
