@@ -4,6 +4,10 @@
 #' heap with [fmalloc_open()]; its vectors are used like any R vector, and
 #' named ones are found again, without copying, in a later R session.
 #'
+#' The heap file's format (header, catalog, allocator blocks, string pools,
+#' object metadata, references, locking) is specified in the file
+#' `system.file("FORMAT.md", package = "Rfmalloc")`.
+#'
 #' @section Options:
 #' \describe{
 #'   \item{`fmalloc.verbose`}{`TRUE` to have functions report what they did;
