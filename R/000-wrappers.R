@@ -56,6 +56,15 @@ NULL
   .Call(savvy_fmalloc_has_classic__impl)
 }
 
+#' `fmalloc_check()` on a heap handle: the problems as a named list of three
+#' character vectors (`object`, NA for the heap as a whole; `part`;
+#' `problem`), which R/check.R makes a data frame.
+#' @noRd
+`fmalloc_heap_check` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_check__impl, `heap`)
+}
+
 #' Why opening fell back to an older commit (the newest could not be read),
 #' or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
 #' @noRd
@@ -137,6 +146,14 @@ NULL
 `fmalloc_named_save` <- function(`heap`, `name`, `desc`, `leaves`, `overwrite`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   invisible(.Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `desc`, `leaves`, `overwrite`))
+}
+
+#' `fmalloc_check()` on a path: opened read-only for the check alone; a
+#' file that does not open is one problem (part "open"), a file locked by a
+#' writer an `fmalloc_locked` error.
+#' @noRd
+`fmalloc_path_check` <- function(`path`) {
+  .Call(savvy_fmalloc_path_check__impl, `path`)
 }
 
 #' `x` marked to serialize by reference: a new vector over the same named

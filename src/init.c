@@ -54,6 +54,11 @@ SEXP savvy_fmalloc_has_classic__impl(void) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_heap_check__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_check__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_recovery__ffi(c_arg__heap);
     return handle_result(res);
@@ -101,6 +106,11 @@ SEXP savvy_fmalloc_named_rename__impl(SEXP c_arg__heap, SEXP c_arg__from, SEXP c
 
 SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
     SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__desc, c_arg__leaves, c_arg__overwrite);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_path_check__impl(SEXP c_arg__path) {
+    SEXP res = savvy_fmalloc_path_check__ffi(c_arg__path);
     return handle_result(res);
 }
 
@@ -169,6 +179,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
     {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
+    {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
@@ -179,6 +190,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
+    {"savvy_fmalloc_path_check__impl", (DL_FUNC) &savvy_fmalloc_path_check__impl, 1},
     {"savvy_fmalloc_ref_leaf__impl", (DL_FUNC) &savvy_fmalloc_ref_leaf__impl, 1},
     {"savvy_fmalloc_vector_create__impl", (DL_FUNC) &savvy_fmalloc_vector_create__impl, 5},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},

@@ -40,6 +40,7 @@ use once_cell::sync::Lazy;
 
 use crate::alloc::{self, Allocator};
 use crate::catalog::{self, StoredBlock, StoredEntry};
+use crate::check::{self, Problem};
 use crate::error::{Error, Result};
 use crate::format::{
     bounds, check_file_len, claimed_generation, fnv1a64, new_heap_id, now_ms, read_slots, round_up,
@@ -47,7 +48,7 @@ use crate::format::{
     SLOT_SIZE,
 };
 use crate::lock::{self, Owner};
-use crate::map::{Mapping, Overlay};
+use crate::map::{Mapping, Overlay, View};
 
 /// What kind of elements a named block holds.
 #[repr(u8)]
@@ -353,7 +354,7 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
     })
 }
 
-enum CatalogError {
+pub(crate) enum CatalogError {
     /// Out of bounds or not matching the slot's checksum.
     Damaged(String),
     /// Matches its checksum but does not decode.
@@ -361,13 +362,16 @@ enum CatalogError {
 }
 
 /// The catalog entries slot `s` points to, checked against its checksum.
-fn load_catalog(all: &[u8], s: &Slot) -> std::result::Result<Vec<StoredEntry>, CatalogError> {
+pub(crate) fn load_catalog<V: View + ?Sized>(
+    all: &V,
+    s: &Slot,
+) -> std::result::Result<Vec<StoredEntry>, CatalogError> {
     if s.catalog_off == 0 {
         return Ok(Vec::new());
     }
-    let r = bounds(s.catalog_off, s.catalog_len, s.heap_len).map_err(CatalogError::Damaged)?;
+    bounds(s.catalog_off, s.catalog_len, s.heap_len).map_err(CatalogError::Damaged)?;
     let blob = all
-        .get(r)
+        .bytes_at(s.catalog_off, s.catalog_len)
         .ok_or_else(|| CatalogError::Damaged("catalog past the file".into()))?;
     if fnv1a64(blob) != s.catalog_sum {
         return Err(CatalogError::Damaged("catalog checksum mismatch".into()));
@@ -379,7 +383,12 @@ fn load_catalog(all: &[u8], s: &Slot) -> std::result::Result<Vec<StoredEntry>, C
 /// the commit it recorded is lost (torn by a crash, or damaged): a message
 /// saying so, naming what that commit had that the one in force has not,
 /// when its catalog can still be read. `why` lists the slots' problems.
-fn recovery(all: &[u8], slot: &Slot, stored: &[StoredEntry], why: &[String]) -> Option<String> {
+pub(crate) fn recovery(
+    all: &[u8],
+    slot: &Slot,
+    stored: &[StoredEntry],
+    why: &[String],
+) -> Option<String> {
     let page = &all[..HEADER_SIZE as usize];
     let lost = (0..2)
         .filter(|&i| {
@@ -1363,6 +1372,20 @@ impl Heap {
             )));
         }
         Ok(())
+    }
+
+    /// Verifies the whole heap file without writing to it (see `check`):
+    /// header, slots, catalog, every object's meta, blocks and string pools,
+    /// overlaps, and the allocator (the one in memory for a writable heap,
+    /// a rebuild in an overlay for a read-only one). A problem-free heap
+    /// gives an empty list. Nothing is committed, nothing written.
+    pub fn check(&self) -> Vec<Problem> {
+        let st = self.state();
+        let recovery = check::Recovery::Known(self.recovery());
+        match &st.alloc {
+            Some(a) => check::walk(&st.map, Some((a, &st.map)), recovery),
+            None => check::walk(&st.map, None, recovery),
+        }
     }
 
     /// Makes the next commit stop at `point`, as if the process died there.

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod catalog;
+pub mod check;
 pub mod error;
 pub mod format;
 pub mod heap;

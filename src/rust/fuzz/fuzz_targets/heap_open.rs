@@ -1,6 +1,7 @@
 //! Opens mutated heap files, read-only and writable. Must never panic; a
 //! rejected file must be `Error::Corrupt` and byte-for-byte unchanged; an
-//! accepted file must pass `check_invariants()`.
+//! accepted file must pass `check_invariants()`. `check_image` and
+//! `Heap::check` run on every input too: they must never panic.
 //!
 //! Input: first byte selects the mode. Even: the rest of the input is the
 //! whole file. Odd: the rest is a list of 5-byte edits (u32 little-endian
@@ -60,6 +61,7 @@ fn probe(file: &PathBuf, bytes: &[u8]) {
         match Heap::open(file, &opts) {
             Ok((h, _)) => {
                 h.check_invariants().unwrap();
+                let _ = h.check();
                 for e in h.list() {
                     // A damaged object (meta failing its checksum) is listed
                     // but cannot be got; every other one can.
@@ -112,6 +114,7 @@ fuzz_target!(|data: &[u8]| {
         }
         b
     };
+    let _ = rfmalloc::check::check_image(&bytes);
     probe(&file, &bytes);
     let _ = std::fs::remove_file(&file);
 });

@@ -779,6 +779,38 @@ impl Mem for Mapping {
     }
 }
 
+/// Read access to a heap file's bytes by offset: a [`Mapping`] (which may
+/// be several extents) or a whole file image in memory. Both the open's
+/// validation and `check` read through this, so every read is a checked
+/// range.
+pub trait View {
+    /// Length of the file in bytes.
+    fn size(&self) -> u64;
+    /// The bytes `[off, off + len)`, if they lie in the file (and, for a
+    /// mapping, inside one extent).
+    fn bytes_at(&self, off: u64, len: u64) -> Option<&[u8]>;
+}
+
+impl View for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn bytes_at(&self, off: u64, len: u64) -> Option<&[u8]> {
+        crate::format::bounds(off, len, self.len() as u64)
+            .ok()
+            .map(|r| &self[r])
+    }
+}
+
+impl View for Mapping {
+    fn size(&self) -> u64 {
+        self.len()
+    }
+    fn bytes_at(&self, off: u64, len: u64) -> Option<&[u8]> {
+        self.bytes(off, len)
+    }
+}
+
 /// A `Mem` over a read-only view that keeps every store in memory: used to
 /// dry-run the allocator rebuild so that a file that fails it is never
 /// written.

@@ -10,6 +10,7 @@ use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSe
 use super::ffi::{R_ExternalPtrAddr, EXTPTRSXP, SEXPTYPE, TYPEOF};
 
 use super::error::invalid;
+use crate::check::{self, Problem};
 use crate::error::Error;
 use crate::heap::{Heap, OpenOptions};
 
@@ -88,6 +89,44 @@ fn fmalloc_heap_recovery(heap: &FmallocHeap) -> savvy::Result<Sexp> {
         Some(why) => OwnedStringSexp::try_from(why)?.into(),
         None => savvy::NullSexp.into(),
     }
+}
+
+/// `fmalloc_check()` on a heap handle: the problems as a named list of three
+/// character vectors (`object`, NA for the heap as a whole; `part`;
+/// `problem`), which R/check.R makes a data frame.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_check(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    problems_list(&heap.heap()?.check())
+}
+
+/// `fmalloc_check()` on a path: opened read-only for the check alone; a
+/// file that does not open is one problem (part "open"), a file locked by a
+/// writer an `fmalloc_locked` error.
+/// @noRd
+#[savvy]
+fn fmalloc_path_check(path: &str) -> savvy::Result<Sexp> {
+    problems_list(&check::check_path(std::path::Path::new(path))?)
+}
+
+fn problems_list(problems: &[Problem]) -> savvy::Result<Sexp> {
+    let n = problems.len();
+    let mut object = OwnedStringSexp::new(n)?;
+    let mut part = OwnedStringSexp::new(n)?;
+    let mut problem = OwnedStringSexp::new(n)?;
+    for (i, p) in problems.iter().enumerate() {
+        match &p.object {
+            Some(name) => object.set_elt(i, name)?,
+            None => object.set_na(i)?,
+        }
+        part.set_elt(i, &p.part)?;
+        problem.set_elt(i, &p.problem)?;
+    }
+    let mut out = OwnedListSexp::new(3, true)?;
+    out.set_name_and_value(0, "object", object)?;
+    out.set_name_and_value(1, "part", part)?;
+    out.set_name_and_value(2, "problem", problem)?;
+    out.into()
 }
 
 /// Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.

@@ -1,0 +1,506 @@
+//! A read-only verification of a whole heap file (`fmalloc_check()`).
+//!
+//! The open stops at the first problem that makes a file unusable and keeps
+//! going past damage it can contain (a meta that fails its checksum). The
+//! check reads everything it can and reports every problem it finds, each
+//! attributed to an object where one is concerned. It reads the file's bytes
+//! (the mapping, or an image in memory), never what the open kept in memory,
+//! and never writes: where no allocator is in memory (read-only heaps, file
+//! images) the allocator walk runs on a rebuild in an [`Overlay`].
+//!
+//! | part            | what is checked                                            |
+//! |-----------------|------------------------------------------------------------|
+//! | `file`          | length (a multiple of `FILE_GRANULE`)                      |
+//! | `header`        | magic, version, header size, checksum                      |
+//! | `slot A`/`B`    | checksum, generation, geometry (a slot never written is    |
+//! |                 | fine); a newer slot whose catalog cannot be read           |
+//! | `catalog`       | a slot in force; its block's geometry, checksum, structure |
+//! | `recovery`      | the heap is (or would be) opened at an older commit        |
+//! | `meta`          | per object: block geometry, length, checksum, decoding     |
+//! |                 | (`format::meta`), element types against the catalog        |
+//! | `block k`       | payload aligned and inside the heap, element range inside  |
+//! |                 | the block, a live allocator block of that capacity, no     |
+//! |                 | overlap with any other live block                          |
+//! | `string pool`   | header (`strpool::layout`) and every element (`get`)       |
+//! | `allocator`     | `Allocator::check_invariants`; the live blocks tile it     |
+//!
+//! Every offset, length and count comes from the file and goes through
+//! [`bounds`] or [`View::bytes_at`] before it is used.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::alloc::{Allocator, ALIGN};
+use crate::catalog::StoredEntry;
+use crate::error::{Error, Result};
+use crate::format::meta::{self, Payload};
+use crate::format::{
+    bounds, check_file_len, fnv1a64, read_slots, slot_offset, Header, Slot, HEADER_SIZE, SLOT_SIZE,
+};
+use crate::heap::{load_catalog, CatalogError, ElemType, Heap, OpenOptions};
+use crate::map::{Mapping, Overlay, View};
+use crate::strpool;
+
+/// One problem found by a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The named object concerned; `None` for the heap as a whole.
+    pub object: Option<String>,
+    /// Which part: "header", "slot A", "catalog", "meta", "block 2", ...
+    pub part: String,
+    pub problem: String,
+}
+
+/// Invalid elements listed per string pool; the rest are counted.
+const MAX_LISTED: u64 = 10;
+
+const SLOT_NAMES: [&str; 2] = ["slot A", "slot B"];
+
+/// Where the `recovery` row comes from.
+pub(crate) enum Recovery<'a> {
+    /// What the open of this heap found (`Heap::recovery`).
+    Known(Option<&'a str>),
+    /// Worked out from the file, as an open would.
+    FromFile,
+}
+
+/// Checks the heap file at `path`, opened read-only for the check alone.
+/// A file that does not open gives one problem (part "open") with the
+/// open's message; only a file locked by a writer is an error.
+pub fn check_path(path: &Path) -> Result<Vec<Problem>> {
+    let opts = OpenOptions {
+        readonly: true,
+        initial_size: None,
+    };
+    match Heap::open(path, &opts) {
+        Ok((heap, _)) => Ok(heap.check()),
+        Err(e @ Error::Locked { .. }) => Err(e),
+        Err(e) => Ok(vec![Problem {
+            object: None,
+            part: "open".into(),
+            problem: e.to_string(),
+        }]),
+    }
+}
+
+/// Checks a whole heap file held in memory (tests, fuzzing): everything
+/// [`Heap::check`] checks, with the allocator rebuilt in an overlay.
+pub fn check_image(file: &[u8]) -> Vec<Problem> {
+    walk(file, None, Recovery::FromFile)
+}
+
+/// A live block of the file and what it belongs to.
+struct Live {
+    off: u64,
+    cap: u64,
+    object: Option<String>,
+    part: String,
+}
+
+impl Live {
+    fn describe(&self) -> String {
+        match &self.object {
+            None => "the catalog".into(),
+            Some(name) => format!("{} of '{name}'", self.part),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Out(Vec<Problem>);
+
+impl Out {
+    fn add(&mut self, object: Option<&str>, part: &str, problem: impl Into<String>) {
+        self.0.push(Problem {
+            object: object.map(str::to_owned),
+            part: part.to_owned(),
+            problem: problem.into(),
+        });
+    }
+}
+
+/// The checks, over the file's bytes `v`. `alloc` is the allocator in
+/// memory (a writable heap) with the mapping it manages; without one the
+/// allocator is rebuilt from the live blocks in an overlay.
+pub(crate) fn walk<V: View + ?Sized>(
+    v: &V,
+    alloc: Option<(&Allocator, &Mapping)>,
+    recovery: Recovery<'_>,
+) -> Vec<Problem> {
+    let mut out = Out::default();
+    let len = v.size();
+    if let Err(e) = check_file_len(len) {
+        out.add(None, "file", e);
+    }
+    let Some(page) = v.bytes_at(0, HEADER_SIZE) else {
+        out.add(None, "header", "the file is too short for a header");
+        return out.0;
+    };
+    if let Err(e) = Header::decode(page) {
+        out.add(None, "header", e);
+    }
+    let Some((slot, entries)) = catalog_in_force(v, page, len, &mut out, recovery) else {
+        return out.0;
+    };
+    let mut live = Vec::new();
+    if slot.catalog_off != 0 {
+        match geometry(slot.catalog_off, slot.catalog_cap, slot.heap_len) {
+            Ok(()) => live.push(Live {
+                off: slot.catalog_off,
+                cap: slot.catalog_cap,
+                object: None,
+                part: "catalog".into(),
+            }),
+            Err(e) => out.add(None, "catalog", format!("its block: {e}")),
+        }
+    }
+    for e in &entries {
+        check_entry(v, e, slot.heap_len, &mut live, &mut out);
+    }
+    let kept = without_overlaps(live, &mut out);
+    check_allocator(v, alloc, &kept, &mut out);
+    out.0
+}
+
+/// Checks both slots and picks the one in force as the open does: the
+/// newest valid slot whose catalog reads back. Returns it with its entries,
+/// or `None` (reported) when there is none.
+fn catalog_in_force<V: View + ?Sized>(
+    v: &V,
+    page: &[u8],
+    len: u64,
+    out: &mut Out,
+    recovery: Recovery<'_>,
+) -> Option<(Slot, Vec<StoredEntry>)> {
+    let mut candidates = Vec::new();
+    let mut why = Vec::new();
+    for (i, r) in read_slots(page, len).into_iter().enumerate() {
+        match r {
+            Ok(s) => candidates.push((i, s)),
+            Err(e) => {
+                let raw = &page[slot_offset(i)..slot_offset(i) + SLOT_SIZE];
+                if raw.iter().all(|&b| b == 0) {
+                    // Never written (a heap with a single commit).
+                    continue;
+                }
+                out.add(None, SLOT_NAMES[i], e.clone());
+                why.push(format!("{}: {e}", SLOT_NAMES[i]));
+            }
+        }
+    }
+    candidates.sort_by_key(|&(_, s)| std::cmp::Reverse(s.generation));
+    let mut chosen = None;
+    for (i, s) in candidates {
+        match load_catalog(v, &s) {
+            Ok(entries) => {
+                chosen = Some((s, entries));
+                break;
+            }
+            Err(CatalogError::Damaged(e)) => {
+                out.add(
+                    None,
+                    SLOT_NAMES[i],
+                    format!("its catalog cannot be read: {e}"),
+                );
+                why.push(format!("{}: {e}", SLOT_NAMES[i]));
+            }
+            Err(CatalogError::Invalid(e)) => {
+                out.add(
+                    None,
+                    "catalog",
+                    format!(
+                        "the catalog of {} matches its checksum but does not decode: {e}",
+                        SLOT_NAMES[i]
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    let Some((slot, entries)) = chosen else {
+        out.add(None, "catalog", "no catalog slot can be read");
+        return None;
+    };
+    let lost = match recovery {
+        Recovery::Known(why) => why.map(str::to_owned),
+        // The message names what the lost commit had: it needs the file
+        // in one piece (always so for an image or a read-only mapping).
+        Recovery::FromFile => v
+            .bytes_at(0, len)
+            .and_then(|all| crate::heap::recovery(all, &slot, &entries, &why)),
+    };
+    if let Some(lost) = lost {
+        out.add(None, "recovery", lost);
+    }
+    Some((slot, entries))
+}
+
+/// An allocator block `(off, cap)` of a heap of `heap_len` bytes: a payload
+/// offset past the header, aligned, non-empty, inside the heap.
+fn geometry(off: u64, cap: u64, heap_len: u64) -> std::result::Result<(), String> {
+    if off < HEADER_SIZE || !off.is_multiple_of(ALIGN) || cap == 0 {
+        return Err(format!(
+            "block at offset {off} (capacity {cap}) is not an allocator block"
+        ));
+    }
+    bounds(off, cap, heap_len)
+        .map(drop)
+        .map_err(|e| format!("block at offset {off} is not inside the heap: {e}"))
+}
+
+/// Checks one catalog entry: its meta and every block it references.
+/// Blocks whose geometry holds are added to `live`.
+fn check_entry<V: View + ?Sized>(
+    v: &V,
+    e: &StoredEntry,
+    heap_len: u64,
+    live: &mut Vec<Live>,
+    out: &mut Out,
+) {
+    let name = Some(e.name.as_str());
+    let mut meta_bytes = None;
+    if e.meta_off == 0 {
+        if e.meta_cap != 0 || e.meta_len != 0 {
+            out.add(name, "meta", "a meta length without a meta block");
+        } else {
+            out.add(
+                name,
+                "meta",
+                "no metadata: Rfmalloc cannot read this object",
+            );
+        }
+    } else {
+        match geometry(e.meta_off, e.meta_cap, heap_len) {
+            Err(why) => out.add(name, "meta", why),
+            Ok(()) => {
+                live.push(Live {
+                    off: e.meta_off,
+                    cap: e.meta_cap,
+                    object: Some(e.name.clone()),
+                    part: "meta".into(),
+                });
+                if e.meta_len > e.meta_cap {
+                    out.add(
+                        name,
+                        "meta",
+                        format!(
+                            "{} bytes of metadata in a block of {}",
+                            e.meta_len, e.meta_cap
+                        ),
+                    );
+                } else {
+                    match v.bytes_at(e.meta_off, e.meta_len) {
+                        None => out.add(name, "meta", "the metadata are not mapped"),
+                        Some(b) if fnv1a64(b) != e.meta_sum => {
+                            out.add(name, "meta", "the metadata fail their checksum")
+                        }
+                        Some(b) => meta_bytes = Some(b),
+                    }
+                }
+            }
+        }
+    }
+    if let Some(b) = meta_bytes {
+        match meta::decode(b, e.blocks.len()) {
+            Err(why) => out.add(name, "meta", format!("the metadata do not decode: {why}")),
+            Ok(m) => {
+                for node in &m.nodes {
+                    let Payload::Block { index, elem } = node.payload else {
+                        continue;
+                    };
+                    // `decode` checked that the index is in range.
+                    if let Some(k) = e.blocks.get(index as usize) {
+                        if k.elem != elem {
+                            out.add(
+                                name,
+                                &format!("block {}", index as u64 + 1),
+                                format!(
+                                    "holds {:?} data but the metadata describe {elem:?} data",
+                                    k.elem
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A block may appear twice in one entry (one vector referenced twice).
+    let mut own: BTreeMap<u64, u64> = BTreeMap::new();
+    for (k, b) in e.blocks.iter().enumerate() {
+        let part = format!("block {}", k + 1);
+        if let Err(why) = geometry(b.offset, b.capacity, heap_len) {
+            out.add(name, &part, why);
+            continue;
+        }
+        match own.insert(b.offset, b.capacity) {
+            None => live.push(Live {
+                off: b.offset,
+                cap: b.capacity,
+                object: Some(e.name.clone()),
+                part: part.clone(),
+            }),
+            Some(cap) if cap == b.capacity => {}
+            Some(cap) => out.add(
+                name,
+                &part,
+                format!(
+                    "block at offset {} listed with capacities {cap} and {}",
+                    b.offset, b.capacity
+                ),
+            ),
+        }
+        let end = b
+            .length
+            .checked_mul(b.elem.size())
+            .and_then(|n| b.data_offset.checked_add(n));
+        let block_end = b.offset + b.capacity; // `geometry` bounded it
+        let Some(end) = end.filter(|&end| b.data_offset >= b.offset && end <= block_end) else {
+            out.add(
+                name,
+                &part,
+                format!(
+                    "{} {:?} elements at offset {} exceed the block [{}, {})",
+                    b.length, b.elem, b.data_offset, b.offset, block_end
+                ),
+            );
+            continue;
+        };
+        if b.elem == ElemType::String {
+            match v.bytes_at(b.data_offset, end - b.data_offset) {
+                Some(pool) => check_pool(pool, k + 1, name, out),
+                None => out.add(name, "string pool", format!("block {}: not mapped", k + 1)),
+            }
+        }
+    }
+}
+
+/// Checks the string pool in block `k`: its header and every element.
+fn check_pool(pool: &[u8], k: usize, name: Option<&str>, out: &mut Out) {
+    let l = match strpool::layout(pool) {
+        Ok(l) => l,
+        Err(e) => return out.add(name, "string pool", format!("block {k}: {e}")),
+    };
+    let mut bad = 0u64;
+    for i in 0..l.n {
+        let why = match strpool::get(pool, &l, i) {
+            Err(e) => e.to_string(),
+            Ok(Some((bytes, _))) if bytes.contains(&0) => "the string holds a NUL byte".into(),
+            Ok(Some((bytes, _))) if bytes.len() > i32::MAX as usize => {
+                "the string is longer than R allows".into()
+            }
+            Ok(_) => continue,
+        };
+        bad += 1;
+        if bad <= MAX_LISTED {
+            out.add(
+                name,
+                "string pool",
+                format!("block {k}, element {}: {why}", i + 1),
+            );
+        }
+    }
+    if bad > MAX_LISTED {
+        out.add(
+            name,
+            "string pool",
+            format!(
+                "block {k}: {} more invalid elements (of {})",
+                bad - MAX_LISTED,
+                l.n
+            ),
+        );
+    }
+}
+
+/// Reports every live block that overlaps one before it (in offset order)
+/// and returns the others, sorted.
+fn without_overlaps(mut live: Vec<Live>, out: &mut Out) -> Vec<Live> {
+    live.sort_by_key(|b| b.off);
+    let mut kept: Vec<Live> = Vec::with_capacity(live.len());
+    for b in live {
+        // `kept` is sorted and disjoint: only its last block can reach `b`.
+        if let Some(last) = kept.last() {
+            if b.off < last.off + last.cap {
+                out.add(
+                    b.object.as_deref(),
+                    &b.part,
+                    format!(
+                        "block at offset {} overlaps {} (offsets {} to {})",
+                        b.off,
+                        last.describe(),
+                        last.off,
+                        last.off + last.cap
+                    ),
+                );
+                continue;
+            }
+        }
+        kept.push(b);
+    }
+    kept
+}
+
+/// The allocator walk, and every live block a live allocator block of the
+/// capacity the catalog records.
+fn check_allocator<V: View + ?Sized>(
+    v: &V,
+    alloc: Option<(&Allocator, &Mapping)>,
+    kept: &[Live],
+    out: &mut Out,
+) {
+    if let Some((a, map)) = alloc {
+        if let Err(e) = a.check_invariants(map) {
+            out.add(None, "allocator", e);
+        }
+        capacities(kept, out, |off| a.usable_size(map, off));
+        return;
+    }
+    let len = v.size();
+    let Some(all) = v.bytes_at(0, len) else {
+        out.add(None, "allocator", "the heap is not mapped in one piece");
+        return;
+    };
+    let mut overlay = Overlay::new(all);
+    let mut a = Allocator::new();
+    let pairs: Vec<(u64, u64)> = kept.iter().map(|b| (b.off, b.cap)).collect();
+    if let Err(e) = a.add_arena_with_live(&mut overlay, HEADER_SIZE, len, &pairs) {
+        out.add(
+            None,
+            "allocator",
+            format!("the live blocks do not fit the heap: {e}"),
+        );
+        return;
+    }
+    if let Err(e) = a.check_invariants(&overlay) {
+        out.add(None, "allocator", e);
+    }
+    capacities(kept, out, |off| a.usable_size(&overlay, off));
+}
+
+/// Reports every block of `kept` that `usable` (the allocator's usable size
+/// of a live block) refuses or gives another capacity than the catalog.
+fn capacities(
+    kept: &[Live],
+    out: &mut Out,
+    usable: impl Fn(u64) -> std::result::Result<u64, String>,
+) {
+    for b in kept {
+        match usable(b.off) {
+            Err(e) => out.add(
+                b.object.as_deref(),
+                &b.part,
+                format!("not a live allocator block: {e}"),
+            ),
+            Ok(cap) if cap != b.cap => out.add(
+                b.object.as_deref(),
+                &b.part,
+                format!(
+                    "block at offset {} has capacity {cap} in the allocator, {} in the catalog",
+                    b.off, b.cap
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+}

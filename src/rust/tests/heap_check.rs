@@ -1,0 +1,408 @@
+//! `Heap::check` / `check_image` / `check_path`: every problem reported with
+//! its object and part, nothing ever written, no panic on hostile files.
+
+mod heap_util;
+
+use std::path::Path;
+
+use heap_util::*;
+use rfmalloc::catalog::{self, StoredEntry};
+use rfmalloc::check::{check_image, check_path, Problem};
+use rfmalloc::error::Error;
+use rfmalloc::format::meta::{Payload, Summary, Writer};
+use rfmalloc::format::{fnv1a64, pick_slot, slot_offset, HEADER_SIZE, SLOT_SIZE};
+use rfmalloc::heap::{BlockDesc, ElemType, Heap};
+use rfmalloc::prng::Rng;
+use rfmalloc::strpool::{self, Encoding};
+
+/// A meta v2 blob: one block node, or a list of block nodes.
+fn meta_of(elems: &[ElemType]) -> Vec<u8> {
+    let summary = Summary {
+        type_name: if elems.len() == 1 { "vector" } else { "list" }.into(),
+        class: String::new(),
+        length: elems.len() as f64,
+        dim: None,
+    };
+    let mut w = Writer::new(&summary).unwrap();
+    if elems.len() != 1 {
+        w.node(&Payload::List(elems.len() as u64), false, 0)
+            .unwrap();
+    }
+    for (i, &elem) in elems.iter().enumerate() {
+        let index = i as u32;
+        w.node(&Payload::Block { index, elem }, false, 0).unwrap();
+    }
+    w.finish()
+}
+
+fn desc(off: u64, elem: ElemType, length: u64) -> BlockDesc {
+    BlockDesc {
+        offset: off,
+        data_offset: off,
+        elem,
+        length,
+    }
+}
+
+/// A heap with an integer vector ("ints"), a character vector ("strs") and
+/// a list of a double and a raw vector ("list"), all readable by R.
+fn sample(path: &Path) -> Heap {
+    let h = open(path, 256 << 10);
+    let ints = h.malloc(400).unwrap();
+    write(&h, ints, &[7u8; 400]);
+    h.put(
+        "ints",
+        &meta_of(&[ElemType::Integer]),
+        &[desc(ints, ElemType::Integer, 100)],
+        false,
+    )
+    .unwrap();
+    h.release(ints).unwrap();
+
+    let bytes = strpool::block_size(3, 256).unwrap();
+    let strs = h.malloc(bytes).unwrap();
+    let mut pool = vec![0u8; bytes as usize];
+    let mut l = strpool::init(&mut pool, 3).unwrap();
+    strpool::set(&mut pool, &mut l, 0, Some((b"a", Encoding::Utf8))).unwrap();
+    strpool::set(&mut pool, &mut l, 1, Some((b"bc", Encoding::Native))).unwrap();
+    write(&h, strs, &pool);
+    h.put(
+        "strs",
+        &meta_of(&[ElemType::String]),
+        &[desc(strs, ElemType::String, bytes)],
+        false,
+    )
+    .unwrap();
+    h.release(strs).unwrap();
+
+    let d = h.malloc(80).unwrap();
+    let r = h.malloc(5).unwrap();
+    h.put(
+        "list",
+        &meta_of(&[ElemType::Double, ElemType::Raw]),
+        &[desc(d, ElemType::Double, 10), desc(r, ElemType::Raw, 5)],
+        false,
+    )
+    .unwrap();
+    h.release(d).unwrap();
+    h.release(r).unwrap();
+    h
+}
+
+fn entry(h: &Heap, name: &str) -> rfmalloc::heap::Entry {
+    h.get(name).unwrap()
+}
+
+/// The problems as (object, part) pairs, for assertions.
+fn places(p: &[Problem]) -> Vec<(Option<&str>, &str)> {
+    p.iter()
+        .map(|x| (x.object.as_deref(), x.part.as_str()))
+        .collect()
+}
+
+/// Rewrites the catalog in force with `edit` applied to its entries, every
+/// checksum fixed, so that only the check's own validation can catch it.
+fn resigned(orig: &[u8], edit: impl FnOnce(&mut Vec<StoredEntry>)) -> Vec<u8> {
+    let mut b = orig.to_vec();
+    let (i, mut slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
+    let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
+    let mut entries = catalog::decode(&b[off..off + len]).unwrap();
+    edit(&mut entries);
+    let blob = catalog::encode(&entries);
+    assert_eq!(blob.len(), len, "edits keep the length");
+    b[off..off + len].copy_from_slice(&blob);
+    slot.catalog_sum = fnv1a64(&blob);
+    let at = slot_offset(i);
+    b[at..at + SLOT_SIZE].copy_from_slice(&slot.encode());
+    b
+}
+
+fn find<'a>(p: &'a [Problem], object: &str, part: &str) -> &'a Problem {
+    p.iter()
+        .find(|x| x.object.as_deref() == Some(object) && x.part == part)
+        .unwrap_or_else(|| panic!("no problem for {object}/{part} in {p:#?}"))
+}
+
+#[test]
+fn a_clean_heap_has_no_problems_in_any_mode() {
+    let d = TempDir::new("check-clean");
+    let p = d.file("h.bin");
+    let h = sample(&p);
+    // An unnamed block of this session is no problem either.
+    let extra = h.malloc(1000).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    assert_eq!(h.check(), vec![]);
+    assert!(
+        std::fs::read(&p).unwrap() == before,
+        "check wrote to the file"
+    );
+    h.release(extra).unwrap();
+    h.check_invariants().unwrap();
+    drop(h);
+    let image = std::fs::read(&p).unwrap();
+    assert_eq!(check_image(&image), vec![]);
+    assert_eq!(check_path(&p).unwrap(), vec![]);
+    let (ro, _) = Heap::open(&p, &ro()).unwrap();
+    assert_eq!(ro.check(), vec![]);
+    // A fresh heap (slot B never written, empty catalog).
+    let q = d.file("fresh.bin");
+    let h = open(&q, 128 << 10);
+    assert_eq!(h.check(), vec![]);
+}
+
+#[test]
+fn a_bad_string_element_names_its_object() {
+    let d = TempDir::new("check-pool");
+    let p = d.file("h.bin");
+    let h = sample(&p);
+    let strs = entry(&h, "strs").blocks[0].data_offset;
+    // Element 2's index record: flags (high half of its second word) = 0x80.
+    let at = strs + strpool::HEADER + strpool::ENTRY + 12;
+    write(&h, at, &0x80u32.to_le_bytes());
+    let before = std::fs::read(&p).unwrap();
+    let got = h.check();
+    assert!(
+        std::fs::read(&p).unwrap() == before,
+        "check wrote to the file"
+    );
+    assert_eq!(places(&got), [(Some("strs"), "string pool")], "{got:#?}");
+    assert!(got[0].problem.contains("element 2"), "{}", got[0].problem);
+    assert!(got[0].problem.contains("flags"), "{}", got[0].problem);
+    // The same from the file, through a read-only open.
+    drop(h);
+    assert_eq!(check_path(&p).unwrap(), got);
+    assert!(
+        std::fs::read(&p).unwrap() == before,
+        "check wrote to the file"
+    );
+}
+
+#[test]
+fn a_resigned_meta_that_does_not_decode_is_reported() {
+    let d = TempDir::new("check-meta");
+    let p = d.file("h.bin");
+    let h = sample(&p);
+    let meta_len = entry(&h, "ints").meta.len();
+    drop(h);
+    let orig = std::fs::read(&p).unwrap();
+    // Version 9 in the meta blob, its checksum in the catalog fixed.
+    let mut meta_off = 0;
+    let mut b = resigned(&orig, |entries| {
+        let e = entries.iter_mut().find(|e| e.name == "ints").unwrap();
+        meta_off = e.meta_off as usize;
+        let mut meta = orig[meta_off..meta_off + meta_len].to_vec();
+        meta[4] = 9;
+        e.meta_sum = fnv1a64(&meta);
+    });
+    b[meta_off + 4] = 9;
+    std::fs::write(&p, &b).unwrap();
+    let got = check_path(&p).unwrap();
+    assert_eq!(places(&got), [(Some("ints"), "meta")], "{got:#?}");
+    assert!(got[0].problem.contains("version 9"), "{}", got[0].problem);
+    assert!(std::fs::read(&p).unwrap() == b, "check wrote to the file");
+    // A meta that fails its checksum (what the open flags as damaged).
+    b[meta_off + 4] = 2;
+    std::fs::write(&p, &b).unwrap();
+    let got = check_path(&p).unwrap();
+    assert_eq!(places(&got), [(Some("ints"), "meta")], "{got:#?}");
+    assert!(got[0].problem.contains("checksum"));
+    // The writable handle checks the same file bytes, commits nothing.
+    // (The open rewrites the allocator's in-band headers; the check writes
+    // nothing.)
+    let (h, _) = Heap::open(&p, &opts(0)).unwrap();
+    assert!(h.list().iter().any(|e| e.damaged.is_some()));
+    let opened = std::fs::read(&p).unwrap();
+    assert_eq!(h.check(), got);
+    assert!(
+        std::fs::read(&p).unwrap() == opened,
+        "check wrote to the file"
+    );
+}
+
+#[test]
+fn element_ranges_overlaps_and_types_are_checked_per_block() {
+    let d = TempDir::new("check-blocks");
+    let p = d.file("h.bin");
+    drop(sample(&p));
+    let orig = std::fs::read(&p).unwrap();
+
+    // Block 2 of "list" claims more elements than its block holds: the open
+    // refuses the file; a path check reports the open, an image check the
+    // block.
+    let b = resigned(&orig, |es| {
+        let e = es.iter_mut().find(|e| e.name == "list").unwrap();
+        e.blocks[1].length = e.blocks[1].capacity + 1;
+    });
+    let got = check_image(&b);
+    assert_eq!(places(&got), [(Some("list"), "block 2")], "{got:#?}");
+    assert!(got[0].problem.contains("exceed the block"));
+    std::fs::write(&p, &b).unwrap();
+    let got = check_path(&p).unwrap();
+    assert_eq!(places(&got), [(None, "open")], "{got:#?}");
+    assert!(got[0].problem.contains("data outside their block"));
+    assert!(std::fs::read(&p).unwrap() == b, "check wrote to the file");
+
+    // "ints" points into the block of "list": an overlap.
+    let b = resigned(&orig, |es| {
+        let target = es.iter().find(|e| e.name == "list").unwrap().blocks[0];
+        let e = es.iter_mut().find(|e| e.name == "ints").unwrap();
+        e.blocks[0].offset = target.offset;
+        e.blocks[0].data_offset = target.offset;
+        e.blocks[0].capacity = target.capacity;
+        e.blocks[0].length = 1;
+    });
+    let got = check_image(&b);
+    assert!(
+        got.iter().any(|x| x.problem.contains("overlaps")
+            && (x.object.as_deref() == Some("ints") || x.object.as_deref() == Some("list"))),
+        "{got:#?}"
+    );
+
+    // The catalog says double, the meta integer: opens, but is reported.
+    let b = resigned(&orig, |es| {
+        let e = es.iter_mut().find(|e| e.name == "ints").unwrap();
+        e.blocks[0].elem = ElemType::Double;
+        e.blocks[0].length = 50;
+    });
+    let got = check_image(&b);
+    assert_eq!(places(&got), [(Some("ints"), "block 1")], "{got:#?}");
+    assert!(got[0].problem.contains("Double"));
+
+    // A capacity the allocator never gives: the allocator disagrees.
+    let b = resigned(&orig, |es| {
+        let e = es.iter_mut().find(|e| e.name == "ints").unwrap();
+        e.blocks[0].capacity -= 8;
+    });
+    let got = check_image(&b);
+    assert_eq!(places(&got), [(Some("ints"), "block 1")], "{got:#?}");
+    assert!(got[0].problem.contains("capacity"), "{}", got[0].problem);
+
+    // A meta-less entry cannot be read by R.
+    let b = resigned(&orig, |es| {
+        let e = es.iter_mut().find(|e| e.name == "ints").unwrap();
+        (e.meta_off, e.meta_cap, e.meta_len, e.meta_sum) = (0, 0, 0, 0);
+    });
+    assert_eq!(places(&check_image(&b)), [(Some("ints"), "meta")]);
+}
+
+#[test]
+fn header_slots_and_recovery_are_heap_level_rows() {
+    let d = TempDir::new("check-slots");
+    let p = d.file("h.bin");
+    drop(sample(&p));
+    let orig = std::fs::read(&p).unwrap();
+    let (i, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
+    let slot_name = ["slot A", "slot B"][i];
+
+    // The catalog in force damaged: the open falls back to the previous
+    // commit, which the check reports.
+    let mut b = orig.clone();
+    b[slot.catalog_off as usize + 30] ^= 0x10;
+    let got = check_image(&b);
+    assert_eq!(
+        places(&got),
+        [(None, slot_name), (None, "recovery")],
+        "{got:#?}"
+    );
+    std::fs::write(&p, &b).unwrap();
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    assert!(h.recovery().is_some());
+    let from_handle = h.check();
+    drop(h);
+    assert!(from_handle
+        .iter()
+        .any(|x| x.part == "recovery" && x.object.is_none()));
+    assert!(std::fs::read(&p).unwrap() == b, "check wrote to the file");
+
+    // A damaged header: the open refuses; the image check says why.
+    let mut b = orig.clone();
+    b[20] ^= 1;
+    assert_eq!(places(&check_image(&b)), [(None, "header")]);
+    std::fs::write(&p, &b).unwrap();
+    assert_eq!(places(&check_path(&p).unwrap()), [(None, "open")]);
+    assert!(std::fs::read(&p).unwrap() == b, "check wrote to the file");
+}
+
+#[test]
+fn paths_that_do_not_open_give_one_row_and_a_writer_lock_is_an_error() {
+    let d = TempDir::new("check-path");
+    let p = d.file("text.txt");
+    std::fs::write(&p, b"hello\n").unwrap();
+    let got = check_path(&p).unwrap();
+    assert_eq!(places(&got), [(None, "open")]);
+    assert!(got[0].problem.contains("not a valid Rfmalloc heap"));
+    assert!(std::fs::read(&p).unwrap() == b"hello\n");
+    let missing = d.file("missing.bin");
+    assert_eq!(places(&check_path(&missing).unwrap()), [(None, "open")]);
+    assert!(!missing.exists());
+    // Open for writing in this process: the check cannot open it read-only.
+    let q = d.file("h.bin");
+    let h = sample(&q);
+    assert!(matches!(check_path(&q), Err(Error::Locked { .. })));
+    assert_eq!(h.check(), vec![]);
+}
+
+#[test]
+fn a_damaged_allocator_header_is_found_through_a_writable_handle() {
+    let d = TempDir::new("check-alloc");
+    let p = d.file("h.bin");
+    let h = sample(&p);
+    let ints = entry(&h, "ints").blocks[0].offset;
+    // The check tag of the block's in-band header (32 bytes before it).
+    write(&h, ints - 24, &[0xAB; 8]);
+    let got = h.check();
+    assert!(got.iter().any(|x| x.part == "allocator"), "{got:#?}");
+    let row = find(&got, "ints", "block 1");
+    assert!(row.problem.contains("not a live allocator block"));
+    // Read-only, the allocator is rebuilt from the catalog: no tag to check.
+    drop(h);
+    assert_eq!(check_path(&p).unwrap(), vec![]);
+}
+
+#[test]
+fn random_damage_never_panics() {
+    let d = TempDir::new("check-random");
+    let p = d.file("h.bin");
+    drop(sample(&p));
+    let orig = std::fs::read(&p).unwrap();
+    let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
+    let entries =
+        catalog::decode(&orig[slot.catalog_off as usize..][..slot.catalog_len as usize]).unwrap();
+    // The bytes that matter most: header page, catalog, metas, blocks.
+    let mut hot: Vec<(u64, u64)> = vec![(0, 256), (slot.catalog_off, slot.catalog_len)];
+    for e in &entries {
+        hot.push((e.meta_off, e.meta_len));
+        for k in &e.blocks {
+            hot.push((k.offset, k.capacity.min(512)));
+        }
+    }
+    let mut rng = Rng::new(0x5eed);
+    for round in 0..400 {
+        let mut b = orig.clone();
+        for _ in 0..1 + rng.below(4) {
+            let (start, len) = hot[rng.below(hot.len() as u64) as usize];
+            let at = (start + rng.below(len.max(1))) as usize;
+            b[at] ^= 1 << rng.below(8);
+        }
+        // Half the rounds re-sign the catalog so that its content counts.
+        if round % 2 == 0 {
+            if let Ok((i, mut s)) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64) {
+                let r = s.catalog_off as usize..(s.catalog_off + s.catalog_len) as usize;
+                if r.end <= b.len() && r.len() >= 8 {
+                    let n = r.end - 8;
+                    let sum = fnv1a64(&b[r.start..n]);
+                    b[n..r.end].copy_from_slice(&sum.to_le_bytes());
+                    s.catalog_sum = fnv1a64(&b[r]);
+                    let at = slot_offset(i);
+                    b[at..at + SLOT_SIZE].copy_from_slice(&s.encode());
+                }
+            }
+        }
+        let _ = check_image(&b);
+    }
+    // Truncated images.
+    for len in [0, 10, 4096, 4200, 65536, orig.len() - 64] {
+        let got = check_image(&orig[..len]);
+        assert!(!got.is_empty(), "truncation to {len} passed");
+    }
+}

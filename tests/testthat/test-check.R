@@ -1,0 +1,139 @@
+# fmalloc_check(): a read-only verification that reports problems as rows,
+# never writes to the file, and never raises for a file it cannot open
+# (except one locked by a writer).
+
+check_columns <- c("object", "part", "problem")
+
+# Offset (0-based) of the string pool of `n` elements in the file at `path`:
+# its magic followed by the element count. Exactly one such pool expected.
+pool_offset <- function(path, n) {
+  bytes <- readBin(path, "raw", file.size(path))
+  magic <- c(charToRaw("FMSTRPL1"), as.raw((n %/% 256^(0:7)) %% 256))
+  starts <- which(bytes == magic[[1L]])
+  hits <- Filter(function(i) identical(bytes[i:(i + 15L)], magic), starts)
+  stopifnot(length(hits) == 1L)
+  hits[[1L]] - 1
+}
+
+# Sets the flags of element `i` (1-based) of the pool at `pool` to `flags`.
+set_pool_flags <- function(path, pool, i, flags) {
+  con <- file(path, "r+b")
+  on.exit(close(con))
+  seek(con, pool + 64 + 16 * (i - 1) + 12, rw = "write")
+  writeBin(as.integer(flags), con, size = 4L, endian = "little")
+}
+
+test_that("a clean heap has no problems: zero rows with the documented columns", {
+  heap <- local_heap()
+  fmalloc_save(c("a", NA, "\u00e9"), "strs", heap)
+  fmalloc_save(list(x = 1:10, y = c(1.5, NA)), "lst", heap)
+  fmalloc_save(data.frame(a = 1:3, b = c("x", "y", "z")), "df", heap)
+  before <- readBin(heap$path(), "raw", file.size(heap$path()))
+  res <- fmalloc_check(heap)
+  expect_s3_class(res, "data.frame")
+  expect_identical(names(res), check_columns)
+  expect_identical(nrow(res), 0L)
+  expect_true(all(vapply(res, is.character, logical(1))))
+  # A check commits nothing and writes nothing.
+  expect_identical(readBin(heap$path(), "raw", file.size(heap$path())), before)
+})
+
+test_that("a damaged string pool element is a row naming the object", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(1:5, "ints", heap)
+  fmalloc_save(c("one", "two", "three", "four", "five", "six", "seven"), "words", heap)
+  fmalloc_close(heap)
+  invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
+  set_pool_flags(path, pool_offset(path, 7), 2, 0x80)
+  before <- readBin(path, "raw", file.size(path))
+
+  res <- fmalloc_check(path)
+  expect_identical(names(res), check_columns)
+  expect_identical(nrow(res), 1L)
+  expect_identical(res$object, "words")
+  expect_identical(res$part, "string pool")
+  expect_match(res$problem, "element 2", fixed = TRUE)
+  expect_match(res$problem, "flags", fixed = TRUE)
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+
+  # A read-only handle works and finds the same; the other object is fine.
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_check(heap), res)
+  expect_identical(fmalloc_get("ints", heap)[], 1:5)
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+})
+
+test_that("a path that is not a heap gives one 'open' row and is left unchanged", {
+  not_a_heap <- withr::local_tempfile(fileext = ".txt")
+  writeLines(c("hello", "world"), not_a_heap)
+  before <- readBin(not_a_heap, "raw", file.size(not_a_heap))
+  mtime <- file.mtime(not_a_heap)
+  res <- fmalloc_check(not_a_heap)
+  expect_identical(names(res), check_columns)
+  expect_identical(nrow(res), 1L)
+  expect_identical(res$object, NA_character_)
+  expect_identical(res$part, "open")
+  expect_match(res$problem, "not a valid Rfmalloc heap", fixed = TRUE)
+  expect_identical(readBin(not_a_heap, "raw", file.size(not_a_heap)), before)
+  expect_identical(file.mtime(not_a_heap), mtime)
+
+  missing <- file.path(tempdir(), "no-such-heap.bin")
+  res <- fmalloc_check(missing)
+  expect_identical(res$part, "open")
+  expect_false(file.exists(missing))
+})
+
+test_that("a read-only handle and a clean path check give zero rows", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c(x = 1.5, y = 2.5), "named_dbl", heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  expect_identical(nrow(fmalloc_check(path)), 0L)
+  ro <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(ro))
+  res <- fmalloc_check(ro)
+  expect_identical(names(res), check_columns)
+  expect_identical(nrow(res), 0L)
+})
+
+test_that("a heap opened at an older commit is reported as 'recovery'", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(1:3, "first", heap)
+  fmalloc_save(4:6, "second", heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  # Tear the newest slot (generation 3 is in slot A: slots alternate, the
+  # creation wrote generation 1 in slot A). Byte 64 is its generation.
+  con <- file(path, "r+b")
+  seek(con, 64 + 8, rw = "write")
+  writeBin(as.raw(0xff), con)
+  close(con)
+  expect_warning(heap <- fmalloc_open(path, readonly = TRUE), class = "fmalloc_recovered")
+  on.exit(fmalloc_close(heap))
+  res <- fmalloc_check(heap)
+  expect_true("recovery" %in% res$part)
+  expect_true(all(is.na(res$object[res$part %in% c("recovery", "slot A")])))
+  expect_identical(res, fmalloc_check(path))
+})
+
+test_that("a heap a writer has open: the writer's handle checks, a path is locked", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  on.exit(fmalloc_close(heap))
+  fmalloc_save(letters, "abc", heap)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  expect_fmalloc_error(fmalloc_check(path), "fmalloc_locked")
+})
+
+test_that("arguments are validated", {
+  expect_fmalloc_error(fmalloc_check(1), "fmalloc_invalid", "heap handle")
+  expect_fmalloc_error(fmalloc_check(c("a", "b")), "fmalloc_invalid")
+  expect_fmalloc_error(fmalloc_check(NA_character_), "fmalloc_invalid")
+  heap <- local_heap()
+  fmalloc_close(heap)
+  expect_fmalloc_error(fmalloc_check(heap), "fmalloc_closed")
+})
