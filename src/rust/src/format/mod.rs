@@ -185,6 +185,18 @@ impl Header {
 }
 
 impl Slot {
+    /// The fields of the SLOT_SIZE bytes `b`, unchecked.
+    fn fields(b: &[u8]) -> Slot {
+        Slot {
+            generation: get_u64(b, SLOT_GENERATION),
+            catalog_off: get_u64(b, SLOT_CATALOG_OFF),
+            catalog_cap: get_u64(b, SLOT_CATALOG_CAP),
+            catalog_len: get_u64(b, SLOT_CATALOG_LEN),
+            catalog_sum: get_u64(b, SLOT_CATALOG_SUM),
+            heap_len: get_u64(b, SLOT_HEAP_LEN),
+        }
+    }
+
     pub fn encode(&self) -> [u8; SLOT_SIZE] {
         let mut b = [0u8; SLOT_SIZE];
         put_u64(&mut b, SLOT_GENERATION, self.generation);
@@ -207,14 +219,7 @@ impl Slot {
         if fnv1a64(&b[..SLOT_CHECKSUM]) != get_u64(b, SLOT_CHECKSUM) {
             return Err("slot checksum mismatch".into());
         }
-        let s = Slot {
-            generation: get_u64(b, SLOT_GENERATION),
-            catalog_off: get_u64(b, SLOT_CATALOG_OFF),
-            catalog_cap: get_u64(b, SLOT_CATALOG_CAP),
-            catalog_len: get_u64(b, SLOT_CATALOG_LEN),
-            catalog_sum: get_u64(b, SLOT_CATALOG_SUM),
-            heap_len: get_u64(b, SLOT_HEAP_LEN),
-        };
+        let s = Slot::fields(b);
         if s.generation == 0 {
             return Err("slot never written".into());
         }
@@ -264,15 +269,8 @@ pub fn claimed_generation(page: &[u8], i: usize) -> u64 {
 
 /// The fields of slot `i` read without any check (see [`claimed_generation`]).
 pub fn slot_unchecked(page: &[u8], i: usize) -> Option<Slot> {
-    let b = page.get(slot_offset(i)..slot_offset(i) + SLOT_SIZE)?;
-    Some(Slot {
-        generation: get_u64(b, SLOT_GENERATION),
-        catalog_off: get_u64(b, SLOT_CATALOG_OFF),
-        catalog_cap: get_u64(b, SLOT_CATALOG_CAP),
-        catalog_len: get_u64(b, SLOT_CATALOG_LEN),
-        catalog_sum: get_u64(b, SLOT_CATALOG_SUM),
-        heap_len: get_u64(b, SLOT_HEAP_LEN),
-    })
+    page.get(slot_offset(i)..slot_offset(i) + SLOT_SIZE)
+        .map(Slot::fields)
 }
 
 /// The slots of a header page: index and value of the slot in force (the

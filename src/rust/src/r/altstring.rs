@@ -49,7 +49,8 @@ fn pool_buf_mut(d: &mut VecData) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(d.mapped, d.pool_len as usize) }
 }
 
-fn cetype(e: Encoding) -> cetype_t {
+/// R's encoding mark for a stored string's encoding.
+pub(crate) fn cetype(e: Encoding) -> cetype_t {
     match e {
         Encoding::Native => CE_NATIVE,
         Encoding::Utf8 => CE_UTF8,

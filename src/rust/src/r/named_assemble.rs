@@ -20,10 +20,11 @@ use std::ffi::CString;
 use savvy::unwind_protect::unwind_protect;
 use savvy::{OwnedListSexp, Sexp};
 
+use super::altstring::cetype;
 use super::ffi::*;
 use super::named_leaf::vector_over_block;
 use crate::error::Error;
-use crate::format::meta::{self, Encoding, Meta, Node, Payload};
+use crate::format::meta::{self, Meta, Node, Payload};
 use crate::heap::{ElemType, Entry, Heap};
 
 /// The object `entry` describes.
@@ -254,15 +255,6 @@ fn check_attrs(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Result<V
         .into_iter()
         .chain((0..node.attrs.len()).filter(|&k| Some(k) != dim_first))
         .collect())
-}
-
-fn cetype(e: Encoding) -> cetype_t {
-    match e {
-        Encoding::Native => CE_NATIVE,
-        Encoding::Utf8 => CE_UTF8,
-        Encoding::Latin1 => CE_LATIN1,
-        Encoding::Bytes => CE_BYTES,
-    }
 }
 
 /// A new R object for a non-block node (its elements and attributes are
