@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (tools/setup.sh) and runs every test:
-#   1. the Rust core: cargo fmt --check, cargo clippy -D warnings, cargo test
+#   1. the Rust core: cargo fmt --check, cargo clippy -D warnings, cargo check
+#      of the fuzz targets, cargo test
 #   2. R CMD build, then R CMD check --no-manual on the tarball (which runs
 #      the testthat suite); an ERROR or WARNING in the check fails the run.
 #   3. the same tarball installed with RFMALLOC_CLASSIC=false (no classic
@@ -47,6 +48,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "==> cargo clippy: not installed, skipped"
 fi
+# The fuzz targets (src/rust/fuzz, run by hand: see its Cargo.toml) still
+# compile against the core.
+step "cargo check (fuzz targets)" cargo check --quiet --manifest-path "$root/src/rust/fuzz/Cargo.toml" --bins
 step "cargo test" timeout 40m bash -c 'set -o pipefail; cargo test "$@" 2>&1 | tee "'"$work"'/cargo-test.log"' _ "${manifest[@]}"
 unset CARGO_TARGET_DIR
 
