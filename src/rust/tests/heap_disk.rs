@@ -22,16 +22,17 @@ use heap_util::*;
 use rfmalloc::error::Error;
 use rfmalloc::heap::Heap;
 
-/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted (and the
-/// directory removed) on drop, also when the test fails.
-struct Tmpfs {
+/// A small file system (a tmpfs, or an ext4 image) mounted on a fresh
+/// directory, unmounted (and the directory removed) on drop, also when the
+/// test fails.
+struct SmallFs {
     dir: TempDir,
 }
 
-impl Tmpfs {
+impl SmallFs {
     /// `None` (the test is skipped) unless running as root on a system that
     /// lets us mount.
-    fn mount(mib: u64) -> Option<Tmpfs> {
+    fn mount(mib: u64) -> Option<SmallFs> {
         // SAFETY: plain syscall without arguments.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: mounting a tmpfs needs root");
@@ -47,7 +48,40 @@ impl Tmpfs {
             eprintln!("skipped: cannot mount a tmpfs");
             return None;
         }
-        Some(Tmpfs { dir })
+        Some(SmallFs { dir })
+    }
+
+    /// A loop-mounted ext4 image of `mib` MiB instead (`None`, skipped,
+    /// without root or mkfs.ext4). The image lives inside the directory's
+    /// parent and goes with it; `umount` detaches the loop device.
+    fn mount_ext4(mib: u64) -> Option<SmallFs> {
+        // SAFETY: plain syscall without arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting an ext4 image needs root");
+            return None;
+        }
+        let dir = TempDir::new("ext4");
+        let image = dir.0.with_extension("img");
+        let ok = std::fs::File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .is_ok()
+            && Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&image)
+                .status()
+                .is_ok_and(|s| s.success())
+            && Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&dir.0)
+                .status()
+                .is_ok_and(|s| s.success());
+        let _ = std::fs::remove_file(&image); // the mount keeps it open
+        if !ok {
+            eprintln!("skipped: cannot make or mount an ext4 image");
+            return None;
+        }
+        Some(SmallFs { dir })
     }
 
     /// Runs `scenario` in a child process on this file system; panics with
@@ -78,6 +112,7 @@ fn child_entry() {
     let dir = Path::new(&dir);
     match scenario.as_str() {
         "full" => full_disk(dir),
+        "grow_after_free" => grow_after_free(dir),
         "sparse" => sparse_copy_on_full_disk(dir),
         _ => panic!("unknown scenario {scenario}"),
     }
@@ -94,7 +129,7 @@ fn fill(dir: &Path) -> PathBuf {
     p
 }
 
-impl Drop for Tmpfs {
+impl Drop for SmallFs {
     fn drop(&mut self) {
         let ok = Command::new("umount")
             .arg(&self.dir.0)
@@ -129,7 +164,7 @@ fn fill_heap(h: &Heap, size: u64) -> Vec<u64> {
 
 #[test]
 fn full_tmpfs_gives_full_and_the_heap_stays_usable() {
-    if let Some(fs) = Tmpfs::mount(8) {
+    if let Some(fs) = SmallFs::mount(8) {
         fs.run("full");
     }
 }
@@ -194,7 +229,7 @@ fn allocated_bytes(p: &Path) -> u64 {
 
 #[test]
 fn sparse_copy_on_a_full_tmpfs_opens_and_refuses_cleanly() {
-    if let Some(fs) = Tmpfs::mount(24) {
+    if let Some(fs) = SmallFs::mount(24) {
         fs.run("sparse");
     }
 }
@@ -230,4 +265,52 @@ fn sparse_copy_on_full_disk(dir: &Path) {
     assert_eq!(get_bytes(&h, "data"), vec![3; 1 << 20]);
     assert_eq!(get_bytes(&h, "after"), vec![4; 100]);
     assert_eq!(read(&h, zeros, 4096), vec![8; 4096]);
+}
+
+#[test]
+fn growing_after_freeing_on_a_full_disk_gives_full() {
+    for fs in [SmallFs::mount(40), SmallFs::mount_ext4(40)]
+        .into_iter()
+        .flatten()
+    {
+        fs.run("grow_after_free");
+    }
+}
+
+/// Fill the heap until `Full`, free it all, then allocate ever larger
+/// blocks: the heap grows into the tail of a 2 MiB unit that was reserved
+/// only up to the old end of the file (found by an attacker on ext4:
+/// SIGBUS writing the new arena's first header).
+fn grow_after_free(dir: &Path) {
+    let h = open(&dir.join("g.bin"), 4 << 20);
+    let mut held = Vec::new();
+    loop {
+        match h.malloc(8_000_080) {
+            Ok(o) => held.push(o),
+            Err(Error::Full { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    for o in held {
+        h.release(o).unwrap();
+    }
+    let mut cur = h.malloc(16_064).unwrap();
+    let mut full = false;
+    for j in 1..400u64 {
+        match h.malloc(16_064 + j * 400_000) {
+            Ok(o) => {
+                h.release(cur).unwrap();
+                cur = o;
+            }
+            Err(Error::Full { .. }) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full, "the disk never filled");
+    // Still usable.
+    put_bytes(&h, "after", 1000, 9);
+    assert_eq!(get_bytes(&h, "after"), vec![9; 1000]);
 }

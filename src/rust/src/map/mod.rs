@@ -625,9 +625,16 @@ impl Mapping {
             return Ok(());
         };
         let from = a * UNIT;
-        let to = ((b + 1) * UNIT).min(self.len());
+        let len_now = self.len();
+        let to = ((b + 1) * UNIT).min(len_now);
         self.fallocate(from, to - from)?;
-        self.reservation.units.extend(first..=last);
+        // Only units wholly inside the file count as reserved: the tail of
+        // a unit cut by the end of the file is not, and once the file grows
+        // it is heap space like any other (a store there through the
+        // mapping would meet a hole: SIGBUS on a full disk).
+        self.reservation
+            .units
+            .extend((first..=last).filter(|u| (u + 1) * UNIT <= len_now));
         Ok(())
     }
 
