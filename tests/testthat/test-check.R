@@ -137,3 +137,23 @@ test_that("arguments are validated", {
   fmalloc_close(heap)
   expect_fmalloc_error(fmalloc_check(heap), "fmalloc_closed")
 })
+
+test_that("fmalloc_check() finds strings of a pool that share bytes", {
+  path <- withr::local_tempfile(fileext = ".bin")
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c("abc", "def", "ghi"), "s", heap)
+  info <- Rfmalloc:::.fmalloc_inspect(fmalloc_get("s", heap))
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  # Element 3's record (pool header 64 bytes, 16 per record) points at
+  # element 1's bytes: a write to one would change the other.
+  bytes <- readBin(path, "raw", file.size(path))
+  rec <- function(i) info$offset + 64 + 16 * (i - 1)
+  bytes[rec(3) + 1:8] <- bytes[rec(1) + 1:8]
+  writeBin(bytes, path)
+  problems <- fmalloc_check(path)
+  expect_identical(problems$object, "s")
+  expect_identical(problems$part, "string pool")
+  expect_match(problems$problem, "elements 1 and 3: their strings share bytes", fixed = TRUE)
+})

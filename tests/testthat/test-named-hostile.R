@@ -194,6 +194,11 @@ test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttr
     v_class_int = hostile_meta(c(dbl(1), attr_entry("class", int_node(1L)))),
     v_null_attr = hostile_meta(c(node(0, 1), attr_entry("a", node(0)))),
     v_s4_dim = hostile_meta(c(list_node(2), dbl(0), node(9, 1, TRUE), attr_entry("dim", int_node(0L)))),
+    i_factor_nolevels = hostile_meta(c(int(1), attr_entry("class", str_node("factor")))),
+    i_factor_dbllevels = hostile_meta(c(int(2), attr_entry("levels", dbl_node(c(1, 2))),
+                                        attr_entry("class", str_node("factor")))),
+    v_posixct_tz = hostile_meta(c(dbl(2), attr_entry("class", str_node(c("POSIXct", "POSIXt"))),
+                                  attr_entry("tzone", int_node(5L)))),
     # What R accepts still works: a factor on integers, a matrix.
     i_factor_ok = hostile_meta(c(int(2), attr_entry("levels", str_node(c("a", "b"))),
                                  attr_entry("class", str_node("factor")))),
@@ -206,7 +211,10 @@ test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttr
     v_dimnames_len = "attribute 'dimnames'", v_names = "attribute 'names'",
     v_names_int = "attribute 'names'", v_tsp = "attribute 'tsp'",
     v_comment = "attribute 'comment'", v_class_int = "attribute 'class'",
-    v_null_attr = "NULL", v_s4_dim = "attribute 'dim'"
+    v_null_attr = "NULL", v_s4_dim = "attribute 'dim'",
+    i_factor_nolevels = "factor without character levels",
+    i_factor_dbllevels = "factor without character levels",
+    v_posixct_tz = "time zone is not character"
   ))
   expect_identical(res$get$i_factor_ok[[1]], "ok")
   expect_identical(res$get$v_matrix_ok[[1]], "ok")
@@ -281,4 +289,35 @@ test_that("a meta that fails its checksum damages only its own object", {
   fmalloc_rm("df", heap)
   expect_identical(fmalloc_ls(heap)$status, "ok")
   fmalloc_close(heap)
+})
+
+test_that("a class naming a package that is not loaded never makes R load it", {
+  # A double block with the S4 bit whose class "mle" says package "stats4":
+  # building (or showing) it would make R load stats4 and run its code.
+  s4_block <- function(pkg) {
+    hostile_meta(c(node(2, 1, TRUE), u32(0), as.raw(ELEM_DOUBLE),
+                   attr_entry("class", c(str_node("mle", 1), attr_entry("package", str_node(pkg))))))
+  }
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  for (nm in c("v_stats4", "v_global")) fmalloc_save(c(1, 2), nm, heap)
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "v_stats4", s4_block("stats4"))
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "v_global", s4_block(".GlobalEnv"))
+  fmalloc_close(heap)
+  invisible(gc())
+  res <- in_child(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    before <- "stats4" %in% loadedNamespaces()
+    got <- tryCatch({
+      Rfmalloc::fmalloc_get("v_stats4", heap)
+      c("ok", "")
+    }, error = function(e) c(class(e)[[1]], conditionMessage(e)))
+    global <- tryCatch(isS4(Rfmalloc::fmalloc_get("v_global", heap)), error = conditionMessage)
+    list(before = before, got = got, after = "stats4" %in% loadedNamespaces(), global = global)
+  }, path = path)
+  expect_false(res$before)
+  expect_identical(res$got[[1]], "fmalloc_unsupported")
+  expect_match(res$got[[2]], "package 'stats4', which is not loaded", fixed = TRUE)
+  expect_false(res$after)
+  expect_true(res$global)
 })

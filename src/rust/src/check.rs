@@ -382,6 +382,9 @@ fn check_pool(pool: &[u8], k: usize, name: Option<&str>, out: &mut Out) {
         Err(e) => return out.add(name, "string pool", format!("block {k}: {e}")),
     };
     let mut bad = 0u64;
+    // (start, end, element) of every non-empty string, to find strings that
+    // share bytes: a write to one would change the other.
+    let mut spans: Vec<(usize, usize, u64)> = Vec::new();
     for i in 0..l.n {
         let why = match strpool::get(pool, &l, i) {
             Err(e) => e.to_string(),
@@ -389,7 +392,14 @@ fn check_pool(pool: &[u8], k: usize, name: Option<&str>, out: &mut Out) {
             Ok(Some((bytes, _))) if bytes.len() > i32::MAX as usize => {
                 "the string is longer than R allows".into()
             }
-            Ok(_) => continue,
+            Ok(Some((bytes, _))) => {
+                if !bytes.is_empty() {
+                    let start = bytes.as_ptr() as usize - pool.as_ptr() as usize;
+                    spans.push((start, start + bytes.len(), i));
+                }
+                continue;
+            }
+            Ok(None) => continue,
         };
         bad += 1;
         if bad <= MAX_LISTED {
@@ -398,6 +408,29 @@ fn check_pool(pool: &[u8], k: usize, name: Option<&str>, out: &mut Out) {
                 "string pool",
                 format!("block {k}, element {}: {why}", i + 1),
             );
+        }
+    }
+    spans.sort_unstable();
+    let mut end_of: Option<(usize, u64)> = None;
+    for &(start, end, i) in &spans {
+        if let Some((prev_end, j)) = end_of {
+            if start < prev_end {
+                bad += 1;
+                if bad <= MAX_LISTED {
+                    out.add(
+                        name,
+                        "string pool",
+                        format!(
+                            "block {k}, elements {} and {}: their strings share bytes",
+                            j + 1,
+                            i + 1
+                        ),
+                    );
+                }
+            }
+        }
+        if end_of.is_none_or(|(e, _)| end > e) {
+            end_of = Some((end, i));
         }
     }
     if bad > MAX_LISTED {

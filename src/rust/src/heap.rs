@@ -390,19 +390,39 @@ pub(crate) fn recovery(
     why: &[String],
 ) -> Option<String> {
     let page = &all[..HEADER_SIZE as usize];
+    // A generation no commit writes (0 in a slot that was written, or past
+    // MAX_GENERATION): that slot may have held the newest commit too.
+    let impossible = |i: usize| {
+        let g = claimed_generation(page, i);
+        let written = page[slot_offset(i)..slot_offset(i) + SLOT_SIZE]
+            .iter()
+            .any(|&b| b != 0);
+        written && (g == 0 || g > MAX_GENERATION)
+    };
     let lost = (0..2)
         .filter(|&i| {
             let g = claimed_generation(page, i);
-            g > slot.generation && g <= MAX_GENERATION
+            (g > slot.generation && g <= MAX_GENERATION) || impossible(i)
         })
         .max_by_key(|&i| claimed_generation(page, i))?;
     let claimed = claimed_generation(page, lost);
-    let mut msg = format!(
-        "the newest commit (generation {claimed}) cannot be read ({}); the heap was opened \
-         at the previous commit (generation {})",
-        why.join("; "),
-        slot.generation
-    );
+    let mut msg = if impossible(lost) {
+        format!(
+            "catalog slot {} is damaged (it claims generation {claimed}, which no commit \
+             writes; {}); the heap was opened at generation {}, and the commit that slot \
+             recorded, if it was newer, is lost",
+            ["A", "B"][lost],
+            why.join("; "),
+            slot.generation
+        )
+    } else {
+        format!(
+            "the newest commit (generation {claimed}) cannot be read ({}); the heap was \
+             opened at the previous commit (generation {})",
+            why.join("; "),
+            slot.generation
+        )
+    };
     // Best effort, on the unchecked fields of the lost slot: its catalog,
     // which carries a checksum of its own that `catalog::decode` checks.
     let newer = slot_unchecked(page, lost).and_then(|s| {

@@ -218,6 +218,8 @@ extern "C" {
 extern "C" {
     // Named objects (r/named*.rs): symbols, attributes, options, evaluation.
     pub static mut R_GlobalEnv: SEXP;
+    pub static mut R_BaseEnv: SEXP;
+    pub fn Rf_ScalarString(x: SEXP) -> SEXP;
     pub fn SHALLOW_DUPLICATE_ATTRIB(to: SEXP, from: SEXP);
     pub fn Rf_setAttrib(x: SEXP, name: SEXP, value: SEXP) -> SEXP;
     pub fn Rf_allocS4Object() -> SEXP;

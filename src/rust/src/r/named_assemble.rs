@@ -33,6 +33,7 @@ pub(crate) fn assemble(heap: &Heap, entry: &Entry) -> savvy::Result<Sexp> {
         Error::corrupt(heap.path(), format!("object '{}': {what}", entry.name)).into()
     };
     let meta = meta::decode(&entry.meta, entry.blocks.len()).map_err(&corrupt)?;
+    check_packages(&meta, &entry.name)?;
     let n = meta.nodes.len();
     // Node i's R object, once built (NULL until then); the references it
     // holds are dropped at the end, leaving one per object.
@@ -95,6 +96,77 @@ fn node_len(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> u64 {
         Some(Payload::Character(v)) => v.len() as u64,
         _ => 0,
     }
+}
+
+/// Refuses an object whose class names a package (the `package` attribute
+/// of an S4 class) that is not loaded: R would load it to build or show the
+/// object, running that package's code, and nothing read from a heap file
+/// may make R load a namespace. The user loads the package, then gets the
+/// object.
+fn check_packages(meta: &Meta, name: &str) -> savvy::Result<()> {
+    for node in &meta.nodes {
+        for (attr, v) in &node.attrs {
+            if attr != b"class" {
+                continue;
+            }
+            let Some(class) = meta.nodes.get(*v) else {
+                continue;
+            };
+            for (a, p) in &class.attrs {
+                if a != b"package" {
+                    continue;
+                }
+                let Some(Payload::Character(pkgs)) = meta.nodes.get(*p).map(|n| &n.payload) else {
+                    return Err(Error::Unsupported(format!(
+                        "object '{name}': the package of its class is not a string"
+                    ))
+                    .into());
+                };
+                for pkg in pkgs.iter().flatten() {
+                    let pkg = String::from_utf8_lossy(&pkg.0);
+                    // SAFETY: R API calls on R's main thread.
+                    if !unsafe { namespace_loaded(&pkg)? } {
+                        return Err(Error::Unsupported(format!(
+                            "object '{name}' has a class of package '{pkg}', which is not \
+                             loaded; Rfmalloc never loads a package named in a heap file: \
+                             load it yourself (library({pkg})) and try again"
+                        ))
+                        .into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `pkg` is ".GlobalEnv" or a loaded namespace (base's
+/// `isNamespaceLoaded()`, which never loads one).
+///
+/// # Safety
+/// R API calls; must run on R's main thread.
+unsafe fn namespace_loaded(pkg: &str) -> savvy::Result<bool> {
+    if pkg == ".GlobalEnv" {
+        return Ok(true);
+    }
+    let len = pkg.len().min(i32::MAX as usize) as i32;
+    let text = pkg.as_ptr() as *const std::os::raw::c_char;
+    let out = std::cell::Cell::new(false);
+    let slot = &out;
+    // SAFETY: plain R allocations and a call of a base function in the base
+    // environment; an R error longjmps into unwind_protect, past no Rust
+    // values with destructors (`pkg` is borrowed from the caller).
+    unsafe {
+        unwind_protect(|| {
+            let s = Rf_protect(Rf_ScalarString(Rf_mkCharLenCE(text, len, CE_UTF8)));
+            let call = Rf_protect(Rf_lang2(Rf_install(c"isNamespaceLoaded".as_ptr()), s));
+            let v = Rf_eval(call, R_BaseEnv);
+            slot.set(TYPEOF(v) as SEXPTYPE == LGLSXP && XLENGTH(v) == 1 && *LOGICAL(v) == 1);
+            Rf_unprotect(2);
+            R_NilValue
+        })?;
+    }
+    Ok(out.get())
 }
 
 /// Whether node `id` is a character vector (inline or a string block).
@@ -204,6 +276,28 @@ fn check_attrs(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Result<V
             }
             _ => {}
         }
+    }
+    // Classes whose R methods fail with unclassed errors on bad parts: a
+    // factor (integer, checked above) needs character levels, a date-time
+    // a character time zone, if any.
+    let has_class = |want: &[u8]| {
+        node.attrs.iter().any(|(k, v)| {
+            k == b"class"
+                && matches!(value(*v), Some(Payload::Character(c))
+                    if c.iter().any(|c| matches!(c, Some((b, _)) if b == want)))
+        })
+    };
+    let attr_is_character = |want: &[u8]| {
+        node.attrs
+            .iter()
+            .find(|(k, _)| k == want)
+            .map(|&(_, v)| is_character(meta, v))
+    };
+    if has_class(b"factor") && attr_is_character(b"levels") != Some(true) {
+        return Err("a factor without character levels".into());
+    }
+    if has_class(b"POSIXct") && attr_is_character(b"tzone") == Some(false) {
+        return Err("a date-time whose time zone is not character".into());
     }
     // Checks that depend on dim (set first).
     for (name, v) in &node.attrs {
