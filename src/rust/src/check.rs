@@ -537,3 +537,15 @@ fn capacities(
         }
     }
 }
+
+impl Heap {
+    /// Verifies the whole heap file without writing to it (see the module
+    /// docs): header, slots, catalog, every object's meta, blocks and string
+    /// pools, overlaps, and the allocator (the one in memory for a writable
+    /// heap, a rebuild in an overlay for a read-only one). A problem-free
+    /// heap gives an empty list. Nothing is committed, nothing written.
+    pub fn check(&self) -> Vec<Problem> {
+        let recovery = Recovery::Known(self.recovery());
+        self.with_mapping(|map, alloc| walk(map, alloc.map(|a| (a, map)), recovery))
+    }
+}

@@ -40,8 +40,9 @@ use once_cell::sync::Lazy;
 
 use crate::alloc::{self, Allocator};
 use crate::catalog::{self, StoredBlock, StoredEntry};
-use crate::check::{self, Problem};
 use crate::error::{Error, Result};
+/// The element types of stored blocks live with the file format.
+pub use crate::format::ElemType;
 use crate::format::{
     bounds, check_file_len, claimed_generation, fnv1a64, new_heap_id, now_ms, read_slots, round_up,
     slot_offset, slot_unchecked, Header, Slot, FILE_GRANULE, HEADER_SIZE, MAX_GENERATION,
@@ -49,46 +50,6 @@ use crate::format::{
 };
 use crate::lock::{self, Owner};
 use crate::map::{Mapping, Overlay, View};
-
-/// What kind of elements a named block holds.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElemType {
-    Logical = 1,
-    Integer = 2,
-    Double = 3,
-    Complex = 4,
-    Raw = 5,
-    /// A string pool (variable-size records; layout owned by the R layer).
-    String = 6,
-    /// Opaque bytes.
-    Bytes = 7,
-}
-
-impl ElemType {
-    /// Bytes per element; 1 for the variable-size kinds.
-    pub fn size(self) -> u64 {
-        match self {
-            ElemType::Logical | ElemType::Integer => 4,
-            ElemType::Double => 8,
-            ElemType::Complex => 16,
-            ElemType::Raw | ElemType::String | ElemType::Bytes => 1,
-        }
-    }
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => ElemType::Logical,
-            2 => ElemType::Integer,
-            3 => ElemType::Double,
-            4 => ElemType::Complex,
-            5 => ElemType::Raw,
-            6 => ElemType::String,
-            7 => ElemType::Bytes,
-            _ => return None,
-        })
-    }
-}
 
 /// One block of a named object, as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1394,18 +1355,11 @@ impl Heap {
         Ok(())
     }
 
-    /// Verifies the whole heap file without writing to it (see `check`):
-    /// header, slots, catalog, every object's meta, blocks and string pools,
-    /// overlaps, and the allocator (the one in memory for a writable heap,
-    /// a rebuild in an overlay for a read-only one). A problem-free heap
-    /// gives an empty list. Nothing is committed, nothing written.
-    pub fn check(&self) -> Vec<Problem> {
+    /// Runs `f` on the mapping and, for a writable heap, the allocator in
+    /// memory, under the heap's lock (for `crate::check`).
+    pub(crate) fn with_mapping<R>(&self, f: impl FnOnce(&Mapping, Option<&Allocator>) -> R) -> R {
         let st = self.state();
-        let recovery = check::Recovery::Known(self.recovery());
-        match &st.alloc {
-            Some(a) => check::walk(&st.map, Some((a, &st.map)), recovery),
-            None => check::walk(&st.map, None, recovery),
-        }
+        f(&st.map, st.alloc.as_ref())
     }
 
     /// Makes the next commit stop at `point`, as if the process died there.

@@ -42,8 +42,8 @@
 use std::collections::BTreeMap;
 
 use crate::alloc::ALIGN;
+use crate::format::ElemType;
 use crate::format::{bounds, fnv1a64, get_u32, get_u64, put_u32, put_u64, HEADER_SIZE};
-use crate::heap::ElemType;
 
 pub const CATALOG_MAGIC: [u8; 8] = *b"RFMCAT1\0";
 pub const CATALOG_VERSION: u32 = 1;

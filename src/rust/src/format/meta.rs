@@ -51,7 +51,7 @@
 //! and attributes nest at most [`MAX_DEPTH`] deep. Decoding keeps an explicit
 //! stack (no recursion) and never panics on any input.
 
-use crate::heap::ElemType;
+use super::ElemType;
 pub use crate::strpool::Encoding;
 
 /// Magic at offset 0 (the same as meta v1's, so v1 is recognised and refused

@@ -344,6 +344,46 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What kind of elements a named block holds.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    Logical = 1,
+    Integer = 2,
+    Double = 3,
+    Complex = 4,
+    Raw = 5,
+    /// A string pool (variable-size records; see `crate::strpool`).
+    String = 6,
+    /// Opaque bytes.
+    Bytes = 7,
+}
+
+impl ElemType {
+    /// Bytes per element; 1 for the variable-size kinds.
+    pub fn size(self) -> u64 {
+        match self {
+            ElemType::Logical | ElemType::Integer => 4,
+            ElemType::Double => 8,
+            ElemType::Complex => 16,
+            ElemType::Raw | ElemType::String | ElemType::Bytes => 1,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => ElemType::Logical,
+            2 => ElemType::Integer,
+            3 => ElemType::Double,
+            4 => ElemType::Complex,
+            5 => ElemType::Raw,
+            6 => ElemType::String,
+            7 => ElemType::Bytes,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
