@@ -22,14 +22,14 @@
 #' @param verbose Print what was done. Defaults to the option
 #'   `fmalloc.verbose`, which defaults to `FALSE`.
 #'
-#' @returns `init_fmalloc()` returns `TRUE` when the file was newly
-#'   initialised, `FALSE` when an existing heap was opened.
+#' @returns `init_fmalloc()` returns, invisibly, `TRUE` when the file was
+#'   newly initialised, `FALSE` when an existing heap was opened.
 #'   `cleanup_fmalloc()` returns, invisibly, `TRUE` if a default heap was
 #'   closed and `FALSE` if there was none.
 #' @seealso [fmalloc_open()] for heap handles.
 #' @examples
 #' alloc_file <- tempfile(fileext = ".bin")
-#' init_fmalloc(alloc_file)
+#' init_fmalloc(alloc_file) # invisibly TRUE: a new heap
 #' v <- create_fmalloc_vector("integer", 10)
 #' v[1:3] <- 1:3
 #' v
@@ -50,7 +50,7 @@ init_fmalloc <- function(filepath, size_gb = NULL,
   if (!is.null(old)) {
     fmalloc_close(old, verbose = FALSE)
   }
-  isTRUE(attr(heap, "created"))
+  invisible(isTRUE(attr(heap, "created")))
 }
 
 #' @rdname init_fmalloc

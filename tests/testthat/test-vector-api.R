@@ -45,6 +45,8 @@ test_that("init_fmalloc() reports whether the file was new, quietly unless verbo
   withr::defer(cleanup_fmalloc())
   expect_silent(created <- init_fmalloc(path, size_gb = 0.01))
   expect_true(created)
+  # Invisible, like cleanup_fmalloc(): nothing printed at the console.
+  expect_false(withVisible(init_fmalloc(path))$visible)
   expect_silent(expect_false(init_fmalloc(path)))
   expect_silent(x <- create_fmalloc_vector("double", 5))
   expect_message(init_fmalloc(path, verbose = TRUE), "opened heap")
