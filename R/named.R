@@ -428,17 +428,17 @@ fmalloc_ls <- function(heap = NULL) {
   cat <- .rfm(fmalloc_named_list(heap), call)
   # A damaged entry still gets its row (NA fields, `status` says why);
   # fmalloc_get() of it is an fmalloc_corrupt error.
-  # Integer, as length() gives, when every length fits (doubles such as
+  # Integer, as length() gives, when every value fits (doubles such as
   # 1e6 would print as "1e+06" in the data frame); double otherwise.
-  lengths <- cat$length
-  if (all(is.na(lengths) | lengths <= .Machine$integer.max)) lengths <- as.integer(lengths)
+  as_int <- function(x) if (all(is.na(x) | x <= .Machine$integer.max)) as.integer(x) else x
+  lengths <- as_int(cat$length)
   data.frame(
     name = cat$name,
     type = cat$type,
     class = cat$class,
     length = lengths,
     dim = cat$dim,
-    bytes = cat$bytes,
+    bytes = as_int(cat$bytes),
     created = .POSIXct(cat$created),
     modified = .POSIXct(cat$modified),
     status = cat$status,

@@ -122,20 +122,21 @@ test_that("fmalloc_ls describes every object", {
   expect_identical(ls$class, c("data.frame", "factor", "matrix/array"))
   expect_identical(ls$length, c(5L, 2L, 6L))
   expect_identical(ls$dim, c("5x2", NA, "2x3"))
-  expect_identical(ls$bytes, c(5 * 4 + 5 * 8, 2 * 4, 6 * 4))
+  expect_identical(ls$bytes, c(5L * 4L + 5L * 8L, 2L * 4L, 6L * 4L))
   expect_s3_class(ls$created, "POSIXct")
   expect_true(all(ls$created >= t0 & ls$created <= Sys.time() + 1))
   expect_true(all(ls$modified >= ls$created))
 })
 
-test_that("fmalloc_ls prints lengths as whole numbers, and keeps lengths past 2^31", {
+test_that("fmalloc_ls prints lengths and bytes as whole numbers, and keeps lengths past 2^31", {
   heap <- local_heap()
   fmalloc_save(1:3, "small", heap)
   fmalloc_save(seq_len(1e6), "million", heap)
   ls <- fmalloc_ls(heap)
   expect_identical(ls$length, c(1000000L, 3L))
-  out <- capture.output(print(ls[c("name", "length")]))
-  expect_match(out[2], "million 1000000", fixed = TRUE)
+  expect_identical(ls$bytes, c(4000000L, 12L)) # integer: prints 4000000, not 4e+06
+  out <- capture.output(print(ls[c("name", "length", "bytes")]))
+  expect_match(out[2], "million 1000000 4000000", fixed = TRUE)
   expect_match(out[3], "small       3", fixed = TRUE)
 
   # An entry describing a long vector (2^31 + 10 elements); only its summary
