@@ -52,6 +52,20 @@
   invisible(x)
 }
 
+# An object name: a single non-empty string, returned in UTF-8 (the catalog's
+# encoding), whatever its marked encoding (latin1 names were read as empty).
+.check_name <- function(x, arg, call = sys.call(-1L)) {
+  .check_string(x, arg, call)
+  if (Encoding(x) == "bytes") {
+    .invalid(sprintf("`%s` must be text, not a string marked as bytes", arg), call)
+  }
+  x <- enc2utf8(x)
+  if (!validUTF8(x)) {
+    .invalid(sprintf("`%s` is not valid text in its encoding", arg), call)
+  }
+  x
+}
+
 .check_flag <- function(x, arg, call = sys.call(-1L)) {
   if (!is.logical(x) || length(x) != 1L || is.na(x)) {
     .invalid(sprintf("`%s` must be TRUE or FALSE", arg), call)

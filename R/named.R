@@ -374,7 +374,7 @@ NULL
 #' @export
 fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   call <- sys.call()
-  .check_string(name, "name")
+  name <- .check_name(name, "name")
   .check_flag(overwrite, "overwrite")
   heap <- .fm_heap(heap, call)
   label <- deparse1(substitute(x))
@@ -390,7 +390,7 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 # create_fmalloc_vector(name = ): a new vector saved under `name` without a
 # copy; returns the heap-backed vector fmalloc_get(name) would return.
 .fmalloc_create_named <- function(type, length, heap, method, init, name, call) {
-  .check_string(name, "name", call)
+  name <- .check_name(name, "name", call)
   v <- create_fmalloc_vector(type, length, heap = heap, method = method, init = init)
   heap <- .fm_heap(heap, call)
   parts <- .fm_decompose(v, call = call)
@@ -405,7 +405,7 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 #' @export
 fmalloc_get <- function(name, heap = NULL) {
   call <- sys.call()
-  .check_string(name, "name")
+  name <- .check_name(name, "name")
   heap <- .fm_heap(heap, call)
   # Returned directly: see .fm_assemble().
   .fm_assemble(heap, name, call)
@@ -415,7 +415,7 @@ fmalloc_get <- function(name, heap = NULL) {
 #' @export
 fmalloc_exists <- function(name, heap = NULL) {
   call <- sys.call()
-  .check_string(name, "name")
+  name <- .check_name(name, "name")
   heap <- .fm_heap(heap, call)
   .rfm(fmalloc_named_exists(heap, name), call)
 }
@@ -450,7 +450,7 @@ fmalloc_ls <- function(heap = NULL) {
 #' @export
 fmalloc_rm <- function(name, heap = NULL) {
   call <- sys.call()
-  .check_string(name, "name")
+  name <- .check_name(name, "name")
   heap <- .fm_heap(heap, call)
   .rfm(fmalloc_named_remove(heap, name), call)
   invisible(NULL)
@@ -460,8 +460,8 @@ fmalloc_rm <- function(name, heap = NULL) {
 #' @export
 fmalloc_rename <- function(from, to, heap = NULL, overwrite = FALSE) {
   call <- sys.call()
-  .check_string(from, "from")
-  .check_string(to, "to")
+  from <- .check_name(from, "from")
+  to <- .check_name(to, "to")
   .check_flag(overwrite, "overwrite")
   heap <- .fm_heap(heap, call)
   .rfm(fmalloc_named_rename(heap, from, to, overwrite), call)

@@ -370,3 +370,17 @@ test_that("objects whose stored meta is damaged give fmalloc_corrupt, and are st
   expect_identical(ls$type[ls$name == "garbage"], NA_character_)
   expect_identical(fmalloc_get("good", heap), 1:3)
 })
+
+test_that("object names in any marked encoding are stored as UTF-8", {
+  heap <- local_heap()
+  latin1 <- iconv("\u00e9t\u00e9", "UTF-8", "latin1")
+  Encoding(latin1) <- "latin1"
+  fmalloc_save(1:3, latin1, heap) # was "an object name must not be empty"
+  expect_identical(fmalloc_get("\u00e9t\u00e9", heap)[], 1:3)
+  expect_identical(fmalloc_get(latin1, heap)[], 1:3)
+  expect_true(fmalloc_exists(latin1, heap))
+  expect_identical(fmalloc_ls(heap)$name, "\u00e9t\u00e9")
+  bytes <- "caf\xe9"
+  Encoding(bytes) <- "bytes"
+  expect_fmalloc_error(fmalloc_save(1, bytes, heap), "fmalloc_invalid", "bytes")
+})
