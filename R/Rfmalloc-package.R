@@ -8,6 +8,18 @@
 #' object metadata, references, locking) is specified in the file
 #' `system.file("FORMAT.md", package = "Rfmalloc")`.
 #'
+#' @section Heap files from others:
+#' Opening a heap, listing it ([fmalloc_ls()]), checking it
+#' ([fmalloc_check()]) and getting objects ([fmalloc_get()]) never run code
+#' from the file, never load a package it names, never crash R and never
+#' change a file they refuse; problems are errors of class `fmalloc_error`.
+#' What R does *with* an object afterwards is R's: printing calls the print
+#' method of the object's class, and some of R's own methods interpret text
+#' stored in the object (for example `utils`' `print.bibentry()` evaluates
+#' `\Sexpr` code in bibliography fields, just as it would for the same
+#' object read with `readRDS()`). Look at the classes [fmalloc_ls()] reports
+#' before printing objects from a heap you do not trust.
+#'
 #' @section Options:
 #' \describe{
 #'   \item{`fmalloc.verbose`}{`TRUE` to have functions report what they did;

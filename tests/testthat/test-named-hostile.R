@@ -199,7 +199,19 @@ test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttr
                                         attr_entry("class", str_node("factor")))),
     v_posixct_tz = hostile_meta(c(dbl(2), attr_entry("class", str_node(c("POSIXct", "POSIXt"))),
                                   attr_entry("tzone", int_node(5L)))),
-    # What R accepts still works: a factor on integers, a matrix.
+    df_rows = hostile_meta(c(list_node(2, 2), attr_entry("class", str_node("data.frame")),
+                               attr_entry("row.names", int_node(c(NA, -2147483647L))),
+                               int_node(1:3), int_node(4:6))),
+    df_rows_na = hostile_meta(c(list_node(1, 2), attr_entry("class", str_node("data.frame")),
+                                  attr_entry("row.names", int_node(c(NA, NA))), int_node(1:3))),
+    df_ragged = hostile_meta(c(list_node(2, 2), attr_entry("class", str_node("data.frame")),
+                                 attr_entry("row.names", int_node(c(NA, -3L))),
+                                 int_node(1:3), int_node(1L))),
+    df_rn_dbl = hostile_meta(c(list_node(1, 2), attr_entry("class", str_node("data.frame")),
+                                 attr_entry("row.names", dbl_node(c(NaN, -1e15, 3))), int_node(1:3))),
+    # What R accepts still works: a factor on integers, a matrix, a frame.
+    df_ok = hostile_meta(c(list_node(1, 2), attr_entry("class", str_node("data.frame")),
+                             attr_entry("row.names", int_node(c(NA, -3L))), int_node(1:3))),
     i_factor_ok = hostile_meta(c(int(2), attr_entry("levels", str_node(c("a", "b"))),
                                  attr_entry("class", str_node("factor")))),
     v_matrix_ok = hostile_meta(c(dbl(2), attr_entry("dimnames", c(list_node(2), node(0), str_node("c"))),
@@ -214,8 +226,11 @@ test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttr
     v_null_attr = "NULL", v_s4_dim = "attribute 'dim'",
     i_factor_nolevels = "factor without character levels",
     i_factor_dbllevels = "factor without character levels",
-    v_posixct_tz = "time zone is not character"
+    v_posixct_tz = "time zone is not character",
+    df_rows = "3 rows", df_rows_na = "row.names", df_ragged = "column of 1 rows",
+    df_rn_dbl = "row.names"
   ))
+  expect_identical(res$get$df_ok[[1]], "ok")
   expect_identical(res$get$i_factor_ok[[1]], "ok")
   expect_identical(res$get$v_matrix_ok[[1]], "ok")
 })

@@ -325,7 +325,26 @@ fn check_entry<V: View + ?Sized>(
             }
         }
     }
-    // A block may appear twice in one entry (one vector referenced twice).
+    // A block may appear twice in one entry (one vector referenced twice),
+    // with the same descriptor: else its bytes would be read as two types.
+    let mut first: BTreeMap<u64, usize> = BTreeMap::new();
+    for (k, b) in e.blocks.iter().enumerate() {
+        if let Some(&j) = first.get(&b.offset) {
+            let a = &e.blocks[j];
+            if (a.elem, a.data_offset, a.length) != (b.elem, b.data_offset, b.length) {
+                out.add(
+                    name,
+                    &format!("block {}", k + 1),
+                    format!(
+                        "names the block of block {} with another type, offset or length",
+                        j + 1
+                    ),
+                );
+            }
+        } else {
+            first.insert(b.offset, k);
+        }
+    }
     let mut own: BTreeMap<u64, u64> = BTreeMap::new();
     for (k, b) in e.blocks.iter().enumerate() {
         let part = format!("block {}", k + 1);
@@ -382,55 +401,63 @@ fn check_pool(pool: &[u8], k: usize, name: Option<&str>, out: &mut Out) {
         Err(e) => return out.add(name, "string pool", format!("block {k}: {e}")),
     };
     let mut bad = 0u64;
-    // (start, end, element) of every non-empty string, to find strings that
-    // share bytes: a write to one would change the other.
+    let mut report = |bad: &mut u64, what: String| {
+        *bad += 1;
+        if *bad <= MAX_LISTED {
+            out.add(name, "string pool", format!("block {k}, {what}"));
+        }
+    };
+    // Pass 1, O(1) per element: each record's span, (start, end, element)
+    // for non-empty strings.
     let mut spans: Vec<(usize, usize, u64)> = Vec::new();
     for i in 0..l.n {
-        let why = match strpool::get(pool, &l, i) {
-            Err(e) => e.to_string(),
-            Ok(Some((bytes, _))) if bytes.contains(&0) => "the string holds a NUL byte".into(),
-            Ok(Some((bytes, _))) if bytes.len() > i32::MAX as usize => {
-                "the string is longer than R allows".into()
+        match strpool::get(pool, &l, i) {
+            Err(e) => report(&mut bad, format!("element {}: {e}", i + 1)),
+            Ok(Some((bytes, _))) if bytes.len() > i32::MAX as usize => report(
+                &mut bad,
+                format!("element {}: the string is longer than R allows", i + 1),
+            ),
+            Ok(Some((bytes, _))) if !bytes.is_empty() => {
+                let start = bytes.as_ptr() as usize - pool.as_ptr() as usize;
+                spans.push((start, start + bytes.len(), i));
             }
-            Ok(Some((bytes, _))) => {
-                if !bytes.is_empty() {
-                    let start = bytes.as_ptr() as usize - pool.as_ptr() as usize;
-                    spans.push((start, start + bytes.len(), i));
-                }
-                continue;
-            }
-            Ok(None) => continue,
-        };
-        bad += 1;
-        if bad <= MAX_LISTED {
-            out.add(
-                name,
-                "string pool",
-                format!("block {k}, element {}: {why}", i + 1),
-            );
+            Ok(_) => {}
         }
     }
+    // Pass 2: strings that share bytes (a write to one would change the
+    // other). Only disjoint strings are scanned for NUL bytes below, so the
+    // scan reads each byte of the pool at most once, however the records
+    // alias each other.
     spans.sort_unstable();
-    let mut end_of: Option<(usize, u64)> = None;
-    for &(start, end, i) in &spans {
-        if let Some((prev_end, j)) = end_of {
+    let mut shared = vec![false; spans.len()];
+    let mut reach: Option<(usize, usize)> = None; // (end, index in spans)
+    for (x, &(start, end, i)) in spans.iter().enumerate() {
+        if let Some((prev_end, y)) = reach {
             if start < prev_end {
-                bad += 1;
-                if bad <= MAX_LISTED {
-                    out.add(
-                        name,
-                        "string pool",
-                        format!(
-                            "block {k}, elements {} and {}: their strings share bytes",
-                            j + 1,
-                            i + 1
-                        ),
-                    );
-                }
+                shared[x] = true;
+                shared[y] = true;
+                let j = spans[y].2;
+                report(
+                    &mut bad,
+                    format!(
+                        "elements {} and {}: their strings share bytes",
+                        j + 1,
+                        i + 1
+                    ),
+                );
             }
         }
-        if end_of.is_none_or(|(e, _)| end > e) {
-            end_of = Some((end, i));
+        if reach.is_none_or(|(e, _)| end > e) {
+            reach = Some((end, x));
+        }
+    }
+    // Pass 3: NUL bytes, in disjoint strings only.
+    for (x, &(start, end, i)) in spans.iter().enumerate() {
+        if !shared[x] && pool[start..end].contains(&0) {
+            report(
+                &mut bad,
+                format!("element {}: the string holds a NUL byte", i + 1),
+            );
         }
     }
     if bad > MAX_LISTED {

@@ -277,6 +277,22 @@ fn element_ranges_overlaps_and_types_are_checked_per_block() {
     assert_eq!(places(&got), [(Some("ints"), "block 1")], "{got:#?}");
     assert!(got[0].problem.contains("capacity"), "{}", got[0].problem);
 
+    // "list" names the block of its first vector twice, as a double and as
+    // raw bytes: the same bytes read as two types.
+    let b = resigned(&orig, |es| {
+        let e = es.iter_mut().find(|e| e.name == "list").unwrap();
+        let first = e.blocks[0];
+        e.blocks[1] = first;
+        e.blocks[1].elem = ElemType::Raw;
+    });
+    let got = check_image(&b);
+    assert!(
+        got.iter().any(|x| x.object.as_deref() == Some("list")
+            && x.part == "block 2"
+            && x.problem.contains("another type")),
+        "{got:#?}"
+    );
+
     // A meta-less entry cannot be read by R.
     let b = resigned(&orig, |es| {
         let e = es.iter_mut().find(|e| e.name == "ints").unwrap();

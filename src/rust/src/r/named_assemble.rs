@@ -34,6 +34,18 @@ pub(crate) fn assemble(heap: &Heap, entry: &Entry) -> savvy::Result<Sexp> {
     };
     let meta = meta::decode(&entry.meta, entry.blocks.len()).map_err(&corrupt)?;
     check_packages(&meta, &entry.name)?;
+    // A block named twice in one entry is one vector referenced twice: the
+    // descriptors must agree, or the same bytes would be read as two types.
+    let mut descs: Vec<_> = entry.blocks.iter().collect();
+    descs.sort_by_key(|d| d.offset);
+    if descs
+        .windows(2)
+        .any(|w| w[0].offset == w[1].offset && w[0] != w[1])
+    {
+        return Err(corrupt(
+            "two descriptors of one block disagree (type, offset or length)".into(),
+        ));
+    }
     let n = meta.nodes.len();
     // Node i's R object, once built (NULL until then); the references it
     // holds are dropped at the end, leaving one per object.
@@ -96,6 +108,30 @@ fn node_len(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> u64 {
         Some(Payload::Character(v)) => v.len() as u64,
         _ => 0,
     }
+}
+
+/// The number of rows row names `id` stand for: the compact form
+/// `c(NA, n)` (either sign) means |n|, anything else one per element.
+/// `None` for row names R would refuse or coerce with a warning (NA in the
+/// compact form, doubles that are not whole numbers in R's integer range).
+fn row_count(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Option<u64> {
+    let n = match meta.nodes.get(id).map(|n| &n.payload)? {
+        Payload::Integer(r) if r.len() == 2 && r[0] == i32::MIN => {
+            if r[1] == i32::MIN {
+                return None;
+            }
+            u64::from(r[1].unsigned_abs())
+        }
+        Payload::Double(r) => {
+            let whole = |x: &f64| x.is_finite() && x.fract() == 0.0 && x.abs() <= i32::MAX as f64;
+            if !r.iter().all(whole) {
+                return None;
+            }
+            r.len() as u64
+        }
+        _ => node_len(meta, id, built),
+    };
+    (n <= i32::MAX as u64).then_some(n)
 }
 
 /// Refuses an object whose class names a package (the `package` attribute
@@ -270,7 +306,7 @@ fn check_attrs(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Result<V
                             }
                     )
                 );
-                if !ok || node_len(meta, *v, built) > i32::MAX as u64 {
+                if !ok || row_count(meta, *v, built).is_none() {
                     return Err(bad("is not valid row names"));
                 }
             }
@@ -298,6 +334,35 @@ fn check_attrs(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Result<V
     }
     if has_class(b"POSIXct") && attr_is_character(b"tzone") == Some(false) {
         return Err("a date-time whose time zone is not character".into());
+    }
+    // A data frame's columns have as many rows as its row names say (R
+    // would print billions of rows, or fail unclassed).
+    if has_class(b"data.frame") {
+        if let Some(&(_, rn)) = node.attrs.iter().find(|(k, _)| k == b"row.names") {
+            let rows = row_count(meta, rn, built).ok_or("attribute 'row.names' is not valid")?;
+            for &c in &node.children {
+                let Some(col) = meta.nodes.get(c) else {
+                    continue;
+                };
+                // Nested data frames carry their own row names; a matrix
+                // column has `rows` rows of several columns.
+                if col.attrs.iter().any(|(k, _)| k == b"row.names") {
+                    continue;
+                }
+                let col_rows = match col.attrs.iter().find(|(k, _)| k == b"dim") {
+                    Some(&(_, d)) => match value(d) {
+                        Some(Payload::Integer(d)) => d.first().map_or(0, |&r| r.max(0) as u64),
+                        _ => 0,
+                    },
+                    None => node_len(meta, c, built),
+                };
+                if col_rows != rows {
+                    return Err(format!(
+                        "a data frame of {rows} rows has a column of {col_rows} rows"
+                    ));
+                }
+            }
+        }
     }
     // Checks that depend on dim (set first).
     for (name, v) in &node.attrs {
