@@ -418,3 +418,21 @@ test_that("a new heap file at the path of a deleted open one is a new heap", {
   rm(old)
   invisible(gc())
 })
+
+test_that("failures returned instead of raised become the same classed conditions", {
+  # The returned form of the error mechanism (create_fmalloc_vector()'s hot
+  # path, fmalloc_get()) and the raised one give the same classes, raised
+  # from the user's call.
+  heap <- local_heap()
+  err <- expect_fmalloc_error(create_fmalloc_vector("list", 1, heap = heap), "fmalloc_invalid")
+  expect_identical(conditionCall(err)[[1]], quote(create_fmalloc_vector))
+  expect_false(grepl("<fmalloc_", conditionMessage(err), fixed = TRUE))
+  err <- expect_fmalloc_error(fmalloc_get("missing", heap), "fmalloc_not_found")
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_get))
+  expect_false(grepl("<fmalloc_", conditionMessage(err), fixed = TRUE))
+  err <- expect_fmalloc_error(fmalloc_rm("missing", heap), "fmalloc_not_found")
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_rm))
+  # An untagged message still becomes an fmalloc_error.
+  err <- expect_error(Rfmalloc:::.fmalloc_raise("Rfmalloc: plain", NULL), "plain", class = "fmalloc_error")
+  expect_s3_class(err, c("fmalloc_error", "error", "condition"), exact = TRUE)
+})
