@@ -91,10 +91,10 @@ NULL
 #' The object `name`, built from its meta: every vector a fresh ALTREP
 #' vector over its block. No data are read or copied.
 #'
-#' A failure is returned, not raised: a character string (the tagged error
-#' message) of class `fmalloc_failure`. Raising would make R/named.R wrap
-#' the call in `.rfm()`, whose promise would make the result look shared
-#' (see `.fm_assemble()` there).
+#' Errors take the returned form (`r::error::returned_form`: a string of class
+#' `fmalloc_failure`): raising would make R/named.R wrap the call in
+#' `.rfm()`, whose promise would make the result look shared (see
+#' `.fm_assemble()` there).
 #' @noRd
 `fmalloc_named_get` <- function(`heap`, `name`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")

@@ -1,10 +1,32 @@
-# Errors. Every exported function calls into Rust through .rfm(), which turns
-# the tagged messages of src/rust/src/r/error.rs ("<fmalloc_corrupt> Rfmalloc:
-# ...") into conditions of class c(<subclass>, "fmalloc_error", "error",
-# "condition") raised from the user's call. Errors without the tag (R errors
-# raised inside Rust calls, savvy's own messages) pass through unchanged.
+# Errors: one mechanism. Rust reports every failure as a tagged message
+# ("<fmalloc_corrupt> Rfmalloc: ...", src/rust/src/r/error.rs), and one
+# decoder, .fmalloc_raise(), turns it into a condition of class
+# c(<subclass>, "fmalloc_error", "error", "condition") raised from the
+# user's call. The message reaches it in one of three ways, all decoded the
+# same:
+#   * raised by a savvy call: every exported function calls into Rust
+#     through .rfm(), whose handler passes tagged messages to
+#     .fmalloc_raise();
+#   * returned, as a string of class "fmalloc_failure", by the two calls that
+#     cannot be wrapped in .rfm() (create_fmalloc_vector()'s hot path and
+#     fmalloc_get(), see r::error::returned_form): the caller passes it to
+#     .fmalloc_raise();
+#   * from ALTREP methods, which R calls itself: Rust calls .fmalloc_raise()
+#     (altrep::raise).
+# Errors without the tag (R errors raised inside Rust calls, such as R's own
+# "cannot allocate"; savvy's argument conversions) pass through unchanged.
 
 .fmalloc_tag <- "^<(fmalloc_[a-z_]+)> "
+
+# Raises the tagged error message `msg` as a condition of its class, from
+# `call`; an untagged message as a plain fmalloc_error.
+.fmalloc_raise <- function(msg, call) {
+  tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
+  if (length(tag) != 1L) {
+    .fmalloc_abort(msg, "fmalloc_error", call)
+  }
+  .fmalloc_abort(substring(msg, nchar(tag) + 1L), sub(.fmalloc_tag, "\\1", tag), call)
+}
 
 .rfm <- function(expr, call = sys.call(-1L)) {
   withCallingHandlers(expr, error = .rfm_handler(call))
@@ -19,10 +41,8 @@
   force(call)
   function(e) {
     msg <- conditionMessage(e)
-    tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
-    if (length(tag) == 1L) {
-      class <- sub(.fmalloc_tag, "\\1", tag)
-      .fmalloc_abort(substring(msg, nchar(tag) + 1L), class, call)
+    if (!inherits(e, "fmalloc_error") && grepl(.fmalloc_tag, msg)) {
+      .fmalloc_raise(msg, call)
     }
   }
 }

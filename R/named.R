@@ -257,12 +257,12 @@
 # passed through a promise (such as the `expr` of .rfm()) or bound in a frame
 # that R cannot release on return (one that created a closure or handler)
 # keeps an extra count. So the Rust call is not wrapped in .rfm() -- it
-# returns failures as a value -- and the result is returned directly by
+# returns failures as a value (the returned form, see R/error.R) -- and the result is returned directly by
 # every function on the way back to the user (fmalloc_get(), fmalloc_save()).
 .fm_assemble <- function(heap, name, call) {
   obj <- fmalloc_named_get(heap, name)
   if (inherits(obj, "fmalloc_failure")) {
-    .rfm(stop(unclass(obj), call. = FALSE), call)
+    .fmalloc_raise(unclass(obj), call)
   }
   obj
 }

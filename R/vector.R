@@ -86,8 +86,9 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
   }
   # Kept thin: creating many small vectors must cost about what double(k)
   # does. The arguments are checked in Rust, which returns an error as the
-  # tagged message with a class instead of raising it (see
-  # fmalloc_vector_create() in src/rust/src/r/vector.rs); a new vector has no
+  # returned form of the error mechanism (a tagged message of class
+  # "fmalloc_failure", see R/error.R and fmalloc_vector_create() in
+  # src/rust/src/r/vector.rs) instead of raising it; a new vector has no
   # class, and is.object() is inlined by the byte compiler (is.list() is a
   # call).
   x <- .Call(savvy_fmalloc_vector_create__impl,
@@ -97,15 +98,6 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
   x
 }
 
-# Raises the tagged error message `msg` ("<fmalloc_x> Rfmalloc: ...") as a
-# condition of that class, from `call`.
-.fmalloc_raise <- function(msg, call) {
-  tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
-  if (length(tag) != 1L) {
-    .fmalloc_abort(msg, "fmalloc_error", call)
-  }
-  .fmalloc_abort(substring(msg, nchar(tag) + 1L), sub(.fmalloc_tag, "\\1", tag), call)
-}
 
 #' Is a vector's data in a heap?
 #'

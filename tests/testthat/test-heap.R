@@ -221,6 +221,48 @@ test_that("fmalloc_sync succeeds on an open writable heap and keeps the file a h
   expect_identical(fmalloc_info(heap)$heap_id, id)
 })
 
+test_that("fmalloc_sync writes the changed pages to the file", {
+  # Linux shows which mapped pages are dirty (not yet written back) in
+  # /proc/self/smaps; a sync that did nothing would leave them dirty.
+  skip_if_not(file.exists("/proc/self/smaps"), "needs /proc/self/smaps (Linux)")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  on.exit(fmalloc_close(heap))
+  skip_if(identical(system2("stat", c("-f", "-c", "%T", shQuote(path)), stdout = TRUE), "tmpfs"),
+          "tmpfs pages are never written back")
+  dirty_kb <- function() {
+    lines <- readLines("/proc/self/smaps")
+    heads <- grep("^[0-9a-f]+-[0-9a-f]+ ", lines)
+    mine <- heads[endsWith(lines[heads], paste0(" ", normalizePath(path)))]
+    ends <- c(heads[-1] - 1L, length(lines))
+    sum(vapply(match(mine, heads), function(k) {
+      block <- lines[heads[k]:ends[k]]
+      d <- grep("^(Shared|Private)_Dirty:", block, value = TRUE)
+      sum(as.numeric(sub("^.*:\\s+(\\d+) kB$", "\\1", d)))
+    }, 0))
+  }
+  values <- seq_len(2^16) * 1.5 # 512 KiB
+  x <- fmalloc_save(values, "x", heap)
+  x <- fmalloc_get("x", heap)
+  fmalloc_sync(heap)
+  x[1:2^16] <- rev(values) # in place: 128 dirty pages of the mapping
+  before <- dirty_kb()
+  expect_gte(before, 512)
+  expect_null(fmalloc_sync(heap))
+  after <- dirty_kb()
+  # (A page or two may be written again by R between the sync and the look.)
+  expect_lt(after, 64)
+  # And the bytes are those of the file, as a second process reads them.
+  info <- Rfmalloc:::.fmalloc_inspect(x)
+  bytes <- callr::r(function(path, offset, n) {
+    con <- file(path, "rb")
+    on.exit(close(con))
+    seek(con, offset)
+    readBin(con, "double", n)
+  }, args = list(path = path, offset = info$offset, n = 2^16))
+  expect_identical(bytes, rev(values))
+})
+
 test_that("sizes print in binary units", {
   fb <- Rfmalloc:::.format_bytes
   expect_identical(fb(0), "0 B")
@@ -345,4 +387,52 @@ test_that("a damaged newest commit opens the previous one with an fmalloc_recove
   expect_no_warning(heap <- fmalloc_open(path, readonly = TRUE))
   expect_setequal(fmalloc_ls(heap)$name, c("kept", "new"))
   fmalloc_close(heap)
+})
+
+test_that("a new heap file at the path of a deleted open one is a new heap", {
+  # Issue 9, item 7: the in-process registry was keyed by path, so opening
+  # the new file returned the old (deleted) heap and saves into it were lost.
+  skip_if_not_installed("callr")
+  skip_on_os("windows") # an open file cannot be deleted there
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  old_id <- fmalloc_info(heap)$heap_id
+  old <- fmalloc_save(c(1.5, 2.5), "old", heap) # a live vector of the old heap
+  fmalloc_close(heap)
+  expect_true(file.remove(path))
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  expect_false(identical(fmalloc_info(heap)$heap_id, old_id))
+  expect_false(fmalloc_exists("old", heap))
+  fmalloc_save(1:3, "new", heap)
+  fmalloc_close(heap)
+  invisible(gc()) # the vector fmalloc_save() returned holds the new heap
+  # The old vector still reads its own (deleted) file.
+  expect_identical(old[], c(1.5, 2.5))
+  # What was saved is in the file at the path, as a second process sees it.
+  res <- callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    list(names = Rfmalloc::fmalloc_ls(heap)$name, new = Rfmalloc::fmalloc_get("new", heap)[])
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(res$names, "new")
+  expect_identical(res$new, 1:3)
+  rm(old)
+  invisible(gc())
+})
+
+test_that("failures returned instead of raised become the same classed conditions", {
+  # The returned form of the error mechanism (create_fmalloc_vector()'s hot
+  # path, fmalloc_get()) and the raised one give the same classes, raised
+  # from the user's call.
+  heap <- local_heap()
+  err <- expect_fmalloc_error(create_fmalloc_vector("list", 1, heap = heap), "fmalloc_invalid")
+  expect_identical(conditionCall(err)[[1]], quote(create_fmalloc_vector))
+  expect_false(grepl("<fmalloc_", conditionMessage(err), fixed = TRUE))
+  err <- expect_fmalloc_error(fmalloc_get("missing", heap), "fmalloc_not_found")
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_get))
+  expect_false(grepl("<fmalloc_", conditionMessage(err), fixed = TRUE))
+  err <- expect_fmalloc_error(fmalloc_rm("missing", heap), "fmalloc_not_found")
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_rm))
+  # An untagged message still becomes an fmalloc_error.
+  err <- expect_error(Rfmalloc:::.fmalloc_raise("Rfmalloc: plain", NULL), "plain", class = "fmalloc_error")
+  expect_s3_class(err, c("fmalloc_error", "error", "condition"), exact = TRUE)
 })

@@ -61,7 +61,7 @@ test_that("every kind of object is identical in a new session", {
   expect_identical(res$utf8, "\u00e9t\u00e9 \u2603")
 })
 
-test_that("getting a large named vector takes milliseconds, not a read", {
+test_that("getting a large named vector maps it instead of reading it", {
   skip_on_cran()
   skip_if_not_installed("callr")
   # The heap reserves the disk space it grows by: this test needs 8 GB free.
@@ -80,13 +80,24 @@ test_that("getting a large named vector takes milliseconds, not a read", {
   res <- in_new_session(function(path, n) {
     library(Rfmalloc)
     heap <- fmalloc_open(path)
-    t <- system.time(big <- fmalloc_get("big", heap))[["elapsed"]]
+    rss_anon_kb <- function() {
+      s <- tryCatch(readLines("/proc/self/status"), error = function(e) character())
+      s <- grep("^RssAnon:", s, value = TRUE)
+      if (length(s) != 1L) return(NA_real_)
+      as.numeric(sub("^RssAnon:\\s+(\\d+) kB$", "\\1", s))
+    }
+    rss0 <- rss_anon_kb()
+    big <- fmalloc_get("big", heap)
+    # (How long this takes is measured by bench/open.R.)
     big[2] <- 7 # an in-place write, to be seen by the next session
-    list(seconds = t, length = length(big), ends = big[c(1, n)])
+    list(grew_kb = rss_anon_kb() - rss0, length = length(big), ends = big[c(1, n)],
+         mapped = Rfmalloc::is_fmalloc(big))
   }, path = path, n = n)
   expect_equal(res$length, n)
   expect_identical(res$ends, c(1.5, 2.5))
-  expect_lt(res$seconds, 0.5)
+  # Zero-copy: getting 8 GB maps them; R's own memory barely grows.
+  expect_true(res$mapped)
+  if (!is.na(res$grew_kb)) expect_lt(res$grew_kb, 100 * 1024)
 
   res <- in_new_session(function(path) {
     library(Rfmalloc)
@@ -94,4 +105,65 @@ test_that("getting a large named vector takes milliseconds, not a read", {
     fmalloc_get("big", heap)[1:3]
   }, path = path)
   expect_identical(res, c(1.5, 7, 0))
+})
+
+test_that("zero-length vectors created with a name read back identical, all six types", {
+  # Issue 9, item 6: create_fmalloc_vector(type, 0, name = ) committed a name
+  # that could not be read.
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  types <- c("logical", "integer", "double", "complex", "raw", "character")
+  for (method in methods) {
+    for (type in types) {
+      v <- create_fmalloc_vector(type, 0, heap = heap, method = method,
+                                 name = paste0(method, "_", type))
+      expect_identical(v, vector(type, 0), label = paste(method, type))
+      expect_identical(fmalloc_get(paste0(method, "_", type), heap), vector(type, 0),
+                       label = paste(method, type))
+    }
+  }
+  rm(v)
+  fmalloc_close(heap)
+  invisible(gc())
+  res <- in_new_session(function(path, names) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    lapply(setNames(names, names), function(n) Rfmalloc::fmalloc_get(n, heap))
+  }, path = path, names = as.vector(outer(methods, types, paste, sep = "_")))
+  for (n in names(res)) {
+    expect_identical(res[[n]], vector(sub("^[a-z]+_", "", n), 0), label = n)
+  }
+  expect_length(res, length(methods) * length(types))
+})
+
+test_that("lists and data frames with 4096 or more names read back identical", {
+  # Issue 9, item 8: long names came back as ".fmalloc_leaf_1", NA, ...; a
+  # data frame with long character row names could not be saved.
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  n <- 5000L
+  objects <- list(
+    list = setNames(as.list(seq_len(n)), paste0("n", seq_len(n))),
+    list4096 = setNames(as.list(seq_len(4096L)), paste0("k", seq_len(4096L))),
+    named_na = setNames(as.list(seq_len(n)), c(NA, paste0("m", seq_len(n - 1L)))),
+    wide_df = as.data.frame(setNames(as.list(seq_len(n)), paste0("c", seq_len(n)))),
+    rownames_df = data.frame(a = seq_len(n), b = as.character(seq_len(n)),
+                             row.names = paste0("r", seq_len(n))),
+    vec = setNames(as.double(seq_len(n)), paste0("e", seq_len(n)))
+  )
+  for (k in names(objects)) {
+    got <- fmalloc_save(objects[[k]], k, heap)
+    expect_identical(got, objects[[k]], label = k)
+  }
+  rm(got)
+  fmalloc_close(heap)
+  invisible(gc())
+  res <- in_new_session(function(path, names) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    lapply(setNames(names, names), function(n) Rfmalloc::fmalloc_get(n, heap))
+  }, path = path, names = names(objects))
+  for (k in names(objects)) {
+    expect_identical(res[[k]], objects[[k]], label = k)
+  }
 })

@@ -143,3 +143,33 @@ test_that("a reference to a heap another process writes to is fmalloc_locked", {
   err <- expect_fmalloc_error(unserialize(ref), "fmalloc_locked")
   expect_match(conditionMessage(err), basename(path), fixed = TRUE)
 })
+
+test_that("fmalloc_ref() under gctorture returns a live vector identical to the original", {
+  # Issue 9, item 5: the new vector was left unprotected while R allocated,
+  # so under gctorture it was collected before it was returned.
+  skip_on_cran()
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  res <- callr::r(function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path, size_gb = 0.01)
+    orig <- structure(as.double(1:50), names = paste0("e", 1:50), note = "kept")
+    fmalloc_save(orig, "x", heap)
+    x <- fmalloc_get("x", heap)
+    chr <- fmalloc_save(c(a = "u", b = NA, c = "\u00e9"), "s", heap)
+    gctorture(TRUE)
+    y <- fmalloc_ref(x)
+    s <- fmalloc_ref(chr)
+    z <- fmalloc_ref(list(x = x, s = chr))
+    gctorture(FALSE)
+    list(
+      identical = c(identical(y, orig), identical(z$x, orig),
+                    identical(s, c(a = "u", b = NA, c = "\u00e9")), identical(z$s, s)),
+      usable = c(sum(y), sum(z$x), nchar(s[[3]])),
+      in_heap = c(is_fmalloc(y), is_fmalloc(s), is_fmalloc(z$x))
+    )
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(res$identical, rep(TRUE, 4))
+  expect_identical(res$usable, c(1275, 1275, 1))
+  expect_identical(res$in_heap, rep(TRUE, 3))
+})

@@ -19,13 +19,13 @@ test_that("the seed README's first example runs and gives the same values", {
   expect_true(file.remove(alloc_file))
 })
 
-test_that("the seed README's 50 GB example runs, sparse and quickly", {
+test_that("the seed README's 50 GB example runs on a sparse file", {
   # Needs a sparse 50 GB file: NTFS files are not sparse unless marked so, so
   # on Windows the heap would take (and need) 50 GB of disk.
   skip_on_os("windows")
   huge_file <- withr::local_tempfile(fileext = ".bin")
-  elapsed <- system.time(expect_true(init_fmalloc(huge_file, size_gb = 50)))[["elapsed"]]
-  expect_lt(elapsed, 10)
+  # (How long this takes is measured by bench/open.R.)
+  expect_true(init_fmalloc(huge_file, size_gb = 50))
   expect_gte(file.size(huge_file), 50 * 1024^3)
   big_vec1 <- create_fmalloc_vector("integer", 1e6)
   big_vec3 <- create_fmalloc_vector("numeric", 5e5)

@@ -5,6 +5,27 @@ heap_used <- function() {
   fmalloc_info(Rfmalloc:::.fmalloc_default_heap())$used
 }
 
+# KiB of `path` mapped into this process (Linux: /proc/self/smaps), NA
+# where that cannot be read.
+mapped_kb <- function(path) {
+  smaps <- "/proc/self/smaps"
+  if (!file.exists(smaps)) return(NA_real_)
+  lines <- readLines(smaps)
+  heads <- grep("^[0-9a-f]+-[0-9a-f]+ ", lines)
+  mine <- heads[endsWith(lines[heads], paste0(" ", normalizePath(path)))]
+  size <- function(h) as.numeric(sub("^Size:\\s+(\\d+) kB$", "\\1", lines[h + 1L]))
+  sum(vapply(mine, size, 0))
+}
+
+# Whether a second R process can open `path` for writing: "opened" or
+# "locked".
+open_elsewhere <- function(path) {
+  callr::r(function(path) {
+    tryCatch({ h <- Rfmalloc::fmalloc_open(path); Rfmalloc::fmalloc_close(h); "opened" },
+             fmalloc_locked = function(e) "locked")
+  }, args = list(path = path), libpath = .libPaths())
+}
+
 test_that("collected vectors return their space: 10 000 x 1 MB keeps the file bounded", {
   path <- local_default_heap(size_gb = 0.0625)
   gc()
@@ -80,9 +101,16 @@ test_that("fmalloc_close() on a handle with live vectors is safe too", {
   expect_identical(x[100], as.raw(100))
   expect_identical(y[1:2], c(0i, 3i))
   expect_error(create_fmalloc_vector("raw", 1, heap = heap), class = "fmalloc_closed")
+  # The vectors keep the file mapped (and locked).
+  if (!is.na(mapped_kb(path))) expect_gt(mapped_kb(path), 0)
+  expect_identical(open_elsewhere(path), "locked")
   rm(x, y)
   gc()
-  succeed()
+  # The last vector is gone: the memory is unmapped (this process no longer
+  # maps any byte of the file) and the file is unlocked (a second process
+  # opens it for writing).
+  if (!is.na(mapped_kb(path))) expect_identical(mapped_kb(path), 0)
+  expect_identical(open_elsewhere(path), "opened")
 })
 
 test_that("a heap that cannot grow gives fmalloc_full and leaks nothing", {

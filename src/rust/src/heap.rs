@@ -4,8 +4,10 @@
 //! `Heap` is a cheap clone (an `Arc`). The mapping, the file and its lock live
 //! until the last clone is dropped, so R vectors that hold a clone keep their
 //! memory mapped after the user closed the heap (invariant 3). Opening a path
-//! that is still alive in this process (same canonical path) returns the same
-//! shared heap when the mode matches, an `Error::Locked` otherwise.
+//! that is still alive in this process (the same file: same device and inode,
+//! or volume and file index on Windows, whatever path names it) returns the
+//! same shared heap when the mode matches, an `Error::Locked` otherwise. A
+//! file deleted and created anew at the same path is another heap.
 //!
 //! How the pieces fit:
 //! - **Open** locks the file (lock.rs), then validates everything (format::,
@@ -50,6 +52,7 @@ use crate::format::{
 };
 use crate::lock::{self, Owner};
 use crate::map::{Mapping, Overlay, View};
+use crate::sys::FileId;
 
 /// One block of a named object, as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +116,12 @@ pub enum FailPoint {
     AfterSlot,
 }
 
-/// Same-process registry: canonical path -> the open heap, so that a second
+/// Same-process registry: file identity -> the open heap, so that a second
 /// open in this process shares the mapping instead of fighting over the lock.
-static REGISTRY: Lazy<Mutex<HashMap<PathBuf, Weak<Shared>>>> = Lazy::new(Default::default);
+/// Keyed by identity, not path: a heap file that was deleted (or renamed
+/// away) while its vectors live keeps its identity (the open file keeps its
+/// inode), and a new file at its path is a different heap.
+static REGISTRY: Lazy<Mutex<HashMap<FileId, Weak<Shared>>>> = Lazy::new(Default::default);
 
 /// An open heap file. Cheap to clone; see the module docs for lifetimes.
 #[derive(Clone)]
@@ -852,9 +858,10 @@ impl Heap {
     /// initialised. Refuses a non-empty non-heap file (unchanged).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<(Heap, bool)> {
         let canon = canonical_path(path, opts.readonly)?;
+        let id = crate::sys::file_id(&canon).map_err(|e| Error::io(path, "open", e))?;
         let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         reg.retain(|_, w| w.strong_count() > 0);
-        if let Some(shared) = reg.get(&canon).and_then(Weak::upgrade) {
+        if let Some(shared) = reg.get(&id).and_then(Weak::upgrade) {
             if shared.readonly == opts.readonly {
                 return Ok((Heap { shared }, false));
             }
@@ -873,7 +880,7 @@ impl Heap {
         }
         let (shared, created) = Shared::open(path, &canon, opts)?;
         let shared = Arc::new(shared);
-        reg.insert(canon, Arc::downgrade(&shared));
+        reg.insert(id, Arc::downgrade(&shared));
         Ok((Heap { shared }, created))
     }
 

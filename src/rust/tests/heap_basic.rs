@@ -101,6 +101,53 @@ fn second_open_in_process_shares_the_heap() {
 }
 
 #[test]
+fn a_new_file_at_the_path_of_a_deleted_open_heap_is_another_heap() {
+    let d = TempDir::new("replace");
+    let p = d.file("r.bin");
+    let (old, _) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    put_bytes(&old, "old", 32, 7);
+    // A vector of the old heap lives on (its clone) while the file is
+    // deleted and a new heap is created at the same path.
+    let old_vector = old.clone();
+    drop(old);
+    std::fs::remove_file(&p).unwrap();
+    let (new, created) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    assert!(
+        created,
+        "the new file must be formatted, not the old heap reused"
+    );
+    assert_ne!(new.heap_id(), old_vector.heap_id());
+    assert!(new.get("old").is_err());
+    put_bytes(&new, "new", 16, 9);
+    // Still one heap per file: a second open of the new file shares it.
+    let (again, created) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    assert!(!created);
+    assert_eq!(again.heap_id(), new.heap_id());
+    drop((new, again));
+    // What was saved into the new heap is in the file at the path.
+    let (r, _) = Heap::open(&p, &ro()).unwrap();
+    assert_eq!(get_bytes(&r, "new"), vec![9; 16]);
+    assert!(r.get("old").is_err());
+    // The old heap still reads its own object.
+    assert_eq!(get_bytes(&old_vector, "old"), vec![7; 32]);
+}
+
+#[test]
+fn a_symbolic_link_to_an_open_heap_finds_the_same_heap() {
+    #[cfg(unix)]
+    {
+        let d = TempDir::new("link");
+        let p = d.file("t.bin");
+        let l = d.file("link.bin");
+        let (a, _) = Heap::open(&p, &opts(1 << 20)).unwrap();
+        std::os::unix::fs::symlink(&p, &l).unwrap();
+        let (b, created) = Heap::open(&l, &opts(1 << 20)).unwrap();
+        assert!(!created);
+        assert_eq!(a.heap_id(), b.heap_id());
+    }
+}
+
+#[test]
 fn mapping_outlives_the_handle_that_opened_it() {
     let d = TempDir::new("life");
     let p = d.file("l.bin");
@@ -192,30 +239,25 @@ fn growth_keeps_old_pointers_valid_and_persists() {
 
 #[cfg(unix)]
 #[test]
-fn fifty_gigabyte_heap_is_sparse_and_instant() {
+fn fifty_gigabyte_heap_is_sparse() {
     use std::os::unix::fs::MetadataExt;
     let d = TempDir::new("sparse");
     let p = d.file("big.bin");
-    let t = std::time::Instant::now();
+    // (How long this takes is measured by bench/open.R, not asserted here.)
     let (h, created) = Heap::open(&p, &opts(50_000_000_000)).unwrap();
     let off = h.malloc(1 << 20).unwrap();
     write(&h, off, &[1; 1 << 20]);
     h.put("one_mb", b"", &[raw(off, 1 << 20)], false).unwrap();
     h.sync().unwrap();
-    let elapsed = t.elapsed();
     assert!(created);
     let m = std::fs::metadata(&p).unwrap();
     assert!(m.len() >= 50_000_000_000);
     let on_disk = m.blocks() * 512;
-    println!("50 GB heap: created, 1 MiB named and synced in {elapsed:?}; {on_disk} bytes on disk");
-    assert!(elapsed.as_secs_f64() < 2.0, "took {elapsed:?}");
     // One reservation chunk (4 MiB) plus a few pages.
     assert!(on_disk < 40 << 20, "{on_disk} bytes on disk");
     drop(h);
-    let t = std::time::Instant::now();
     let h = open(&p, 0);
     assert_eq!(get_bytes(&h, "one_mb"), vec![1; 1 << 20]);
-    assert!(t.elapsed().as_secs_f64() < 2.0);
 }
 
 #[test]

@@ -191,14 +191,14 @@ pub fn decode(b: &[u8]) -> Result<Vec<StoredEntry>, String> {
         let f = r.take(ENTRY_FIXED)?;
         let name_len = usize::from(u16::from_le_bytes([f[0], f[1]]));
         if f[2] != 0 || f[3] != 0 {
-            return Err(format!("entry {i}: reserved field is not zero"));
+            return Err(format!("entry {}: reserved field is not zero", i + 1));
         }
         let nblocks = get_u32(f, 4) as usize;
         let name_bytes = r.take(padded(name_len))?;
         let name = std::str::from_utf8(&name_bytes[..name_len])
-            .map_err(|_| format!("entry {i}: name is not UTF-8"))?
+            .map_err(|_| format!("entry {}: name is not UTF-8", i + 1))?
             .to_owned();
-        check_name(&name).map_err(|e| format!("entry {i}: {e}"))?;
+        check_name(&name).map_err(|e| format!("entry {}: {e}", i + 1))?;
         if name_bytes[name_len..].iter().any(|&c| c != 0) {
             return Err(format!("entry '{name}': name padding is not zero"));
         }

@@ -13,11 +13,25 @@
 //! and re-signals a condition of class
 //! `c("fmalloc_corrupt", "fmalloc_error", "error", "condition")`.
 //!
+//! **The returned form.** Where a call must not be wrapped in `.rfm()` (the
+//! hot path of `create_fmalloc_vector()`, whose wrapper would cost more than
+//! making a small vector; `fmalloc_get()`, whose wrapper's promise would make
+//! the result look shared and defeat in-place writes), the `#[savvy]`
+//! function returns the same tagged message instead of raising it: a string
+//! of class `fmalloc_failure`, made by [`returned_form`] only. The R caller tests
+//! for it and hands it to `.fmalloc_raise()`, the same decoder `.rfm()` and
+//! the ALTREP methods (`altrep::raise`) use. So there is one mechanism --
+//! the tag, decoded by `.fmalloc_raise()` into a condition of class
+//! `c(<subclass>, "fmalloc_error", "error", "condition")` -- with a raised and
+//! a returned form.
+//!
 //! The crate enables savvy's `use-custom-error` feature. That removes savvy's
 //! blanket `From<E: std::error::Error>`, so `?` on a core `Result` inside a
 //! `#[savvy]` function goes through the `From` below and keeps its class;
 //! any other error type must be converted on purpose (wrap it in a core
 //! `Error`, or use `savvy_err!` for an unclassed message).
+
+use savvy::{OwnedStringSexp, Sexp};
 
 use crate::error::Error;
 
@@ -32,6 +46,25 @@ impl From<Error> for savvy::Error {
 pub(crate) fn tagged_message(e: &Error) -> String {
     format!("<{}> {e}", e.class())
 }
+
+/// The returned form of an error (see the module docs): `Ok` passes
+/// through; an R error raised inside the call (`Aborted`) is resumed as it
+/// is; any other error becomes its tagged message as a string of class
+/// `fmalloc_failure`, for `.fmalloc_raise()` in R.
+pub(crate) fn returned_form(result: savvy::Result<Sexp>) -> savvy::Result<Sexp> {
+    match result {
+        Ok(x) => Ok(x),
+        Err(e @ savvy::Error::Aborted(_)) => Err(e),
+        Err(e) => {
+            let mut failure = OwnedStringSexp::try_from(e.to_string().as_str())?;
+            failure.set_class([FAILURE_CLASS])?;
+            failure.into()
+        }
+    }
+}
+
+/// The class of a returned error (R/error.R tests for it).
+pub(crate) const FAILURE_CLASS: &str = "fmalloc_failure";
 
 /// A user mistake detected at the boundary (class `fmalloc_invalid`).
 pub(crate) fn invalid(msg: impl Into<String>) -> savvy::Error {

@@ -23,6 +23,7 @@ use savvy::{
     OwnedRealSexp, OwnedStringSexp, RawSexp, Sexp,
 };
 
+use super::error::returned_form;
 use super::heap_handle::FmallocHeap;
 use super::named_assemble::assemble;
 use super::named_leaf::{block_of_leaf, copy_leaf_into_heap};
@@ -100,27 +101,18 @@ fn fmalloc_named_put_raw_meta(heap: &FmallocHeap, name: &str, meta: RawSexp) -> 
 /// The object `name`, built from its meta: every vector a fresh ALTREP
 /// vector over its block. No data are read or copied.
 ///
-/// A failure is returned, not raised: a character string (the tagged error
-/// message) of class `fmalloc_failure`. Raising would make R/named.R wrap
-/// the call in `.rfm()`, whose promise would make the result look shared
-/// (see `.fm_assemble()` there).
+/// Errors take the returned form (`r::error::returned_form`: a string of class
+/// `fmalloc_failure`): raising would make R/named.R wrap the call in
+/// `.rfm()`, whose promise would make the result look shared (see
+/// `.fm_assemble()` there).
 /// @noRd
 #[savvy]
 fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
-    let result = heap
-        .heap()
-        .and_then(|heap| Ok((heap.get(name)?, heap)))
-        .and_then(|(entry, heap)| assemble(&heap, &entry));
-    match result {
-        Ok(obj) => Ok(obj),
-        // An R error raised inside: savvy resumes it.
-        Err(e @ savvy::Error::Aborted(_)) => Err(e),
-        Err(e) => {
-            let mut failure = OwnedStringSexp::try_from(e.to_string().as_str())?;
-            failure.set_class(["fmalloc_failure"])?;
-            failure.into()
-        }
-    }
+    returned_form(
+        heap.heap()
+            .and_then(|heap| Ok((heap.get(name)?, heap)))
+            .and_then(|(entry, heap)| assemble(&heap, &entry)),
+    )
 }
 
 /// The catalog as columns: name, type, class, length, dim (from each

@@ -510,7 +510,10 @@ unsafe fn finish_node(h: SEXP, id: usize, node: &Node, order: &[usize]) -> savvy
         .filter_map(|&k| node.attrs.get(k))
         .map(|(name, _)| CString::new(name.clone()))
         .collect::<Result<_, _>>()
-        .map_err(|_| savvy::Error::new("attribute name with a NUL"))?;
+        .map_err(|_| {
+            // (The meta decoder refuses such names first: unreachable.)
+            Error::Unsupported("an attribute name with a NUL byte".into())
+        })?;
     let values: Vec<usize> = order
         .iter()
         .filter_map(|&k| node.attrs.get(k))

@@ -231,17 +231,23 @@ fn fmalloc_ref_leaf(x: Sexp) -> savvy::Result<Sexp> {
     }
     let v = vector_over_block(&heap, &desc)?;
     mark_by_reference(v.0);
-    // SAFETY: copies x's attribute list (shallowly) onto the fresh vector;
-    // allocates a pairlist, so under unwind protection.
     let (to, from) = (v.0, x.0);
-    unsafe {
-        savvy::unwind_protect::unwind_protect(|| {
-            Rf_protect(to);
+    // SAFETY: the fresh vector is referenced by nothing R can see, and
+    // `unwind_protect` allocates (its continuation token) before it runs the
+    // closure: protected for the whole call. On an R error R restores the
+    // protection stack to the level it had when `unwind_protect` began,
+    // which still includes this protect, so one unprotect fits both paths.
+    // The attribute copy allocates a pairlist, so under unwind protection.
+    let copied = unsafe {
+        Rf_protect(to);
+        let r = savvy::unwind_protect::unwind_protect(|| {
             SHALLOW_DUPLICATE_ATTRIB(to, from);
-            Rf_unprotect(1);
             R_NilValue
-        })?;
-    }
+        });
+        Rf_unprotect(1);
+        r
+    };
+    copied?;
     Ok(v)
 }
 

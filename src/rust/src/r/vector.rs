@@ -11,7 +11,7 @@ use savvy::{
 
 use super::altrep::{self, BlockRef};
 use super::classic;
-use super::error::invalid;
+use super::error::{invalid, returned_form};
 use super::ffi::*;
 use super::heap_handle::handle_at;
 use crate::error::Error;
@@ -231,13 +231,13 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc)> {
 // The implementation of `create_fmalloc_vector()`, called by R with the
 // user's arguments unchecked (`heap` is the handle, or NULL when there is no
 // default heap). It is on the hot path of creating many small vectors, so
-// the checks are done here and errors are *returned*, not raised: the
-// tagged message (`<class> Rfmalloc: ...`, see `r::error`) as a string with
-// the class `fmalloc_error_message` (a new vector never has a class, and R
-// tests that with an inlined `is.object()`), which R/vector.R turns into a
-// classed condition. Raising through savvy
-// would need `.rfm()` around every call, which costs more than creating a
-// small vector. R errors raised inside R's allocator still propagate.
+// the checks are done here and errors take the *returned* form of the one
+// error mechanism (`r::error::returned_form`): the tagged message as a string of
+// class `fmalloc_failure` (a new vector never has a class, so R/vector.R
+// tests with the inlined `is.object()`) which R hands to `.fmalloc_raise()`.
+// Raising through savvy would need `.rfm()` around every call, which costs
+// more than creating a small vector. R errors raised inside R's allocator
+// still propagate.
 /// @noRd
 #[savvy]
 fn fmalloc_vector_create(
@@ -247,7 +247,7 @@ fn fmalloc_vector_create(
     method: Sexp,
     init: Sexp,
 ) -> savvy::Result<Sexp> {
-    let made = (|| {
+    returned_form((|| {
         // SAFETY: every argument is a SEXP R passed in.
         let heap = unsafe { heap_of(heap.0) }?;
         let elem = elem_arg(elem)?;
@@ -255,16 +255,7 @@ fn fmalloc_vector_create(
         let classic = method_arg(method)?;
         let init = flag_arg(init, "init")?;
         Ok(Sexp(create(&heap, elem, n, classic, init)?))
-    })();
-    match made {
-        Ok(x) => Ok(x),
-        Err(e @ savvy::Error::Aborted(_)) => Err(e),
-        Err(e) => {
-            let mut out = OwnedStringSexp::try_from(e.to_string().as_str())?;
-            out.set_class(["fmalloc_error_message"])?;
-            out.into()
-        }
-    }
+    })())
 }
 
 /// The symbol `.ptr` (symbols are never collected, so it is looked up once).

@@ -74,6 +74,43 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> bool {
     }
 }
 
+/// What identifies a file while it exists (the same file under any path,
+/// hard link or symbolic link has one identity; a new file created at the
+/// path of a deleted one has another, as long as the deleted one is still
+/// open somewhere). Unix: device and inode number. Windows: the volume
+/// serial number and the 64-bit file index of `GetFileInformationByHandle`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    volume: u64,
+    index: u64,
+}
+
+/// The identity of the file at `path` (following symbolic links).
+pub(crate) fn file_id(path: &std::path::Path) -> io::Result<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            volume: m.dev(),
+            index: m.ino(),
+        })
+    }
+    #[cfg(windows)]
+    {
+        // Read access is not needed to ask for the identity, but the heap
+        // files are opened for reading anyway.
+        let file = File::open(path)?;
+        let (volume, index) = windows::file_id(&file)?;
+        Ok(FileId { volume, index })
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// Makes the file's data durable across power loss. macOS: `fsync` only
 /// hands the data to the drive, whose cache may lose it; `F_FULLFSYNC`
 /// flushes that cache too. A file system that does not support it gets a

@@ -36,6 +36,8 @@ extern "system" {
         overlapped: *mut Overlapped,
     ) -> Bool;
 
+    fn GetFileInformationByHandle(file: Handle, info: *mut ByHandleFileInformation) -> Bool;
+
     fn DeviceIoControl(
         device: Handle,
         code: u32,
@@ -68,12 +70,48 @@ const FSCTL_QUERY_ALLOCATED_RANGES: u32 = 0x0009_40cf;
 /// winerror.h: the output buffer holds only the first results.
 const ERROR_MORE_DATA: i32 = 234;
 
+/// `FILETIME` (minwinbase.h): two `DWORD`s.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FileTime {
+    low: u32,
+    high: u32,
+}
+
+/// `BY_HANDLE_FILE_INFORMATION` (fileapi.h).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct ByHandleFileInformation {
+    attributes: u32,
+    creation_time: FileTime,
+    last_access_time: FileTime,
+    last_write_time: FileTime,
+    volume_serial_number: u32,
+    file_size_high: u32,
+    file_size_low: u32,
+    number_of_links: u32,
+    file_index_high: u32,
+    file_index_low: u32,
+}
+
 /// `FILE_ALLOCATED_RANGE_BUFFER` (winioctl.h): two `LARGE_INTEGER`s.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct AllocatedRange {
     offset: i64,
     length: i64,
+}
+
+/// The volume serial number and the file index of `file`: together they
+/// identify the file on this machine while it is open.
+pub fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    let mut info = ByHandleFileInformation::default();
+    // SAFETY: a valid handle we own and a properly sized, writable struct.
+    if unsafe { GetFileInformationByHandle(file.as_raw_handle() as Handle, &mut info) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let index = (u64::from(info.file_index_high) << 32) | u64::from(info.file_index_low);
+    Ok((u64::from(info.volume_serial_number), index))
 }
 
 /// Locks the one byte at `offset` of `file` without waiting, exclusive or
