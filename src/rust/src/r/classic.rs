@@ -54,7 +54,7 @@
 //! among the non-API entry points; `R CMD check` on R >= 4.5 says so), and no
 //! API function lets a package choose where R puts a vector's node. A build
 //! made with `RFMALLOC_CLASSIC=false` (cargo feature `classic` off) leaves
-//! the call out: [`AVAILABLE`] is false, `new_vector_in` refuses with
+//! the call out: [`AVAILABLE`] is false, `new_vector` refuses with
 //! `fmalloc_unsupported`, and everything that recognises classic vectors
 //! simply never finds one.
 #![cfg_attr(not(feature = "classic"), allow(dead_code))]
@@ -210,20 +210,13 @@ pub(crate) fn r_uses_allocator(elem: ElemType, n: u64) -> bool {
     }
 }
 
-/// A new classic vector of `n` elements in `heap`; zero-filled (NA for
-/// character) when `init`. Requires [`r_uses_allocator`].
-pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
-    new_vector_in(heap, elem, n, init, None)
-}
-
 /// In a build without the classic path: the error that says so.
 #[cfg(not(feature = "classic"))]
-pub(crate) fn new_vector_in(
+pub(crate) fn new_vector(
     _heap: &Heap,
     _elem: ElemType,
     _n: u64,
     _init: bool,
-    _wrap: Option<R_altrep_class_t>,
 ) -> savvy::Result<SEXP> {
     Err(Error::Unsupported(
         "this build of Rfmalloc has no classic path (it was installed with \
@@ -233,16 +226,10 @@ pub(crate) fn new_vector_in(
     .into())
 }
 
-/// [`new_vector`], and with `wrap`, the ALTREP instance of that class whose
-/// data1 is the new vector (made under the same unwind protection).
+/// A new classic vector of `n` elements in `heap`; zero-filled (NA for
+/// character) when `init`. Requires [`r_uses_allocator`].
 #[cfg(feature = "classic")]
-pub(crate) fn new_vector_in(
-    heap: &Heap,
-    elem: ElemType,
-    n: u64,
-    init: bool,
-    wrap: Option<R_altrep_class_t>,
-) -> savvy::Result<SEXP> {
+pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
     let elt = if elem == ElemType::String {
         8
     } else {
@@ -271,33 +258,16 @@ pub(crate) fn new_vector_in(
     let ty = sexptype(elem);
     // SAFETY: Rf_allocVector3 with a valid allocator that outlives the call;
     // an R error longjmps into unwind_protect, then we clean up below.
-    let made = unsafe {
-        protected(|| {
-            let v = Rf_allocVector3(ty, n as R_xlen_t, ap);
-            match wrap {
-                None => v,
-                Some(cls) => {
-                    Rf_protect(v);
-                    let x = R_new_altrep(cls, v, R_NilValue);
-                    Rf_unprotect(1);
-                    x
-                }
-            }
-        })
-    };
+    let made = unsafe { protected(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
     if let Some((off, _)) = ctx.pre.take() {
         // R did not take the block (it failed before, or asked for more).
         let _ = heap.release(off);
     }
     let made = made?;
-    // SAFETY: x is the new vector (n elements of `ty`), data1 of `made` when
-    // wrapped; filling does not allocate, so nothing needs protection.
+    // SAFETY: x is the new vector (n elements of `ty`); filling does not
+    // allocate, so nothing needs protection.
     unsafe {
-        let x = if wrap.is_some() {
-            R_altrep_data1(made)
-        } else {
-            made
-        };
+        let x = made;
         if elem == ElemType::String {
             if init {
                 for i in 0..n as R_xlen_t {
