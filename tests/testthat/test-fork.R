@@ -58,3 +58,71 @@ test_that("a child's gc() leaves the parent's altrep vectors intact", {
   expect_identical(res$parent, 1010)
   expect_identical(res$still, 100L)
 })
+
+test_that("a child's gc() leaves the parent's classic vectors intact", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  res <- fork_gc_scenario("classic")
+  expect_identical(res$child$sum, 1000)
+  expect_true("fmalloc_forked" %in% res$child$err)
+  expect_identical(res$child2, 1010)
+  # A classic vector's pages are private to the child: its write stayed there.
+  expect_identical(res$parent, 1000)
+  expect_identical(res$still, 100L)
+})
+
+test_that("mclapply children fill disjoint ranges of a named vector", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    fmalloc_save(double(4000), "v", heap)
+    keep <- create_fmalloc_vector("double", 100, heap = heap, method = "altrep")
+    done <- parallel::mclapply(1:4, function(i) {
+      v <- fmalloc_get("v", heap)
+      idx <- (1000 * (i - 1) + 1):(1000 * i)
+      v[idx] <- i * 1000 + seq_along(idx) # in place, into the shared mapping
+      gc()
+      TRUE
+    }, mc.cores = 2)
+    for (i in 1:5) gc()
+    list(done = unlist(done), v = fmalloc_get("v", heap), keep = sum(keep))
+  })
+  expect_identical(res$done, rep(TRUE, 4))
+  expect_identical(res$v, unlist(lapply(1:4, function(i) i * 1000 + 1:1000)))
+  expect_identical(res$keep, 0)
+})
+
+test_that("a grandchild's gc() leaves its parent and grandparent intact (classic)", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    x <- create_fmalloc_vector("double", 1000, heap = heap, method = "classic")
+    x[] <- 1
+    others <- lapply(1:50, function(i) {
+      create_fmalloc_vector("double", 100, heap = heap, method = "classic")
+    })
+    job <- parallel::mcparallel({
+      junk <- lapply(1:2000, function(i) numeric(10))
+      gc()
+      inner <- parallel::mcparallel({
+        junk2 <- lapply(1:2000, function(i) numeric(10))
+        gc()
+        sum(x)
+      })
+      got <- parallel::mccollect(inner)[[1]]
+      gc()
+      c(got, sum(x))
+    })
+    child <- parallel::mccollect(job)[[1]]
+    for (i in 1:5) gc()
+    list(child = child, parent = sum(x))
+  })
+  expect_identical(res$child, c(1000, 1000))
+  expect_identical(res$parent, 1000)
+})
