@@ -1070,6 +1070,21 @@ impl Heap {
         })
     }
 
+    /// `[off, off + len)` (page-aligned, inside this writable heap's
+    /// mapping) as a range that forked children can remap copy-on-write:
+    /// see `map::fork`. The range stays valid while any clone of this heap
+    /// lives (the descriptor and the mapping live as long).
+    pub fn cow_range(&self, off: u64, len: u64) -> Result<crate::map::fork::CowRange> {
+        if off < HEADER_SIZE {
+            return Err(Error::Invalid(format!("offset {off} is inside the header")));
+        }
+        self.state().map.cow_range(off, len).ok_or_else(|| {
+            Error::Invalid(format!(
+                "range [{off}, {off}+{len}) is not a page-aligned range of a writable mapping"
+            ))
+        })
+    }
+
     /// Reverse lookup: the file offset of an address inside this heap's mapping.
     pub fn offset_of(&self, addr: *const u8) -> Option<u64> {
         self.state()

@@ -46,6 +46,8 @@ use std::io;
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
+pub mod fork;
+
 use crate::alloc::Mem;
 
 /// Granularity of disk reservation (and `prefault`) for handed-out blocks.
@@ -302,6 +304,35 @@ impl Mapping {
             base: e.base,
         });
         Some((e.base + (off - e.start) as usize) as *mut u8)
+    }
+
+    /// `[off, off + len)` as a range forked children can remap
+    /// copy-on-write (`fork`): page-aligned (in the file and in memory),
+    /// inside one extent of a writable mapping.
+    pub fn cow_range(&self, off: u64, len: u64) -> Option<fork::CowRange> {
+        let ps = fork::page_size();
+        let aligned = |v: u64| v.is_multiple_of(ps as u64);
+        if len == 0 || !aligned(off) || !aligned(len) {
+            return None;
+        }
+        let addr = self.addr(off, len)? as usize;
+        if !addr.is_multiple_of(ps) {
+            return None;
+        }
+        let file = self.file.as_ref()?;
+        #[cfg(unix)]
+        let fd = std::os::unix::io::AsRawFd::as_raw_fd(file);
+        #[cfg(not(unix))]
+        let fd = {
+            let _ = file;
+            -1
+        };
+        Some(fork::CowRange {
+            addr,
+            len: usize::try_from(len).ok()?,
+            fd,
+            file_off: off,
+        })
     }
 
     /// The file offset of `addr` if it points into a mapped extent.

@@ -5,22 +5,24 @@
 //!
 //! What an instance holds:
 //!
-//! - **data1**, one of two kinds:
-//!   - for a vector created by `create_fmalloc_vector()` (any type but
-//!     character, length >= 1): a *classic* RAWSXP (`r::classic`) holding
-//!     the elements, allocated in the heap by R through our allocator. Its
-//!     data are the vector's data, and collecting it releases the block
-//!     (`mem_free`), so such a vector costs R two nodes and no finalizer --
-//!     creating many small vectors stays as cheap as `double(k)`;
-//!   - otherwise (character vectors, length 0, vectors over stored blocks):
-//!     an external pointer to a boxed [`VecData`]: a clone of the
-//!     [`Heap`] (which keeps the mapping alive, invariant 3), the block
-//!     offset, the offset of element 0, the length, the element type and
-//!     whether the heap is read-only. Its C finalizer runs when the vector
-//!     is collected: it releases the vector's reference to the block (the
-//!     allocator frees an unnamed block, so GC returns heap space) and drops
-//!     the heap clone (the
-//!     last clone of a closed heap unmaps it).
+//! - **data1**: an external pointer to a boxed [`VecData`]: a clone of the
+//!   [`Heap`] (which keeps the mapping alive, invariant 3), the block
+//!   offset, the offset of element 0, the length, the element type and
+//!   whether the heap is read-only. Its C finalizer runs when the vector is
+//!   collected: it releases the vector's reference to the block (the
+//!   allocator frees an unnamed block, so GC returns heap space) and drops
+//!   the heap clone (the last clone of a closed heap unmaps it).
+//!
+//!   Both nodes (the ALTREP instance and the external pointer) are ordinary
+//!   nodes in R's own heap; the heap block holds the elements only. That is
+//!   what makes forks safe (invariant 6): a forked child's garbage
+//!   collector writes mark bits and GC links into its own copy-on-write
+//!   copies of these nodes, never into the shared file mapping. (Fresh
+//!   vectors once kept their data in a classic RAWSXP allocated in the heap
+//!   by `Rf_allocVector3`; its header sat in the shared mapping, and a
+//!   child's GC corrupted the parent's nodes.) A child's writes to the
+//!   elements go through the shared mapping: they reach the file and the
+//!   parent sees them (parallel fill by `mclapply`).
 //! - **data2**: `R_NilValue`, or an ordinary R vector of the same type and
 //!   length that replaced the mapping *for this vector only*: the private
 //!   copy made when R asks a read-only vector for a writable pointer
@@ -182,12 +184,12 @@ pub(crate) unsafe fn register(dll: *mut DllInfo) {
             R_set_altvec_Dataptr_or_null_method(cls, dataptr_or_null);
         }
         let [lgl, int, real, cplx, raw, string] = classes;
-        R_set_altrep_Length_method(lgl, length::<c_int>);
-        R_set_altrep_Length_method(int, length::<c_int>);
-        R_set_altrep_Length_method(real, length::<f64>);
-        R_set_altrep_Length_method(cplx, length::<Rcomplex>);
-        R_set_altrep_Length_method(raw, length::<Rbyte>);
-        R_set_altrep_Length_method(string, length::<SEXP>);
+        R_set_altrep_Length_method(lgl, length);
+        R_set_altrep_Length_method(int, length);
+        R_set_altrep_Length_method(real, length);
+        R_set_altrep_Length_method(cplx, length);
+        R_set_altrep_Length_method(raw, length);
+        R_set_altrep_Length_method(string, length);
         R_set_altlogical_Elt_method(lgl, elt::<c_int>);
         R_set_altlogical_Get_region_method(lgl, get_region::<c_int>);
         R_set_altinteger_Elt_method(int, elt::<c_int>);
@@ -234,76 +236,15 @@ pub(crate) unsafe fn vec_data_of(x: SEXP) -> Option<*mut VecData> {
     }
 }
 
-/// Whether `x` is an instance of one of the fmalloc classes.
-///
-/// # Safety
-/// `x` must be a valid SEXP.
-pub(crate) unsafe fn is_ours(x: SEXP) -> bool {
-    let Some(classes) = CLASSES.get() else {
-        return false;
-    };
-    // SAFETY: header reads of a valid SEXP.
-    unsafe { ALTREP(x) != 0 && classes.0.iter().any(|c| R_altrep_inherits(x, *c) != 0) }
-}
-
-/// data1 of an instance when it is the classic RAWSXP holding the data
-/// (see the module docs), else `None`.
-///
-/// # Safety
-/// `x` must be an instance of one of the fmalloc classes.
-#[inline]
-pub(crate) unsafe fn backing(x: SEXP) -> Option<SEXP> {
-    // SAFETY: data1 of our instances is a RAWSXP or an external pointer.
-    unsafe {
-        let d1 = R_altrep_data1(x);
-        (TYPEOF(d1) as SEXPTYPE == RAWSXP).then_some(d1)
-    }
-}
-
 /// Where the elements of an instance are, and how many (elements of `T`).
 ///
 /// # Safety
 /// `x` must be an instance of an atomic fmalloc class with elements `T`.
 #[inline]
 unsafe fn storage<T>(x: SEXP) -> (*mut T, R_xlen_t) {
-    // SAFETY: see `backing` and `vd`.
-    unsafe {
-        match backing(x) {
-            Some(raw) => (
-                RAW(raw) as *mut T,
-                XLENGTH(raw) / std::mem::size_of::<T>() as R_xlen_t,
-            ),
-            None => {
-                let d = vd(x);
-                (d.cur as *mut T, d.len as R_xlen_t)
-            }
-        }
-    }
-}
-
-/// Bytes per element of a vector of R type `t` (strings: pointers).
-fn elt_size(t: SEXPTYPE) -> R_xlen_t {
-    match t {
-        LGLSXP | INTSXP => 4,
-        REALSXP => 8,
-        CPLXSXP => 16,
-        RAWSXP => 1,
-        _ => 8,
-    }
-}
-
-/// A new vector of `n >= 1` elements (not character) whose data1 is a
-/// classic RAWSXP in `heap` (see the module docs); zero-filled when `init`.
-pub(crate) fn new_fresh(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
-    let cls = class_of(elem)
-        .filter(|_| elem != ElemType::String)
-        .ok_or_else(|| savvy::Error::new("Rfmalloc: ALTREP classes are not registered"))?;
-    let bytes = n
-        .checked_mul(elem.size())
-        .ok_or_else(|| Error::Invalid("vector too long".into()))?;
-    // On an R error inside, the raw vector is garbage and its block is
-    // released when it is collected.
-    super::classic::new_vector_in(heap, ElemType::Raw, bytes, init, Some(cls))
+    // SAFETY: see `vd`.
+    let d = unsafe { vd(x) };
+    (d.cur as *mut T, d.len as R_xlen_t)
 }
 
 /// The [`VecData`] of an instance of one of our classes (R only calls our
@@ -561,17 +502,11 @@ unsafe extern "C" fn finalize(ext: SEXP) {
 // Methods shared by all classes
 // ---------------------------------------------------------------------------
 
-/// Length of an instance whose elements are `T` (called for every scalar
-/// `x[i]`, so the element size is a constant).
-unsafe extern "C" fn length<T>(x: SEXP) -> R_xlen_t {
+/// Length of an instance.
+unsafe extern "C" fn length(x: SEXP) -> R_xlen_t {
     // SAFETY: R calls this with an instance of the class the method was set
-    // on; a backing RAWSXP holds whole elements of T.
-    unsafe {
-        match backing(x) {
-            Some(raw) => XLENGTH(raw) / std::mem::size_of::<T>() as R_xlen_t,
-            None => vd(x).len as R_xlen_t,
-        }
-    }
+    // on.
+    unsafe { vd(x).len as R_xlen_t }
 }
 
 unsafe extern "C" fn inspect(
@@ -582,25 +517,6 @@ unsafe extern "C" fn inspect(
     _subtree: InspectSubtree,
 ) -> Rboolean {
     let line = guard(|| {
-        // SAFETY: R calls this with an instance of our class.
-        if let Some(raw) = unsafe { backing(x) } {
-            // SAFETY: as above; raw is a live classic vector.
-            let ty = unsafe { TYPEOF(x) } as SEXPTYPE;
-            let len = unsafe { XLENGTH(raw) } / elt_size(ty);
-            let name = elem_of_sexptype(ty)
-                .and_then(class_index)
-                .map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
-            let text = match unsafe { super::classic::block_of(raw) } {
-                Some((heap, desc, _)) => format!(
-                    "{name} (heap '{}', block {}, offset {}, length {len})\n",
-                    heap.path().display(),
-                    desc.offset,
-                    desc.data_offset
-                ),
-                None => format!("{name} (length {len})\n"),
-            };
-            return Ok(std::ffi::CString::new(text).unwrap_or_default());
-        }
         // SAFETY: R calls this with an instance of our class.
         let d = unsafe { vd(x) };
         let name = class_index(d.elem).map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
@@ -650,11 +566,6 @@ pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
 }
 
 unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
-    // SAFETY: R calls this with an instance of our class; a backing RAWSXP
-    // lives in a writable heap (read-only heaps cannot create vectors).
-    if let Some(raw) = unsafe { backing(x) } {
-        return unsafe { RAW(raw) } as *mut c_void;
-    }
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
     let private = d.elem == ElemType::String || (writable != 0 && d.readonly);
@@ -667,10 +578,6 @@ unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
 
 unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
     // SAFETY: R calls this with an instance of our class.
-    if let Some(raw) = unsafe { backing(x) } {
-        return unsafe { RAW(raw) } as *mut c_void;
-    }
-    // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
     if d.elem == ElemType::String && !d.materialised {
         return ptr::null();
@@ -682,14 +589,7 @@ unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
     // SAFETY: R calls Elt with 0 <= i < length on an instance whose
     // elements are of type T (fixed by the class the method was set on).
     // The hot path of scalar `x[i]`: no length lookup.
-    unsafe {
-        let d1 = R_altrep_data1(x);
-        if TYPEOF(d1) as SEXPTYPE == RAWSXP {
-            *(RAW(d1) as *const T).offset(i)
-        } else {
-            *(vd(x).cur as *const T).offset(i)
-        }
-    }
+    unsafe { *(vd(x).cur as *const T).offset(i) }
 }
 
 /// The value an out-of-range or `NA` index selects.
@@ -810,14 +710,6 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
     // SAFETY: R calls this with an instance of our class; allocation errors
     // longjmp with no Rust value with a destructor live.
     unsafe {
-        if let Some(raw) = backing(x) {
-            let ty = TYPEOF(x) as SEXPTYPE;
-            let bytes = XLENGTH(raw);
-            let out = Rf_protect(Rf_allocVector(ty, bytes / elt_size(ty)));
-            ptr::copy_nonoverlapping(RAW(raw), data_ptr(out) as *mut u8, bytes as usize);
-            Rf_unprotect(1);
-            return out;
-        }
         let d = vd(x);
         let n = d.len as R_xlen_t;
         let out = Rf_protect(Rf_allocVector(sexptype(d.elem), n));

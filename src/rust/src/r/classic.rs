@@ -9,29 +9,43 @@
 //! `mem_free(copy, copy)` with that copy. If `mem_alloc` returns NULL, R runs
 //! a full GC, retries once, then raises "cannot allocate vector".
 //!
-//! So the block layout is (measured on R 4.2, long vectors included: their
+//! **Forks.** R's node header lives in the shared file mapping, and a
+//! forked child's garbage collector writes mark bits and GC links into
+//! every node it reaches (design invariant 6 forbids sharing them). So
+//! `mem_alloc` hands R a *page-aligned region* inside the block, rounded up
+//! to whole pages: its pages hold this vector and nothing else (the block
+//! is allocated with a page of slack for the alignment). The region is
+//! registered with `map::fork`, whose `pthread_atfork` child handler maps
+//! it again privately (`MAP_PRIVATE | MAP_FIXED`, same file, same bytes)
+//! in every forked child: the child's GC, and any write the child makes to
+//! a classic vector's elements, touch the child's private copies only; the
+//! parent and the file never see them. (ALTREP vectors have both nodes in
+//! R's own heap and their elements in a data-only block: a child's writes
+//! to them reach the file, see `r::altrep`.) The price is at least two
+//! pages of heap per classic vector; small vectors belong to ALTREP.
+//!
+//! So the layout is (measured on R 4.2, long vectors included: their
 //! 64-bit length fits R's ordinary header)
 //!
-//! | block offset | bytes | content                                  |
-//! |--------------|-------|------------------------------------------|
-//! | 0            | 32    | copy of our `R_allocator_t`              |
-//! | 32           | 48    | R's vector header (process pointers)     |
-//! | 80           | n * s | the elements                             |
+//! | offset                    | bytes | content                              |
+//! |---------------------------|-------|--------------------------------------|
+//! | block                     | < 1 page | alignment slack                   |
+//! | region = page-aligned     | 32    | copy of our `R_allocator_t`          |
+//! | region + 32               | 48    | R's vector header (process pointers) |
+//! | region + 80               | n * s | the elements                         |
+//! | ...                       |       | padding to the region's last page    |
 //!
 //! Nothing below depends on these sizes: the block is allocated in advance
 //! with room to spare (a possible long-vector header included) and R's
-//! request is checked against it; vectors are recognised by the allocator
-//! copy at the block start, searched at most `MAX_HEADER` bytes before the
-//! node.
+//! request is checked against it.
 //!
-//! Recognising a classic vector (`is_fmalloc()`, naming its data): [`LIVE`]
-//! lists the heaps with live classic vectors (a count each, no per-block
-//! set, so creating one costs no map insert). A non-ALTREP vector whose node
-//! lies inside one of their mappings was made by R through our allocator
-//! (R puts no other node there); its block is the nearest start before it
-//! that holds our allocator copy (our `mem_alloc` and `mem_free`), read only
-//! after `Heap::ptr` proved those bytes mapped. The copy's `data` pointer
-//! is never followed there: nothing proves where it points.
+//! Recognising a classic vector (`is_fmalloc()`, naming its data): the
+//! `map::fork` registry holds every live region, tagged with the address of
+//! its [`ClassicBlock`] (the heap and the block offset). A non-ALTREP
+//! vector whose node lies inside a registered region was made by R through
+//! our allocator (R puts no other node there). The region is unregistered
+//! in `mem_free` before its `ClassicBlock` is dropped, so a tag found there
+//! always points to a live one.
 //!
 //! The header holds process pointers, so classic vectors are session-scoped
 //! (their *data* can be named and reconnected as ALTREP later). For
@@ -54,7 +68,7 @@
 //! among the non-API entry points; `R CMD check` on R >= 4.5 says so), and no
 //! API function lets a package choose where R puts a vector's node. A build
 //! made with `RFMALLOC_CLASSIC=false` (cargo feature `classic` off) leaves
-//! the call out: [`AVAILABLE`] is false, `new_vector_in` refuses with
+//! the call out: [`AVAILABLE`] is false, `new_vector` refuses with
 //! `fmalloc_unsupported`, and everything that recognises classic vectors
 //! simply never finds one.
 #![cfg_attr(not(feature = "classic"), allow(dead_code))]
@@ -62,7 +76,6 @@
 use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::Mutex;
 
 #[cfg(feature = "classic")]
 use super::altrep::{protected, sexptype};
@@ -70,6 +83,7 @@ use super::ffi::*;
 #[cfg(not(feature = "classic"))]
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::map::fork;
 
 /// Whether this build has the classic path.
 pub(crate) const AVAILABLE: bool = cfg!(feature = "classic");
@@ -84,8 +98,6 @@ const VEC_HEADER: u64 = 48;
 /// front of long vectors.
 const LONG_HEADER: u64 = 16;
 const R_SHORT_LEN_MAX: u64 = i32::MAX as u64;
-/// Upper bound of the distance from a block to the node R put in it.
-const MAX_HEADER: u64 = 256;
 
 /// The allocator's `data` while `Rf_allocVector3` runs.
 struct Ctx<'a> {
@@ -100,52 +112,25 @@ struct ClassicBlock {
     block: u64,
     /// Bytes R asked for (returned to the GC trigger when freed).
     bytes: u64,
+    /// Address of the page-aligned region R's node is in (the key of its
+    /// `map::fork` registration).
+    region: usize,
 }
 
-/// Heaps with live classic vectors and how many each has; `block_of` looks
-/// for a vector's node in their mappings. A heap stays here (a clone) while
-/// it has at least one live classic vector.
-static LIVE: Mutex<Vec<(Heap, u64)>> = Mutex::new(Vec::new());
-
-fn same_heap(a: &Heap, b: &Heap) -> bool {
-    // Byte comparison of the canonical paths (a Path comparison would parse
-    // components on every allocation).
-    a.heap_id() == b.heap_id() && a.path().as_os_str() == b.path().as_os_str()
+fn page() -> u64 {
+    fork::page_size() as u64
 }
 
-fn live_add(heap: &Heap) {
-    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    match live.iter_mut().find(|(h, _)| same_heap(h, heap)) {
-        Some((_, count)) => *count += 1,
-        None => live.push((heap.clone(), 1)),
-    }
+/// `n` rounded up to whole pages.
+fn round_to_page(n: u64) -> Option<u64> {
+    let p = page();
+    n.checked_add(p - 1).map(|v| v / p * p)
 }
 
-fn live_remove(heap: &Heap) {
-    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = live.iter().position(|(h, _)| same_heap(h, heap)) {
-        live[i].1 -= 1;
-        if live[i].1 == 0 {
-            live.swap_remove(i);
-        }
-    }
-}
-
-/// Whether the block at `block` of `heap` starts with the allocator copy R
-/// stores for a vector we allocated there (our two functions).
-fn is_our_copy(heap: &Heap, block: u64) -> bool {
-    let Ok(p) = heap.ptr(block, ALLOCATOR_COPY) else {
-        return false;
-    };
-    // SAFETY: `Heap::ptr` proved [block, block + ALLOCATOR_COPY) mapped (it
-    // stays mapped: `heap` is alive); plain words, read unaligned.
-    let words = unsafe { ptr::read_unaligned(p.as_ptr() as *const [usize; 4]) };
-    let ours = [
-        mem_alloc as unsafe extern "C" fn(*mut R_allocator_t, usize) -> *mut c_void as usize,
-        mem_free as unsafe extern "C" fn(*mut R_allocator_t, *mut c_void) as usize,
-    ];
-    // R_allocator_t: mem_alloc, mem_free, res, data.
-    words[0] == ours[0] && words[1] == ours[1] && words[3] != 0
+/// Bytes of a block whose page-aligned region holds `size` bytes: the
+/// region, and one page of slack for the alignment.
+fn block_for(size: u64) -> Option<u64> {
+    round_to_page(size)?.checked_add(page())
 }
 
 unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_void {
@@ -155,28 +140,34 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
         let ctx = unsafe { &mut *((*a).data as *mut Ctx) };
         let heap = ctx.heap;
         let size = size as u64;
+        let want = block_for(size)?;
         let off = match ctx.pre.take() {
-            Some((off, cap)) if size <= cap => off,
+            Some((off, cap)) if want <= cap => off,
             other => {
                 if let Some((off, _)) = other {
                     let _ = heap.release(off);
                 }
-                heap.malloc(size).ok()?
+                heap.malloc(want).ok()?
             }
         };
-        let p = match heap.ptr(off, size) {
-            Ok(p) => p.as_ptr(),
-            Err(_) => {
-                let _ = heap.release(off);
-                return None;
-            }
+        // The page-aligned region inside the block (see the module docs).
+        let placed = round_to_page(off).and_then(|region| {
+            let len = round_to_page(size)?;
+            let range = heap.cow_range(region, len).ok()?;
+            let p = heap.ptr(region, len).ok()?.as_ptr();
+            Some((range, p))
+        });
+        let Some((range, p)) = placed else {
+            let _ = heap.release(off);
+            return None;
         };
-        live_add(heap);
         let owned = Box::into_raw(Box::new(ClassicBlock {
             heap: heap.clone(),
             block: off,
             bytes: size,
+            region: range.addr,
         }));
+        fork::register(range, owned as usize);
         // SAFETY: R copies *a into the block after we return, so the copy
         // carries the owned pointer.
         unsafe { (*a).data = owned as *mut c_void };
@@ -191,8 +182,9 @@ unsafe extern "C" fn mem_free(a: *mut R_allocator_t, _block: *mut c_void) {
     // each node once). Called during GC: no R API calls below.
     let owned = unsafe { Box::from_raw((*a).data as *mut ClassicBlock) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
+        // Unregistered first: a registered tag always points to a live box.
+        fork::unregister(owned.region);
         let _ = owned.heap.release(owned.block);
-        live_remove(&owned.heap);
         super::vector::returned(owned.bytes);
         drop(owned);
     }));
@@ -210,20 +202,13 @@ pub(crate) fn r_uses_allocator(elem: ElemType, n: u64) -> bool {
     }
 }
 
-/// A new classic vector of `n` elements in `heap`; zero-filled (NA for
-/// character) when `init`. Requires [`r_uses_allocator`].
-pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
-    new_vector_in(heap, elem, n, init, None)
-}
-
 /// In a build without the classic path: the error that says so.
 #[cfg(not(feature = "classic"))]
-pub(crate) fn new_vector_in(
+pub(crate) fn new_vector(
     _heap: &Heap,
     _elem: ElemType,
     _n: u64,
     _init: bool,
-    _wrap: Option<R_altrep_class_t>,
 ) -> savvy::Result<SEXP> {
     Err(Error::Unsupported(
         "this build of Rfmalloc has no classic path (it was installed with \
@@ -233,16 +218,10 @@ pub(crate) fn new_vector_in(
     .into())
 }
 
-/// [`new_vector`], and with `wrap`, the ALTREP instance of that class whose
-/// data1 is the new vector (made under the same unwind protection).
+/// A new classic vector of `n` elements in `heap`; zero-filled (NA for
+/// character) when `init`. Requires [`r_uses_allocator`].
 #[cfg(feature = "classic")]
-pub(crate) fn new_vector_in(
-    heap: &Heap,
-    elem: ElemType,
-    n: u64,
-    init: bool,
-    wrap: Option<R_altrep_class_t>,
-) -> savvy::Result<SEXP> {
+pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
     let elt = if elem == ElemType::String {
         8
     } else {
@@ -255,6 +234,7 @@ pub(crate) fn new_vector_in(
         .checked_add(7)
         .map(|d| d & !7)
         .and_then(|d| d.checked_add(header))
+        .and_then(block_for)
         .ok_or_else(too_long)?;
     let pre = super::vector::heap_malloc(heap, want)?;
     let mut ctx = Ctx {
@@ -271,33 +251,16 @@ pub(crate) fn new_vector_in(
     let ty = sexptype(elem);
     // SAFETY: Rf_allocVector3 with a valid allocator that outlives the call;
     // an R error longjmps into unwind_protect, then we clean up below.
-    let made = unsafe {
-        protected(|| {
-            let v = Rf_allocVector3(ty, n as R_xlen_t, ap);
-            match wrap {
-                None => v,
-                Some(cls) => {
-                    Rf_protect(v);
-                    let x = R_new_altrep(cls, v, R_NilValue);
-                    Rf_unprotect(1);
-                    x
-                }
-            }
-        })
-    };
+    let made = unsafe { protected(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
     if let Some((off, _)) = ctx.pre.take() {
         // R did not take the block (it failed before, or asked for more).
         let _ = heap.release(off);
     }
     let made = made?;
-    // SAFETY: x is the new vector (n elements of `ty`), data1 of `made` when
-    // wrapped; filling does not allocate, so nothing needs protection.
+    // SAFETY: x is the new vector (n elements of `ty`); filling does not
+    // allocate, so nothing needs protection.
     unsafe {
-        let x = if wrap.is_some() {
-            R_altrep_data1(made)
-        } else {
-            made
-        };
+        let x = made;
         if elem == ElemType::String {
             if init {
                 for i in 0..n as R_xlen_t {
@@ -312,10 +275,8 @@ pub(crate) fn new_vector_in(
 }
 
 /// The heap block of a classic vector made by [`new_vector`], if `x` is one:
-/// its node lies in the mapping of a heap with live classic vectors, and
-/// the block that starts at most [`MAX_HEADER`] bytes before it holds our
-/// allocator copy (R's header sizes are not part of its API, so no exact
-/// distance is assumed; R 4.2 puts the node right after the copy).
+/// its node lies in a region registered by `mem_alloc` (see the module
+/// docs).
 ///
 /// # Safety
 /// `x` must be a valid SEXP.
@@ -327,31 +288,21 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
         }
         super::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?
     };
-    let node = x as *const u8;
-    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    for (heap, _) in live.iter() {
-        let Some(at) = heap.offset_of(node) else {
-            continue;
-        };
-        let nearest = at.checked_sub(ALLOCATOR_COPY)?;
-        let farthest = at.saturating_sub(MAX_HEADER);
-        // Blocks are 8-byte aligned.
-        let block = (farthest..=nearest)
-            .rev()
-            .step_by(8)
-            .find(|&b| is_our_copy(heap, b))?;
-        // SAFETY: x is a live vector; its data follow its header.
-        let data = unsafe { data_ptr(x) } as *const u8;
-        let data_offset = heap.offset_of(data)?;
-        // SAFETY: header read.
-        let n = unsafe { XLENGTH(x) } as u64;
-        let desc = BlockDesc {
-            offset: block,
-            data_offset,
-            elem,
-            length: n,
-        };
-        return Some((heap.clone(), desc, elem == ElemType::String));
-    }
-    None
+    let (_, tag) = fork::find(x as usize)?;
+    // SAFETY: a registered tag is the live ClassicBlock of that region
+    // (`mem_free` unregisters before dropping it); R is single-threaded.
+    let owned = unsafe { &*(tag as *const ClassicBlock) };
+    let heap = &owned.heap;
+    // SAFETY: x is a live vector; its data follow its header.
+    let data = unsafe { data_ptr(x) } as *const u8;
+    let data_offset = heap.offset_of(data)?;
+    // SAFETY: header read.
+    let n = unsafe { XLENGTH(x) } as u64;
+    let desc = BlockDesc {
+        offset: owned.block,
+        data_offset,
+        elem,
+        length: n,
+    };
+    Some((heap.clone(), desc, elem == ElemType::String))
 }

@@ -105,10 +105,8 @@ pub(crate) fn create(
     if classic && classic::r_uses_allocator(elem, n) {
         return classic::new_vector(heap, elem, n, init);
     }
-    // Without the classic path the data go in a block of their own below.
-    if classic::AVAILABLE && elem != ElemType::String && n > 0 {
-        return altrep::new_fresh(heap, elem, n, init);
-    }
+    // ALTREP: the data in a block of their own, both nodes in R's heap
+    // (never a node in the shared mapping: see `r::altrep`).
     let desc = if elem == ElemType::String {
         super::altstring::new_pool(heap, n)?
     } else {
@@ -176,21 +174,6 @@ pub(crate) struct Located {
 /// # Safety
 /// `x` must be a valid SEXP.
 pub(crate) unsafe fn locate(x: SEXP) -> Option<Located> {
-    // SAFETY: x is valid; the class is checked before data1 is read.
-    if let Some(raw) = unsafe { altrep::is_ours(x).then(|| altrep::backing(x)).flatten() } {
-        // SAFETY: raw is the live classic vector holding x's data.
-        let (heap, mut desc, _) = unsafe { classic::block_of(raw) }?;
-        // SAFETY: type read of a valid SEXP.
-        desc.elem = altrep::elem_of_sexptype(unsafe { TYPEOF(x) } as SEXPTYPE)?;
-        desc.length /= desc.elem.size();
-        return Some(Located {
-            heap,
-            desc,
-            classic: false,
-            private: false,
-            readonly: false,
-        });
-    }
     // SAFETY: x is valid; vec_data_of checks the class before reading data1.
     if let Some(d) = unsafe { altrep::vec_data_of(x) } {
         // SAFETY: a live VecData (not yet finalized: x is reachable).

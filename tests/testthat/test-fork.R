@@ -1,0 +1,128 @@
+# Forked children (parallel::mcparallel / mclapply) and the parent's R heap.
+# No R node header lies in shared writable memory (design invariant 6): a
+# child's garbage collection must leave the parent's nodes alone. Each
+# scenario runs in a separate R process (callr), so a crash fails the test
+# instead of the whole suite.
+
+# Runs `f` in a fresh R process; returns its value (a crash there is an error
+# here).
+in_fresh_r <- function(f, ...) {
+  callr::r(f, args = list(...), libpath = .libPaths())
+}
+
+# In a new process: fresh vectors of `method`, a child that runs gc() and
+# reads one of them, then several GCs (and allocations) in the parent.
+fork_gc_scenario <- function(method) {
+  in_fresh_r(function(method) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    x <- create_fmalloc_vector("double", 1000, heap = heap, method = method)
+    x[] <- 1
+    others <- lapply(1:50, function(i) {
+      create_fmalloc_vector("double", 100 + i, heap = heap, method = method)
+    })
+    job <- parallel::mcparallel({
+      gc()
+      # Allocating in a child is refused, never corruption.
+      err <- tryCatch(
+        create_fmalloc_vector("double", 10, heap = heap, method = method),
+        error = function(e) class(e)
+      )
+      list(sum = sum(x), err = err)
+    })
+    child <- parallel::mccollect(job)[[1]]
+    job2 <- parallel::mcparallel({
+      junk <- lapply(1:1000, function(i) numeric(20))
+      gc()
+      x[1:10] <- 2 # in place in the child
+      sum(x)
+    })
+    child2 <- parallel::mccollect(job2)[[1]]
+    for (i in 1:5) gc()
+    junk <- lapply(1:5000, function(i) numeric(10))
+    rm(others)
+    for (i in 1:5) gc()
+    list(child = child, child2 = child2, parent = sum(x),
+         still = length(create_fmalloc_vector("integer", 100, heap = heap, method = method)))
+  }, method = method)
+}
+
+test_that("a child's gc() leaves the parent's altrep vectors intact", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- fork_gc_scenario("altrep")
+  expect_identical(res$child$sum, 1000)
+  expect_true("fmalloc_forked" %in% res$child$err)
+  expect_identical(res$child2, 1010)
+  # ALTREP over a heap block: the child's in-place write reached the file.
+  expect_identical(res$parent, 1010)
+  expect_identical(res$still, 100L)
+})
+
+test_that("a child's gc() leaves the parent's classic vectors intact", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  res <- fork_gc_scenario("classic")
+  expect_identical(res$child$sum, 1000)
+  expect_true("fmalloc_forked" %in% res$child$err)
+  expect_identical(res$child2, 1010)
+  # A classic vector's pages are private to the child: its write stayed there.
+  expect_identical(res$parent, 1000)
+  expect_identical(res$still, 100L)
+})
+
+test_that("mclapply children fill disjoint ranges of a named vector", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    fmalloc_save(double(4000), "v", heap)
+    keep <- create_fmalloc_vector("double", 100, heap = heap, method = "altrep")
+    done <- parallel::mclapply(1:4, function(i) {
+      v <- fmalloc_get("v", heap)
+      idx <- (1000 * (i - 1) + 1):(1000 * i)
+      v[idx] <- i * 1000 + seq_along(idx) # in place, into the shared mapping
+      gc()
+      TRUE
+    }, mc.cores = 2)
+    for (i in 1:5) gc()
+    list(done = unlist(done), v = fmalloc_get("v", heap), keep = sum(keep))
+  })
+  expect_identical(res$done, rep(TRUE, 4))
+  expect_identical(res$v, unlist(lapply(1:4, function(i) i * 1000 + 1:1000)))
+  expect_identical(res$keep, 0)
+})
+
+test_that("a grandchild's gc() leaves its parent and grandparent intact (classic)", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    x <- create_fmalloc_vector("double", 1000, heap = heap, method = "classic")
+    x[] <- 1
+    others <- lapply(1:50, function(i) {
+      create_fmalloc_vector("double", 100, heap = heap, method = "classic")
+    })
+    job <- parallel::mcparallel({
+      junk <- lapply(1:2000, function(i) numeric(10))
+      gc()
+      inner <- parallel::mcparallel({
+        junk2 <- lapply(1:2000, function(i) numeric(10))
+        gc()
+        sum(x)
+      })
+      got <- parallel::mccollect(inner)[[1]]
+      gc()
+      c(got, sum(x))
+    })
+    child <- parallel::mccollect(job)[[1]]
+    for (i in 1:5) gc()
+    list(child = child, parent = sum(x))
+  })
+  expect_identical(res$child, c(1000, 1000))
+  expect_identical(res$parent, 1000)
+})
