@@ -3,6 +3,35 @@
 # handle is seen by every handle, never leaves a stale pointer, and never
 # moves a block another object still holds. Issue 9, items 2, 3 and 4.
 
+test_that("forked children may overwrite strings in place but never append (issue 9.4)", {
+  skip_on_os("windows")
+  heap <- local_heap()
+  fmalloc_save(rep("abcd", 8), "m", heap)
+  # Longer strings need room in the pool: two children appending at its
+  # one free end would overwrite each other's strings.
+  res <- parallel::mclapply(1:8, function(i) {
+    v <- fmalloc_get("m", heap)
+    tryCatch({
+      v[i] <- strrep(letters[i], 40)
+      "written"
+    }, fmalloc_forked = function(e) "forked")
+  }, mc.cores = 2)
+  expect_identical(unlist(res), rep("forked", 8))
+  expect_identical(fmalloc_get("m", heap), rep("abcd", 8))
+  # Writes that fit in place (not longer, or NA) reach the file.
+  res <- parallel::mclapply(1:8, function(i) {
+    v <- fmalloc_get("m", heap)
+    v[i] <- if (i == 8) NA else strrep(letters[i], 1 + i %% 4)
+    "ok"
+  }, mc.cores = 2)
+  expect_identical(unlist(res), rep("ok", 8))
+  expect_identical(
+    fmalloc_get("m", heap),
+    c(strrep(letters[1:7], 1 + (1:7) %% 4), NA)
+  )
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
+
 test_that("a pool that grows after R expanded the strings is read correctly (issue 9.2)", {
   skip_if_not_installed("callr")
   # Before the fix R read pool bytes as CHARSXP pointers and crashed: run
@@ -87,34 +116,5 @@ test_that("two handles on one named character object stay consistent (issue 9.4)
   b[3] <- strrep("y", 9000)
   expect_identical(a[3], strrep("y", 9000))
   expect_identical(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, a)), c(2L, 3L, 1L))
-  expect_identical(nrow(fmalloc_check(heap)), 0L)
-})
-
-test_that("forked children may overwrite strings in place but never append (issue 9.4)", {
-  skip_on_os("windows")
-  heap <- local_heap()
-  fmalloc_save(rep("abcd", 8), "m", heap)
-  # Longer strings need room in the pool: two children appending at its
-  # one free end would overwrite each other's strings.
-  res <- parallel::mclapply(1:8, function(i) {
-    v <- fmalloc_get("m", heap)
-    tryCatch({
-      v[i] <- strrep(letters[i], 40)
-      "written"
-    }, fmalloc_forked = function(e) "forked")
-  }, mc.cores = 2)
-  expect_identical(unlist(res), rep("forked", 8))
-  expect_identical(fmalloc_get("m", heap), rep("abcd", 8))
-  # Writes that fit in place (not longer, or NA) reach the file.
-  res <- parallel::mclapply(1:8, function(i) {
-    v <- fmalloc_get("m", heap)
-    v[i] <- if (i == 8) NA else strrep(letters[i], 1 + i %% 4)
-    "ok"
-  }, mc.cores = 2)
-  expect_identical(unlist(res), rep("ok", 8))
-  expect_identical(
-    fmalloc_get("m", heap),
-    c(strrep(letters[1:7], 1 + (1:7) %% 4), NA)
-  )
   expect_identical(nrow(fmalloc_check(heap)), 0L)
 })
