@@ -20,7 +20,10 @@
 //!   session that crashed, is free.
 //! - **References.** `malloc` gives a block one session reference;
 //!   `retain`/`release` count them; `put` marks blocks named. A block is freed
-//!   when it has no reference and no name.
+//!   when it has no reference and no name. This table is the one owner of
+//!   block ownership: `is_named`, `holders` and `named_desc` answer from it,
+//!   and `realloc` never resizes, moves or frees a block someone else holds
+//!   (a name or another reference): the caller gets a copy instead.
 //! - **Commit** (put/remove/rename): new meta and catalog blob into fresh
 //!   blocks, msync; then the inactive header slot with generation + 1, msync;
 //!   only then the old catalog/meta blocks are freed. A crash at any point
@@ -939,29 +942,34 @@ impl Heap {
         Ok(off)
     }
 
-    /// Resizes an unnamed block; may move it (the data are copied). The
-    /// block's references move with it: like C's realloc, holders of the
-    /// old offset must switch to the returned one.
+    /// Resizes the caller's reference to a block; the data are copied when
+    /// the block moves. Returns the offset the caller holds now.
+    ///
+    /// Ownership rule: a block someone else holds (a name, or another
+    /// session reference) is never resized, moved or freed. Then the caller
+    /// gets a new block with the old contents (its one reference moves to
+    /// it) and the old block keeps its name and its other holders,
+    /// unchanged. Only a block the caller alone holds is resized in place or
+    /// moved like C's realloc.
     pub fn realloc(&self, off: u64, new_size: u64) -> Result<u64> {
         let mut st = self.writer()?;
         let path = self.path();
-        let r = match st.refs.get(&off) {
-            Some(r) if !r.named => *r,
-            Some(_) => {
-                return Err(Error::Invalid(format!(
-                    "block at offset {off} belongs to a named object and cannot be resized"
-                )))
-            }
-            None => return Err(not_live(off)),
-        };
+        let r = *st.refs.get(&off).ok_or_else(|| not_live(off))?;
+        if r.count == 0 {
+            return Err(Error::Invalid(format!(
+                "block at offset {off} has no reference to resize"
+            )));
+        }
+        let shared = r.named || r.count > 1;
         let st = &mut *st;
         let State { map, alloc, .. } = st;
         let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
             path: path.to_path_buf(),
         })?;
-        if alloc
-            .resize_in_place(map, off, new_size)
-            .map_err(|e| Error::corrupt(path, e))?
+        if !shared
+            && alloc
+                .resize_in_place(map, off, new_size)
+                .map_err(|e| Error::corrupt(path, e))?
         {
             let cap = alloc
                 .usable_size(map, off)
@@ -989,10 +997,94 @@ impl Heap {
         // SAFETY: both ranges are inside live mappings (checked by `addr`)
         // and belong to two distinct allocator blocks, so they don't overlap.
         unsafe { std::ptr::copy_nonoverlapping(src, dst, n as usize) };
-        st.refs.remove(&off);
-        st.free_block(off);
-        st.refs.insert(new_off, Ref { capacity: cap, ..r });
+        if shared {
+            // The other holders keep the old block as it is.
+            if let Some(old) = st.refs.get_mut(&off) {
+                old.count -= 1;
+            }
+            debug_assert!(st.refs.get(&off).is_some_and(|o| o.named || o.count > 0));
+        } else {
+            st.refs.remove(&off);
+            st.free_block(off);
+        }
+        st.refs.insert(
+            new_off,
+            Ref {
+                count: 1,
+                named: false,
+                capacity: cap,
+            },
+        );
         Ok(new_off)
+    }
+
+    /// Whether the block at `off` belongs to a named object (the catalog
+    /// in force holds it). The one place that knows; O(1).
+    pub fn is_named(&self, off: u64) -> bool {
+        self.state().refs.get(&off).is_some_and(|r| r.named)
+    }
+
+    /// The catalog's description of the named block at `off` (`None` when
+    /// no object holds it): what a reference to a named block is checked
+    /// against.
+    pub fn named_desc(&self, off: u64) -> Option<BlockDesc> {
+        let st = self.state();
+        if !st.refs.get(&off).is_some_and(|r| r.named) {
+            return None;
+        }
+        st.catalog.values().find_map(|n| {
+            n.stored
+                .blocks
+                .iter()
+                .find(|b| b.offset == off)
+                .map(|b| BlockDesc {
+                    offset: b.offset,
+                    data_offset: b.data_offset,
+                    elem: b.elem,
+                    length: b.length,
+                })
+        })
+    }
+
+    /// How many session references hold the block at `off` (0 when it is
+    /// not live, or held by its name only).
+    pub fn holders(&self, off: u64) -> u64 {
+        self.state().refs.get(&off).map_or(0, |r| r.count)
+    }
+
+    /// True in a process forked off the one that opened this heap: it may
+    /// read and write blocks in place but not allocate (see module docs).
+    pub fn is_forked(&self) -> bool {
+        self.shared.owner.is_forked()
+    }
+
+    /// Whether two handles are the same open heap (clones of one `open`).
+    pub fn same(&self, other: &Heap) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Points the named object holding the block at `old` to `new` instead,
+    /// in one atomic commit (the object keeps its meta and other blocks).
+    /// `new` must be a live, unnamed block; afterwards `old` is no longer
+    /// named (its session references still keep it alive). Returns whether
+    /// an object held `old`.
+    pub fn move_name(&self, old: u64, new: &BlockDesc) -> Result<bool> {
+        let found = {
+            let st = self.state();
+            st.catalog
+                .values()
+                .filter(|n| n.damaged.is_none())
+                .find_map(|n| {
+                    let i = n.stored.blocks.iter().position(|b| b.offset == old)?;
+                    let mut e = to_entry(n);
+                    e.blocks[i] = new.clone();
+                    Some(e)
+                })
+        };
+        match found {
+            Some(e) => self.put(&e.name, &e.meta, &e.blocks, true).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// One more session reference to the block at `off`. A named block of

@@ -10,6 +10,7 @@ pub mod format;
 pub mod heap;
 pub mod lock;
 pub mod map;
+pub mod pool;
 #[doc(hidden)]
 pub mod prng;
 pub mod strpool;

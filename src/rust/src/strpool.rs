@@ -221,6 +221,23 @@ pub fn get<'a>(buf: &'a [u8], l: &Layout, i: u64) -> Result<Elt<'a>, PoolError> 
     )))
 }
 
+/// Whether [`set`] would write `v` at `i` without taking room from the free
+/// end of the string area: an `NA`, or a string not longer than the valid
+/// one it replaces. Such writes touch only element `i`'s own record and
+/// bytes (and the header's garbage count), so processes that share the
+/// block may make them to different elements at once.
+pub fn fits_in_place(buf: &[u8], l: &Layout, i: u64, v: Elt<'_>) -> Result<bool, PoolError> {
+    let at = entry_at(l, i)?;
+    let Some((bytes, _)) = v else {
+        return Ok(true);
+    };
+    let (old_off, old_len, old_flags) = read_entry(buf, at);
+    let old_len = u64::from(old_len);
+    Ok(old_flags & FLAG_PRESENT != 0
+        && old_off.checked_add(old_len).is_some_and(|e| e <= l.used)
+        && bytes.len() as u64 <= old_len)
+}
+
 /// Sets element `i`. Overwrites in place when the new string is not longer
 /// than the old one, appends otherwise; `Full` (nothing changed) when the
 /// string area lacks room.

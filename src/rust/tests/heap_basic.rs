@@ -413,8 +413,16 @@ fn realloc_grows_shrinks_and_moves_with_data() {
     let same = h.realloc(moved, 50).unwrap();
     assert_eq!(same, moved);
     assert_eq!(read(&h, same, 50), data[..50]);
+    write(&h, blocker, &[7; 64]);
     h.put("n", b"", &[raw(blocker, 64)], false).unwrap();
-    assert!(h.realloc(blocker, 10).is_err(), "named block resized");
+    // A named block is never resized or moved: the caller gets a copy.
+    let copy = h.realloc(blocker, 10).unwrap();
+    assert_ne!(copy, blocker, "named block resized");
+    assert_eq!(read(&h, copy, 10), vec![7; 10]);
+    assert_eq!(read(&h, blocker, 64), vec![7; 64]);
+    assert!(h.is_named(blocker) && !h.is_named(copy));
+    assert_eq!((h.holders(blocker), h.holders(copy)), (0, 1));
+    h.release(copy).unwrap();
     // Far beyond the heap: grows.
     let huge = h.realloc(same, 8 << 20).unwrap();
     assert_eq!(read(&h, huge, 50), data[..50]);

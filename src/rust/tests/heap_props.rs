@@ -61,6 +61,9 @@ fn verify(h: &Heap, m: &Model) {
     h.check_invariants().unwrap();
     for (&off, b) in &m.blocks {
         assert!(h.block_size(off).unwrap() >= b.len);
+        // The core answers who holds a block; nobody rebuilds it.
+        assert_eq!(h.holders(off), b.count, "holders of block {off}");
+        assert_eq!(h.is_named(off), b.named.is_some(), "name of block {off}");
         assert!(
             read(h, off, b.len).iter().all(|&x| x == b.fill),
             "block {off} changed"
@@ -92,7 +95,7 @@ fn run(seed: u64, steps: usize) {
     let mut m = Model::default();
     let mut rng = Rng::from_seed(seed);
     for _ in 0..steps {
-        match rng.below(20) {
+        match rng.below(21) {
             0..=4 => {
                 let len = match rng.below(10) {
                     0 => rng.below(300_000),
@@ -138,15 +141,34 @@ fn run(seed: u64, steps: usize) {
                 }
             }
             10 => {
-                if let Some(off) = m.pick(&mut rng, |b| b.named.is_none()) {
-                    let old = m.blocks.remove(&off).unwrap();
+                // Realloc by one holder of a block that may have others (a
+                // name, more references): the others must see the old
+                // bytes, unchanged, at the old offset.
+                if let Some(off) = m.pick(&mut rng, |b| b.count > 0) {
+                    let old = m.blocks[&off].clone();
                     let len = rng.below(20_000);
                     let new = h.realloc(off, len).unwrap();
                     let keep = old.len.min(len);
                     assert!(read(&h, new, keep).iter().all(|&x| x == old.fill));
+                    let shared = old.count > 1 || old.named.is_some();
+                    if shared {
+                        assert_ne!(new, off, "a shared block was resized in place");
+                        m.blocks.get_mut(&off).unwrap().count -= 1;
+                    } else {
+                        m.blocks.remove(&off);
+                    }
                     let fill = rng.next_u64() as u8;
                     fill_block(&h, new, len, fill);
-                    m.blocks.insert(new, Block { len, fill, ..old });
+                    let b = Block {
+                        len,
+                        fill,
+                        count: 1,
+                        named: None,
+                    };
+                    assert!(
+                        m.blocks.insert(new, b).is_none() || new == off,
+                        "realloc returned a block another holder has"
+                    );
                 }
             }
             11..=14 => {
@@ -234,6 +256,16 @@ fn run(seed: u64, steps: usize) {
                     m.names.insert(to.into(), e);
                 }
             }
+            18 => {
+                // Several holders on one block, then a holder reallocs
+                // while the others keep reading.
+                if let Some(off) = m.pick(&mut rng, |b| b.count > 0) {
+                    for _ in 0..1 + rng.below(3) {
+                        h.retain(off).unwrap();
+                        m.blocks.get_mut(&off).unwrap().count += 1;
+                    }
+                }
+            }
             _ => h = reopen(&p, h, &mut m),
         }
         verify(&h, &m);
@@ -256,4 +288,104 @@ fn random_sequences_against_a_shadow_model() {
         "heap property test: {cases} sequences x {steps} steps = {} steps checked",
         cases * steps as u64
     );
+}
+
+/// Shared string pools: several vectors (views) over one pool, random
+/// writes of short and long strings through any view, naming, removing and
+/// renaming, against a model of every element. Every view reads the model's
+/// strings after every step; blocks of other objects never change.
+fn run_pools(seed: u64, steps: usize) {
+    use rfmalloc::pool::{Hold, Pool};
+    use rfmalloc::strpool::{self, Encoding};
+
+    let d = TempDir::new("pools");
+    let h = open(&d.file("p.bin"), 256 << 10);
+    let mut rng = Rng::from_seed(seed);
+    // A bystander: a named block whose bytes must never change.
+    let bystander = put_bytes(&h, "bystander", 333, 0x5a);
+    let n = 1 + rng.below(6);
+    let bytes = strpool::block_size(n, 8 + rng.below(64)).unwrap();
+    let off = h.malloc(bytes).unwrap();
+    let p = h.ptr(off, bytes).unwrap();
+    // SAFETY: the fresh block, `bytes` long.
+    strpool::init(
+        unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), bytes as usize) },
+        n,
+    )
+    .unwrap();
+    let mut views = vec![Pool::open(&h, off, bytes, Hold::Adopt).unwrap()];
+    let mut model: Vec<Option<Vec<u8>>> = vec![None; n as usize];
+    let mut named = false;
+    let mut malloc = |h: &Heap, n: u64| h.malloc(n);
+    for _ in 0..steps {
+        match rng.below(10) {
+            0..=4 => {
+                let v = &views[rng.below(views.len() as u64) as usize];
+                let i = rng.below(n);
+                let s = match rng.below(6) {
+                    0 => None,
+                    1 => Some(vec![b'L'; rng.below(3000) as usize]),
+                    _ => Some(vec![b'a' + rng.below(26) as u8; rng.below(12) as usize]),
+                };
+                v.set(i, s.as_deref().map(|b| (b, Encoding::Native)), &mut malloc)
+                    .unwrap();
+                model[i as usize] = s;
+            }
+            5 => {
+                // Another vector over the pool's current block.
+                let loc = views[0].location();
+                let v = Pool::open(&h, loc.block, loc.bytes, Hold::Retain).unwrap();
+                assert!(v.same(&views[0]));
+                views.push(v);
+            }
+            6 if views.len() > 1 => {
+                views.swap_remove(rng.below(views.len() as u64) as usize);
+            }
+            7 => {
+                if named {
+                    h.remove("s").unwrap();
+                } else {
+                    h.put("s", b"m", &[views[0].desc()], true).unwrap();
+                }
+                named = !named;
+            }
+            8 if named => {
+                h.rename("s", "t", false).unwrap();
+                h.rename("t", "s", false).unwrap();
+            }
+            _ => {}
+        }
+        let loc = views[0].location();
+        assert_eq!(h.is_named(loc.block), named);
+        assert_eq!(h.holders(loc.block), 1, "the pool holds its block once");
+        if named {
+            assert_eq!(h.get("s").unwrap().blocks[0], views[0].desc());
+        }
+        for v in &views {
+            assert_eq!(v.location(), loc, "a view kept an old location");
+            v.read(|buf| {
+                let l = strpool::layout(buf).unwrap();
+                for (i, want) in model.iter().enumerate() {
+                    let got = strpool::get(buf, &l, i as u64)
+                        .unwrap()
+                        .map(|(b, _)| b.to_vec());
+                    assert_eq!(&got, want, "element {i}");
+                }
+            });
+        }
+        assert!(read(&h, bystander, 333).iter().all(|&x| x == 0x5a));
+        h.check_invariants().unwrap();
+    }
+    let last = views[0].location().block;
+    drop(views);
+    assert_eq!(h.holders(last), 0);
+    assert_eq!(h.block_size(last).is_ok(), named);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn shared_pools_against_a_model() {
+    for seed in 0..40 {
+        run_pools(seed, 150);
+    }
 }

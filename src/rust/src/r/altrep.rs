@@ -6,12 +6,16 @@
 //! What an instance holds:
 //!
 //! - **data1**: an external pointer to a boxed [`VecData`]: a clone of the
-//!   [`Heap`] (which keeps the mapping alive, invariant 3), the block
-//!   offset, the offset of element 0, the length, the element type and
-//!   whether the heap is read-only. Its C finalizer runs when the vector is
-//!   collected: it releases the vector's reference to the block (the
+//!   [`Heap`] (which keeps the mapping alive, invariant 3), where the
+//!   elements are ([`Store`]: a block and the offset of element 0, or the
+//!   shared [`Pool`] of a character vector), the length, the element type
+//!   and whether the heap is read-only. Its C finalizer runs when the vector
+//!   is collected: it releases the vector's reference to the block (the
 //!   allocator frees an unnamed block, so GC returns heap space) and drops
-//!   the heap clone (the last clone of a closed heap unmaps it).
+//!   the heap clone (the last clone of a closed heap unmaps it). Every
+//!   vector over one string pool shares one [`Pool`] (`crate::pool`): where
+//!   the pool lives is never copied into a vector, so growth through one
+//!   handle is seen by all.
 //!
 //!   Both nodes (the ALTREP instance and the external pointer) are ordinary
 //!   nodes in R's own heap; the heap block holds the elements only. That is
@@ -29,7 +33,12 @@
 //!   (nothing may ever write through a read-only mapping), or, for
 //!   character vectors, the expanded STRSXP made when R asks for a data
 //!   pointer (a string pool holds bytes, not CHARSXP pointers). Once data2
-//!   is set every method reads and writes it.
+//!   is set every method reads and writes it. Whether a vector has such a
+//!   copy, and the address of its elements, are derived from data2 on every
+//!   call ([`private_copy`], [`cur`]), never cached: a cached pointer goes
+//!   stale when a pool grows. An expanded character copy of a writable
+//!   vector is refreshed from the pool when another view wrote it
+//!   ([`Pool::generation`]).
 //!
 //! Methods: Length, Inspect (class, heap path, block, offset, length),
 //! Dataptr (the mapped address, so in-place writes land in the file),
@@ -55,27 +64,36 @@ use super::altstring;
 use super::ffi::*;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::pool::{Hold, Pool};
 use crate::strpool;
+
+/// Where a vector's elements live in the heap.
+pub(crate) enum Store {
+    /// Fixed-size elements in a block this vector holds one reference to.
+    Block {
+        /// Payload offset of the block.
+        block: u64,
+        /// File offset of element 0.
+        data_off: u64,
+        /// Address of element 0 in the mapping (mapped memory never moves).
+        mapped: *mut u8,
+    },
+    /// A string pool, shared by every vector over it (the pool holds the
+    /// block reference).
+    Pool(Pool),
+}
 
 /// What data1's external pointer points to.
 pub(crate) struct VecData {
     pub(crate) heap: Heap,
-    /// Payload offset of the heap block this vector holds a reference to.
-    pub(crate) block: u64,
-    /// File offset of element 0 (strings: of the pool, i.e. `block`).
-    pub(crate) data_off: u64,
+    pub(crate) store: Store,
     /// Number of elements.
     pub(crate) len: u64,
-    /// Bytes of the string pool (strings only; 0 otherwise).
-    pub(crate) pool_len: u64,
     pub(crate) elem: ElemType,
     pub(crate) readonly: bool,
-    /// Address of element 0 in the mapping (strings: of the pool).
-    pub(crate) mapped: *mut u8,
-    /// Where elements are read and written now: `mapped`, or data2's data
-    /// once a private copy replaced the mapping.
-    pub(crate) cur: *mut u8,
-    pub(crate) materialised: bool,
+    /// The pool generation data2's expanded strings were read at (strings
+    /// of a writable heap only).
+    pub(crate) seen: u64,
     /// Bytes this vector returns to the GC trigger when collected (those of
     /// a block it adopted; 0 for a retained, shared block).
     pub(crate) counted: u64,
@@ -85,18 +103,72 @@ pub(crate) struct VecData {
 }
 
 impl VecData {
-    /// The heap block as the catalog describes it.
+    /// The heap block as the catalog describes it (now: a pool may move).
     pub(crate) fn desc(&self) -> BlockDesc {
-        BlockDesc {
-            offset: self.block,
-            data_offset: self.data_off,
-            elem: self.elem,
-            length: if self.elem == ElemType::String {
-                self.pool_len
-            } else {
-                self.len
+        match &self.store {
+            Store::Block {
+                block, data_off, ..
+            } => BlockDesc {
+                offset: *block,
+                data_offset: *data_off,
+                elem: self.elem,
+                length: self.len,
             },
+            Store::Pool(p) => p.desc(),
         }
+    }
+
+    /// Address of element 0 in the mapping (null for a string pool, whose
+    /// elements are not an array).
+    #[inline]
+    pub(crate) fn mapped(&self) -> *mut u8 {
+        match &self.store {
+            Store::Block { mapped, .. } => *mapped,
+            Store::Pool(_) => ptr::null_mut(),
+        }
+    }
+
+    /// The string pool of a character vector.
+    pub(crate) fn pool(&self) -> Option<&Pool> {
+        match &self.store {
+            Store::Pool(p) => Some(p),
+            Store::Block { .. } => None,
+        }
+    }
+
+    /// Gives up this vector's hold on its block (a pool's hold goes with
+    /// the last vector over it).
+    fn release_block(&self) {
+        if let Store::Block { block, .. } = &self.store {
+            let _ = self.heap.release(*block);
+        }
+    }
+}
+
+/// data2: the ordinary vector that replaced the mapping for `x`, if any.
+///
+/// # Safety
+/// `x` must be an instance of one of the fmalloc classes.
+#[inline]
+pub(crate) unsafe fn private_copy(x: SEXP) -> Option<SEXP> {
+    // SAFETY: reading data2 of a valid ALTREP instance.
+    let d2 = unsafe { R_altrep_data2(x) };
+    // SAFETY: comparing with R's nil constant.
+    (d2 != unsafe { R_NilValue }).then_some(d2)
+}
+
+/// Where `x`'s elements are read and written now: data2's data when a
+/// private copy replaced the mapping, the mapping otherwise. Derived on
+/// every call (see the module docs).
+///
+/// # Safety
+/// `x` must be an instance with an external-pointer data1 and `d` its data.
+#[inline]
+pub(crate) unsafe fn cur(x: SEXP, d: &VecData) -> *mut u8 {
+    // SAFETY: data2, when set, is an ordinary vector of x's type.
+    match unsafe { private_copy(x) } {
+        Some(copy) => unsafe { data_ptr(copy) as *mut u8 },
+        None => d.mapped(),
     }
 }
 
@@ -242,9 +314,11 @@ pub(crate) unsafe fn vec_data_of(x: SEXP) -> Option<*mut VecData> {
 /// `x` must be an instance of an atomic fmalloc class with elements `T`.
 #[inline]
 unsafe fn storage<T>(x: SEXP) -> (*mut T, R_xlen_t) {
-    // SAFETY: see `vd`.
-    let d = unsafe { vd(x) };
-    (d.cur as *mut T, d.len as R_xlen_t)
+    // SAFETY: see `vd` and `cur`.
+    unsafe {
+        let d = vd(x);
+        (cur(x, d) as *mut T, d.len as R_xlen_t)
+    }
 }
 
 /// The [`VecData`] of an instance of one of our classes (R only calls our
@@ -346,15 +420,28 @@ pub(crate) fn new_altrep(heap: &Heap, desc: &BlockDesc, how: BlockRef) -> savvy:
     let result = describe(heap, desc).and_then(|mut data| {
         if adopted {
             data.counted = desc.length.saturating_mul(desc.elem.size());
-        } else {
-            heap.retain(desc.offset)?;
+        }
+        if desc.elem == ElemType::String {
+            // The pool holds the block: adopts the caller's reference or
+            // takes one (or is the pool other vectors already share).
+            let hold = if adopted { Hold::Adopt } else { Hold::Retain };
+            let pool = Pool::open(heap, desc.offset, desc.length, hold);
+            let pool = match pool {
+                Ok(p) => p,
+                // Pool::open released an adopted block itself.
+                Err(e) => return Err((e, false)),
+            };
+            data.len = pool.read(strpool::layout).map(|l| l.n).unwrap_or(data.len);
+            data.store = Store::Pool(pool);
+        } else if !adopted {
+            heap.retain(desc.offset).map_err(|e| (e, false))?;
         }
         Ok(data)
     });
     let data = match result {
         Ok(d) => d,
-        Err(e) => {
-            if adopted {
+        Err((e, owned)) => {
+            if adopted && owned {
                 let _ = heap.release(desc.offset);
             }
             return Err(e.into());
@@ -364,7 +451,12 @@ pub(crate) fn new_altrep(heap: &Heap, desc: &BlockDesc, how: BlockRef) -> savvy:
 }
 
 /// Validates `desc` against the heap (untrusted catalog) and maps it.
-fn describe(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
+/// The error is paired with whether the caller still owns an adopted block.
+fn describe(heap: &Heap, desc: &BlockDesc) -> Result<VecData, (Error, bool)> {
+    describe_block(heap, desc).map_err(|e| (e, true))
+}
+
+fn describe_block(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
     let bad = |what: String| Error::Invalid(format!("block at offset {}: {what}", desc.offset));
     let cap = heap.block_size(desc.offset)?;
     let block_end = desc
@@ -388,31 +480,32 @@ fn describe(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
         )));
     }
     let mapped = heap.ptr(desc.data_offset, bytes)?.as_ptr();
-    let (len, pool_len) = if desc.elem == ElemType::String {
+    let len = if desc.elem == ElemType::String {
         // SAFETY: [mapped, mapped + bytes) is mapped while `heap` lives.
         let buf = unsafe { std::slice::from_raw_parts(mapped, bytes as usize) };
         let l = strpool::layout(buf).map_err(|e| Error::Corrupt {
             path: heap.path().to_path_buf(),
             what: e.to_string(),
         })?;
-        (l.n, bytes)
+        l.n
     } else {
-        (desc.length, 0)
+        desc.length
     };
     if len > isize::MAX as u64 {
         return Err(bad("length exceeds R_xlen_t".into()));
     }
     Ok(VecData {
         heap: heap.clone(),
-        block: desc.offset,
-        data_off: desc.data_offset,
+        // For strings, `new_altrep` replaces this by the shared pool.
+        store: Store::Block {
+            block: desc.offset,
+            data_off: desc.data_offset,
+            mapped,
+        },
         len,
-        pool_len,
         elem: desc.elem,
         readonly: heap.is_readonly(),
-        mapped,
-        cur: mapped,
-        materialised: false,
+        seen: 0,
         counted: 0,
         by_reference: false,
     })
@@ -426,7 +519,7 @@ fn wrap(data: VecData) -> savvy::Result<SEXP> {
     let cls = match class_of(data.elem) {
         Some(c) => c,
         None => {
-            let _ = data.heap.release(data.block);
+            data.release_block();
             return Err(savvy::Error::new(
                 "Rfmalloc: ALTREP classes are not registered",
             ));
@@ -446,7 +539,7 @@ fn wrap(data: VecData) -> savvy::Result<SEXP> {
     let x = match made {
         Ok(x) => x,
         Err(e) => {
-            let _ = data.heap.release(data.block);
+            data.release_block();
             return Err(e);
         }
     };
@@ -492,7 +585,7 @@ unsafe extern "C" fn finalize(ext: SEXP) {
     unsafe { R_ClearExternalPtr(ext) };
     let data = unsafe { Box::from_raw(p) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
-        let _ = data.heap.release(data.block);
+        data.release_block();
         super::vector::returned(data.counted);
         drop(data);
     }));
@@ -520,14 +613,17 @@ unsafe extern "C" fn inspect(
         // SAFETY: R calls this with an instance of our class.
         let d = unsafe { vd(x) };
         let name = class_index(d.elem).map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
+        let desc = d.desc();
+        // SAFETY: R calls this with an instance of our class.
+        let copied = unsafe { private_copy(x) }.is_some();
         Ok(std::ffi::CString::new(format!(
             "{name} (heap '{}', block {}, offset {}, length {}{}{})\n",
             d.heap.path().display(),
-            d.block,
-            d.data_off,
+            desc.offset,
+            desc.data_offset,
             d.len,
             if d.readonly { ", read-only" } else { "" },
-            if d.materialised { ", materialised" } else { "" },
+            if copied { ", materialised" } else { "" },
         ))
         .unwrap_or_default())
     });
@@ -542,7 +638,8 @@ unsafe extern "C" fn inspect(
 /// `x` must be an instance of our classes; may allocate (and so longjmp on
 /// R memory errors) while no Rust value with a destructor is live.
 pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
-    if d.materialised {
+    // SAFETY: x is an instance of our classes.
+    if unsafe { private_copy(x) }.is_some() {
         return;
     }
     let n = d.len as R_xlen_t;
@@ -550,46 +647,55 @@ pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
     // copy reads `len` elements from the live mapping.
     unsafe {
         let copy = Rf_protect(Rf_allocVector(sexptype(d.elem), n));
-        if d.elem == ElemType::String {
+        if let Some(pool) = d.pool() {
+            d.seen = pool.generation();
             for i in 0..n {
                 SET_STRING_ELT(copy, i, altstring::pool_elt(d, i));
             }
         } else {
             let bytes = (d.len * d.elem.size()) as usize;
-            ptr::copy_nonoverlapping(d.mapped, data_ptr(copy) as *mut u8, bytes);
+            ptr::copy_nonoverlapping(d.mapped(), data_ptr(copy) as *mut u8, bytes);
         }
         R_set_altrep_data2(x, copy);
         Rf_unprotect(1);
-        d.cur = data_ptr(copy) as *mut u8;
     }
-    d.materialised = true;
 }
 
 unsafe extern "C" fn dataptr(x: SEXP, writable: Rboolean) -> *mut c_void {
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
-    let private = d.elem == ElemType::String || (writable != 0 && d.readonly);
-    if private && !d.materialised {
+    if d.elem == ElemType::String {
+        // SAFETY: see `altstring::expanded`.
+        return unsafe { data_ptr(altstring::expanded(x, d)) };
+    }
+    if writable != 0 && d.readonly {
         // SAFETY: see `materialise`; `d` is a plain reference.
         unsafe { materialise(x, d) };
     }
-    d.cur as *mut c_void
+    // SAFETY: x is our instance, d its data.
+    unsafe { cur(x, d) as *mut c_void }
 }
 
 unsafe extern "C" fn dataptr_or_null(x: SEXP) -> *const c_void {
     // SAFETY: R calls this with an instance of our class.
     let d = unsafe { vd(x) };
-    if d.elem == ElemType::String && !d.materialised {
-        return ptr::null();
+    if d.elem == ElemType::String {
+        // Only an expanded copy that is current (never allocates here).
+        // SAFETY: x is our instance.
+        return match unsafe { private_copy(x) } {
+            Some(copy) if !altstring::stale(d) => unsafe { data_ptr(copy) },
+            _ => ptr::null(),
+        };
     }
-    d.cur as *const c_void
+    // SAFETY: x is our instance, d its data.
+    unsafe { cur(x, d) as *const c_void }
 }
 
 unsafe extern "C" fn elt<T: Copy>(x: SEXP, i: R_xlen_t) -> T {
     // SAFETY: R calls Elt with 0 <= i < length on an instance whose
     // elements are of type T (fixed by the class the method was set on).
     // The hot path of scalar `x[i]`: no length lookup.
-    unsafe { *(vd(x).cur as *const T).offset(i) }
+    unsafe { *(cur(x, vd(x)) as *const T).offset(i) }
 }
 
 /// The value an out-of-range or `NA` index selects.
@@ -715,17 +821,11 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
         let out = Rf_protect(Rf_allocVector(sexptype(d.elem), n));
         if d.elem == ElemType::String {
             for i in 0..n {
-                let d = vd(x);
-                let s = if d.materialised {
-                    STRING_ELT(R_altrep_data2(x), i)
-                } else {
-                    altstring::pool_elt(d, i)
-                };
-                SET_STRING_ELT(out, i, s);
+                SET_STRING_ELT(out, i, altstring::elt(x, i));
             }
         } else {
             let bytes = (d.len * d.elem.size()) as usize;
-            ptr::copy_nonoverlapping(d.cur, data_ptr(out) as *mut u8, bytes);
+            ptr::copy_nonoverlapping(cur(x, d), data_ptr(out) as *mut u8, bytes);
         }
         Rf_unprotect(1);
         out

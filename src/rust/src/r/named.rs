@@ -46,13 +46,18 @@ fn fmalloc_named_save(
 ) -> savvy::Result<()> {
     let heap = heap.heap()?;
     // A block belongs to at most one named object: a leaf whose block
-    // another object owns (or that appears twice in `x`) is copied.
-    let mut taken: HashSet<u64> = heap
-        .list()
-        .into_iter()
-        .filter(|e| !(overwrite && e.name == name))
-        .flat_map(|e| e.blocks.into_iter().map(|b| b.offset))
-        .collect();
+    // another object owns (the core knows which blocks are named) or that
+    // appears twice in `x` is copied. With `overwrite`, the blocks `name`
+    // holds now may be kept.
+    let own: HashSet<u64> = if overwrite {
+        match heap.get(name) {
+            Ok(e) => e.blocks.iter().map(|b| b.offset).collect(),
+            Err(_) => HashSet::new(),
+        }
+    } else {
+        HashSet::new()
+    };
+    let mut taken: HashSet<u64> = HashSet::new();
     // Copies made for this call stay alive (and their blocks referenced)
     // until this function returns; if `put` fails they are collected later
     // and their blocks freed, so a failed save leaves no named data behind.
@@ -60,7 +65,12 @@ fn fmalloc_named_save(
     let mut blocks = Vec::with_capacity(leaves.len());
     for (i, leaf) in leaves.values_iter().enumerate() {
         let desc = match block_of_leaf(&heap, leaf.0) {
-            Some(desc) if taken.insert(desc.offset) => desc,
+            Some(desc)
+                if (own.contains(&desc.offset) || !heap.is_named(desc.offset))
+                    && taken.insert(desc.offset) =>
+            {
+                desc
+            }
             _ => {
                 let (vector, desc) = copy_leaf_into_heap(&heap, leaf)?;
                 copies.set_value(i, vector)?;

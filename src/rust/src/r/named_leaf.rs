@@ -90,8 +90,8 @@ fn copy_strings(heap: &Heap, chars: &[SEXP]) -> savvy::Result<BlockDesc> {
     let elts: Vec<strpool::Elt<'_>> = chars.iter().map(|&c| char_elt(c)).collect();
     let text: u64 = elts.iter().flatten().map(|(b, _)| b.len() as u64).sum();
     let n = elts.len() as u64;
-    // Room for later in-place writes of longer strings: a named pool cannot
-    // grow (its block cannot move while the catalog points at it).
+    // Room for later writes of longer strings without moving the pool (a
+    // named pool that grows moves to a new block, with a catalog commit).
     let cap = text.saturating_add((text / 4).max(256));
     let size = strpool::block_size(n, cap)
         .ok_or_else(|| Error::Invalid("character vector too long".into()))?;
@@ -131,27 +131,4 @@ pub(crate) fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
 /// A new ALTREP vector over a stored block (one more reference to it).
 pub(crate) fn vector_over_block(heap: &Heap, desc: &BlockDesc) -> savvy::Result<Sexp> {
     Ok(Sexp(new_altrep(heap, desc, BlockRef::Retain)?))
-}
-
-/// Whether the block at `offset` belongs to a named object of `heap`.
-pub(crate) fn is_named_block(heap: &Heap, offset: u64) -> bool {
-    heap.list()
-        .iter()
-        .any(|e| e.blocks.iter().any(|b| b.offset == offset))
-}
-
-/// Points the named object that holds the block at `old` to `new` instead
-/// (one atomic catalog update; the object keeps its meta and other blocks).
-/// For a named string pool that must move to grow. `new` must be a live,
-/// unnamed block; `old` is no longer named afterwards (its holders still
-/// keep it alive). Does nothing if no object holds `old`.
-pub(crate) fn move_named_block(heap: &Heap, old: u64, new: &BlockDesc) -> Result<(), Error> {
-    for entry in heap.list() {
-        if let Some(i) = entry.blocks.iter().position(|b| b.offset == old) {
-            let mut blocks = entry.blocks;
-            blocks[i] = new.clone();
-            return heap.put(&entry.name, &entry.meta, &blocks, true);
-        }
-    }
-    Ok(())
 }

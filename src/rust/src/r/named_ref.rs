@@ -30,7 +30,7 @@ use std::os::raw::c_char;
 
 use savvy::{savvy, OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
-use super::altrep::{guard, vec_data_of, VecData};
+use super::altrep::{guard, private_copy, vec_data_of, VecData};
 use super::ffi::*;
 use super::heap_handle::FmallocHeap;
 use super::named_leaf::vector_over_block;
@@ -57,29 +57,32 @@ unsafe fn reference_option() -> bool {
     }
 }
 
-/// Whether `desc` is exactly a block of a named object of `heap`.
+/// Whether `desc` is exactly a block of a named object of `heap` (the core
+/// knows which blocks are named).
 fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
-    heap.list()
-        .iter()
-        .any(|e| e.blocks.iter().any(|b| b == desc))
+    heap.named_desc(desc.offset).as_ref() == Some(desc)
 }
 
-/// Whether the vector's values are those in the file: not materialised, or
-/// materialised (R asked a read-only vector for a writable pointer, e.g. to
-/// serialize it by value) but not changed since.
-fn in_file(d: &VecData) -> bool {
-    if !d.materialised {
+/// Whether the vector's values are those in the file: no private copy, or
+/// a copy (R asked a read-only vector for a writable pointer, e.g. to
+/// serialize it by value) not changed since.
+///
+/// # Safety
+/// `x` must be an fmalloc instance and `d` its data.
+unsafe fn in_file(x: SEXP, d: &VecData) -> bool {
+    // SAFETY: forwarded to the caller.
+    let Some(copy) = (unsafe { private_copy(x) }) else {
         return true;
-    }
+    };
     if d.elem == ElemType::String {
         return false;
     }
     let bytes = (d.len * d.elem.size()) as usize;
-    // SAFETY: `mapped` and `cur` each hold `len` elements while the vector
-    // lives (the mapping, and data2's private copy).
+    // SAFETY: the mapping and data2's private copy each hold `len`
+    // elements while the vector lives.
     unsafe {
-        std::slice::from_raw_parts(d.mapped as *const u8, bytes)
-            == std::slice::from_raw_parts(d.cur as *const u8, bytes)
+        std::slice::from_raw_parts(d.mapped() as *const u8, bytes)
+            == std::slice::from_raw_parts(data_ptr(copy) as *const u8, bytes)
     }
 }
 
@@ -120,7 +123,7 @@ pub(crate) unsafe fn serialized_state(x: SEXP) -> SEXP {
     // SAFETY: a live VecData, only read.
     let d = unsafe { &*d };
     // SAFETY: reads an option.
-    if !in_file(d) || !(d.by_reference || unsafe { reference_option() }) {
+    if !unsafe { in_file(x, d) } || !(d.by_reference || unsafe { reference_option() }) {
         return std::ptr::null_mut();
     }
     let desc = d.desc();
@@ -203,7 +206,7 @@ fn fmalloc_ref_leaf(x: Sexp) -> savvy::Result<Sexp> {
     let found = unsafe { vec_data_of(x.0) }.map(|d| {
         // SAFETY: a live VecData, only read.
         let d = unsafe { &*d };
-        (d.heap.clone(), d.desc(), !in_file(d))
+        (d.heap.clone(), d.desc(), !unsafe { in_file(x.0, d) })
     });
     let (heap, desc) =
         match found {

@@ -184,7 +184,8 @@ pub(crate) unsafe fn locate(x: SEXP) -> Option<Located> {
             classic: false,
             // A writable character vector keeps its pool in step with its
             // expanded copy; otherwise a materialised vector is private.
-            private: d.materialised && (d.readonly || d.elem != ElemType::String),
+            private: unsafe { altrep::private_copy(x) }.is_some()
+                && (d.readonly || d.elem != ElemType::String),
             readonly: d.readonly,
         });
     }

@@ -1,0 +1,120 @@
+# String pools: where a character vector's strings live has one owner (the
+# pool shared by every vector over it, in the core), so growth through one
+# handle is seen by every handle, never leaves a stale pointer, and never
+# moves a block another object still holds. Issue 9, items 2, 3 and 4.
+
+test_that("forked children may overwrite strings in place but never append (issue 9.4)", {
+  skip_on_os("windows")
+  heap <- local_heap()
+  fmalloc_save(rep("abcd", 8), "m", heap)
+  # Longer strings need room in the pool: two children appending at its
+  # one free end would overwrite each other's strings.
+  res <- parallel::mclapply(1:8, function(i) {
+    v <- fmalloc_get("m", heap)
+    tryCatch({
+      v[i] <- strrep(letters[i], 40)
+      "written"
+    }, fmalloc_forked = function(e) "forked")
+  }, mc.cores = 2)
+  expect_identical(unlist(res), rep("forked", 8))
+  expect_identical(fmalloc_get("m", heap), rep("abcd", 8))
+  # Writes that fit in place (not longer, or NA) reach the file.
+  res <- parallel::mclapply(1:8, function(i) {
+    v <- fmalloc_get("m", heap)
+    v[i] <- if (i == 8) NA else strrep(letters[i], 1 + i %% 4)
+    "ok"
+  }, mc.cores = 2)
+  expect_identical(unlist(res), rep("ok", 8))
+  expect_identical(
+    fmalloc_get("m", heap),
+    c(strrep(letters[1:7], 1 + (1:7) %% 4), NA)
+  )
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
+
+test_that("a pool that grows after R expanded the strings is read correctly (issue 9.2)", {
+  skip_if_not_installed("callr")
+  # Before the fix R read pool bytes as CHARSXP pointers and crashed: run
+  # it in a child process so the suite survives a regression.
+  out <- callr::r(function() {
+    heap <- Rfmalloc::fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.01)
+    x <- Rfmalloc::create_fmalloc_vector("character", 4, heap)
+    x[1] <- "a"
+    # A builtin that reads the strings through their data pointer (R
+    # expands them) without adding a reference to x.
+    first <- .Internal(radixsort(TRUE, FALSE, FALSE, TRUE, x))
+    for (i in 4:1) x[i] <- strrep(letters[i], 2000) # the pool grows
+    list(
+      fmalloc = Rfmalloc::is_fmalloc(x),
+      order = .Internal(radixsort(TRUE, FALSE, FALSE, TRUE, x)),
+      values = x[],
+      first = first
+    )
+  }, libpath = .libPaths())
+  expect_true(out$fmalloc)
+  expect_identical(out$order, 1:4)
+  expect_identical(out$values, strrep(letters[1:4], 2000))
+})
+
+test_that("an expanded vector and the pool stay in step when it grows", {
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c("a", "b", "c"), "s", heap)
+  fmalloc_close(heap)
+  rm(heap)
+  gc()
+  # In a child process: before the fix this crashed R.
+  got <- callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path)
+    f <- function() {
+      x <- Rfmalloc::fmalloc_get("s", heap)
+      invisible(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, x)))
+      x[2] <- strrep("q", 3000)
+      x[3] <- NA
+      list(mine = x[], order = .Internal(radixsort(TRUE, FALSE, FALSE, TRUE, x)))
+    }
+    c(f(), list(saved = Rfmalloc::fmalloc_get("s", heap)))
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(got$mine, c("a", strrep("q", 3000), NA))
+  expect_identical(got$order, c(1L, 2L, 3L))
+  expect_identical(got$saved, c("a", strrep("q", 3000), NA))
+})
+
+test_that("a removed object's vectors never write into another object (issue 9.3)", {
+  heap <- local_heap()
+  fmalloc_save(c("a", "b"), "s", heap)
+  a <- fmalloc_get("s", heap)
+  b <- fmalloc_get("s", heap)
+  fmalloc_rm("s", heap) # a and b still hold the (now unnamed) pool
+  a[1] <- strrep("z", 5000) # grows the pool both hold
+  # New objects of the old pool's size: before the fix one of them reused
+  # the block b still pointed at, and b's writes landed in it.
+  for (k in 1:20) fmalloc_save(as.double(1:44) + k, paste0("t", k), heap)
+  b[2] <- "QQQQQQQQ"
+  b[1] <- "R"
+  for (k in 1:20) {
+    expect_identical(fmalloc_get(paste0("t", k), heap), as.double(1:44) + k)
+  }
+  expect_identical(a[], c("R", "QQQQQQQQ"))
+  expect_identical(b[], c("R", "QQQQQQQQ"))
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
+
+test_that("two handles on one named character object stay consistent (issue 9.4)", {
+  heap <- local_heap()
+  fmalloc_save(c("a", "b", "c"), "s", heap)
+  a <- fmalloc_get("s", heap)
+  b <- fmalloc_get("s", heap)
+  a[1] <- strrep("z", 5000) # the named pool moves to a bigger block
+  b[2] <- "B" # before the fix: written into the old pool, lost
+  expect_identical(a[2], "B")
+  expect_identical(b[1], strrep("z", 5000))
+  expect_identical(fmalloc_get("s", heap), c(strrep("z", 5000), "B", "c"))
+  # A handle whose strings R expanded sees writes made through the other.
+  invisible(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, a)))
+  b[3] <- strrep("y", 9000)
+  expect_identical(a[3], strrep("y", 9000))
+  expect_identical(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, a)), c(2L, 3L, 1L))
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
