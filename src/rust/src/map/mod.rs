@@ -587,7 +587,6 @@ impl Mapping {
     /// in memory.
     #[cfg(target_os = "linux")]
     fn prefault(&self, off: u64, len: u64) {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
         /// Zeros to copy from; never written, so (in `.bss`) it costs no
         /// memory. The write size sets the size of the page-cache folios:
@@ -601,22 +600,9 @@ impl Mapping {
         }
         // A write at or past the file size limit raises SIGXFSZ.
         let end = (off + len).min(crate::sys::file_size_limit());
-        let seek = |from: u64, whence: libc::c_int| -> Option<u64> {
-            let from = libc::off_t::try_from(from).ok()?;
-            // SAFETY: plain syscall on a descriptor we own; it moves the
-            // file position only, which nothing relies on (all file I/O
-            // here is positional).
-            let r = unsafe { libc::lseek(f.as_raw_fd(), from, whence) };
-            u64::try_from(r).ok()
-        };
         let mut at = off;
-        while at < end {
-            // No hole before `end`, or no SEEK_HOLE support: done.
-            let Some(hole) = seek(at, libc::SEEK_HOLE).filter(|&h| h < end) else {
-                return;
-            };
-            // ENXIO (no data after the hole): the hole runs to the end.
-            let data = seek(hole, libc::SEEK_DATA).map_or(end, |d| d.min(end));
+        // No hole before `end`, or no SEEK_HOLE support: done.
+        while let Ok(Some((hole, data))) = crate::sys::next_hole(f, at, end) {
             let mut o = hole;
             while o < data {
                 let n = (data - o).min(ZEROS.len() as u64) as usize;

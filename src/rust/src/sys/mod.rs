@@ -145,8 +145,7 @@ pub(crate) fn sync_file(file: &File) -> io::Result<()> {
 /// `Err` with `ErrorKind::Unsupported` where the file system or the system
 /// cannot say. Unix: `lseek(SEEK_HOLE/SEEK_DATA)`; Windows:
 /// `FSCTL_QUERY_ALLOCATED_RANGES`. (Linux reserves with `posix_fallocate`
-/// and needs this only in tests.)
-#[cfg(any(not(target_os = "linux"), test))]
+/// and uses this to bring reserved holes into memory: `Mapping::prefault`.)
 pub(crate) fn next_hole(file: &File, at: u64, end: u64) -> io::Result<Option<(u64, u64)>> {
     let unsupported = |e: io::Error| io::Error::new(io::ErrorKind::Unsupported, e);
     #[cfg(windows)]
