@@ -9,13 +9,13 @@ use savvy::{
     savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp, TypedSexp,
 };
 
-use super::altrep::{self, BlockRef};
-use super::classic;
-use super::error::{invalid, returned_form};
-use super::ffi::*;
-use super::heap_handle::handle_at;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::r::args::handle_at;
+use crate::r::error::{invalid, returned_form};
+use crate::r::ffi::*;
+use crate::r::vector::altrep::{self, BlockRef};
+use crate::r::vector::classic;
 
 /// R does not count heap memory, so a loop that creates and drops fmalloc
 /// vectors could grow the file far before R collects them. So we run R's
@@ -108,7 +108,7 @@ pub(crate) fn create(
     // ALTREP: the data in a block of their own, both nodes in R's heap
     // (never a node in the shared mapping: see `r::altrep`).
     let desc = if elem == ElemType::String {
-        super::altstring::new_pool(heap, n)?
+        crate::r::vector::altstring::new_pool(heap, n)?
     } else {
         let bytes = n
             .checked_mul(elem.size())

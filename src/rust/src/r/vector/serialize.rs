@@ -30,12 +30,12 @@ use std::os::raw::c_char;
 
 use savvy::{savvy, OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
-use super::altrep::{guard, private_copy, vec_data_of, VecData};
-use super::ffi::*;
-use super::heap_handle::FmallocHeap;
-use super::named_leaf::vector_over_block;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::r::args::FmallocHeap;
+use crate::r::ffi::*;
+use crate::r::named::leaf::vector_over_block;
+use crate::r::vector::altrep::{guard, private_copy, vec_data_of, VecData};
 
 const STATE_VERSION: i32 = 1;
 

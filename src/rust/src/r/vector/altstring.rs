@@ -14,11 +14,11 @@
 
 use std::os::raw::c_char;
 
-use super::altrep::{guard, private_copy, vd, VecData};
-use super::error::tagged_message;
-use super::ffi::*;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::r::error::tagged_message;
+use crate::r::ffi::*;
+use crate::r::vector::altrep::{guard, private_copy, vd, VecData};
 use crate::strpool::{self, Encoding};
 
 /// Initial string area of a new pool: 8 bytes per element, at least 256.
@@ -32,7 +32,7 @@ pub(crate) fn new_pool(heap: &Heap, n: u64) -> Result<BlockDesc, crate::error::E
     let bytes = strpool::block_size(n, initial_capacity(n)).ok_or_else(|| {
         crate::error::Error::Invalid(format!("a character vector of length {n} is too long"))
     })?;
-    super::vector::new_block(heap, ElemType::String, bytes, bytes, |buf| {
+    crate::r::vector::alloc::new_block(heap, ElemType::String, bytes, bytes, |buf| {
         strpool::init(buf, n)
             .map(drop)
             .map_err(|e| crate::error::Error::Invalid(e.to_string()))
@@ -113,7 +113,7 @@ pub(crate) unsafe fn expanded(x: SEXP, d: &mut VecData) -> SEXP {
     // SAFETY: forwarded to the caller.
     unsafe {
         let Some(copy) = private_copy(x) else {
-            super::altrep::materialise(x, d);
+            crate::r::vector::altrep::materialise(x, d);
             return R_altrep_data2(x);
         };
         if stale(d) {
@@ -181,7 +181,7 @@ fn set_in_pool(d: &VecData, i: u64, value: Option<(&[u8], Encoding)>) -> Result<
         .pool()
         .ok_or_else(|| "Rfmalloc: internal error: a character vector without a pool".to_string())?;
     pool.set(i, value, &mut |heap, bytes| {
-        super::vector::heap_malloc(heap, bytes)
+        crate::r::vector::alloc::heap_malloc(heap, bytes)
     })
     .map_err(|e| tagged_message(&e))
 }

@@ -60,11 +60,11 @@ use std::sync::OnceLock;
 
 use savvy::unwind_protect::unwind_protect;
 
-use super::altstring;
-use super::ffi::*;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::pool::{Hold, Pool};
+use crate::r::ffi::*;
+use crate::r::vector::altstring;
 use crate::strpool;
 
 /// Where a vector's elements live in the heap.
@@ -586,7 +586,7 @@ unsafe extern "C" fn finalize(ext: SEXP) {
     let data = unsafe { Box::from_raw(p) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
         data.release_block();
-        super::vector::returned(data.counted);
+        crate::r::vector::alloc::returned(data.counted);
         drop(data);
     }));
 }
@@ -836,10 +836,10 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
 /// to a named block was asked for: see `r::named_ref`.
 unsafe extern "C" fn serialized_state(x: SEXP) -> SEXP {
     // SAFETY: R calls this with an instance of our class.
-    unsafe { super::named_ref::serialized_state(x) }
+    unsafe { crate::r::vector::serialize::serialized_state(x) }
 }
 
 unsafe extern "C" fn unserialize(cls: SEXP, state: SEXP) -> SEXP {
     // SAFETY: R calls this with the state `serialized_state` made.
-    unsafe { super::named_ref::unserialize(cls, state) }
+    unsafe { crate::r::vector::serialize::unserialize(cls, state) }
 }

@@ -18,11 +18,11 @@ use std::os::raw::c_void;
 use savvy::unwind_protect::unwind_protect;
 use savvy::{ListSexp, NotAvailableValue, Sexp};
 
-use super::ffi::*;
-use super::named_leaf::char_elt;
 use crate::error::Error;
 use crate::format::meta::{self, Payload, Summary, Writer};
 use crate::heap::BlockDesc;
+use crate::r::ffi::*;
+use crate::r::named::leaf::char_elt;
 
 fn internal(what: impl std::fmt::Display) -> savvy::Error {
     Error::Invalid(format!("internal error: bad object description ({what})")).into()

@@ -9,11 +9,11 @@ use std::os::raw::c_void;
 use savvy::unwind_protect::unwind_protect;
 use savvy::Sexp;
 
-use super::altrep::{elem_of_sexptype, new_altrep, BlockRef};
-use super::ffi::*;
-use super::vector::{block_of, new_block};
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::r::ffi::*;
+use crate::r::vector::alloc::{block_of, new_block};
+use crate::r::vector::altrep::{elem_of_sexptype, new_altrep, BlockRef};
 use crate::strpool;
 
 /// Whether two handles are the same open heap.

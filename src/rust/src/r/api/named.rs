@@ -23,14 +23,14 @@ use savvy::{
     OwnedRealSexp, OwnedStringSexp, RawSexp, Sexp,
 };
 
-use super::error::returned_form;
-use super::heap_handle::FmallocHeap;
-use super::named_assemble::assemble;
-use super::named_leaf::{block_of_leaf, copy_leaf_into_heap};
-use super::named_meta::encode_meta;
 use crate::error::Error;
 use crate::format::meta;
 use crate::heap::{BlockDesc, Entry};
+use crate::r::args::FmallocHeap;
+use crate::r::error::returned_form;
+use crate::r::named::assemble::assemble;
+use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap};
+use crate::r::named::meta::encode_meta;
 
 /// Stores `leaves` under `name` with the meta encoded from `desc` (the flat
 /// description `.fm_decompose()` makes), in one atomic catalog update. R

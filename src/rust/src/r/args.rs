@@ -7,12 +7,12 @@ use std::sync::Mutex;
 
 use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
-use super::ffi::{R_ExternalPtrAddr, EXTPTRSXP, SEXPTYPE, TYPEOF};
+use crate::r::ffi::{R_ExternalPtrAddr, EXTPTRSXP, SEXPTYPE, TYPEOF};
 
-use super::error::invalid;
 use crate::check::{self, Problem};
 use crate::error::Error;
 use crate::heap::{Heap, OpenOptions};
+use crate::r::error::invalid;
 
 /// An open (or closed) heap. Closing drops this handle's clone of the
 /// `Heap`; vectors that hold their own clone keep the mapping alive.

@@ -77,13 +77,13 @@ use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-#[cfg(feature = "classic")]
-use super::altrep::{protected, sexptype};
-use super::ffi::*;
 #[cfg(not(feature = "classic"))]
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::map::fork;
+use crate::r::ffi::*;
+#[cfg(feature = "classic")]
+use crate::r::vector::altrep::{protected, sexptype};
 
 /// Whether this build has the classic path.
 pub(crate) const AVAILABLE: bool = cfg!(feature = "classic");
@@ -185,7 +185,7 @@ unsafe extern "C" fn mem_free(a: *mut R_allocator_t, _block: *mut c_void) {
         // Unregistered first: a registered tag always points to a live box.
         fork::unregister(owned.region);
         let _ = owned.heap.release(owned.block);
-        super::vector::returned(owned.bytes);
+        crate::r::vector::alloc::returned(owned.bytes);
         drop(owned);
     }));
 }
@@ -236,7 +236,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
         .and_then(|d| d.checked_add(header))
         .and_then(block_for)
         .ok_or_else(too_long)?;
-    let pre = super::vector::heap_malloc(heap, want)?;
+    let pre = crate::r::vector::alloc::heap_malloc(heap, want)?;
     let mut ctx = Ctx {
         heap,
         pre: Some((pre, want)),
@@ -286,7 +286,7 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
         if ALTREP(x) != 0 {
             return None;
         }
-        super::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?
+        crate::r::vector::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?
     };
     let (_, tag) = fork::find(x as usize)?;
     // SAFETY: a registered tag is the live ClassicBlock of that region

@@ -20,12 +20,12 @@ use std::ffi::CString;
 use savvy::unwind_protect::unwind_protect;
 use savvy::{OwnedListSexp, Sexp};
 
-use super::altstring::cetype;
-use super::ffi::*;
-use super::named_leaf::vector_over_block;
 use crate::error::Error;
 use crate::format::meta::{self, Meta, Node, Payload};
 use crate::heap::{ElemType, Entry, Heap};
+use crate::r::ffi::*;
+use crate::r::named::leaf::vector_over_block;
+use crate::r::vector::altstring::cetype;
 
 /// The object `entry` describes.
 pub(crate) fn assemble(heap: &Heap, entry: &Entry) -> savvy::Result<Sexp> {

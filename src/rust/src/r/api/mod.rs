@@ -1,0 +1,3 @@
+//! The `#[savvy]` entry points.
+
+mod named;
