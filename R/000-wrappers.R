@@ -233,9 +233,7 @@ NULL
 }
 
 
-#' An open (or closed) heap. Closing drops this handle's clone of the
-#' `Heap`; vectors that hold their own clone keep the mapping alive.
-#' @noRd
+
 `FmallocHeap` <- new.env(parent = emptyenv())
 
 ### associated functions for FmallocHeap

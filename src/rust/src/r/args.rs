@@ -1,29 +1,37 @@
-//! The heap handle R holds: `FmallocHeap`, a savvy external pointer around a
-//! core [`Heap`]. Thin boundary: convert arguments, call the core, convert
-//! the result. R/heap.R gives it the class `fmalloc_heap` and the user API.
+//! Arguments from R, checked and converted before anything else runs:
+//! numbers R passes as doubles (sizes, lengths, offsets: R has no 64-bit
+//! integer), type names, methods and flags, and the heap handle.
+//!
+//! The heap handle R holds is `FmallocHeap`, a savvy external pointer
+//! around a core [`Heap`] (its `#[savvy]` methods are in `r::api::heap`;
+//! R/heap.R gives it the class `fmalloc_heap` and the user API). Anything
+//! can sit where R code expects one, so a handle is dereferenced only after
+//! the lookup [`handle_at`] found its address among the live ones.
+//!
+//! Every failure is an `fmalloc_invalid` error (`r::error::invalid`).
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+use savvy::{savvy, Sexp, TypedSexp};
 
-use crate::r::ffi::{R_ExternalPtrAddr, EXTPTRSXP, SEXPTYPE, TYPEOF};
-
-use crate::check::{self, Problem};
 use crate::error::Error;
-use crate::heap::{Heap, OpenOptions};
+use crate::heap::{ElemType, Heap};
 use crate::r::error::invalid;
+use crate::r::ffi::*;
+use crate::r::types::{elem_from_name, TYPE_NAMES_HELP};
 
 /// An open (or closed) heap. Closing drops this handle's clone of the
 /// `Heap`; vectors that hold their own clone keep the mapping alive.
 /// @noRd
 #[savvy]
 pub struct FmallocHeap {
-    heap: Option<Heap>,
+    pub(crate) heap: Option<Heap>,
     /// Kept for messages after close.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Whether `open` initialised the file.
-    created: bool,
+    pub(crate) created: bool,
 }
 
 /// Addresses of the live `FmallocHeap` values behind savvy's external
@@ -68,74 +76,13 @@ pub(crate) unsafe fn handle_at<'a>(ptr: savvy::ffi::SEXP) -> Option<&'a FmallocH
     Some(unsafe { &*(addr as *const FmallocHeap) })
 }
 
-/// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
-/// @noRd
-#[savvy]
-fn fmalloc_handle_register(heap: &FmallocHeap) -> savvy::Result<()> {
+/// Adds a handle just opened to the live ones.
+pub(crate) fn register_handle(heap: &FmallocHeap) {
     let me = heap as *const FmallocHeap as usize;
     let mut h = handles();
     if !h.contains(&me) {
         h.push(me);
     }
-    Ok(())
-}
-
-/// Why opening fell back to an older commit (the newest could not be read),
-/// or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
-/// @noRd
-#[savvy]
-fn fmalloc_heap_recovery(heap: &FmallocHeap) -> savvy::Result<Sexp> {
-    match heap.heap()?.recovery() {
-        Some(why) => OwnedStringSexp::try_from(why)?.into(),
-        None => savvy::NullSexp.into(),
-    }
-}
-
-/// `fmalloc_check()` on a heap handle: the problems as a named list of three
-/// character vectors (`object`, NA for the heap as a whole; `part`;
-/// `problem`), which R/check.R makes a data frame.
-/// @noRd
-#[savvy]
-fn fmalloc_heap_check(heap: &FmallocHeap) -> savvy::Result<Sexp> {
-    problems_list(&heap.heap()?.check())
-}
-
-/// `fmalloc_check()` on a path: opened read-only for the check alone; a
-/// file that does not open is one problem (part "open"), a file locked by a
-/// writer an `fmalloc_locked` error.
-/// @noRd
-#[savvy]
-fn fmalloc_path_check(path: &str) -> savvy::Result<Sexp> {
-    problems_list(&check::check_path(std::path::Path::new(path))?)
-}
-
-fn problems_list(problems: &[Problem]) -> savvy::Result<Sexp> {
-    let n = problems.len();
-    let mut object = OwnedStringSexp::new(n)?;
-    let mut part = OwnedStringSexp::new(n)?;
-    let mut problem = OwnedStringSexp::new(n)?;
-    for (i, p) in problems.iter().enumerate() {
-        match &p.object {
-            Some(name) => object.set_elt(i, name)?,
-            None => object.set_na(i)?,
-        }
-        part.set_elt(i, &p.part)?;
-        problem.set_elt(i, &p.problem)?;
-    }
-    let mut out = OwnedListSexp::new(3, true)?;
-    out.set_name_and_value(0, "object", object)?;
-    out.set_name_and_value(1, "part", part)?;
-    out.set_name_and_value(2, "problem", problem)?;
-    out.into()
-}
-
-/// Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
-/// @noRd
-#[savvy]
-fn fmalloc_handle_valid(ptr: Sexp) -> savvy::Result<Sexp> {
-    // SAFETY: ptr is a SEXP R passed in.
-    let ok = unsafe { handle_at(ptr.0) }.is_some();
-    OwnedLogicalSexp::try_from(ok)?.into()
 }
 
 impl FmallocHeap {
@@ -151,94 +98,151 @@ impl FmallocHeap {
     }
 }
 
-/// Bytes from the double R passes (R has no 64-bit integer).
-fn bytes_from_f64(x: f64, what: &str) -> savvy::Result<u64> {
-    // 2^63: every larger double saturates in `as u64`.
-    if !x.is_finite() || x <= 0.0 || x >= 9.223_372_036_854_776e18 {
-        return Err(invalid(format!(
+/// A whole number `0 <= x < below` from a double R passed; `None` for NaN,
+/// infinities, fractions, negative numbers and anything too large. The one
+/// check behind every count, size and offset R passes.
+fn whole_from_f64(x: f64, below: f64) -> Option<u64> {
+    (x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < below).then_some(x as u64)
+}
+
+/// 2^52 + 1: every length up to R_xlen_t's limit 2^52 (all exact).
+const LENGTH_BELOW: f64 = 4_503_599_627_370_497.0;
+/// 2^53: below it every whole double is exact.
+const EXACT_BELOW: f64 = 9_007_199_254_740_992.0;
+/// 2^63: every larger double saturates in `as u64`.
+const BYTES_BELOW: f64 = 9.223_372_036_854_776e18;
+
+/// Bytes from a positive double (rounded up).
+pub(crate) fn bytes_from_f64(x: f64, what: &str) -> savvy::Result<u64> {
+    match whole_from_f64(x.ceil(), BYTES_BELOW) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(format!(
             "{what} must be a positive number of bytes, not {x}"
-        )));
+        ))),
     }
-    Ok(x.ceil() as u64)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A vector length.
+fn length_from_f64(x: f64) -> savvy::Result<u64> {
+    whole_from_f64(x, LENGTH_BELOW).ok_or_else(|| {
+        invalid(format!(
+            "`length` must be a whole number between 0 and 2^52, not {x}"
+        ))
+    })
 }
 
-#[savvy]
-impl FmallocHeap {
-    /// Opens or creates the heap file at `path`.
-    /// @noRd
-    fn open(path: &str, readonly: bool, size_bytes: Option<f64>) -> savvy::Result<Self> {
-        let initial_size = match size_bytes {
-            Some(x) => Some(bytes_from_f64(x, "size")?),
-            None => None,
-        };
-        let opts = OpenOptions {
-            readonly,
-            initial_size,
-        };
-        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)?;
-        Ok(FmallocHeap {
-            path: heap.path().to_path_buf(),
-            heap: Some(heap),
-            created,
-        })
-    }
+/// An offset or length of a serialized reference (`r::vector::serialize`).
+pub(crate) fn u64_from_f64(x: f64, what: &str) -> savvy::Result<u64> {
+    whole_from_f64(x, EXACT_BELOW)
+        .ok_or_else(|| Error::Invalid(format!("bad {what} in a reference: {x}")).into())
+}
 
-    /// Drops this handle's reference to the heap. Idempotent.
-    /// @noRd
-    fn close(&mut self) -> savvy::Result<()> {
-        if let Some(heap) = self.heap.take() {
-            if !heap.is_readonly() {
-                heap.sync()?;
+/// The symbol `.ptr` (symbols are never collected, so it is looked up once).
+fn ptr_symbol() -> SEXP {
+    thread_local! {
+        static SYM: Cell<SEXP> = const { Cell::new(std::ptr::null_mut()) };
+    }
+    SYM.with(|s| {
+        if s.get().is_null() {
+            // SAFETY: Rf_install on R's main thread with a NUL-terminated name.
+            s.set(unsafe { Rf_install(c".ptr".as_ptr()) });
+        }
+        s.get()
+    })
+}
+
+/// The core heap of a handle passed from R (`NULL`: no default heap).
+///
+/// # Safety
+/// `x` must be a valid SEXP.
+pub(crate) unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
+    // SAFETY: type and attribute reads of a valid SEXP; `.ptr` of an
+    // environment of class "fmalloc_heap" (set by fmalloc_open() on the
+    // savvy object) is the external pointer savvy made for a boxed
+    // FmallocHeap, as R/heap.R's .check_heap() and savvy's wrappers assume.
+    unsafe {
+        if x == R_NilValue {
+            return Err(Error::Closed {
+                path: "(no default heap: call init_fmalloc(path) first or pass `heap`)".into(),
             }
+            .into());
         }
-        Ok(())
-    }
-
-    /// @noRd
-    fn is_closed(&self) -> savvy::Result<Sexp> {
-        OwnedLogicalSexp::try_from(self.heap.is_none())?.into()
-    }
-
-    /// Whether `open` initialised a new heap in the file.
-    /// @noRd
-    fn created(&self) -> savvy::Result<Sexp> {
-        OwnedLogicalSexp::try_from(self.created)?.into()
-    }
-
-    /// @noRd
-    fn path(&self) -> savvy::Result<Sexp> {
-        OwnedStringSexp::try_from(self.path.to_string_lossy().as_ref())?.into()
-    }
-
-    /// A named list: path, heap_id, readonly, size, used, free, objects.
-    /// @noRd
-    fn info(&self) -> savvy::Result<Sexp> {
-        let info = self.heap()?.info();
-        let mut out = OwnedListSexp::new(7, true)?;
-        let path = info.path.to_string_lossy();
-        out.set_name_and_value(0, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
-        out.set_name_and_value(1, "heap_id", OwnedStringSexp::try_from(hex(&info.heap_id))?)?;
-        out.set_name_and_value(2, "readonly", OwnedLogicalSexp::try_from(info.readonly)?)?;
-        let numbers = [
-            ("size", info.file_bytes),
-            ("used", info.used_bytes),
-            ("free", info.free_bytes),
-            ("objects", info.objects),
-        ];
-        for (i, (name, value)) in numbers.into_iter().enumerate() {
-            out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value as f64)?)?;
+        let not_handle = || invalid("`heap` must be a heap handle from fmalloc_open() or NULL");
+        if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"fmalloc_heap".as_ptr()) == 0 {
+            return Err(not_handle());
         }
-        out.into()
+        let ptr = frame_value(x, ptr_symbol());
+        match handle_at(ptr) {
+            Some(handle) => handle.heap(),
+            None => Err(not_handle()),
+        }
     }
+}
 
-    /// Makes everything written so far durable.
-    /// @noRd
-    fn sync(&self) -> savvy::Result<()> {
-        Ok(self.heap()?.sync()?)
+pub(crate) fn elem_arg(x: Sexp) -> savvy::Result<ElemType> {
+    let bad = || invalid(format!("`type` must be one of {TYPE_NAMES_HELP}"));
+    // SAFETY: x is a SEXP R passed in (see `single_string`).
+    unsafe { single_string(x.0) }
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(elem_from_name)
+        .ok_or_else(bad)
+}
+
+/// The bytes of `x` when it is a character vector of length 1 and not NA
+/// (no translation: the names compared against are ASCII).
+///
+/// # Safety
+/// `x` must be a valid SEXP; the bytes live as long as `x`.
+unsafe fn single_string<'a>(x: SEXP) -> Option<&'a [u8]> {
+    // SAFETY: type and length read first; element 0 of a STRSXP is a
+    // CHARSXP whose R_CHAR is NUL-terminated.
+    unsafe {
+        if TYPEOF(x) as SEXPTYPE != STRSXP || XLENGTH(x) != 1 {
+            return None;
+        }
+        let c = STRING_ELT(x, 0);
+        if c == R_NaString {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(R_CHAR(c)).to_bytes())
+    }
+}
+
+pub(crate) fn length_arg(x: Sexp) -> savvy::Result<u64> {
+    let bad = || invalid("`length` must be a single whole number >= 0");
+    let v = match x.into_typed() {
+        TypedSexp::Real(r) if r.len() == 1 => r.as_slice()[0],
+        TypedSexp::Integer(i) if i.len() == 1 => match i.as_slice()[0] {
+            i32::MIN => return Err(bad()),
+            v => f64::from(v),
+        },
+        _ => return Err(bad()),
+    };
+    length_from_f64(v)
+}
+
+/// `TRUE` for the classic method; NULL (the argument was missing) is ALTREP.
+pub(crate) fn method_arg(x: Sexp) -> savvy::Result<bool> {
+    let bad = || invalid("`method` must be \"altrep\" or \"classic\"");
+    let s = match x.into_typed() {
+        TypedSexp::Null(_) => return Ok(false),
+        TypedSexp::String(s) => s,
+        _ => return Err(bad()),
+    };
+    let mut it = s.iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some("altrep"), None, _) | (Some("altrep"), Some("classic"), None) => Ok(false),
+        (Some("classic"), None, _) => Ok(true),
+        _ => Err(bad()),
+    }
+}
+
+pub(crate) fn flag_arg(x: Sexp, name: &str) -> savvy::Result<bool> {
+    match x.into_typed() {
+        TypedSexp::Logical(l) if l.len() == 1 && l.as_slice_raw()[0] != i32::MIN => {
+            Ok(l.as_slice_raw()[0] != 0)
+        }
+        _ => Err(invalid(format!("`{name}` must be TRUE or FALSE"))),
     }
 }
 
@@ -246,29 +250,48 @@ impl FmallocHeap {
 mod tests {
     use super::*;
 
+    fn is_invalid(e: Option<savvy::Error>) -> bool {
+        e.map(|e| e.to_string())
+            .is_some_and(|m| m.starts_with("<fmalloc_invalid> "))
+    }
+
     #[test]
     fn sizes_from_r_doubles_are_checked() {
         assert_eq!(bytes_from_f64(1.0, "size").ok(), Some(1));
         assert_eq!(bytes_from_f64(1.5, "size").ok(), Some(2));
+        assert_eq!(bytes_from_f64(0.5, "size").ok(), Some(1));
         assert_eq!(
             bytes_from_f64(50.0 * 1024.0 * 1024.0 * 1024.0, "size").ok(),
             Some(50 << 30)
         );
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e19] {
-            let e = bytes_from_f64(bad, "size").err().map(|e| e.to_string());
-            assert!(
-                e.as_deref()
-                    .is_some_and(|m| m.starts_with("<fmalloc_invalid> ")),
-                "{bad}: {e:?}"
-            );
+        for bad in [0.0, -0.5, -1.0, f64::NAN, f64::INFINITY, 1e19] {
+            assert!(is_invalid(bytes_from_f64(bad, "size").err()), "{bad}");
         }
     }
 
     #[test]
-    fn heap_ids_print_as_lowercase_hex() {
-        let mut id = [0u8; 16];
-        id[0] = 0xab;
-        id[15] = 0x01;
-        assert_eq!(hex(&id), "ab000000000000000000000000000001");
+    fn lengths_from_r_doubles_are_checked() {
+        assert_eq!(length_from_f64(0.0).ok(), Some(0));
+        assert_eq!(length_from_f64(2147483658.0).ok(), Some(2147483658));
+        assert_eq!(length_from_f64(4_503_599_627_370_496.0).ok(), Some(1 << 52));
+        for bad in [
+            -1.0,
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            1e17,
+            4_503_599_627_370_498.0,
+        ] {
+            assert!(is_invalid(length_from_f64(bad).err()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reference_numbers_must_be_exact_offsets() {
+        assert_eq!(u64_from_f64(4160.0, "block").ok(), Some(4160));
+        assert_eq!(u64_from_f64(0.0, "block").ok(), Some(0));
+        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e16] {
+            assert!(is_invalid(u64_from_f64(bad, "block").err()), "{bad}");
+        }
     }
 }

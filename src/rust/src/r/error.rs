@@ -31,9 +31,15 @@
 //! any other error type must be converted on purpose (wrap it in a core
 //! `Error`, or use `savvy_err!` for an unclassed message).
 
+use std::os::raw::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use savvy::unwind_protect::unwind_protect;
 use savvy::{OwnedStringSexp, Sexp};
 
 use crate::error::Error;
+use crate::r::ffi::*;
 
 impl From<Error> for savvy::Error {
     fn from(e: Error) -> Self {
@@ -69,6 +75,82 @@ pub(crate) const FAILURE_CLASS: &str = "fmalloc_failure";
 /// A user mistake detected at the boundary (class `fmalloc_invalid`).
 pub(crate) fn invalid(msg: impl Into<String>) -> savvy::Error {
     Error::Invalid(msg.into()).into()
+}
+
+/// Raises `msg` as an R condition, through the one path every Rust error
+/// takes to R: `.fmalloc_raise()` (R/vector.R), which gives a tagged
+/// message (`<fmalloc_corrupt> Rfmalloc: ...`, see `r::error`) its classes
+/// and any other message the class `fmalloc_error`. Used where savvy's
+/// conversion cannot run: ALTREP methods, called by R itself.
+///
+/// The caller must hold no Rust values with destructors: R longjmps out.
+pub(crate) fn raise(msg: &str) -> ! {
+    let len = msg.len().min(i32::MAX as usize) as c_int;
+    // SAFETY: plain R API calls on R's main thread; every new object is
+    // protected while the next is allocated. `.fmalloc_raise()` always
+    // signals an error, so `Rf_eval` does not return; should it, the plain
+    // `Rf_error` below still keeps this function from returning.
+    unsafe {
+        let text = Rf_protect(Rf_allocVector(STRSXP, 1));
+        SET_STRING_ELT(
+            text,
+            0,
+            Rf_mkCharLenCE(msg.as_ptr() as *const c_char, len, CE_UTF8),
+        );
+        let pkg = Rf_protect(Rf_mkString(c"Rfmalloc".as_ptr()));
+        let ns = Rf_protect(R_FindNamespace(pkg));
+        let call = Rf_protect(Rf_lang3(
+            Rf_install(c".fmalloc_raise".as_ptr()),
+            text,
+            R_NilValue,
+        ));
+        Rf_eval(call, ns);
+        Rf_error(
+            c"%s".as_ptr(),
+            c"Rfmalloc: error in an ALTREP method".as_ptr(),
+        )
+    }
+}
+
+/// Runs a callback body. A panic or an `Err` becomes an R error, raised
+/// after the body (and its values) are gone.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> T {
+    let msg = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return v,
+        Ok(Err(msg)) => msg,
+        Err(_) => "Rfmalloc: internal error in an ALTREP method".to_string(),
+    };
+    let mut buf = [0u8; 1024];
+    let mut n = msg.len().min(buf.len());
+    while !msg.is_char_boundary(n) {
+        n -= 1;
+    }
+    buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
+    drop(msg);
+    raise(std::str::from_utf8(&buf[..n]).unwrap_or("Rfmalloc: error in an ALTREP method"))
+}
+
+/// Runs `f` (R API calls that may raise an R error) under savvy's unwind
+/// protection and returns the SEXP it made. The SEXP travels through a cell,
+/// not as `R_UnwindProtect`'s result: R stores that result in the
+/// continuation token (`SETCAR`), which would leave a new vector with a
+/// reference count of 2 -- and R would copy it on its first in-place
+/// modification instead of writing to the heap.
+///
+/// # Safety
+/// `f` may longjmp only through R errors; it must own no Rust values with
+/// destructors.
+pub(crate) unsafe fn protected(f: impl Fn() -> SEXP + Copy) -> savvy::Result<SEXP> {
+    let out = std::cell::Cell::new(ptr::null_mut());
+    let slot = &out;
+    // SAFETY: forwarded to the caller; the closure returns R_NilValue.
+    unsafe {
+        unwind_protect(|| {
+            slot.set(f());
+            R_NilValue
+        })?;
+    }
+    Ok(out.get())
 }
 
 #[cfg(test)]

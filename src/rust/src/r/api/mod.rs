@@ -1,3 +1,11 @@
-//! The `#[savvy]` entry points.
+//! The `#[savvy]` entry points R calls: each converts its arguments
+//! (`r::args`), calls the layers below and converts the result.
 
+/// The heap handle: open, close, info, sync, check.
+mod heap;
+/// `fmalloc_save()`, `fmalloc_get()`, `fmalloc_ls()`, ...
 mod named;
+/// Serializing named vectors by reference.
+mod reference;
+/// `create_fmalloc_vector()`, `is_fmalloc()`, `.fmalloc_inspect()`.
+mod vector;

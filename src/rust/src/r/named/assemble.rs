@@ -25,7 +25,7 @@ use crate::format::meta::{self, Meta, Node, Payload};
 use crate::heap::{ElemType, Entry, Heap};
 use crate::r::ffi::*;
 use crate::r::named::leaf::vector_over_block;
-use crate::r::vector::altstring::cetype;
+use crate::r::types::cetype;
 
 /// The object `entry` describes.
 pub(crate) fn assemble(heap: &Heap, entry: &Entry) -> savvy::Result<Sexp> {

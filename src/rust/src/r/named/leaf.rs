@@ -12,8 +12,10 @@ use savvy::Sexp;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::r::ffi::*;
-use crate::r::vector::alloc::{block_of, new_block};
-use crate::r::vector::altrep::{elem_of_sexptype, new_altrep, BlockRef};
+use crate::r::types::elem_of_sexptype;
+use crate::r::vector::alloc::new_block;
+use crate::r::vector::altrep::{new_altrep, BlockRef};
+use crate::r::vector::create::block_of;
 use crate::strpool;
 
 /// Whether two handles are the same open heap.

@@ -47,10 +47,10 @@
 //! Serialized_state, which returns C `NULL` so R serializes the expanded
 //! vector by value (readable without Rfmalloc), unless a reference to a
 //! named block was asked for (Serialized_state / Unserialize delegate to
-//! `r::named_ref`).
+//! `r::vector::serialize`).
 //!
 //! Callbacks never panic or unwind into R: each body runs under
-//! [`guard`], which turns a panic or an error into `Rf_error` raised after
+//! `r::error::guard`, which turns a panic or an error into `Rf_error` raised after
 //! every Rust value of the body has been dropped.
 
 use std::os::raw::{c_char, c_int, c_void};
@@ -58,119 +58,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::OnceLock;
 
-use savvy::unwind_protect::unwind_protect;
-
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::pool::{Hold, Pool};
+use crate::r::error::{guard, protected};
 use crate::r::ffi::*;
+use crate::r::types::{class_index, sexptype, TYPES};
+use crate::r::vector::alloc::returned;
 use crate::r::vector::altstring;
+use crate::r::vector::data::{cur, data_of, private_copy, vd, Store, VecData};
+use crate::r::vector::serialize;
 use crate::strpool;
-
-/// Where a vector's elements live in the heap.
-pub(crate) enum Store {
-    /// Fixed-size elements in a block this vector holds one reference to.
-    Block {
-        /// Payload offset of the block.
-        block: u64,
-        /// File offset of element 0.
-        data_off: u64,
-        /// Address of element 0 in the mapping (mapped memory never moves).
-        mapped: *mut u8,
-    },
-    /// A string pool, shared by every vector over it (the pool holds the
-    /// block reference).
-    Pool(Pool),
-}
-
-/// What data1's external pointer points to.
-pub(crate) struct VecData {
-    pub(crate) heap: Heap,
-    pub(crate) store: Store,
-    /// Number of elements.
-    pub(crate) len: u64,
-    pub(crate) elem: ElemType,
-    pub(crate) readonly: bool,
-    /// The pool generation data2's expanded strings were read at (strings
-    /// of a writable heap only).
-    pub(crate) seen: u64,
-    /// Bytes this vector returns to the GC trigger when collected (those of
-    /// a block it adopted; 0 for a retained, shared block).
-    pub(crate) counted: u64,
-    /// Serialize as a reference to the named block (`fmalloc_ref()`), not
-    /// by value; see `r::named_ref`.
-    pub(crate) by_reference: bool,
-}
-
-impl VecData {
-    /// The heap block as the catalog describes it (now: a pool may move).
-    pub(crate) fn desc(&self) -> BlockDesc {
-        match &self.store {
-            Store::Block {
-                block, data_off, ..
-            } => BlockDesc {
-                offset: *block,
-                data_offset: *data_off,
-                elem: self.elem,
-                length: self.len,
-            },
-            Store::Pool(p) => p.desc(),
-        }
-    }
-
-    /// Address of element 0 in the mapping (null for a string pool, whose
-    /// elements are not an array).
-    #[inline]
-    pub(crate) fn mapped(&self) -> *mut u8 {
-        match &self.store {
-            Store::Block { mapped, .. } => *mapped,
-            Store::Pool(_) => ptr::null_mut(),
-        }
-    }
-
-    /// The string pool of a character vector.
-    pub(crate) fn pool(&self) -> Option<&Pool> {
-        match &self.store {
-            Store::Pool(p) => Some(p),
-            Store::Block { .. } => None,
-        }
-    }
-
-    /// Gives up this vector's hold on its block (a pool's hold goes with
-    /// the last vector over it).
-    fn release_block(&self) {
-        if let Store::Block { block, .. } = &self.store {
-            let _ = self.heap.release(*block);
-        }
-    }
-}
-
-/// data2: the ordinary vector that replaced the mapping for `x`, if any.
-///
-/// # Safety
-/// `x` must be an instance of one of the fmalloc classes.
-#[inline]
-pub(crate) unsafe fn private_copy(x: SEXP) -> Option<SEXP> {
-    // SAFETY: reading data2 of a valid ALTREP instance.
-    let d2 = unsafe { R_altrep_data2(x) };
-    // SAFETY: comparing with R's nil constant.
-    (d2 != unsafe { R_NilValue }).then_some(d2)
-}
-
-/// Where `x`'s elements are read and written now: data2's data when a
-/// private copy replaced the mapping, the mapping otherwise. Derived on
-/// every call (see the module docs).
-///
-/// # Safety
-/// `x` must be an instance with an external-pointer data1 and `d` its data.
-#[inline]
-pub(crate) unsafe fn cur(x: SEXP, d: &VecData) -> *mut u8 {
-    // SAFETY: data2, when set, is an ordinary vector of x's type.
-    match unsafe { private_copy(x) } {
-        Some(copy) => unsafe { data_ptr(copy) as *mut u8 },
-        None => d.mapped(),
-    }
-}
 
 /// The six classes, indexed by [`class_index`].
 struct Classes([R_altrep_class_t; 6]);
@@ -181,57 +79,13 @@ unsafe impl Send for Classes {}
 
 static CLASSES: OnceLock<Classes> = OnceLock::new();
 
-const CLASS_NAMES: [&str; 6] = [
-    "fmalloc_logical\0",
-    "fmalloc_integer\0",
-    "fmalloc_real\0",
-    "fmalloc_complex\0",
-    "fmalloc_raw\0",
-    "fmalloc_string\0",
-];
-
-fn class_index(elem: ElemType) -> Option<usize> {
-    Some(match elem {
-        ElemType::Logical => 0,
-        ElemType::Integer => 1,
-        ElemType::Double => 2,
-        ElemType::Complex => 3,
-        ElemType::Raw => 4,
-        ElemType::String => 5,
-        ElemType::Bytes => return None,
-    })
-}
-
-pub(crate) fn sexptype(elem: ElemType) -> SEXPTYPE {
-    match elem {
-        ElemType::Logical => LGLSXP,
-        ElemType::Integer => INTSXP,
-        ElemType::Double => REALSXP,
-        ElemType::Complex => CPLXSXP,
-        ElemType::Raw | ElemType::Bytes => RAWSXP,
-        ElemType::String => STRSXP,
-    }
-}
-
-pub(crate) fn elem_of_sexptype(t: SEXPTYPE) -> Option<ElemType> {
-    Some(match t {
-        LGLSXP => ElemType::Logical,
-        INTSXP => ElemType::Integer,
-        REALSXP => ElemType::Double,
-        CPLXSXP => ElemType::Complex,
-        RAWSXP => ElemType::Raw,
-        STRSXP => ElemType::String,
-        _ => return None,
-    })
-}
-
 /// Registers the ALTREP classes. Called once from the package's init.
 ///
 /// # Safety
 /// Must be called on R's main thread with the package's `DllInfo`.
 pub(crate) unsafe fn register(dll: *mut DllInfo) {
     let pkg = c"Rfmalloc".as_ptr();
-    let name = |i: usize| CLASS_NAMES[i].as_ptr() as *const c_char;
+    let name = |i: usize| TYPES[i].class.as_ptr() as *const c_char;
     // SAFETY: R's class constructors with NUL-terminated names and the
     // DllInfo R passed to the init function.
     let classes = unsafe {
@@ -294,17 +148,13 @@ fn class_of(elem: ElemType) -> Option<R_altrep_class_t> {
 /// `x` must be a valid SEXP.
 pub(crate) unsafe fn vec_data_of(x: SEXP) -> Option<*mut VecData> {
     let classes = CLASSES.get()?;
-    // SAFETY: x is a valid SEXP; ALTREP/R_altrep_inherits only read its header.
+    // SAFETY: x is a valid SEXP; ALTREP/R_altrep_inherits only read its
+    // header, and data_of reads data1 of one of our instances.
     unsafe {
         if ALTREP(x) == 0 || !classes.0.iter().any(|c| R_altrep_inherits(x, *c) != 0) {
             return None;
         }
-        let d1 = R_altrep_data1(x);
-        if TYPEOF(d1) as SEXPTYPE != EXTPTRSXP {
-            return None;
-        }
-        let p = R_ExternalPtrAddr(d1) as *mut VecData;
-        (!p.is_null()).then_some(p)
+        data_of(x)
     }
 }
 
@@ -319,83 +169,6 @@ unsafe fn storage<T>(x: SEXP) -> (*mut T, R_xlen_t) {
         let d = vd(x);
         (cur(x, d) as *mut T, d.len as R_xlen_t)
     }
-}
-
-/// The [`VecData`] of an instance of one of our classes (R only calls our
-/// methods on those). Raises an R error if it was already finalized.
-///
-/// # Safety
-/// `x` must be an instance of one of the fmalloc classes.
-pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
-    // SAFETY: callers reach here only for instances whose data1 is an
-    // external pointer (checked again).
-    let p = unsafe {
-        let d1 = R_altrep_data1(x);
-        if TYPEOF(d1) as SEXPTYPE != EXTPTRSXP {
-            ptr::null_mut()
-        } else {
-            R_ExternalPtrAddr(d1) as *mut VecData
-        }
-    };
-    if p.is_null() {
-        raise("Rfmalloc: this vector's heap data were already released");
-    }
-    // SAFETY: a non-null address is the Box<VecData> made by `new_altrep`,
-    // alive until the finalizer clears it; R is single-threaded.
-    unsafe { &mut *p }
-}
-
-/// Raises `msg` as an R condition, through the one path every Rust error
-/// takes to R: `.fmalloc_raise()` (R/vector.R), which gives a tagged
-/// message (`<fmalloc_corrupt> Rfmalloc: ...`, see `r::error`) its classes
-/// and any other message the class `fmalloc_error`. Used where savvy's
-/// conversion cannot run: ALTREP methods, called by R itself.
-///
-/// The caller must hold no Rust values with destructors: R longjmps out.
-pub(crate) fn raise(msg: &str) -> ! {
-    let len = msg.len().min(i32::MAX as usize) as c_int;
-    // SAFETY: plain R API calls on R's main thread; every new object is
-    // protected while the next is allocated. `.fmalloc_raise()` always
-    // signals an error, so `Rf_eval` does not return; should it, the plain
-    // `Rf_error` below still keeps this function from returning.
-    unsafe {
-        let text = Rf_protect(Rf_allocVector(STRSXP, 1));
-        SET_STRING_ELT(
-            text,
-            0,
-            Rf_mkCharLenCE(msg.as_ptr() as *const c_char, len, CE_UTF8),
-        );
-        let pkg = Rf_protect(Rf_mkString(c"Rfmalloc".as_ptr()));
-        let ns = Rf_protect(R_FindNamespace(pkg));
-        let call = Rf_protect(Rf_lang3(
-            Rf_install(c".fmalloc_raise".as_ptr()),
-            text,
-            R_NilValue,
-        ));
-        Rf_eval(call, ns);
-        Rf_error(
-            c"%s".as_ptr(),
-            c"Rfmalloc: error in an ALTREP method".as_ptr(),
-        )
-    }
-}
-
-/// Runs a callback body. A panic or an `Err` becomes an R error, raised
-/// after the body (and its values) are gone.
-pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> T {
-    let msg = match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => return v,
-        Ok(Err(msg)) => msg,
-        Err(_) => "Rfmalloc: internal error in an ALTREP method".to_string(),
-    };
-    let mut buf = [0u8; 1024];
-    let mut n = msg.len().min(buf.len());
-    while !msg.is_char_boundary(n) {
-        n -= 1;
-    }
-    buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
-    drop(msg);
-    raise(std::str::from_utf8(&buf[..n]).unwrap_or("Rfmalloc: error in an ALTREP method"))
 }
 
 // ---------------------------------------------------------------------------
@@ -550,29 +323,6 @@ fn wrap(data: VecData) -> savvy::Result<SEXP> {
     Ok(x)
 }
 
-/// Runs `f` (R API calls that may raise an R error) under savvy's unwind
-/// protection and returns the SEXP it made. The SEXP travels through a cell,
-/// not as `R_UnwindProtect`'s result: R stores that result in the
-/// continuation token (`SETCAR`), which would leave a new vector with a
-/// reference count of 2 -- and R would copy it on its first in-place
-/// modification instead of writing to the heap.
-///
-/// # Safety
-/// `f` may longjmp only through R errors; it must own no Rust values with
-/// destructors.
-pub(crate) unsafe fn protected(f: impl Fn() -> SEXP + Copy) -> savvy::Result<SEXP> {
-    let out = std::cell::Cell::new(ptr::null_mut());
-    let slot = &out;
-    // SAFETY: forwarded to the caller; the closure returns R_NilValue.
-    unsafe {
-        unwind_protect(|| {
-            slot.set(f());
-            R_NilValue
-        })?;
-    }
-    Ok(out.get())
-}
-
 /// data1's finalizer: releases the block reference and the heap clone.
 unsafe extern "C" fn finalize(ext: SEXP) {
     // SAFETY: ext is the external pointer made by `wrap`.
@@ -586,7 +336,7 @@ unsafe extern "C" fn finalize(ext: SEXP) {
     let data = unsafe { Box::from_raw(p) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
         data.release_block();
-        crate::r::vector::alloc::returned(data.counted);
+        returned(data.counted);
         drop(data);
     }));
 }
@@ -612,7 +362,7 @@ unsafe extern "C" fn inspect(
     let line = guard(|| {
         // SAFETY: R calls this with an instance of our class.
         let d = unsafe { vd(x) };
-        let name = class_index(d.elem).map_or("?", |i| CLASS_NAMES[i].trim_end_matches('\0'));
+        let name = class_index(d.elem).map_or("?", |i| TYPES[i].class.trim_end_matches('\0'));
         let desc = d.desc();
         // SAFETY: R calls this with an instance of our class.
         let copied = unsafe { private_copy(x) }.is_some();
@@ -642,20 +392,18 @@ pub(crate) unsafe fn materialise(x: SEXP, d: &mut VecData) {
     if unsafe { private_copy(x) }.is_some() {
         return;
     }
+    if d.pool().is_some() {
+        // SAFETY: forwarded to the caller.
+        unsafe { altstring::expand(x, d) };
+        return;
+    }
     let n = d.len as R_xlen_t;
     // SAFETY: allocation of an ordinary vector of x's type and length; the
     // copy reads `len` elements from the live mapping.
     unsafe {
         let copy = Rf_protect(Rf_allocVector(sexptype(d.elem), n));
-        if let Some(pool) = d.pool() {
-            d.seen = pool.generation();
-            for i in 0..n {
-                SET_STRING_ELT(copy, i, altstring::pool_elt(d, i));
-            }
-        } else {
-            let bytes = (d.len * d.elem.size()) as usize;
-            ptr::copy_nonoverlapping(d.mapped(), data_ptr(copy) as *mut u8, bytes);
-        }
+        let bytes = (d.len * d.elem.size()) as usize;
+        ptr::copy_nonoverlapping(d.mapped(), data_ptr(copy) as *mut u8, bytes);
         R_set_altrep_data2(x, copy);
         Rf_unprotect(1);
     }
@@ -833,13 +581,13 @@ unsafe extern "C" fn duplicate(x: SEXP, _deep: Rboolean) -> SEXP {
 }
 
 /// By value (C NULL: R serializes the expanded vector) unless a reference
-/// to a named block was asked for: see `r::named_ref`.
+/// to a named block was asked for: see `r::vector::serialize`.
 unsafe extern "C" fn serialized_state(x: SEXP) -> SEXP {
     // SAFETY: R calls this with an instance of our class.
-    unsafe { crate::r::vector::serialize::serialized_state(x) }
+    unsafe { serialize::serialized_state(x) }
 }
 
 unsafe extern "C" fn unserialize(cls: SEXP, state: SEXP) -> SEXP {
     // SAFETY: R calls this with the state `serialized_state` made.
-    unsafe { crate::r::vector::serialize::unserialize(cls, state) }
+    unsafe { serialize::unserialize(cls, state) }
 }

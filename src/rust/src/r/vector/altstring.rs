@@ -16,9 +16,11 @@ use std::os::raw::c_char;
 
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
-use crate::r::error::tagged_message;
+use crate::r::error::{guard, tagged_message};
 use crate::r::ffi::*;
-use crate::r::vector::altrep::{guard, private_copy, vd, VecData};
+use crate::r::types::{cetype, encoding};
+use crate::r::vector::alloc::{heap_malloc, new_block};
+use crate::r::vector::data::{private_copy, vd, VecData};
 use crate::strpool::{self, Encoding};
 
 /// Initial string area of a new pool: 8 bytes per element, at least 256.
@@ -32,30 +34,11 @@ pub(crate) fn new_pool(heap: &Heap, n: u64) -> Result<BlockDesc, crate::error::E
     let bytes = strpool::block_size(n, initial_capacity(n)).ok_or_else(|| {
         crate::error::Error::Invalid(format!("a character vector of length {n} is too long"))
     })?;
-    crate::r::vector::alloc::new_block(heap, ElemType::String, bytes, bytes, |buf| {
+    new_block(heap, ElemType::String, bytes, bytes, |buf| {
         strpool::init(buf, n)
             .map(drop)
             .map_err(|e| crate::error::Error::Invalid(e.to_string()))
     })
-}
-
-/// R's encoding mark for a stored string's encoding.
-pub(crate) fn cetype(e: Encoding) -> cetype_t {
-    match e {
-        Encoding::Native => CE_NATIVE,
-        Encoding::Utf8 => CE_UTF8,
-        Encoding::Latin1 => CE_LATIN1,
-        Encoding::Bytes => CE_BYTES,
-    }
-}
-
-fn encoding(ce: cetype_t) -> Encoding {
-    match ce {
-        CE_UTF8 => Encoding::Utf8,
-        CE_LATIN1 => Encoding::Latin1,
-        CE_BYTES => Encoding::Bytes,
-        _ => Encoding::Native,
-    }
 }
 
 /// Element `i` of the pool as a CHARSXP (`NA_STRING` for NA). Raises an R
@@ -103,6 +86,30 @@ pub(crate) fn stale(d: &VecData) -> bool {
     !d.readonly && d.pool().is_some_and(|p| p.generation() != d.seen)
 }
 
+/// Makes data2 of `x`: an ordinary STRSXP with the pool's strings (see
+/// `r::vector::altrep`). Returns it.
+///
+/// # Safety
+/// `x` must be an instance of `fmalloc_string` without data2, `d` its
+/// data; allocates (may longjmp) with no Rust value with a destructor live.
+pub(crate) unsafe fn expand(x: SEXP, d: &mut VecData) -> SEXP {
+    let n = d.len as R_xlen_t;
+    // SAFETY: allocation of a character vector of x's length, filled from
+    // the live pool.
+    unsafe {
+        let copy = Rf_protect(Rf_allocVector(STRSXP, n));
+        if let Some(pool) = d.pool() {
+            d.seen = pool.generation();
+        }
+        for i in 0..n {
+            SET_STRING_ELT(copy, i, pool_elt(d, i));
+        }
+        R_set_altrep_data2(x, copy);
+        Rf_unprotect(1);
+        copy
+    }
+}
+
 /// data2, the expanded strings of `x`: made on first use, brought up to
 /// date when another view wrote the pool since.
 ///
@@ -113,8 +120,7 @@ pub(crate) unsafe fn expanded(x: SEXP, d: &mut VecData) -> SEXP {
     // SAFETY: forwarded to the caller.
     unsafe {
         let Some(copy) = private_copy(x) else {
-            crate::r::vector::altrep::materialise(x, d);
-            return R_altrep_data2(x);
+            return expand(x, d);
         };
         if stale(d) {
             if let Some(p) = d.pool() {
@@ -180,8 +186,6 @@ fn set_in_pool(d: &VecData, i: u64, value: Option<(&[u8], Encoding)>) -> Result<
     let pool = d
         .pool()
         .ok_or_else(|| "Rfmalloc: internal error: a character vector without a pool".to_string())?;
-    pool.set(i, value, &mut |heap, bytes| {
-        crate::r::vector::alloc::heap_malloc(heap, bytes)
-    })
-    .map_err(|e| tagged_message(&e))
+    pool.set(i, value, &mut |heap, bytes| heap_malloc(heap, bytes))
+        .map_err(|e| tagged_message(&e))
 }

@@ -81,9 +81,14 @@ use std::ptr;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::map::fork;
+#[cfg(feature = "classic")]
+use crate::r::error::protected;
 use crate::r::ffi::*;
 #[cfg(feature = "classic")]
-use crate::r::vector::altrep::{protected, sexptype};
+use crate::r::types::sexptype;
+#[cfg(feature = "classic")]
+use crate::r::vector::alloc::heap_malloc;
+use crate::r::vector::alloc::returned;
 
 /// Whether this build has the classic path.
 pub(crate) const AVAILABLE: bool = cfg!(feature = "classic");
@@ -185,7 +190,7 @@ unsafe extern "C" fn mem_free(a: *mut R_allocator_t, _block: *mut c_void) {
         // Unregistered first: a registered tag always points to a live box.
         fork::unregister(owned.region);
         let _ = owned.heap.release(owned.block);
-        crate::r::vector::alloc::returned(owned.bytes);
+        returned(owned.bytes);
         drop(owned);
     }));
 }
@@ -236,7 +241,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
         .and_then(|d| d.checked_add(header))
         .and_then(block_for)
         .ok_or_else(too_long)?;
-    let pre = crate::r::vector::alloc::heap_malloc(heap, want)?;
+    let pre = heap_malloc(heap, want)?;
     let mut ctx = Ctx {
         heap,
         pre: Some((pre, want)),
@@ -286,7 +291,7 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
         if ALTREP(x) != 0 {
             return None;
         }
-        crate::r::vector::altrep::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?
+        crate::r::types::elem_of_sexptype(TYPEOF(x) as SEXPTYPE)?
     };
     let (_, tag) = fork::find(x as usize)?;
     // SAFETY: a registered tag is the live ClassicBlock of that region
@@ -305,4 +310,20 @@ pub(crate) unsafe fn block_of(x: SEXP) -> Option<(Heap, BlockDesc, bool)> {
         length: n,
     };
     Some((heap.clone(), desc, elem == ElemType::String))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r_allocator_routing() {
+        assert!(!r_uses_allocator(ElemType::Double, 0));
+        assert!(!r_uses_allocator(ElemType::Integer, 1));
+        assert!(!r_uses_allocator(ElemType::Logical, 1));
+        assert!(r_uses_allocator(ElemType::Raw, 1));
+        assert!(r_uses_allocator(ElemType::Complex, 1));
+        assert!(r_uses_allocator(ElemType::String, 1));
+        assert!(r_uses_allocator(ElemType::Double, 2));
+    }
 }

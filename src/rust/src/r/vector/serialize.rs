@@ -22,20 +22,19 @@
 //!
 //! Unserializing calls R (`.fm_reconnect()` in R/named.R), which opens the
 //! heap (read-only if it can), checks its id and asks
-//! [`fmalloc_named_block_vector`] for a vector over the block, which must
+//! `fmalloc_named_block_vector()` (`r::api::reference`) for a vector over the block, which must
 //! still belong to a named object with exactly this description. Anything
 //! else is a classed R error.
 
 use std::os::raw::c_char;
 
-use savvy::{savvy, OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+use savvy::{OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
-use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
-use crate::r::args::FmallocHeap;
+use crate::r::error::guard;
 use crate::r::ffi::*;
-use crate::r::named::leaf::vector_over_block;
-use crate::r::vector::altrep::{guard, private_copy, vec_data_of, VecData};
+use crate::r::types::hex;
+use crate::r::vector::data::{data_of, private_copy, VecData};
 
 const STATE_VERSION: i32 = 1;
 
@@ -59,7 +58,7 @@ unsafe fn reference_option() -> bool {
 
 /// Whether `desc` is exactly a block of a named object of `heap` (the core
 /// knows which blocks are named).
-fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
+pub(crate) fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
     heap.named_desc(desc.offset).as_ref() == Some(desc)
 }
 
@@ -69,7 +68,7 @@ fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
 ///
 /// # Safety
 /// `x` must be an fmalloc instance and `d` its data.
-unsafe fn in_file(x: SEXP, d: &VecData) -> bool {
+pub(crate) unsafe fn in_file(x: SEXP, d: &VecData) -> bool {
     // SAFETY: forwarded to the caller.
     let Some(copy) = (unsafe { private_copy(x) }) else {
         return true;
@@ -84,10 +83,6 @@ unsafe fn in_file(x: SEXP, d: &VecData) -> bool {
         std::slice::from_raw_parts(d.mapped() as *const u8, bytes)
             == std::slice::from_raw_parts(data_ptr(copy) as *const u8, bytes)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The reference state of `heap`'s block `desc`.
@@ -117,7 +112,7 @@ fn state(heap: &Heap, desc: &BlockDesc) -> savvy::Result<Sexp> {
 /// `x` must be an instance of one of the fmalloc classes.
 pub(crate) unsafe fn serialized_state(x: SEXP) -> SEXP {
     // SAFETY: x is one of our instances (R's contract for this method).
-    let Some(d) = (unsafe { vec_data_of(x) }) else {
+    let Some(d) = (unsafe { data_of(x) }) else {
         return std::ptr::null_mut();
     };
     // SAFETY: a live VecData, only read.
@@ -154,134 +149,5 @@ pub(crate) unsafe fn unserialize(_cls: SEXP, state: SEXP) -> SEXP {
         let out = Rf_eval(call, ns);
         Rf_unprotect(3);
         out
-    }
-}
-
-fn u64_from_f64(x: f64, what: &str) -> savvy::Result<u64> {
-    if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 9.007_199_254_740_992e15) {
-        return Err(Error::Invalid(format!("bad {what} in a reference: {x}")).into());
-    }
-    Ok(x as u64)
-}
-
-/// A vector over the block described by a reference, marked to serialize
-/// by reference again; `NULL` when no named object of `heap` has exactly
-/// this block any more.
-/// @noRd
-#[savvy]
-fn fmalloc_named_block_vector(
-    heap: &FmallocHeap,
-    block: f64,
-    data_offset: f64,
-    elem: i32,
-    length: f64,
-) -> savvy::Result<Sexp> {
-    let heap = heap.heap()?;
-    let elem = u8::try_from(elem)
-        .ok()
-        .and_then(ElemType::from_u8)
-        .ok_or_else(|| Error::Invalid(format!("bad element type {elem} in a reference")))?;
-    let desc = BlockDesc {
-        offset: u64_from_f64(block, "block")?,
-        data_offset: u64_from_f64(data_offset, "data offset")?,
-        elem,
-        length: u64_from_f64(length, "length")?,
-    };
-    if !is_named_block(&heap, &desc) {
-        // SAFETY: reads R's NULL.
-        return Ok(Sexp(unsafe { R_NilValue }));
-    }
-    let v = vector_over_block(&heap, &desc)?;
-    mark_by_reference(v.0);
-    Ok(v)
-}
-
-/// `x` marked to serialize by reference: a new vector over the same named
-/// block with `x`'s attributes, or an `fmalloc_invalid` error if `x` is not
-/// a vector of a named object.
-/// @noRd
-#[savvy]
-fn fmalloc_ref_leaf(x: Sexp) -> savvy::Result<Sexp> {
-    // SAFETY: x is a SEXP R passed in.
-    let found = unsafe { vec_data_of(x.0) }.map(|d| {
-        // SAFETY: a live VecData, only read.
-        let d = unsafe { &*d };
-        (d.heap.clone(), d.desc(), !unsafe { in_file(x.0, d) })
-    });
-    let (heap, desc) =
-        match found {
-            Some((heap, desc, false)) => (heap, desc),
-            Some((_, _, true)) => return Err(Error::Invalid(
-                "this vector was modified in memory (it is a private copy of read-only data, or a \
-                 character vector whose strings were copied out); get it again with fmalloc_get()"
-                    .into(),
-            )
-            .into()),
-            None => {
-                return Err(Error::Invalid(
-                    "only vectors got from a heap (fmalloc_get(), fmalloc_save()) can be sent by \
-                 reference"
-                        .into(),
-                )
-                .into())
-            }
-        };
-    if !is_named_block(&heap, &desc) {
-        return Err(Error::Invalid(
-            "this vector is not part of a named object; save it with fmalloc_save() first".into(),
-        )
-        .into());
-    }
-    let v = vector_over_block(&heap, &desc)?;
-    mark_by_reference(v.0);
-    let (to, from) = (v.0, x.0);
-    // SAFETY: the fresh vector is referenced by nothing R can see, and
-    // `unwind_protect` allocates (its continuation token) before it runs the
-    // closure: protected for the whole call. On an R error R restores the
-    // protection stack to the level it had when `unwind_protect` began,
-    // which still includes this protect, so one unprotect fits both paths.
-    // The attribute copy allocates a pairlist, so under unwind protection.
-    let copied = unsafe {
-        Rf_protect(to);
-        let r = savvy::unwind_protect::unwind_protect(|| {
-            SHALLOW_DUPLICATE_ATTRIB(to, from);
-            R_NilValue
-        });
-        Rf_unprotect(1);
-        r
-    };
-    copied?;
-    Ok(v)
-}
-
-fn mark_by_reference(x: SEXP) {
-    // SAFETY: x was just made by `vector_over_block`: one of our instances.
-    if let Some(d) = unsafe { vec_data_of(x) } {
-        // SAFETY: a live VecData, not borrowed elsewhere.
-        unsafe { (*d).by_reference = true };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_numbers_must_be_exact_offsets() {
-        assert_eq!(u64_from_f64(4160.0, "block").ok(), Some(4160));
-        assert_eq!(u64_from_f64(0.0, "block").ok(), Some(0));
-        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 1e16] {
-            let e = u64_from_f64(bad, "block").err().map(|e| e.to_string());
-            assert!(
-                e.as_deref()
-                    .is_some_and(|m| m.starts_with("<fmalloc_invalid> ")),
-                "{bad}: {e:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn heap_ids_are_lowercase_hex() {
-        assert_eq!(hex(&[0x0f, 0xa0, 0x00]), "0fa000");
     }
 }

@@ -1,0 +1,152 @@
+//! The heap handle's `#[savvy]` methods and functions: open, close, info,
+//! sync, check, and the handle registry R/heap.R uses (the handle type and
+//! its lookup are `r::args`).
+
+use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+
+use crate::check::{self, Problem};
+use crate::heap::{Heap, OpenOptions};
+use crate::r::args::{bytes_from_f64, handle_at, register_handle, FmallocHeap};
+use crate::r::types::hex;
+
+/// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
+/// @noRd
+#[savvy]
+fn fmalloc_handle_register(heap: &FmallocHeap) -> savvy::Result<()> {
+    register_handle(heap);
+    Ok(())
+}
+
+/// Why opening fell back to an older commit (the newest could not be read),
+/// or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_recovery(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    match heap.heap()?.recovery() {
+        Some(why) => OwnedStringSexp::try_from(why)?.into(),
+        None => savvy::NullSexp.into(),
+    }
+}
+
+/// `fmalloc_check()` on a heap handle: the problems as a named list of three
+/// character vectors (`object`, NA for the heap as a whole; `part`;
+/// `problem`), which R/check.R makes a data frame.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_check(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    problems_list(&heap.heap()?.check())
+}
+
+/// `fmalloc_check()` on a path: opened read-only for the check alone; a
+/// file that does not open is one problem (part "open"), a file locked by a
+/// writer an `fmalloc_locked` error.
+/// @noRd
+#[savvy]
+fn fmalloc_path_check(path: &str) -> savvy::Result<Sexp> {
+    problems_list(&check::check_path(std::path::Path::new(path))?)
+}
+
+fn problems_list(problems: &[Problem]) -> savvy::Result<Sexp> {
+    let n = problems.len();
+    let mut object = OwnedStringSexp::new(n)?;
+    let mut part = OwnedStringSexp::new(n)?;
+    let mut problem = OwnedStringSexp::new(n)?;
+    for (i, p) in problems.iter().enumerate() {
+        match &p.object {
+            Some(name) => object.set_elt(i, name)?,
+            None => object.set_na(i)?,
+        }
+        part.set_elt(i, &p.part)?;
+        problem.set_elt(i, &p.problem)?;
+    }
+    let mut out = OwnedListSexp::new(3, true)?;
+    out.set_name_and_value(0, "object", object)?;
+    out.set_name_and_value(1, "part", part)?;
+    out.set_name_and_value(2, "problem", problem)?;
+    out.into()
+}
+
+/// Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
+/// @noRd
+#[savvy]
+fn fmalloc_handle_valid(ptr: Sexp) -> savvy::Result<Sexp> {
+    // SAFETY: ptr is a SEXP R passed in.
+    let ok = unsafe { handle_at(ptr.0) }.is_some();
+    OwnedLogicalSexp::try_from(ok)?.into()
+}
+
+#[savvy]
+impl FmallocHeap {
+    /// Opens or creates the heap file at `path`.
+    /// @noRd
+    fn open(path: &str, readonly: bool, size_bytes: Option<f64>) -> savvy::Result<Self> {
+        let initial_size = match size_bytes {
+            Some(x) => Some(bytes_from_f64(x, "size")?),
+            None => None,
+        };
+        let opts = OpenOptions {
+            readonly,
+            initial_size,
+        };
+        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)?;
+        Ok(FmallocHeap {
+            path: heap.path().to_path_buf(),
+            heap: Some(heap),
+            created,
+        })
+    }
+
+    /// Drops this handle's reference to the heap. Idempotent.
+    /// @noRd
+    fn close(&mut self) -> savvy::Result<()> {
+        if let Some(heap) = self.heap.take() {
+            if !heap.is_readonly() {
+                heap.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// @noRd
+    fn is_closed(&self) -> savvy::Result<Sexp> {
+        OwnedLogicalSexp::try_from(self.heap.is_none())?.into()
+    }
+
+    /// Whether `open` initialised a new heap in the file.
+    /// @noRd
+    fn created(&self) -> savvy::Result<Sexp> {
+        OwnedLogicalSexp::try_from(self.created)?.into()
+    }
+
+    /// @noRd
+    fn path(&self) -> savvy::Result<Sexp> {
+        OwnedStringSexp::try_from(self.path.to_string_lossy().as_ref())?.into()
+    }
+
+    /// A named list: path, heap_id, readonly, size, used, free, objects.
+    /// @noRd
+    fn info(&self) -> savvy::Result<Sexp> {
+        let info = self.heap()?.info();
+        let mut out = OwnedListSexp::new(7, true)?;
+        let path = info.path.to_string_lossy();
+        out.set_name_and_value(0, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
+        out.set_name_and_value(1, "heap_id", OwnedStringSexp::try_from(hex(&info.heap_id))?)?;
+        out.set_name_and_value(2, "readonly", OwnedLogicalSexp::try_from(info.readonly)?)?;
+        let numbers = [
+            ("size", info.file_bytes),
+            ("used", info.used_bytes),
+            ("free", info.free_bytes),
+            ("objects", info.objects),
+        ];
+        for (i, (name, value)) in numbers.into_iter().enumerate() {
+            out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value as f64)?)?;
+        }
+        out.into()
+    }
+
+    /// Makes everything written so far durable.
+    /// @noRd
+    fn sync(&self) -> savvy::Result<()> {
+        Ok(self.heap()?.sync()?)
+    }
+}
