@@ -7,7 +7,7 @@
 
 use crate::heap::ElemType;
 use crate::r::ffi::*;
-use crate::strpool::Encoding;
+use crate::strpool::{self, Encoding};
 
 /// One R vector type.
 pub(crate) struct RType {
@@ -111,6 +111,20 @@ pub(crate) fn encoding(ce: cetype_t) -> Encoding {
         CE_LATIN1 => Encoding::Latin1,
         CE_BYTES => Encoding::Bytes,
         _ => Encoding::Native,
+    }
+}
+
+/// A CHARSXP as a pool element: bytes and encoding, `None` for NA.
+pub(crate) fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
+    // SAFETY: c is a CHARSXP of a live vector; R_CHAR/LENGTH/Rf_getCharCE
+    // only read it and never allocate or raise errors.
+    unsafe {
+        if c == R_NaString {
+            return None;
+        }
+        let len = LENGTH(c).max(0) as usize;
+        let bytes = std::slice::from_raw_parts(R_CHAR(c) as *const u8, len);
+        Some((bytes, encoding(Rf_getCharCE(c))))
     }
 }
 

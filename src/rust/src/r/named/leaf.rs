@@ -12,16 +12,11 @@ use savvy::Sexp;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::r::ffi::*;
-use crate::r::types::elem_of_sexptype;
+use crate::r::types::{char_elt, elem_of_sexptype};
 use crate::r::vector::alloc::new_block;
 use crate::r::vector::altrep::{new_altrep, BlockRef};
 use crate::r::vector::create::block_of;
 use crate::strpool;
-
-/// Whether two handles are the same open heap.
-fn same_heap(a: &Heap, b: &Heap) -> bool {
-    a.heap_id() == b.heap_id() && a.path() == b.path()
-}
 
 /// The heap block holding `x`'s data when they live in `heap` as they are
 /// (an fmalloc vector of either path, not replaced by a private copy);
@@ -29,7 +24,7 @@ fn same_heap(a: &Heap, b: &Heap) -> bool {
 pub(crate) fn block_of_leaf(heap: &Heap, x: SEXP) -> Option<BlockDesc> {
     // SAFETY: x is a valid SEXP (an element of a list R passed in).
     let (owner, desc) = unsafe { block_of(x) }?;
-    same_heap(&owner, heap).then_some(desc)
+    owner.same(heap).then_some(desc)
 }
 
 /// Copies `x` (an atomic vector of a supported type, length > 0) into a new
@@ -108,26 +103,6 @@ fn copy_strings(heap: &Heap, chars: &[SEXP]) -> savvy::Result<BlockDesc> {
         Ok(())
     })?;
     Ok(desc)
-}
-
-/// A CHARSXP as a pool element: bytes and encoding, `None` for NA.
-pub(crate) fn char_elt<'a>(c: SEXP) -> strpool::Elt<'a> {
-    // SAFETY: c is a CHARSXP of a live vector; R_CHAR/LENGTH/Rf_getCharCE
-    // only read it and never allocate or raise errors.
-    unsafe {
-        if c == R_NaString {
-            return None;
-        }
-        let len = LENGTH(c).max(0) as usize;
-        let bytes = std::slice::from_raw_parts(R_CHAR(c) as *const u8, len);
-        let enc = match Rf_getCharCE(c) {
-            CE_UTF8 => strpool::Encoding::Utf8,
-            CE_LATIN1 => strpool::Encoding::Latin1,
-            CE_BYTES => strpool::Encoding::Bytes,
-            _ => strpool::Encoding::Native,
-        };
-        Some((bytes, enc))
-    }
 }
 
 /// A new ALTREP vector over a stored block (one more reference to it).

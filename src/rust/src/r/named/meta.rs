@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::format::meta::{self, Payload, Summary, Writer};
 use crate::heap::BlockDesc;
 use crate::r::ffi::*;
-use crate::r::named::leaf::char_elt;
+use crate::r::types::char_elt;
 
 fn internal(what: impl std::fmt::Display) -> savvy::Error {
     Error::Invalid(format!("internal error: bad object description ({what})")).into()

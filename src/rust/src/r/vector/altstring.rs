@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::r::error::{guard, tagged_message};
 use crate::r::ffi::*;
-use crate::r::types::{cetype, encoding};
+use crate::r::types::{cetype, char_elt};
 use crate::r::vector::alloc::{heap_malloc, new_block};
 use crate::r::vector::data::{private_copy, vd, VecData};
 use crate::strpool::{self, Encoding};
@@ -161,14 +161,7 @@ pub(crate) unsafe extern "C" fn set_elt(x: SEXP, i: R_xlen_t, v: SEXP) {
             Some(_) => expanded(x, d),
             None => R_NilValue,
         };
-        let value = if v == R_NaString {
-            None
-        } else {
-            let n = LENGTH(v);
-            let p = R_CHAR(v) as *const u8;
-            let bytes = std::slice::from_raw_parts(p, n.max(0) as usize);
-            Some((bytes, encoding(Rf_getCharCE(v))))
-        };
+        let value = char_elt(v);
         guard(|| set_in_pool(d, i as u64, value));
         if copy != R_NilValue {
             SET_STRING_ELT(copy, i, v);
