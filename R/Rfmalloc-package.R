@@ -47,7 +47,13 @@
 #'     parts that cannot be stored (functions, environments, ...).}
 #'   \item{`fmalloc_mismatch`}{a vector sent by reference ([fmalloc_ref()])
 #'     names a heap file that is now a different heap.}
+#'   \item{`fmalloc_internal`}{a bug in Rfmalloc (a state it never makes);
+#'     please report it.}
 #' }
+#'
+#' This holds for errors raised while R itself calls into Rfmalloc, too:
+#' reading or writing an element of a heap vector (`x[i]`, `x[i] <- v`),
+#' asking for its data, duplicating or serializing it.
 #'
 #' One warning class: `fmalloc_recovered` (also `fmalloc_warning`), given by
 #' [fmalloc_open()] when the newest commit in the file cannot be read and

@@ -12,18 +12,20 @@
 #     fmalloc_get(), see r::error::returned_form): the caller passes it to
 #     .fmalloc_raise();
 #   * from ALTREP methods, which R calls itself: Rust calls .fmalloc_raise()
-#     (altrep::raise).
-# Errors without the tag (R errors raised inside Rust calls, such as R's own
-# "cannot allocate"; savvy's argument conversions) pass through unchanged.
+#     (r::error::guard).
+# Rust tags every message it makes (fmalloc_internal for what can only be a
+# bug). R errors raised inside Rust calls (such as R's own "cannot allocate")
+# are not Rfmalloc's and pass through .rfm() unchanged.
 
 .fmalloc_tag <- "^<(fmalloc_[a-z_]+)> "
 
 # Raises the tagged error message `msg` as a condition of its class, from
-# `call`; an untagged message as a plain fmalloc_error.
+# `call`; a message without a tag (never made by Rust: see
+# r::error::message_of) as fmalloc_internal.
 .fmalloc_raise <- function(msg, call) {
   tag <- regmatches(msg, regexpr(.fmalloc_tag, msg))
   if (length(tag) != 1L) {
-    .fmalloc_abort(msg, "fmalloc_error", call)
+    .fmalloc_abort(msg, "fmalloc_internal", call)
   }
   .fmalloc_abort(substring(msg, nchar(tag) + 1L), sub(.fmalloc_tag, "\\1", tag), call)
 }

@@ -1,4 +1,4 @@
-//! The one place where a core [`Error`] becomes an R error.
+//! The one place where a failure in Rust becomes an R error.
 //!
 //! savvy 0.11 hands R only a message string: its C wrapper calls
 //! `Rf_errorcall(R_NilValue, "%s", msg)`, which signals a plain
@@ -20,16 +20,29 @@
 //! function returns the same tagged message instead of raising it: a string
 //! of class `fmalloc_failure`, made by [`returned_form`] only. The R caller tests
 //! for it and hands it to `.fmalloc_raise()`, the same decoder `.rfm()` and
-//! the ALTREP methods (`altrep::raise`) use. So there is one mechanism --
-//! the tag, decoded by `.fmalloc_raise()` into a condition of class
+//! the ALTREP methods use. So there is one mechanism -- the tag, decoded by
+//! `.fmalloc_raise()` into a condition of class
 //! `c(<subclass>, "fmalloc_error", "error", "condition")` -- with a raised and
 //! a returned form.
+//!
+//! **Callbacks.** Code R calls itself (ALTREP methods: Elt, Set_elt,
+//! Dataptr, Serialized_state, ...) cannot return a `savvy::Error`. Its body
+//! runs under [`guard`], whose error type [`Failure`] is again the tagged
+//! message (or an R error raised inside, resumed as it is); `guard` hands
+//! the message to `.fmalloc_raise()` once every Rust value of the body has
+//! been dropped.
+//!
+//! **Every message is tagged.** A message built here always carries a
+//! class: a core [`Error`]'s, or `fmalloc_internal` for what can only be a
+//! bug in Rfmalloc (a panic, an impossible state; [`internal`]), so no
+//! failure reaches R as a bare `simpleError`. A message without a tag (from
+//! savvy itself) is tagged `fmalloc_internal` on its way out.
 //!
 //! The crate enables savvy's `use-custom-error` feature. That removes savvy's
 //! blanket `From<E: std::error::Error>`, so `?` on a core `Result` inside a
 //! `#[savvy]` function goes through the `From` below and keeps its class;
 //! any other error type must be converted on purpose (wrap it in a core
-//! `Error`, or use `savvy_err!` for an unclassed message).
+//! `Error`, or [`internal`]).
 
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -53,6 +66,41 @@ pub(crate) fn tagged_message(e: &Error) -> String {
     format!("<{}> {e}", e.class())
 }
 
+/// The class of errors that can only be a bug in Rfmalloc.
+pub(crate) const INTERNAL_CLASS: &str = "fmalloc_internal";
+
+/// The tagged message of an internal error (class `fmalloc_internal`).
+fn internal_message(what: &str) -> String {
+    format!("<{INTERNAL_CLASS}> Rfmalloc: internal error: {what} (please report this)")
+}
+
+/// An internal error (class `fmalloc_internal`): a state Rfmalloc never
+/// makes, or a panic.
+pub(crate) fn internal(what: impl std::fmt::Display) -> savvy::Error {
+    savvy::Error::new(internal_message(&what.to_string()))
+}
+
+/// Whether `msg` starts with a tag R/error.R decodes (`<fmalloc_x> `).
+fn has_tag(msg: &str) -> bool {
+    msg.strip_prefix("<fmalloc_")
+        .and_then(|rest| rest.split_once("> "))
+        .is_some_and(|(name, _)| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+}
+
+/// The tagged message of any savvy error but an R error (`Aborted`): its
+/// own when it has a tag (a core error converted by the `From` above), an
+/// internal error's otherwise (savvy's own messages).
+fn message_of(e: &savvy::Error) -> String {
+    let msg = e.to_string();
+    if has_tag(&msg) {
+        msg
+    } else {
+        internal_message(&msg)
+    }
+}
+
 /// The returned form of an error (see the module docs): `Ok` passes
 /// through; an R error raised inside the call (`Aborted`) is resumed as it
 /// is; any other error becomes its tagged message as a string of class
@@ -62,7 +110,7 @@ pub(crate) fn returned_form(result: savvy::Result<Sexp>) -> savvy::Result<Sexp> 
         Ok(x) => Ok(x),
         Err(e @ savvy::Error::Aborted(_)) => Err(e),
         Err(e) => {
-            let mut failure = OwnedStringSexp::try_from(e.to_string().as_str())?;
+            let mut failure = OwnedStringSexp::try_from(message_of(&e).as_str())?;
             failure.set_class([FAILURE_CLASS])?;
             failure.into()
         }
@@ -77,19 +125,45 @@ pub(crate) fn invalid(msg: impl Into<String>) -> savvy::Error {
     Error::Invalid(msg.into()).into()
 }
 
-/// Raises `msg` as an R condition, through the one path every Rust error
-/// takes to R: `.fmalloc_raise()` (R/vector.R), which gives a tagged
-/// message (`<fmalloc_corrupt> Rfmalloc: ...`, see `r::error`) its classes
-/// and any other message the class `fmalloc_error`. Used where savvy's
-/// conversion cannot run: ALTREP methods, called by R itself.
+/// Why a callback body failed (see the module docs): a tagged message, or
+/// an R error raised inside it (the continuation token to resume).
+pub(crate) enum Failure {
+    Tagged(String),
+    Aborted(SEXP),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Tagged(tagged_message(&e))
+    }
+}
+
+impl From<savvy::Error> for Failure {
+    fn from(e: savvy::Error) -> Self {
+        match e {
+            savvy::Error::Aborted(token) => Failure::Aborted(token),
+            e => Failure::Tagged(message_of(&e)),
+        }
+    }
+}
+
+impl Failure {
+    /// An internal error (class `fmalloc_internal`).
+    pub(crate) fn internal(what: &str) -> Self {
+        Failure::Tagged(internal_message(what))
+    }
+}
+
+/// Raises the tagged message `msg` as an R condition through
+/// `.fmalloc_raise()` (R/error.R), like every other Rust error.
 ///
 /// The caller must hold no Rust values with destructors: R longjmps out.
-pub(crate) fn raise(msg: &str) -> ! {
+fn raise(msg: &str) -> ! {
     let len = msg.len().min(i32::MAX as usize) as c_int;
     // SAFETY: plain R API calls on R's main thread; every new object is
     // protected while the next is allocated. `.fmalloc_raise()` always
-    // signals an error, so `Rf_eval` does not return; should it, the plain
-    // `Rf_error` below still keeps this function from returning.
+    // signals an error, so `Rf_eval` does not return; the `Rf_error` below
+    // (never reached) only keeps this function from returning.
     unsafe {
         let text = Rf_protect(Rf_allocVector(STRSXP, 1));
         SET_STRING_ELT(
@@ -105,21 +179,24 @@ pub(crate) fn raise(msg: &str) -> ! {
             R_NilValue,
         ));
         Rf_eval(call, ns);
-        Rf_error(
-            c"%s".as_ptr(),
-            c"Rfmalloc: error in an ALTREP method".as_ptr(),
-        )
+        Rf_error(c"%s".as_ptr(), R_CHAR(STRING_ELT(text, 0)))
     }
 }
 
-/// Runs a callback body. A panic or an `Err` becomes an R error, raised
-/// after the body (and its values) are gone.
-pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> T {
+/// Runs a callback body (an ALTREP method, called by R itself). A panic or
+/// an `Err` becomes an R error of its class, raised after the body (and its
+/// values) are gone; an R error raised inside the body is resumed.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, Failure>) -> T {
     let msg = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => return v,
-        Ok(Err(msg)) => msg,
-        Err(_) => "Rfmalloc: internal error in an ALTREP method".to_string(),
+        Ok(Err(Failure::Tagged(msg))) => msg,
+        // SAFETY: the token of an R error caught by unwind protection in
+        // the body; nothing of the body is left to drop.
+        Ok(Err(Failure::Aborted(token))) => unsafe { R_ContinueUnwind(token) },
+        Err(_) => internal_message("a panic in an ALTREP method"),
     };
+    // The message moves to the stack: `raise` longjmps, so no heap value
+    // may be live.
     let mut buf = [0u8; 1024];
     let mut n = msg.len().min(buf.len());
     while !msg.is_char_boundary(n) {
@@ -127,7 +204,7 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> T {
     }
     buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
     drop(msg);
-    raise(std::str::from_utf8(&buf[..n]).unwrap_or("Rfmalloc: error in an ALTREP method"))
+    raise(std::str::from_utf8(&buf[..n]).unwrap_or("<fmalloc_internal> Rfmalloc: internal error"))
 }
 
 /// Runs `f` (R API calls that may raise an R error) under savvy's unwind
@@ -195,5 +272,31 @@ mod tests {
         assert!(invalid("bad")
             .to_string()
             .starts_with("<fmalloc_invalid> Rfmalloc: bad"));
+    }
+
+    #[test]
+    fn every_message_has_a_tag() {
+        let tagged: savvy::Error = Error::NotFound { name: "x".into() }.into();
+        assert_eq!(message_of(&tagged), tagged.to_string());
+        // savvy's own messages, and internal errors, are fmalloc_internal.
+        for e in [savvy::Error::new("Unexpected type"), internal("no pool")] {
+            let msg = message_of(&e);
+            assert!(
+                msg.starts_with("<fmalloc_internal> Rfmalloc: internal error: "),
+                "{msg}"
+            );
+            assert!(has_tag(&msg));
+        }
+        assert!(!has_tag("<fmalloc_> x"));
+        assert!(!has_tag("Rfmalloc: untagged"));
+        assert!(!has_tag("<fmalloc_Bad> x"));
+        match Failure::from(Error::Invalid("bad".into())) {
+            Failure::Tagged(m) => assert!(m.starts_with("<fmalloc_invalid> ")),
+            Failure::Aborted(_) => panic!("not an R error"),
+        }
+        match Failure::internal("impossible") {
+            Failure::Tagged(m) => assert!(has_tag(&m) && m.starts_with("<fmalloc_internal> ")),
+            Failure::Aborted(_) => panic!("not an R error"),
+        }
     }
 }

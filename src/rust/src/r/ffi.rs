@@ -151,6 +151,8 @@ extern "C" {
 
     // Errors and output.
     pub fn Rf_error(fmt: *const c_char, ...) -> !;
+    /// Resumes an R error caught by `R_UnwindProtect` (its continuation).
+    pub fn R_ContinueUnwind(cont: SEXP) -> !;
     pub fn Rprintf(fmt: *const c_char, ...);
 
     // ALTREP.

@@ -50,7 +50,8 @@
 //! `r::vector::serialize`).
 //!
 //! Callbacks never panic or unwind into R: each body runs under
-//! `r::error::guard`, which turns a panic or an error into `Rf_error` raised after
+//! `r::error::guard`, which turns a panic or an error into an R condition of its
+//! class (through `.fmalloc_raise()`, like every Rust error), raised after
 //! every Rust value of the body has been dropped.
 
 use std::os::raw::{c_char, c_int, c_void};
@@ -61,7 +62,7 @@ use std::sync::OnceLock;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::pool::{Hold, Pool};
-use crate::r::error::{guard, protected};
+use crate::r::error::{guard, internal, protected};
 use crate::r::ffi::*;
 use crate::r::types::{class_index, sexptype, TYPES};
 use crate::r::vector::alloc::returned;
@@ -293,9 +294,7 @@ fn wrap(data: VecData) -> savvy::Result<SEXP> {
         Some(c) => c,
         None => {
             data.release_block();
-            return Err(savvy::Error::new(
-                "Rfmalloc: ALTREP classes are not registered",
-            ));
+            return Err(internal("the ALTREP classes are not registered"));
         }
     };
     // SAFETY: plain R allocations; on an R error they longjmp back into

@@ -16,7 +16,7 @@ use std::os::raw::c_char;
 
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
-use crate::r::error::{guard, tagged_message};
+use crate::r::error::{guard, Failure};
 use crate::r::ffi::*;
 use crate::r::types::{cetype, char_elt};
 use crate::r::vector::alloc::{heap_malloc, new_block};
@@ -49,11 +49,11 @@ pub(crate) fn new_pool(heap: &Heap, n: u64) -> Result<BlockDesc, crate::error::E
 pub(crate) unsafe fn pool_elt(d: &VecData, i: R_xlen_t) -> SEXP {
     let got = guard(|| {
         let Some(pool) = d.pool() else {
-            return Err("Rfmalloc: internal error: a character vector without a pool".into());
+            return Err(Failure::internal("a character vector without a pool"));
         };
         pool.read(|buf| {
             let damaged = |what: String| {
-                tagged_message(&Error::corrupt(
+                Failure::from(Error::corrupt(
                     d.heap.path(),
                     format!("element {} of a character vector: {what}", i + 1),
                 ))
@@ -173,12 +173,11 @@ pub(crate) unsafe extern "C" fn set_elt(x: SEXP, i: R_xlen_t, v: SEXP) {
 }
 
 /// Writes `value` at `i` through the shared pool (which grows, compacts or
-/// refuses a forked child's append: see `crate::pool`). Errors come back as
-/// tagged messages (classed in R).
-fn set_in_pool(d: &VecData, i: u64, value: Option<(&[u8], Encoding)>) -> Result<(), String> {
+/// refuses a forked child's append: see `crate::pool`).
+fn set_in_pool(d: &VecData, i: u64, value: Option<(&[u8], Encoding)>) -> Result<(), Failure> {
     let pool = d
         .pool()
-        .ok_or_else(|| "Rfmalloc: internal error: a character vector without a pool".to_string())?;
+        .ok_or_else(|| Failure::internal("a character vector without a pool"))?;
     pool.set(i, value, &mut |heap, bytes| heap_malloc(heap, bytes))
-        .map_err(|e| tagged_message(&e))
+        .map_err(Failure::from)
 }

@@ -77,12 +77,11 @@ use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-#[cfg(not(feature = "classic"))]
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::map::fork;
 #[cfg(feature = "classic")]
-use crate::r::error::protected;
+use crate::r::error::{invalid, protected};
 use crate::r::ffi::*;
 #[cfg(feature = "classic")]
 use crate::r::types::sexptype;
@@ -109,6 +108,9 @@ struct Ctx<'a> {
     heap: &'a Heap,
     /// The block allocated in advance and the size it was asked for.
     pre: Option<(u64, u64)>,
+    /// Why `mem_alloc` returned NULL, if it did: `new_vector` reports it
+    /// instead of R's unclassed "cannot allocate vector".
+    failed: Option<Error>,
 }
 
 /// The allocator's `data` in the copy stored in each block.
@@ -152,19 +154,30 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
                 if let Some((off, _)) = other {
                     let _ = heap.release(off);
                 }
-                heap.malloc(want).ok()?
+                match heap.malloc(want) {
+                    Ok(off) => off,
+                    Err(e) => {
+                        ctx.failed = Some(e);
+                        return None;
+                    }
+                }
             }
         };
         // The page-aligned region inside the block (see the module docs).
-        let placed = round_to_page(off).and_then(|region| {
-            let len = round_to_page(size)?;
-            let range = heap.cow_range(region, len).ok()?;
-            let p = heap.ptr(region, len).ok()?.as_ptr();
-            Some((range, p))
-        });
-        let Some((range, p)) = placed else {
-            let _ = heap.release(off);
-            return None;
+        let placed = round_to_page(off)
+            .zip(round_to_page(size))
+            .ok_or_else(|| Error::Invalid("vector too long".into()))
+            .and_then(|(region, len)| {
+                let range = heap.cow_range(region, len)?;
+                Ok((range, heap.ptr(region, len)?.as_ptr()))
+            });
+        let (range, p) = match placed {
+            Ok(placed) => placed,
+            Err(e) => {
+                let _ = heap.release(off);
+                ctx.failed = Some(e);
+                return None;
+            }
         };
         let owned = Box::into_raw(Box::new(ClassicBlock {
             heap: heap.clone(),
@@ -232,7 +245,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     } else {
         elem.size()
     };
-    let too_long = || savvy::Error::new("Rfmalloc: vector too long");
+    let too_long = || invalid("vector too long");
     let data = n.checked_mul(elt).ok_or_else(too_long)?;
     let header = ALLOCATOR_COPY + VEC_HEADER + if n > R_SHORT_LEN_MAX { LONG_HEADER } else { 0 };
     let want = data
@@ -245,6 +258,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     let mut ctx = Ctx {
         heap,
         pre: Some((pre, want)),
+        failed: None,
     };
     let mut alloc = R_allocator_t {
         mem_alloc: Some(mem_alloc),
@@ -260,6 +274,10 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     if let Some((off, _)) = ctx.pre.take() {
         // R did not take the block (it failed before, or asked for more).
         let _ = heap.release(off);
+    }
+    // R's own error when `mem_alloc` gave it nothing: ours says why.
+    if let (Err(_), Some(e)) = (&made, ctx.failed.take()) {
+        return Err(e.into());
     }
     let made = made?;
     // SAFETY: x is the new vector (n elements of `ty`); filling does not

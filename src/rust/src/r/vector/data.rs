@@ -7,7 +7,7 @@ use std::ptr;
 
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::pool::Pool;
-use crate::r::error::raise;
+use crate::r::error::{guard, Failure};
 use crate::r::ffi::*;
 
 /// Where a vector's elements live in the heap.
@@ -140,7 +140,7 @@ pub(crate) unsafe fn data_of(x: SEXP) -> Option<*mut VecData> {
 pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
     // SAFETY: callers reach here only for instances of our classes.
     let Some(p) = (unsafe { data_of(x) }) else {
-        raise("Rfmalloc: this vector's heap data were already released");
+        return guard(|| Err(Failure::internal("a vector whose heap data were released")));
     };
     // SAFETY: a non-null address is the Box<VecData> made by `new_altrep`,
     // alive until the finalizer clears it; R is single-threaded.

@@ -31,7 +31,7 @@ use std::os::raw::c_char;
 use savvy::{OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
 use crate::heap::{BlockDesc, ElemType, Heap};
-use crate::r::error::guard;
+use crate::r::error::{guard, Failure};
 use crate::r::ffi::*;
 use crate::r::types::hex;
 use crate::r::vector::data::{data_of, private_copy, VecData};
@@ -128,11 +128,7 @@ pub(crate) unsafe fn serialized_state(x: SEXP) -> SEXP {
     }
     // The list is unprotected once `state` returns; R protects it right
     // after this method returns, before it allocates again.
-    guard(|| {
-        state(&d.heap, &desc)
-            .map(|s| s.0)
-            .map_err(|e| e.to_string())
-    })
+    guard(|| state(&d.heap, &desc).map(|s| s.0).map_err(Failure::from))
 }
 
 /// ALTREP Unserialize of every fmalloc class: `.fm_reconnect(state)`.
