@@ -193,7 +193,7 @@ pub(crate) fn elem_arg(x: Sexp) -> savvy::Result<ElemType> {
 ///
 /// # Safety
 /// `x` must be a valid SEXP; the bytes live as long as `x`.
-unsafe fn single_string<'a>(x: SEXP) -> Option<&'a [u8]> {
+pub(crate) unsafe fn single_string<'a>(x: SEXP) -> Option<&'a [u8]> {
     // SAFETY: type and length read first; element 0 of a STRSXP is a
     // CHARSXP whose R_CHAR is NUL-terminated.
     unsafe {

@@ -46,7 +46,6 @@
 
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr;
 
 use savvy::unwind_protect::unwind_protect;
 use savvy::{OwnedStringSexp, Sexp};
@@ -208,26 +207,28 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, Failure>) -> T {
 }
 
 /// Runs `f` (R API calls that may raise an R error) under savvy's unwind
-/// protection and returns the SEXP it made. The SEXP travels through a cell,
-/// not as `R_UnwindProtect`'s result: R stores that result in the
-/// continuation token (`SETCAR`), which would leave a new vector with a
-/// reference count of 2 -- and R would copy it on its first in-place
+/// protection and returns what it made; an R error comes back as
+/// `savvy::Error::Aborted` (savvy resumes it in R). The value travels
+/// through a cell, not as `R_UnwindProtect`'s result: R stores that result
+/// in the continuation token (`SETCAR`), which would leave a new vector
+/// with a reference count of 2 -- and R would copy it on its first in-place
 /// modification instead of writing to the heap.
 ///
 /// # Safety
 /// `f` may longjmp only through R errors; it must own no Rust values with
 /// destructors.
-pub(crate) unsafe fn protected(f: impl Fn() -> SEXP + Copy) -> savvy::Result<SEXP> {
-    let out = std::cell::Cell::new(ptr::null_mut());
+pub(crate) unsafe fn protected<T: Copy>(f: impl Fn() -> T + Copy) -> savvy::Result<T> {
+    let out = std::cell::Cell::new(None);
     let slot = &out;
     // SAFETY: forwarded to the caller; the closure returns R_NilValue.
     unsafe {
         unwind_protect(|| {
-            slot.set(f());
+            slot.set(Some(f()));
             R_NilValue
         })?;
     }
-    Ok(out.get())
+    out.get()
+        .ok_or_else(|| internal("unwind protection returned no value"))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use savvy::{OwnedListSexp, Sexp};
 use crate::error::Error;
 use crate::format::meta::{self, Meta, Node, Payload};
 use crate::heap::{ElemType, Entry, Heap};
+use crate::r::error::protected;
 use crate::r::ffi::*;
 use crate::r::named::leaf::vector_over_block;
 use crate::r::types::cetype;
@@ -187,22 +188,19 @@ unsafe fn namespace_loaded(pkg: &str) -> savvy::Result<bool> {
     }
     let len = pkg.len().min(i32::MAX as usize) as i32;
     let text = pkg.as_ptr() as *const std::os::raw::c_char;
-    let out = std::cell::Cell::new(false);
-    let slot = &out;
     // SAFETY: plain R allocations and a call of a base function in the base
-    // environment; an R error longjmps into unwind_protect, past no Rust
+    // environment; an R error longjmps into unwind protection, past no Rust
     // values with destructors (`pkg` is borrowed from the caller).
     unsafe {
-        unwind_protect(|| {
+        protected(|| {
             let s = Rf_protect(Rf_ScalarString(Rf_mkCharLenCE(text, len, CE_UTF8)));
             let call = Rf_protect(Rf_lang2(Rf_install(c"isNamespaceLoaded".as_ptr()), s));
             let v = Rf_eval(call, R_BaseEnv);
-            slot.set(TYPEOF(v) as SEXPTYPE == LGLSXP && XLENGTH(v) == 1 && *LOGICAL(v) == 1);
+            let loaded = TYPEOF(v) as SEXPTYPE == LGLSXP && XLENGTH(v) == 1 && *LOGICAL(v) == 1;
             Rf_unprotect(2);
-            R_NilValue
-        })?;
+            loaded
+        })
     }
-    Ok(out.get())
 }
 
 /// Whether node `id` is a character vector (inline or a string block).
@@ -422,69 +420,62 @@ fn check_attrs(meta: &Meta, id: usize, built: &dyn Fn(usize) -> u64) -> Result<V
 /// # Safety
 /// Calls into R; the result is unprotected (the caller stores it at once).
 unsafe fn new_node(payload: &Payload) -> savvy::Result<SEXP> {
-    let out = std::cell::Cell::new(std::ptr::null_mut());
-    let out_ref = &out;
     // SAFETY: allocations and element writes of a new vector of the right
-    // type and length; an R error longjmps into unwind_protect, past no
+    // type and length; an R error longjmps into unwind protection, past no
     // Rust-owned values (`payload` is borrowed from the caller).
     unsafe {
-        unwind_protect(|| {
-            let x = match payload {
-                Payload::Null | Payload::Block { .. } => R_NilValue,
-                Payload::S4Object => Rf_allocS4Object(),
-                Payload::List(n) => Rf_allocVector(VECSXP, *n as R_xlen_t),
-                Payload::Logical(v) => {
-                    let x = Rf_allocVector(LGLSXP, v.len() as R_xlen_t);
-                    copy_to(LOGICAL(x), v);
-                    x
+        protected(|| match payload {
+            Payload::Null | Payload::Block { .. } => R_NilValue,
+            Payload::S4Object => Rf_allocS4Object(),
+            Payload::List(n) => Rf_allocVector(VECSXP, *n as R_xlen_t),
+            Payload::Logical(v) => {
+                let x = Rf_allocVector(LGLSXP, v.len() as R_xlen_t);
+                copy_to(LOGICAL(x), v);
+                x
+            }
+            Payload::Integer(v) => {
+                let x = Rf_allocVector(INTSXP, v.len() as R_xlen_t);
+                copy_to(INTEGER(x), v);
+                x
+            }
+            Payload::Double(v) => {
+                let x = Rf_allocVector(REALSXP, v.len() as R_xlen_t);
+                copy_to(REAL(x), v);
+                x
+            }
+            Payload::Complex(v) => {
+                let x = Rf_allocVector(CPLXSXP, v.len() as R_xlen_t);
+                let dst = COMPLEX(x);
+                for (i, [r, im]) in v.iter().enumerate() {
+                    *dst.add(i) = Rcomplex { r: *r, i: *im };
                 }
-                Payload::Integer(v) => {
-                    let x = Rf_allocVector(INTSXP, v.len() as R_xlen_t);
-                    copy_to(INTEGER(x), v);
-                    x
+                x
+            }
+            Payload::Raw(v) => {
+                let x = Rf_allocVector(RAWSXP, v.len() as R_xlen_t);
+                copy_to(RAW(x), v);
+                x
+            }
+            Payload::Character(v) => {
+                let x = Rf_protect(Rf_allocVector(STRSXP, v.len() as R_xlen_t));
+                for (i, s) in v.iter().enumerate() {
+                    let c = match s {
+                        None => R_NaString,
+                        // Lengths fit i32 and hold no NUL (checked by
+                        // the decoder).
+                        Some((b, e)) => Rf_mkCharLenCE(
+                            b.as_ptr() as *const std::os::raw::c_char,
+                            b.len() as i32,
+                            cetype(*e),
+                        ),
+                    };
+                    SET_STRING_ELT(x, i as R_xlen_t, c);
                 }
-                Payload::Double(v) => {
-                    let x = Rf_allocVector(REALSXP, v.len() as R_xlen_t);
-                    copy_to(REAL(x), v);
-                    x
-                }
-                Payload::Complex(v) => {
-                    let x = Rf_allocVector(CPLXSXP, v.len() as R_xlen_t);
-                    let dst = COMPLEX(x);
-                    for (i, [r, im]) in v.iter().enumerate() {
-                        *dst.add(i) = Rcomplex { r: *r, i: *im };
-                    }
-                    x
-                }
-                Payload::Raw(v) => {
-                    let x = Rf_allocVector(RAWSXP, v.len() as R_xlen_t);
-                    copy_to(RAW(x), v);
-                    x
-                }
-                Payload::Character(v) => {
-                    let x = Rf_protect(Rf_allocVector(STRSXP, v.len() as R_xlen_t));
-                    for (i, s) in v.iter().enumerate() {
-                        let c = match s {
-                            None => R_NaString,
-                            // Lengths fit i32 and hold no NUL (checked by
-                            // the decoder).
-                            Some((b, e)) => Rf_mkCharLenCE(
-                                b.as_ptr() as *const std::os::raw::c_char,
-                                b.len() as i32,
-                                cetype(*e),
-                            ),
-                        };
-                        SET_STRING_ELT(x, i as R_xlen_t, c);
-                    }
-                    Rf_unprotect(1);
-                    x
-                }
-            };
-            out_ref.set(x);
-            R_NilValue
-        })?;
+                Rf_unprotect(1);
+                x
+            }
+        })
     }
-    Ok(out.get())
 }
 
 /// # Safety

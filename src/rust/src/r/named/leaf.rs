@@ -3,17 +3,16 @@
 //! vectors layer (`r::vector` finds the block of a vector of either path,
 //! `r::altrep` makes vectors over blocks).
 
-use std::cell::Cell;
 use std::os::raw::c_void;
 
-use savvy::unwind_protect::unwind_protect;
 use savvy::Sexp;
 
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::r::error::protected;
 use crate::r::ffi::*;
 use crate::r::types::{char_elt, elem_of_sexptype};
-use crate::r::vector::alloc::new_block;
+use crate::r::vector::alloc::{new_block, new_elements};
 use crate::r::vector::altrep::{new_altrep, BlockRef};
 use crate::r::vector::create::block_of;
 use crate::strpool;
@@ -43,13 +42,10 @@ pub(crate) fn copy_leaf_into_heap(heap: &Heap, x: Sexp) -> savvy::Result<(Sexp, 
         let chars = unsafe { std::slice::from_raw_parts(src as *const SEXP, n as usize) };
         copy_strings(heap, chars)?
     } else {
-        let bytes = n
-            .checked_mul(elem.size())
-            .ok_or_else(|| Error::Invalid("vector too long".into()))?;
-        new_block(heap, elem, n, bytes, |dst| {
+        new_elements(heap, elem, n, |dst| {
             if !dst.is_empty() {
-                // SAFETY: src holds `bytes` bytes of x's data (x is alive);
-                // dst is the fresh block, exactly `bytes` long.
+                // SAFETY: src holds the n elements of x (alive), dst.len() bytes;
+                // dst is the fresh block.
                 let src = unsafe { std::slice::from_raw_parts(src as *const u8, dst.len()) };
                 dst.copy_from_slice(src);
             }
@@ -64,22 +60,17 @@ pub(crate) fn copy_leaf_into_heap(heap: &Heap, x: Sexp) -> savvy::Result<(Sexp, 
 /// may allocate to produce it, so that happens under unwind protection,
 /// before this module owns any heap block.
 fn data_pointer(x: SEXP, elem: ElemType) -> savvy::Result<*const c_void> {
-    let out: Cell<*const c_void> = Cell::new(std::ptr::null());
-    let out_ref = &out;
     // SAFETY: DATAPTR_RO / STRING_PTR_RO on a valid vector of that type; an
-    // R error longjmps into unwind_protect, past no Rust-owned values.
+    // R error longjmps into unwind protection, past no Rust-owned values.
     unsafe {
-        unwind_protect(|| {
-            let p = if elem == ElemType::String {
+        protected(|| {
+            if elem == ElemType::String {
                 STRING_PTR_RO(x) as *const c_void
             } else {
                 DATAPTR_RO(x)
-            };
-            out_ref.set(p);
-            R_NilValue
-        })?;
+            }
+        })
     }
-    Ok(out.get())
 }
 
 /// A new string-pool block holding `chars`.

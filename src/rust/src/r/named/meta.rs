@@ -12,15 +12,14 @@
 //! decoded again before it is stored: a meta this code cannot read is never
 //! written.
 
-use std::cell::Cell;
 use std::os::raw::c_void;
 
-use savvy::unwind_protect::unwind_protect;
 use savvy::{ListSexp, NotAvailableValue, Sexp};
 
 use crate::error::Error;
 use crate::format::meta::{self, Payload, Summary, Writer};
 use crate::heap::BlockDesc;
+use crate::r::error::protected;
 use crate::r::ffi::*;
 use crate::r::types::char_elt;
 
@@ -209,17 +208,9 @@ fn typed_pointer(x: SEXP, t: SEXPTYPE, alt: bool) -> savvy::Result<*const c_void
     if !alt {
         return Ok(get());
     }
-    let out: Cell<*const c_void> = Cell::new(std::ptr::null());
-    let out_ref = &out;
-    // SAFETY: an R error longjmps into unwind_protect, past no Rust-owned
+    // SAFETY: an R error longjmps into unwind protection, past no Rust-owned
     // values.
-    unsafe {
-        unwind_protect(|| {
-            out_ref.set(get());
-            R_NilValue
-        })?;
-    }
-    Ok(out.get())
+    unsafe { protected(get) }
 }
 
 /// `STRING_ELT(x, i)`; for an ALTREP vector (whose Elt method may allocate)
@@ -230,14 +221,6 @@ fn string_elt(x: SEXP, i: R_xlen_t, alt: bool) -> savvy::Result<SEXP> {
         // SAFETY: i < XLENGTH(x); a plain STRSXP's element read.
         return Ok(unsafe { STRING_ELT(x, i) });
     }
-    let out: Cell<SEXP> = Cell::new(std::ptr::null_mut());
-    let out_ref = &out;
     // SAFETY: as in `typed_pointer`.
-    unsafe {
-        unwind_protect(|| {
-            out_ref.set(STRING_ELT(x, i));
-            R_NilValue
-        })?;
-    }
-    Ok(out.get())
+    unsafe { protected(|| STRING_ELT(x, i)) }
 }

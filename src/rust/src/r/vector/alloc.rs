@@ -56,6 +56,19 @@ pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
     }
 }
 
+/// A new block for `n` fixed-size elements of `elem` (see [`new_block`]).
+pub(crate) fn new_elements(
+    heap: &Heap,
+    elem: ElemType,
+    n: u64,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+) -> Result<BlockDesc, Error> {
+    let bytes = n
+        .checked_mul(elem.size())
+        .ok_or_else(|| Error::Invalid("vector too long".into()))?;
+    new_block(heap, elem, n, bytes, fill)
+}
+
 /// A new block of `bytes` bytes in `heap` holding `length` elements of
 /// `elem` (for strings `length` is the pool size in bytes), its bytes
 /// written by `fill` before anyone else can see them. If `fill` fails the

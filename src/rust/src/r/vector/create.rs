@@ -4,9 +4,8 @@
 
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
-use crate::r::error::invalid;
 use crate::r::ffi::*;
-use crate::r::vector::alloc::new_block;
+use crate::r::vector::alloc::new_elements;
 use crate::r::vector::altrep::{self, BlockRef};
 use crate::r::vector::altstring::new_pool;
 use crate::r::vector::classic;
@@ -36,10 +35,7 @@ pub(crate) fn create(
     let desc = if elem == ElemType::String {
         new_pool(heap, n)?
     } else {
-        let bytes = n
-            .checked_mul(elem.size())
-            .ok_or_else(|| invalid("vector too long"))?;
-        new_block(heap, elem, n, bytes, |buf| {
+        new_elements(heap, elem, n, |buf| {
             if init {
                 buf.fill(0);
             }

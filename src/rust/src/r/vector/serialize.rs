@@ -26,11 +26,10 @@
 //! still belong to a named object with exactly this description. Anything
 //! else is a classed R error.
 
-use std::os::raw::c_char;
-
 use savvy::{OwnedIntegerSexp, OwnedListSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
 
 use crate::heap::{BlockDesc, ElemType, Heap};
+use crate::r::args::single_string;
 use crate::r::error::{guard, Failure};
 use crate::r::ffi::*;
 use crate::r::types::hex;
@@ -47,12 +46,7 @@ unsafe fn reference_option() -> bool {
     // allocate; the option value is only read.
     unsafe {
         let v = Rf_GetOption1(Rf_install(c"fmalloc.serialize".as_ptr()));
-        if TYPEOF(v) as SEXPTYPE != STRSXP || XLENGTH(v) != 1 {
-            return false;
-        }
-        let s = STRING_ELT(v, 0);
-        s != R_NaString
-            && std::ffi::CStr::from_ptr(R_CHAR(s) as *const c_char).to_bytes() == b"reference"
+        single_string(v) == Some(b"reference")
     }
 }
 
