@@ -50,7 +50,7 @@ NULL
   .Call(savvy_fmalloc_handle_valid__impl, `ptr`)
 }
 
-#' Whether this build has the classic path (see `r::classic`).
+#' Whether this build has the classic path (see `r::vector::classic`).
 #' @noRd
 `fmalloc_has_classic` <- function() {
   .Call(savvy_fmalloc_has_classic__impl)

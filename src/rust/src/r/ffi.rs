@@ -235,7 +235,7 @@ extern "C" {
     pub fn R_FindNamespace(name: SEXP) -> SEXP;
 }
 
-// The classic path's one non-API entry point (see `r::classic`); left out
+// The classic path's one non-API entry point (see `r::vector::classic`); left out
 // of builds made with `RFMALLOC_CLASSIC=false` (cargo feature `classic`).
 #[cfg(feature = "classic")]
 extern "C" {

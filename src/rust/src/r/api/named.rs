@@ -9,11 +9,11 @@
 //!   the heap (an fmalloc ALTREP vector, or a classic vector allocated in the
 //!   heap) is named as it is, without a copy; any other leaf is copied into a
 //!   fresh block. The description becomes a meta blob (v2, `format::meta`,
-//!   encoded in `r::named_meta`) and one atomic `Heap::put` names all blocks
+//!   encoded in `r::named::meta`) and one atomic `Heap::put` names all blocks
 //!   together with it.
 //! - get: the meta is decoded in Rust and the object built directly, with one
 //!   fresh ALTREP vector per block (O(1) in the data size;
-//!   `r::named_assemble`). No meta byte ever reaches R's `unserialize()`.
+//!   `r::named::assemble`). No meta byte ever reaches R's `unserialize()`.
 //! - ls: the summary section of each meta, decoded in Rust.
 
 use std::collections::HashSet;

@@ -78,7 +78,7 @@ fn fmalloc_vector_inspect(x: Sexp) -> savvy::Result<Sexp> {
     out.into()
 }
 
-/// Whether this build has the classic path (see `r::classic`).
+/// Whether this build has the classic path (see `r::vector::classic`).
 /// @noRd
 #[savvy]
 fn fmalloc_has_classic() -> savvy::Result<Sexp> {

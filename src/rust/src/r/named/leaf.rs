@@ -1,7 +1,7 @@
 //! Leaves of named objects: where a vector's data live, copying a vector
 //! into a new heap block, and vectors over stored blocks. Built on the
-//! vectors layer (`r::vector` finds the block of a vector of either path,
-//! `r::altrep` makes vectors over blocks).
+//! vectors layer (`r::vector::create` finds the block of a vector of either path,
+//! `r::vector::altrep` makes vectors over blocks).
 
 use std::os::raw::c_void;
 

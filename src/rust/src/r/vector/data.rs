@@ -41,7 +41,7 @@ pub(crate) struct VecData {
     /// a block it adopted; 0 for a retained, shared block).
     pub(crate) counted: u64,
     /// Serialize as a reference to the named block (`fmalloc_ref()`), not
-    /// by value; see `r::named_ref`.
+    /// by value; see `r::vector::serialize`.
     pub(crate) by_reference: bool,
 }
 
