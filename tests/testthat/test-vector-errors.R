@@ -84,12 +84,3 @@ test_that("a damaged string pool is fmalloc_corrupt from Elt, Duplicate and Data
   expect_fmalloc_error(sort(s), "fmalloc_corrupt", "element 3")
   expect_identical(s[1:2], c("a", "b"))
 })
-
-test_that("every error reaches R with a subclass: untagged messages are fmalloc_internal", {
-  # The decoder itself: a message Rust never makes (no tag) is still classed.
-  e <- expect_fmalloc_error(Rfmalloc:::.fmalloc_raise("Rfmalloc: no tag", NULL), "fmalloc_internal")
-  expect_identical(conditionMessage(e), "Rfmalloc: no tag")
-  e <- expect_fmalloc_error(
-    Rfmalloc:::.fmalloc_raise("<fmalloc_full> Rfmalloc: heap full", NULL), "fmalloc_full")
-  expect_identical(conditionMessage(e), "Rfmalloc: heap full")
-})
