@@ -33,6 +33,10 @@
 //! - **Fork**: the process that opened the heap owns its allocator. A forked
 //!   child may read and write blocks but gets `Error::Forked` for malloc,
 //!   realloc, put, remove and rename; its `release` and `Drop` do nothing.
+//!   While children forked after the open may run, the parent quarantines
+//!   the blocks it frees instead of reusing them (`State::quarantine`): a
+//!   child's late write to a vector the parent dropped or removed lands in
+//!   space nobody uses, never in a new object.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -54,7 +58,7 @@ use crate::format::{
     SLOT_SIZE,
 };
 use crate::lock::{self, Owner};
-use crate::map::{Mapping, Overlay, View};
+use crate::map::{fork, Mapping, Overlay, View};
 use crate::sys::FileId;
 
 /// One block of a named object, as stored in the catalog.
@@ -175,6 +179,10 @@ struct State {
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
+    /// Blocks freed while forked children may still run: they may hold
+    /// vectors over them, so the blocks are not reused until every such
+    /// child is gone (`map::fork::children_alive`).
+    quarantine: Vec<u64>,
 }
 
 /// Hashes block offsets (distinct multiples of 64) with one multiply: the
@@ -528,6 +536,7 @@ impl Shared {
             refs,
             fail: None,
             crashed: false,
+            quarantine: Vec::new(),
         };
         Ok((
             Shared {
@@ -599,6 +608,7 @@ impl Shared {
             refs: RefTable::default(),
             fail: None,
             crashed: false,
+            quarantine: Vec::new(),
         };
         Ok(Shared {
             path: canon.to_path_buf(),
@@ -638,6 +648,7 @@ impl State {
     fn alloc_block(&mut self, path: &Path, size: u64) -> Result<(u64, u64)> {
         /// Blocks tried after the first whose reservation failed.
         const SPACE_RETRIES: usize = 8;
+        self.end_quarantine();
         let State { map, alloc, .. } = self;
         let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
             path: path.to_path_buf(),
@@ -691,7 +702,30 @@ impl State {
         result
     }
 
+    /// Frees a block, or quarantines it while a forked child may still
+    /// write to it (see [`State::quarantine`]).
     fn free_block(&mut self, off: u64) {
+        if self.alloc.is_none() {
+            return;
+        }
+        if fork::children_alive() {
+            self.quarantine.push(off);
+            return;
+        }
+        self.free_now(off);
+        self.end_quarantine();
+    }
+
+    /// Frees the quarantined blocks once no forked child is left.
+    fn end_quarantine(&mut self) {
+        if !self.quarantine.is_empty() && !fork::children_alive() {
+            for off in std::mem::take(&mut self.quarantine) {
+                self.free_now(off);
+            }
+        }
+    }
+
+    fn free_now(&mut self, off: u64) {
         let State { map, alloc, .. } = self;
         if let Some(alloc) = alloc.as_mut() {
             let r = alloc.free(map, off);
@@ -860,6 +894,9 @@ impl Heap {
     /// Opens or creates. Returns the heap and whether the file was newly
     /// initialised. Refuses a non-empty non-heap file (unchanged).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<(Heap, bool)> {
+        // From now on the process knows when it has forked children (see
+        // `State::quarantine`).
+        fork::watch();
         let canon = canonical_path(path, opts.readonly)?;
         let id = crate::sys::file_id(&canon).map_err(|e| Error::io(path, "open", e))?;
         let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1459,7 +1496,8 @@ impl Heap {
             }
         }
         let meta_blocks = stored.iter().filter(|e| e.meta_off != 0).count();
-        let expected = st.refs.len() + meta_blocks + usize::from(cat.is_some());
+        let expected =
+            st.refs.len() + meta_blocks + usize::from(cat.is_some()) + st.quarantine.len();
         let used = alloc.stats().used_blocks as usize;
         if used != expected {
             return Err(bad(format!(
