@@ -103,6 +103,8 @@ pub struct Info {
     pub heap_id: [u8; 16],
     pub readonly: bool,
     pub file_bytes: u64,
+    /// Bytes the file takes on disk (`None` when the system cannot say).
+    pub disk_bytes: Option<u64>,
     pub used_bytes: u64,
     pub free_bytes: u64,
     pub objects: u64,
@@ -146,7 +148,7 @@ struct Shared {
     /// Why the open fell back to an older commit, if it did.
     recovery: Option<String>,
     /// The locked descriptor of a read-only heap (a writable heap's lives in
-    /// its `Mapping`); never unlocked explicitly.
+    /// its `Mapping`); never unlocked explicitly, read for `info`.
     _lock: Option<File>,
 }
 
@@ -725,11 +727,19 @@ impl State {
         }
     }
 
+    /// Frees a block; a big one's space also goes back to the file system
+    /// (`Mapping::punch`: `du` of the file drops after `fmalloc_rm()`).
     fn free_now(&mut self, off: u64) {
         let State { map, alloc, .. } = self;
         if let Some(alloc) = alloc.as_mut() {
+            let cap = alloc.usable_size(map, off);
             let r = alloc.free(map, off);
             debug_assert!(r.is_ok(), "free({off}): {r:?}");
+            if let (Ok(cap), Ok(())) = (cap, r) {
+                if cap >= 2 * crate::map::CHUNK {
+                    map.punch(off, cap);
+                }
+            }
         }
     }
 
@@ -1243,11 +1253,13 @@ impl Heap {
                 (used, (file_bytes - HEADER_SIZE).saturating_sub(used))
             }
         };
+        let file = st.map.file().or(self.shared._lock.as_ref());
         Info {
             path: self.shared.path.clone(),
             heap_id: self.shared.heap_id,
             readonly: self.shared.readonly,
             file_bytes,
+            disk_bytes: file.and_then(|f| crate::sys::disk_usage(f).ok()),
             used_bytes,
             free_bytes,
             objects: st.catalog.len() as u64,

@@ -71,7 +71,8 @@ struct Registry {
     /// Read ends of the fork epochs' pipes (see the module docs).
     epochs: UnsafeCell<Vec<i32>>,
     /// The pipe `prepare` made for the fork in progress (`[-1, -1]` when
-    /// none could be made).
+    /// none could be made). Unused where there is no fork.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pending: UnsafeCell<[i32; 2]>,
 }
 
