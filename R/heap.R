@@ -39,8 +39,14 @@
 #'   `fmalloc_sync()` returns once everything written so far is on disk.
 #'   `fmalloc_info()` returns a one-row data frame with columns `path`,
 #'   `heap_id` (the heap's random identity, hex), `readonly`, `size` (bytes of
-#'   the heap file), `used` and `free` (bytes inside it) and `objects` (the
-#'   number of named objects).
+#'   the heap file), `disk` (bytes the file takes on disk: less than `size`
+#'   where the file is sparse; `NA` when the system cannot say), `used` and
+#'   `free` (bytes inside it) and `objects` (the number of named objects).
+#'
+#'   Space comes back: when an object or vector of 8 MiB or more is freed
+#'   (say, after [fmalloc_rm()]), the whole 4 MiB chunks inside it are given
+#'   back to the file system (hole punching on Linux, macOS and NTFS), so
+#'   `disk` drops while `size` stays; they take disk space again when reused.
 #'
 #' @seealso [Rfmalloc-package] for the error classes.
 #' @examples
@@ -135,7 +141,8 @@ format.fmalloc_heap <- function(x, ...) {
   c(
     sprintf("<fmalloc_heap> %s", info$path),
     sprintf("  mode:    %s", if (info$readonly) "read-only" else "read-write"),
-    sprintf("  size:    %s", .format_bytes(info$size)),
+    sprintf("  size:    %s%s", .format_bytes(info$size),
+            if (is.na(info$disk)) "" else sprintf(" (%s on disk)", .format_bytes(info$disk))),
     sprintf("  used:    %s", .format_bytes(info$used)),
     sprintf("  free:    %s", .format_bytes(info$free)),
     sprintf("  objects: %s", format(info$objects, scientific = FALSE))

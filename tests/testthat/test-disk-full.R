@@ -202,3 +202,35 @@ test_that("a file size limit (ulimit -f) gives fmalloc_full, not SIGXFSZ", {
   expect_equal(field("small"), "ok")
   expect_lte(as.numeric(field("size")), 40000 * 1024)
 })
+
+# Space comes back: the file's disk use drops when a big object goes, and
+# the space is usable again (and takes disk space again) afterwards.
+expect_space_returned <- function(dir) {
+  path <- file.path(dir, "punch.bin")
+  heap <- fmalloc_open(path, size_gb = 0.1)
+  on.exit({ fmalloc_close(heap); gc() }, add = TRUE)
+  fmalloc_save(as.double(seq_len(5e6)), "big", heap) # 40 MB
+  fmalloc_save(1:10, "small", heap)
+  fmalloc_sync(heap)
+  before <- fmalloc_info(heap)$disk
+  expect_gt(before, 40e6)
+  fmalloc_rm("big", heap)
+  gc()
+  after <- fmalloc_info(heap)$disk
+  expect_lt(after, before - 30e6)
+  # The freed space is reused, reads back what is written, and the rest
+  # of the heap is intact.
+  fmalloc_save(rep(2.5, 5e6), "again", heap)
+  expect_identical(sum(fmalloc_get("again", heap)), 1.25e7)
+  expect_identical(fmalloc_get("small", heap), 1:10)
+  expect_gt(fmalloc_info(heap)$disk, after + 30e6)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+}
+
+test_that("removing a big object gives its disk space back (ext4)", {
+  expect_space_returned(local_small_fs("ext4", 256))
+})
+
+test_that("removing a big object gives its disk space back (tmpfs)", {
+  expect_space_returned(local_small_fs("tmpfs", 256))
+})

@@ -126,3 +126,59 @@ test_that("a grandchild's gc() leaves its parent and grandparent intact (classic
   expect_identical(res$child, c(1000, 1000))
   expect_identical(res$parent, 1000)
 })
+
+test_that("a child's late write never lands in a block the parent reused", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    go <- tempfile()
+    x <- create_fmalloc_vector("double", 1000, heap = heap, method = "altrep")
+    x[] <- 1
+    fmalloc_save(double(1000), "v", heap)
+    v <- fmalloc_get("v", heap)
+    job <- parallel::mcparallel({
+      while (!file.exists(go)) Sys.sleep(0.01)
+      x[] <- 99 # the parent dropped x: this must not reach its new vectors
+      v[] <- 98 # the parent removed "v"
+      "wrote"
+    })
+    # The parent drops x and removes v while the child runs, then makes
+    # new vectors of the same sizes.
+    rm(x, v)
+    fmalloc_rm("v", heap)
+    gc()
+    y <- lapply(1:4, function(i) {
+      y <- create_fmalloc_vector("double", 1000, heap = heap, method = "altrep")
+      y[] <- 5
+      y
+    })
+    fmalloc_save(rep(7, 1000), "w", heap)
+    file.create(go)
+    child <- parallel::mccollect(job)[[1]]
+    list(child = child, y = vapply(y, sum, 0), w = sum(fmalloc_get("w", heap)))
+  })
+  expect_identical(res$child, "wrote")
+  expect_identical(res$y, rep(5000, 4))
+  expect_identical(res$w, 7000)
+})
+
+test_that("a child writes an empty string over NA without needing pool room", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    s <- create_fmalloc_vector("character", 4, heap = heap, name = "s")
+    s[2] <- "abc"
+    job <- parallel::mcparallel({
+      s[1] <- ""
+      s[4] <- "ab" # in place over nothing: needs room, refused
+    })
+    child <- parallel::mccollect(job)[[1]]
+    list(child = class(attr(child, "condition")), s = fmalloc_get("s", heap))
+  })
+  expect_true("fmalloc_forked" %in% res$child)
+  expect_identical(res$s, c("", "abc", NA, NA))
+})

@@ -33,6 +33,10 @@
 //! - **Fork**: the process that opened the heap owns its allocator. A forked
 //!   child may read and write blocks but gets `Error::Forked` for malloc,
 //!   realloc, put, remove and rename; its `release` and `Drop` do nothing.
+//!   While children forked after the open may run, the parent quarantines
+//!   the blocks it frees instead of reusing them (`State::quarantine`): a
+//!   child's late write to a vector the parent dropped or removed lands in
+//!   space nobody uses, never in a new object.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -54,7 +58,7 @@ use crate::format::{
     SLOT_SIZE,
 };
 use crate::lock::{self, Owner};
-use crate::map::{Mapping, Overlay, View};
+use crate::map::{fork, Mapping, Overlay, View};
 use crate::sys::FileId;
 
 /// One block of a named object, as stored in the catalog.
@@ -99,6 +103,8 @@ pub struct Info {
     pub heap_id: [u8; 16],
     pub readonly: bool,
     pub file_bytes: u64,
+    /// Bytes the file takes on disk (`None` when the system cannot say).
+    pub disk_bytes: Option<u64>,
     pub used_bytes: u64,
     pub free_bytes: u64,
     pub objects: u64,
@@ -142,7 +148,7 @@ struct Shared {
     /// Why the open fell back to an older commit, if it did.
     recovery: Option<String>,
     /// The locked descriptor of a read-only heap (a writable heap's lives in
-    /// its `Mapping`); never unlocked explicitly.
+    /// its `Mapping`); never unlocked explicitly, read for `info`.
     _lock: Option<File>,
 }
 
@@ -175,6 +181,10 @@ struct State {
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
+    /// Blocks freed while forked children may still run: they may hold
+    /// vectors over them, so the blocks are not reused until every such
+    /// child is gone (`map::fork::children_alive`).
+    quarantine: Vec<u64>,
 }
 
 /// Hashes block offsets (distinct multiples of 64) with one multiply: the
@@ -528,6 +538,7 @@ impl Shared {
             refs,
             fail: None,
             crashed: false,
+            quarantine: Vec::new(),
         };
         Ok((
             Shared {
@@ -599,6 +610,7 @@ impl Shared {
             refs: RefTable::default(),
             fail: None,
             crashed: false,
+            quarantine: Vec::new(),
         };
         Ok(Shared {
             path: canon.to_path_buf(),
@@ -638,6 +650,7 @@ impl State {
     fn alloc_block(&mut self, path: &Path, size: u64) -> Result<(u64, u64)> {
         /// Blocks tried after the first whose reservation failed.
         const SPACE_RETRIES: usize = 8;
+        self.end_quarantine();
         let State { map, alloc, .. } = self;
         let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
             path: path.to_path_buf(),
@@ -691,11 +704,42 @@ impl State {
         result
     }
 
+    /// Frees a block, or quarantines it while a forked child may still
+    /// write to it (see [`State::quarantine`]).
     fn free_block(&mut self, off: u64) {
+        if self.alloc.is_none() {
+            return;
+        }
+        if fork::children_alive() {
+            self.quarantine.push(off);
+            return;
+        }
+        self.free_now(off);
+        self.end_quarantine();
+    }
+
+    /// Frees the quarantined blocks once no forked child is left.
+    fn end_quarantine(&mut self) {
+        if !self.quarantine.is_empty() && !fork::children_alive() {
+            for off in std::mem::take(&mut self.quarantine) {
+                self.free_now(off);
+            }
+        }
+    }
+
+    /// Frees a block; a big one's space also goes back to the file system
+    /// (`Mapping::punch`: `du` of the file drops after `fmalloc_rm()`).
+    fn free_now(&mut self, off: u64) {
         let State { map, alloc, .. } = self;
         if let Some(alloc) = alloc.as_mut() {
+            let cap = alloc.usable_size(map, off);
             let r = alloc.free(map, off);
             debug_assert!(r.is_ok(), "free({off}): {r:?}");
+            if let (Ok(cap), Ok(())) = (cap, r) {
+                if cap >= 2 * crate::map::CHUNK {
+                    map.punch(off, cap);
+                }
+            }
         }
     }
 
@@ -860,6 +904,9 @@ impl Heap {
     /// Opens or creates. Returns the heap and whether the file was newly
     /// initialised. Refuses a non-empty non-heap file (unchanged).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<(Heap, bool)> {
+        // From now on the process knows when it has forked children (see
+        // `State::quarantine`).
+        fork::watch();
         let canon = canonical_path(path, opts.readonly)?;
         let id = crate::sys::file_id(&canon).map_err(|e| Error::io(path, "open", e))?;
         let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1206,11 +1253,13 @@ impl Heap {
                 (used, (file_bytes - HEADER_SIZE).saturating_sub(used))
             }
         };
+        let file = st.map.file().or(self.shared._lock.as_ref());
         Info {
             path: self.shared.path.clone(),
             heap_id: self.shared.heap_id,
             readonly: self.shared.readonly,
             file_bytes,
+            disk_bytes: file.and_then(|f| crate::sys::disk_usage(f).ok()),
             used_bytes,
             free_bytes,
             objects: st.catalog.len() as u64,
@@ -1459,7 +1508,8 @@ impl Heap {
             }
         }
         let meta_blocks = stored.iter().filter(|e| e.meta_off != 0).count();
-        let expected = st.refs.len() + meta_blocks + usize::from(cat.is_some());
+        let expected =
+            st.refs.len() + meta_blocks + usize::from(cat.is_some()) + st.quarantine.len();
         let used = alloc.stats().used_blocks as usize;
         if used != expected {
             return Err(bad(format!(

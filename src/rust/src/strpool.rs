@@ -222,7 +222,7 @@ pub fn get<'a>(buf: &'a [u8], l: &Layout, i: u64) -> Result<Elt<'a>, PoolError> 
 }
 
 /// Whether [`set`] would write `v` at `i` without taking room from the free
-/// end of the string area: an `NA`, or a string not longer than the valid
+/// end of the string area: an `NA`, an empty string, or a string not longer than the valid
 /// one it replaces. Such writes touch only element `i`'s own record and
 /// bytes (and the header's garbage count), so processes that share the
 /// block may make them to different elements at once.
@@ -231,6 +231,10 @@ pub fn fits_in_place(buf: &[u8], l: &Layout, i: u64, v: Elt<'_>) -> Result<bool,
     let Some((bytes, _)) = v else {
         return Ok(true);
     };
+    if bytes.is_empty() {
+        // An empty string takes no bytes of the string area.
+        return Ok(true);
+    }
     let (old_off, old_len, old_flags) = read_entry(buf, at);
     let old_len = u64::from(old_len);
     Ok(old_flags & FLAG_PRESENT != 0
@@ -354,6 +358,27 @@ mod tests {
             assert_eq!(get(&buf, &l, i).unwrap(), None);
         }
         assert!(get(&buf, &l, 5).is_err());
+    }
+
+    #[test]
+    fn empty_string_fits_in_a_full_pool() {
+        // A full string area: "" over NA needs no room (a forked child may
+        // write it), a one-byte string does.
+        let (mut buf, mut l) = pool(3, 2);
+        set(&mut buf, &mut l, 0, Some((b"ab", Encoding::Utf8))).unwrap();
+        assert_eq!(l.used, l.cap);
+        assert!(fits_in_place(&buf, &l, 1, Some((b"", Encoding::Native))).unwrap());
+        assert!(!fits_in_place(&buf, &l, 1, Some((b"c", Encoding::Native))).unwrap());
+        set(&mut buf, &mut l, 1, Some((b"", Encoding::Native))).unwrap();
+        assert_eq!(
+            get(&buf, &l, 1).unwrap(),
+            Some((&b""[..], Encoding::Native))
+        );
+        assert_eq!(
+            get(&buf, &l, 0).unwrap(),
+            Some((&b"ab"[..], Encoding::Utf8))
+        );
+        assert_eq!(get(&buf, &l, 2).unwrap(), None);
     }
 
     #[test]

@@ -521,3 +521,31 @@ fn prefaulting_new_chunks_keeps_every_block() {
     check(&h, &live);
     h.check_invariants().unwrap();
 }
+
+/// A freed big block's whole chunks go back to the file system: the file's
+/// disk use drops, and the space works (and is reserved) again when reused.
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+#[test]
+fn freeing_a_big_block_punches_a_hole() {
+    const MIB: u64 = 1 << 20;
+    let d = TempDir::new("punch");
+    let h = open(&d.file("p.bin"), 64 * MIB);
+    let keep = h.malloc(4096).unwrap();
+    write(&h, keep, &[7; 4096]);
+    let big = h.malloc(32 * MIB).unwrap();
+    write(&h, big, &vec![1u8; (32 * MIB) as usize]);
+    h.sync().unwrap();
+    let full = h.info().disk_bytes.unwrap();
+    assert!(full >= 32 * MIB, "{full}");
+    h.release(big).unwrap();
+    let after = h.info().disk_bytes.unwrap();
+    assert!(after + 24 * MIB <= full, "disk use {full} -> {after}");
+    h.check_invariants().unwrap();
+    let again = h.malloc(32 * MIB).unwrap();
+    write(&h, again, &vec![2u8; (32 * MIB) as usize]);
+    assert_eq!(read(&h, again + 16 * MIB, 8), vec![2u8; 8]);
+    assert_eq!(read(&h, keep, 8), vec![7u8; 8]);
+    h.sync().unwrap();
+    assert!(h.info().disk_bytes.unwrap() >= after + 24 * MIB);
+    h.check_invariants().unwrap();
+}

@@ -73,6 +73,8 @@ fn child_entry() {
         "crash_loop" => crash_loop(path),
         #[cfg(unix)]
         "fork" => fork_scenario(path),
+        #[cfg(unix)]
+        "quarantine" => quarantine_scenario(path),
         #[cfg(target_os = "linux")]
         "fsize" => file_size_limit(path),
         _ => panic!("unknown mode {mode}"),
@@ -156,6 +158,70 @@ fn fork_scenario(p: &Path) {
     // We still hold the lock.
     assert_eq!(child_result("write", p), "fmalloc_locked");
     h.check_invariants().unwrap();
+    println!("RESULT ok");
+}
+
+#[cfg(unix)]
+#[test]
+fn blocks_freed_while_a_forked_child_runs_are_not_reused() {
+    let d = TempDir::new("quar");
+    assert_eq!(child_result("quarantine", &d.file("q.bin")), "ok");
+}
+
+/// Child: a grandchild holds block A; the parent frees A and allocates
+/// while the grandchild runs (A must not come back), then the grandchild
+/// writes A late: the parent's new block keeps its bytes. Once the
+/// grandchild is gone, A is free again.
+#[cfg(unix)]
+fn quarantine_scenario(p: &Path) {
+    let h = open(p, 1 << 20);
+    let base = h.info().used_bytes;
+    let a = h.malloc(4096).unwrap();
+    let mut go = [0i32; 2];
+    // SAFETY: a pipe for this scenario; `go` has room for both ends.
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    // SAFETY: this process runs only this scenario (one test thread); the
+    // grandchild only blocks in read, writes mapped bytes and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let mut b = 0u8;
+        // SAFETY: reads one byte from the pipe made above.
+        unsafe {
+            libc::close(go[1]);
+            libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+        }
+        write(&h, a, &[0xEE; 64]);
+        // SAFETY: leaves without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    h.release(a).unwrap();
+    let mut fresh = Vec::new();
+    for _ in 0..8 {
+        let b = h.malloc(4096).unwrap();
+        assert_ne!(b, a, "a block a forked child holds was reused");
+        write(&h, b, &[0x11; 64]);
+        fresh.push(b);
+    }
+    h.check_invariants().unwrap();
+    // SAFETY: releases the grandchild and waits for it.
+    unsafe {
+        assert_eq!(libc::write(go[1], [1u8].as_ptr().cast(), 1), 1);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+    for &b in &fresh {
+        assert_eq!(read(&h, b, 64), vec![0x11; 64]);
+    }
+    // The grandchild is gone: A is freed at the next allocation.
+    let c = h.malloc(4096).unwrap();
+    h.release(c).unwrap();
+    for b in fresh {
+        h.release(b).unwrap();
+    }
+    h.check_invariants().unwrap();
+    assert_eq!(h.info().used_bytes, base, "quarantined block never freed");
     println!("RESULT ok");
 }
 

@@ -24,6 +24,19 @@
 //! allocation) and calls `mmap`. Everything it needs (address, length,
 //! descriptor, file offset) was computed at [`register`].
 //!
+//! **Fork epochs.** A forked child also holds vectors over blocks that stay
+//! shared (ALTREP data, named objects): if the parent freed such a block
+//! and reused it for a new object, a child's late write would land in that
+//! new object. So the parent must not reuse a block it frees while a child
+//! forked earlier may still run. [`children_alive`] tells it: each fork
+//! made after [`watch`] gets a pipe whose only write end lives in the child
+//! (and in everything the child forks; `O_CLOEXEC`, so a program it
+//! `exec`s drops it); the parent keeps the read end, which reports
+//! end-of-file once every process that inherited the write end is gone. A
+//! fork for which no pipe could be made (descriptors exhausted) makes
+//! [`children_alive`] true for the rest of the process: blocks then stay
+//! unused instead of risking a child's write.
+//!
 //! **Limits.** Each private range splits the child's mapping (adjacent
 //! ranges are remapped as one): with very many classic vectors the kernel's
 //! map count limit (`vm.max_map_count`, 65530 by default) can make a remap
@@ -55,15 +68,26 @@ struct Entry {
 struct Registry {
     busy: AtomicBool,
     map: UnsafeCell<BTreeMap<usize, Entry>>,
+    /// Read ends of the fork epochs' pipes (see the module docs).
+    epochs: UnsafeCell<Vec<i32>>,
+    /// The pipe `prepare` made for the fork in progress (`[-1, -1]` when
+    /// none could be made). Unused where there is no fork.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pending: UnsafeCell<[i32; 2]>,
 }
 
-// SAFETY: `map` is only touched while `busy` is held (see `with`).
+// SAFETY: `map`, `epochs` and `pending` are only touched while `busy` is
+// held (see `with`, and the fork handlers, which hold it across the fork).
 unsafe impl Sync for Registry {}
 
 static REGISTRY: Registry = Registry {
     busy: AtomicBool::new(false),
     map: UnsafeCell::new(BTreeMap::new()),
+    epochs: UnsafeCell::new(Vec::new()),
+    pending: UnsafeCell::new([-1, -1]),
 };
+/// A child was forked without an epoch pipe: assume children forever.
+static UNTRACKED: AtomicBool = AtomicBool::new(false);
 static AT_FORK: Once = Once::new();
 static FAILED: AtomicU64 = AtomicU64::new(0);
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
@@ -142,6 +166,45 @@ pub fn failed_remaps() -> u64 {
     FAILED.load(Ordering::Relaxed)
 }
 
+/// Starts tracking forks (idempotent): from now on [`children_alive`]
+/// knows about every child this process forks.
+pub fn watch() {
+    register_at_fork();
+}
+
+/// Whether a process forked after [`watch`] (or one of its descendants)
+/// may still be running. Closes the epochs whose children are all gone.
+/// Always false where there is no fork.
+pub fn children_alive() -> bool {
+    if UNTRACKED.load(Ordering::Relaxed) {
+        return true;
+    }
+    acquire();
+    // SAFETY: `busy` is held.
+    let epochs = unsafe { &mut *REGISTRY.epochs.get() };
+    #[cfg(unix)]
+    epochs.retain(|&fd| {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one descriptor this module owns, without waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        // Nobody writes to the pipe: readable or hung up means every write
+        // end is closed.
+        let gone = n == 1 && p.revents & (libc::POLLHUP | libc::POLLIN | libc::POLLERR) != 0;
+        if gone {
+            // SAFETY: the descriptor is ours and dropped from the list.
+            unsafe { libc::close(fd) };
+        }
+        !gone
+    });
+    let alive = !epochs.is_empty();
+    release();
+    alive
+}
+
 fn register_at_fork() {
     AT_FORK.call_once(|| {
         #[cfg(unix)]
@@ -156,10 +219,46 @@ fn register_at_fork() {
 #[cfg(unix)]
 extern "C" fn prepare() {
     acquire();
+    // SAFETY: `busy` is held (taken above, released by parent/child).
+    unsafe { *REGISTRY.pending.get() = epoch_pipe() };
+}
+
+/// A pipe whose ends close at `exec` (`[-1, -1]` on failure). `pipe` +
+/// `fcntl` rather than `pipe2`, which macOS lacks; runs in the parent before
+/// the fork, where no async-signal rule applies yet.
+#[cfg(unix)]
+fn epoch_pipe() -> [i32; 2] {
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe` writes; fcntl
+    // only changes flags of descriptors made here, closed again on failure.
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return [-1, -1];
+        }
+        for fd in fds {
+            if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+                return [-1, -1];
+            }
+        }
+    }
+    fds
 }
 
 #[cfg(unix)]
 extern "C" fn parent() {
+    // SAFETY: `busy` is held since `prepare`; this is the parent, after the
+    // fork, where allocating is allowed.
+    unsafe {
+        let [r, w] = std::mem::replace(&mut *REGISTRY.pending.get(), [-1, -1]);
+        if r < 0 {
+            UNTRACKED.store(true, Ordering::Relaxed);
+        } else {
+            libc::close(w);
+            (*REGISTRY.epochs.get()).push(r);
+        }
+    }
     release();
 }
 
@@ -198,6 +297,14 @@ extern "C" fn child() {
     // file's bytes again.
     for e in map.values_mut() {
         e.range.fd = -1;
+    }
+    // SAFETY: as above. The child keeps the write end (that is the point)
+    // and only drops its copy of the read end; `close` is async-signal-safe.
+    unsafe {
+        let [r, _w] = std::mem::replace(&mut *REGISTRY.pending.get(), [-1, -1]);
+        if r >= 0 {
+            libc::close(r);
+        }
     }
     release();
 }

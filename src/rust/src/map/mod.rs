@@ -553,6 +553,39 @@ impl Mapping {
         true
     }
 
+    /// The read-write descriptor (None for a read-only mapping).
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// Gives the whole chunks inside the free block `[off, off + cap)` back
+    /// to the file system (hole punching), so the file's disk use drops
+    /// when big objects go. Best effort; returns the bytes given back.
+    ///
+    /// Whole chunks only: each then holds nothing but free space, which is
+    /// the state of a chunk never reserved (so its reservation is simply
+    /// forgotten, and `prefault` may fill it again when it is reserved
+    /// anew). The block's header and footer, outside those chunks, stay.
+    /// Called by the block's owner under the heap's lock, after the free.
+    pub fn punch(&mut self, off: u64, cap: u64) -> u64 {
+        let Some(f) = &self.file else { return 0 };
+        let lo = off.div_ceil(CHUNK) * CHUNK;
+        // The free block's last word is its footer.
+        let hi = (off.saturating_add(cap).saturating_sub(8) / CHUNK * CHUNK).min(self.len());
+        if hi <= lo || !matches!(crate::sys::punch_hole(f, lo, hi - lo), Ok(true)) {
+            return 0;
+        }
+        let res = &mut self.reservation;
+        for k in lo / CHUNK..hi / CHUNK {
+            if let Some(to) = res.reserved_to.get_mut(k as usize) {
+                *to = 0;
+            }
+            res.no_prefault.remove(&k);
+        }
+        res.units.retain(|u| u * UNIT < lo || u * UNIT >= hi);
+        hi - lo
+    }
+
     /// Number of pages whose allocator words live in memory (tests).
     #[doc(hidden)]
     pub fn shadowed_pages(&self) -> usize {

@@ -199,6 +199,96 @@ pub(crate) fn next_hole(file: &File, at: u64, end: u64) -> io::Result<Option<(u6
     }
 }
 
+/// Gives `[off, off + len)` of `file` back to the file system: the range
+/// reads as zeros afterwards and takes no disk space; the file's size is
+/// unchanged. `Ok(false)` where the system or the file system cannot (the
+/// bytes then stay as they were). Linux: `fallocate(PUNCH_HOLE)`; macOS:
+/// `fcntl(F_PUNCHHOLE)`; Windows: `FSCTL_SET_ZERO_DATA` (the file is sparse,
+/// see [`make_sparse`]).
+pub(crate) fn punch_hole(file: &File, off: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    #[cfg(unix)]
+    let not_supported = |e: io::Error| match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(false),
+        _ => Err(e),
+    };
+    #[cfg(windows)]
+    {
+        windows::zero_data(file, off, len).map(|()| true)
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+            return Ok(false);
+        };
+        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                o,
+                l,
+            )
+        };
+        if rc == 0 {
+            Ok(true)
+        } else {
+            not_supported(io::Error::last_os_error())
+        }
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+            return Ok(false);
+        };
+        let arg = libc::fpunchhole_t {
+            fp_flags: 0,
+            reserved: 0,
+            fp_offset: o,
+            fp_length: l,
+        };
+        // SAFETY: `arg` is a valid fpunchhole_t that outlives the call; the
+        // descriptor is ours.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_PUNCHHOLE, &arg) };
+        if rc == 0 {
+            Ok(true)
+        } else {
+            not_supported(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(any(windows, target_os = "linux", target_vendor = "apple")))]
+    {
+        let _ = (file, off);
+        Ok(false)
+    }
+}
+
+/// Bytes `file` takes on disk (its allocated blocks; less than its size
+/// when it has holes). Unix: `st_blocks`; Windows: the size minus the
+/// holes [`next_hole`] finds.
+pub(crate) fn disk_usage(file: &File) -> io::Result<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(file.metadata()?.blocks().saturating_mul(512))
+    }
+    #[cfg(not(unix))]
+    {
+        let size = file.metadata()?.len();
+        let mut used = size;
+        let mut at = 0;
+        while let Some((start, end)) = next_hole(file, at, size)? {
+            used -= end - start;
+            at = end;
+        }
+        Ok(used)
+    }
+}
+
 /// Writes all of `buf` at offset `off` of `file`.
 #[cfg(any(not(target_os = "linux"), test))]
 pub(crate) fn write_all_at(file: &File, buf: &[u8], off: u64) -> io::Result<()> {

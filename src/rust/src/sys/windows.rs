@@ -63,6 +63,7 @@ const ERROR_LOCK_VIOLATION: i32 = 33;
 /// winioctl.h: CTL_CODE(FILE_DEVICE_FILE_SYSTEM, 49, METHOD_BUFFERED,
 /// FILE_SPECIAL_ACCESS).
 const FSCTL_SET_SPARSE: u32 = 0x0009_00c4;
+const FSCTL_SET_ZERO_DATA: u32 = 0x0009_80c8;
 const BCRYPT_USE_SYSTEM_PREFERRED_RNG: u32 = 0x2;
 /// winioctl.h: CTL_CODE(FILE_DEVICE_FILE_SYSTEM, 51, METHOD_NEITHER,
 /// FILE_READ_DATA).
@@ -159,6 +160,43 @@ pub fn set_sparse(file: &File) -> io::Result<()> {
             FSCTL_SET_SPARSE,
             std::ptr::null_mut(),
             0,
+            std::ptr::null_mut(),
+            0,
+            &mut returned,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `FILE_ZERO_DATA_INFORMATION`: the range `[from, beyond)` to zero.
+#[repr(C)]
+struct ZeroData {
+    from: i64,
+    beyond: i64,
+}
+
+/// Zeroes `[off, off + len)` of a sparse `file`, deallocating its clusters.
+pub fn zero_data(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(from), Ok(beyond)) = (i64::try_from(off), i64::try_from(off.saturating_add(len)))
+    else {
+        return Err(io::Error::other("range too large"));
+    };
+    let mut input = ZeroData { from, beyond };
+    let mut returned = 0u32;
+    // SAFETY: the handle is open while `file` is borrowed; `input` is a
+    // FILE_ZERO_DATA_INFORMATION of the size passed and outlives the
+    // synchronous call; no output buffer.
+    let ok = unsafe {
+        DeviceIoControl(
+            file.as_raw_handle(),
+            FSCTL_SET_ZERO_DATA,
+            (&mut input as *mut ZeroData).cast(),
+            std::mem::size_of::<ZeroData>() as u32,
             std::ptr::null_mut(),
             0,
             &mut returned,

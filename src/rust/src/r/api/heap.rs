@@ -2,7 +2,9 @@
 //! sync, check, and the handle registry R/heap.R uses (the handle type and
 //! its lookup are `r::args`).
 
-use savvy::{savvy, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp};
+use savvy::{
+    savvy, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp,
+};
 
 use crate::check::{self, Problem};
 use crate::heap::{Heap, OpenOptions};
@@ -123,23 +125,26 @@ impl FmallocHeap {
         OwnedStringSexp::try_from(self.path.to_string_lossy().as_ref())?.into()
     }
 
-    /// A named list: path, heap_id, readonly, size, used, free, objects.
+    /// A named list: path, heap_id, readonly, size, disk (NA when unknown),
+    /// used, free, objects.
     /// @noRd
     fn info(&self) -> savvy::Result<Sexp> {
         let info = self.heap()?.info();
-        let mut out = OwnedListSexp::new(7, true)?;
+        let mut out = OwnedListSexp::new(8, true)?;
         let path = info.path.to_string_lossy();
         out.set_name_and_value(0, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
         out.set_name_and_value(1, "heap_id", OwnedStringSexp::try_from(hex(&info.heap_id))?)?;
         out.set_name_and_value(2, "readonly", OwnedLogicalSexp::try_from(info.readonly)?)?;
         let numbers = [
-            ("size", info.file_bytes),
-            ("used", info.used_bytes),
-            ("free", info.free_bytes),
-            ("objects", info.objects),
+            ("size", Some(info.file_bytes)),
+            ("disk", info.disk_bytes),
+            ("used", Some(info.used_bytes)),
+            ("free", Some(info.free_bytes)),
+            ("objects", Some(info.objects)),
         ];
         for (i, (name, value)) in numbers.into_iter().enumerate() {
-            out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value as f64)?)?;
+            let value = value.map_or(f64::na(), |v| v as f64);
+            out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value)?)?;
         }
         out.into()
     }
