@@ -70,7 +70,7 @@ test_that("fmalloc_info returns one row with the documented columns", {
   expect_identical(nrow(info), 1L)
   expect_identical(
     names(info),
-    c("path", "heap_id", "readonly", "size", "used", "free", "objects")
+    c("path", "heap_id", "readonly", "size", "disk", "used", "free", "objects")
   )
   expect_type(info$path, "character")
   expect_type(info$heap_id, "character")
