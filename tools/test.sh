@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (tools/setup.sh) and runs every test:
-#   1. the Rust core: cargo fmt --check, cargo clippy -D warnings, cargo check
-#      of the fuzz targets, cargo test
+#   1. the Rust core: cargo fmt --check, cargo clippy -D warnings, no module
+#      import cycle (tools/module-deps.sh), cargo check of the fuzz targets,
+#      cargo test
 #   2. R CMD build, then R CMD check --no-manual on the tarball (which runs
 #      the testthat suite); an ERROR or WARNING in the check fails the run.
 #   3. the same tarball installed with RFMALLOC_CLASSIC=false (no classic
@@ -48,6 +49,8 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "==> cargo clippy: not installed, skipped"
 fi
+# No import cycle among the modules, and r/'s layers used one way only.
+step "module deps" bash "$root/tools/module-deps.sh"
 # The fuzz targets (src/rust/fuzz, run by hand: see its Cargo.toml) still
 # compile against the core.
 step "cargo check (fuzz targets)" cargo check --quiet --manifest-path "$root/src/rust/fuzz/Cargo.toml" --bins
