@@ -99,7 +99,16 @@ fn fmalloc_heap_recovery(heap: &FmallocHeap) -> savvy::Result<Sexp> {
 /// @noRd
 #[savvy]
 fn fmalloc_heap_check(heap: &FmallocHeap) -> savvy::Result<Sexp> {
-    problems_list(&heap.heap()?.check())
+    let heap = heap.heap()?;
+    // A forked child's view of the allocator and extents is its parent's
+    // at the fork; the parent may have changed the file since.
+    if heap.is_forked() {
+        return Err(Error::Forked {
+            path: heap.path().to_path_buf(),
+        }
+        .into());
+    }
+    problems_list(&heap.check())
 }
 
 /// `fmalloc_check()` on a path: opened read-only for the check alone; a

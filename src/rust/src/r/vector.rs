@@ -114,7 +114,8 @@ pub(crate) fn create(
             .checked_mul(elem.size())
             .ok_or_else(|| invalid("vector too long"))?;
         new_block(heap, elem, n, bytes, |buf| {
-            if init {
+            // Logicals always: arbitrary bytes are not valid R logicals.
+            if init || elem == ElemType::Logical {
                 buf.fill(0);
             }
             Ok(())
