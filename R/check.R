@@ -15,7 +15,9 @@
 #' damaged beyond opening, missing) gives one row with part `"open"` and the
 #' reason, and the file is left unchanged. Only a file that a writer has open
 #' is an error (class `fmalloc_locked`): check it through the writer's
-#' handle instead.
+#' handle instead. In a process forked off the writer
+#' ([parallel::mclapply()]) the check is an error of class `fmalloc_forked`:
+#' the parent may have changed the heap since the fork, so check it there.
 #'
 #' @param heap A heap handle from [fmalloc_open()], or the path of a heap
 #'   file.

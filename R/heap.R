@@ -43,8 +43,9 @@
 #'   where the file is sparse; `NA` when the system cannot say), `used` and
 #'   `free` (bytes inside it) and `objects` (the number of named objects).
 #'
-#'   Space comes back: when an object or vector of 8 MiB or more is freed
-#'   (say, after [fmalloc_rm()]), the whole 4 MiB chunks inside it are given
+#'   Space comes back: when freeing an object or vector (say, after
+#'   [fmalloc_rm()]) leaves a free region of 8 MiB or more (with the free
+#'   space around it), the whole 4 MiB chunks inside that region are given
 #'   back to the file system (hole punching on Linux, macOS and NTFS), so
 #'   `disk` drops while `size` stays; they take disk space again when reused.
 #'

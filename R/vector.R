@@ -50,7 +50,8 @@
 #' @param method `"altrep"` or `"classic"`, see Details.
 #' @param init Fill with zeros (`FALSE`, `0`, `0+0i`, `00`; `NA` for
 #'   character). With `init = FALSE` the contents are unspecified (the space
-#'   may be reused); character vectors are always `NA`-filled.
+#'   may be reused); character vectors are always `NA`-filled and logical
+#'   vectors `FALSE`-filled (other bytes would not be valid logicals).
 #' @param name If not `NULL`, the vector is also saved under this name in
 #'   the heap, without a copy: `create_fmalloc_vector(type, n, name = "v")`
 #'   is `fmalloc_save(create_fmalloc_vector(type, n), "v")` (see
@@ -94,7 +95,11 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
   x <- .Call(savvy_fmalloc_vector_create__impl,
              if (is.null(heap)) .fmalloc_state$heap else heap,
              type, length, if (missing(method)) NULL else method, init)
-  if (is.object(x)) .fmalloc_raise(unclass(x), sys.call())
+  if (is.object(x)) {
+    # No heap given and no default heap: the one message for that.
+    if (is.null(heap)) .fmalloc_default_heap(sys.call())
+    .fmalloc_raise(unclass(x), sys.call())
+  }
   x
 }
 

@@ -182,3 +182,23 @@ test_that("a child writes an empty string over NA without needing pool room", {
   expect_true("fmalloc_forked" %in% res$child)
   expect_identical(res$s, c("", "abc", NA, NA))
 })
+
+test_that("fmalloc_check() in a forked child is fmalloc_forked, not a false alarm", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.00001)
+    fmalloc_save(1:3, "early", heap)
+    go <- tempfile()
+    job <- parallel::mcparallel({
+      while (!file.exists(go)) Sys.sleep(0.01)
+      tryCatch(fmalloc_check(heap), error = function(e) class(e))
+    })
+    fmalloc_save(rep(2, 5e5), "late", heap) # the heap grows after the fork
+    file.create(go)
+    list(child = parallel::mccollect(job)[[1]], parent = nrow(fmalloc_check(heap)))
+  })
+  expect_true("fmalloc_forked" %in% res$child)
+  expect_identical(res$parent, 0L)
+})

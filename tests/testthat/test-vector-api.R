@@ -54,7 +54,8 @@ test_that("init_fmalloc() reports whether the file was new, quietly unless verbo
     expect_message(cleanup_fmalloc(), "closed heap")
   })
   expect_silent(expect_false(cleanup_fmalloc()))
-  expect_error(create_fmalloc_vector("double", 5), class = "fmalloc_closed")
+  expect_error(create_fmalloc_vector("double", 5), class = "fmalloc_closed",
+               regexp = "no default heap is open; call init_fmalloc")
   expect_identical(x[], double(5))
 })
 
@@ -221,5 +222,21 @@ test_that("subsetting gives what it gives on ordinary vectors", {
       names(x) <- letters[1:5]
       expect_identical(x[c("b", "e")], setNames(vals[[type]][c(2, 5)], c("b", "e")))
     }
+  }
+})
+
+test_that("init = FALSE still gives NA strings and valid logicals (both methods)", {
+  heap <- local_heap()
+  methods <- if (fmalloc_has_classic()) c("altrep", "classic") else "altrep"
+  for (m in methods) {
+    # Reused space that held 0xff bytes.
+    junk <- create_fmalloc_vector("raw", 4096, heap = heap, method = m)
+    junk[] <- as.raw(255)
+    rm(junk)
+    gc()
+    l <- create_fmalloc_vector("logical", 1000, heap = heap, method = m, init = FALSE)
+    expect_identical(l[], logical(1000), info = m)
+    s <- create_fmalloc_vector("character", 5, heap = heap, method = m, init = FALSE)
+    expect_identical(s[], rep(NA_character_, 5), info = m)
   }
 })

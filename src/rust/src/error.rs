@@ -102,7 +102,7 @@ impl fmt::Display for Error {
             ),
             Error::Forked { path } => write!(
                 f,
-                "Rfmalloc: cannot allocate or change names in heap '{}' from a forked child process; do that in the parent (children may read and write existing vectors)",
+                "Rfmalloc: cannot allocate, change names or check heap '{}' from a forked child process; do that in the parent (children may read and write existing vectors)",
                 file_name(path)
             ),
             Error::NotFound { name } => {

@@ -727,17 +727,19 @@ impl State {
         }
     }
 
-    /// Frees a block; a big one's space also goes back to the file system
-    /// (`Mapping::punch`: `du` of the file drops after `fmalloc_rm()`).
+    /// Frees a block; when the free region it ends up in is big, that
+    /// space also goes back to the file system (`Mapping::punch`: `du` of
+    /// the file drops after `fmalloc_rm()`).
     fn free_now(&mut self, off: u64) {
         let State { map, alloc, .. } = self;
         if let Some(alloc) = alloc.as_mut() {
-            let cap = alloc.usable_size(map, off);
             let r = alloc.free(map, off);
             debug_assert!(r.is_ok(), "free({off}): {r:?}");
-            if let (Ok(cap), Ok(())) = (cap, r) {
+            // The whole free region, merged with free neighbours: many
+            // blocks freed side by side (a data frame's columns) add up.
+            if let (Ok(()), Some((start, cap))) = (r, alloc.last_merged()) {
                 if cap >= 2 * crate::map::CHUNK {
-                    map.punch(off, cap);
+                    map.punch(start, cap);
                 }
             }
         }

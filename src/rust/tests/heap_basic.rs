@@ -549,3 +549,25 @@ fn freeing_a_big_block_punches_a_hole() {
     assert!(h.info().disk_bytes.unwrap() >= after + 24 * MIB);
     h.check_invariants().unwrap();
 }
+
+/// Blocks too small to hold a whole chunk each, freed side by side (a data
+/// frame's columns), merge into a region whose chunks are punched.
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+#[test]
+fn freeing_neighbours_punches_the_merged_region() {
+    const MIB: u64 = 1 << 20;
+    let d = TempDir::new("punch2");
+    let h = open(&d.file("p.bin"), 128 * MIB);
+    let blocks: Vec<u64> = (0..10).map(|_| h.malloc(6 * MIB).unwrap()).collect();
+    for &b in &blocks {
+        write(&h, b, &vec![3u8; (6 * MIB) as usize]);
+    }
+    h.sync().unwrap();
+    let full = h.info().disk_bytes.unwrap();
+    for b in blocks {
+        h.release(b).unwrap();
+    }
+    let after = h.info().disk_bytes.unwrap();
+    assert!(after + 40 * MIB <= full, "disk use {full} -> {after}");
+    h.check_invariants().unwrap();
+}

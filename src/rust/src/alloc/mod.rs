@@ -220,6 +220,9 @@ pub struct Allocator {
     cache: Vec<Vec<u64>>,
     /// Number of cached blocks.
     cached: usize,
+    /// The free block (payload offset, capacity) the last `free` merged its
+    /// block into; `None` after a `free` into the cache.
+    last_merged: Option<(u64, u64)>,
     stats: Stats,
     /// Key of the check tags of used headers.
     key: u64,
@@ -256,6 +259,7 @@ impl Allocator {
             pending: 0,
             cache: vec![Vec::new(); CACHE_UNITS + 1],
             cached: 0,
+            last_merged: None,
             stats: Stats::default(),
             key: random_key(),
             poisoned: None,
@@ -339,6 +343,7 @@ impl Allocator {
             mem.store(span_at(off), word | CACHED);
             self.cache[units].push(off);
             self.cached += 1;
+            self.last_merged = None;
             self.stats.used_bytes -= span;
             self.stats.used_blocks -= 1;
             self.stats.free_bytes += span;
@@ -396,6 +401,7 @@ impl Allocator {
         mem.store(tag_at(off), 0);
         mem.store(span_at(b), bspan | FREE);
         mem.store(footer_at(b, bspan), bspan);
+        self.last_merged = Some((b, bspan - HEADER));
         debug_assert!(b >= arena.first() && b + bspan <= arena.end);
         debug_assert!(bspan.is_multiple_of(ALIGN) && mem.load(tag_at(b)) == 0);
         if next_free.is_none() {
@@ -415,6 +421,16 @@ impl Allocator {
         self.stats.free_bytes += span;
         self.stats.free_blocks += 1;
         Ok(())
+    }
+
+    /// The free block (payload offset, capacity) that the last [`free`]
+    /// merged the freed block into (with its free neighbours); `None` when
+    /// that block went to the cache. Its bytes from the payload offset to
+    /// the footer (the last 8 bytes) hold nothing the allocator reads.
+    ///
+    /// [`free`]: Allocator::free
+    pub fn last_merged(&self) -> Option<(u64, u64)> {
+        self.last_merged
     }
 
     /// Grows or shrinks the block in place if possible (`Ok(true)`);

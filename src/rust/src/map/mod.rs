@@ -558,28 +558,56 @@ impl Mapping {
         self.file.as_ref()
     }
 
-    /// Gives the whole chunks inside the free block `[off, off + cap)` back
-    /// to the file system (hole punching), so the file's disk use drops
-    /// when big objects go. Best effort; returns the bytes given back.
+    /// Gives the reserved whole chunks inside the free block `[off, off +
+    /// cap)` back to the file system (hole punching), so the file's disk
+    /// use drops when big objects go. Best effort; returns the bytes given
+    /// back.
     ///
     /// Whole chunks only: each then holds nothing but free space, which is
     /// the state of a chunk never reserved (so its reservation is simply
     /// forgotten, and `prefault` may fill it again when it is reserved
     /// anew). The block's header and footer, outside those chunks, stay.
+    /// Chunks not reserved (never used, or punched already) are skipped, so
+    /// freeing next to a big free region does not punch it again.
     /// Called by the block's owner under the heap's lock, after the free.
     pub fn punch(&mut self, off: u64, cap: u64) -> u64 {
-        let Some(f) = &self.file else { return 0 };
-        let lo = off.div_ceil(CHUNK) * CHUNK;
+        let first = off.div_ceil(CHUNK);
         // The free block's last word is its footer.
-        let hi = (off.saturating_add(cap).saturating_sub(8) / CHUNK * CHUNK).min(self.len());
-        if hi <= lo || !matches!(crate::sys::punch_hole(f, lo, hi - lo), Ok(true)) {
+        let end = off.saturating_add(cap).saturating_sub(8).min(self.len()) / CHUNK;
+        let reserved = |m: &Self, k: u64| {
+            m.reservation
+                .reserved_to
+                .get(k as usize)
+                .is_some_and(|&t| t > 0)
+        };
+        let mut given = 0;
+        let mut k = first;
+        while k < end {
+            if !reserved(self, k) {
+                k += 1;
+                continue;
+            }
+            let mut j = k;
+            while j < end && reserved(self, j) {
+                j += 1;
+            }
+            given += self.punch_chunks(k, j);
+            k = j;
+        }
+        given
+    }
+
+    /// Punches chunks `[first, end)`, which hold only free space, and
+    /// forgets their reservation.
+    fn punch_chunks(&mut self, first: u64, end: u64) -> u64 {
+        let Some(f) = &self.file else { return 0 };
+        let (lo, hi) = (first * CHUNK, end * CHUNK);
+        if !matches!(crate::sys::punch_hole(f, lo, hi - lo), Ok(true)) {
             return 0;
         }
         let res = &mut self.reservation;
-        for k in lo / CHUNK..hi / CHUNK {
-            if let Some(to) = res.reserved_to.get_mut(k as usize) {
-                *to = 0;
-            }
+        for k in first..end {
+            res.reserved_to[k as usize] = 0;
             res.no_prefault.remove(&k);
         }
         res.units.retain(|u| u * UNIT < lo || u * UNIT >= hi);

@@ -7,6 +7,7 @@ use savvy::{
 };
 
 use crate::check::{self, Problem};
+use crate::error::Error;
 use crate::heap::{Heap, OpenOptions};
 use crate::r::args::{bytes_from_f64, handle_at, register_handle, FmallocHeap};
 use crate::r::types::hex;
@@ -36,7 +37,16 @@ fn fmalloc_heap_recovery(heap: &FmallocHeap) -> savvy::Result<Sexp> {
 /// @noRd
 #[savvy]
 fn fmalloc_heap_check(heap: &FmallocHeap) -> savvy::Result<Sexp> {
-    problems_list(&heap.heap()?.check())
+    let heap = heap.heap()?;
+    // A forked child's view of the allocator and extents is its parent's
+    // at the fork; the parent may have changed the file since.
+    if heap.is_forked() {
+        return Err(Error::Forked {
+            path: heap.path().to_path_buf(),
+        }
+        .into());
+    }
+    problems_list(&heap.check())
 }
 
 /// `fmalloc_check()` on a path: opened read-only for the check alone; a

@@ -236,8 +236,8 @@ pub(crate) fn new_vector(
     .into())
 }
 
-/// A new classic vector of `n` elements in `heap`; zero-filled (NA for
-/// character) when `init`. Requires [`r_uses_allocator`].
+/// A new classic vector of `n` elements in `heap`; zero-filled when `init`
+/// (logicals always); character vectors are always NA. Requires [`r_uses_allocator`].
 #[cfg(feature = "classic")]
 pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> savvy::Result<SEXP> {
     let elt = if elem == ElemType::String {
@@ -285,12 +285,14 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     unsafe {
         let x = made;
         if elem == ElemType::String {
-            if init {
-                for i in 0..n as R_xlen_t {
-                    SET_STRING_ELT(x, i, R_NaString);
-                }
+            // Always: R filled it with "" (init or not), and character
+            // vectors start as NA whatever the method.
+            for i in 0..n as R_xlen_t {
+                SET_STRING_ELT(x, i, R_NaString);
             }
-        } else if init {
+        } else if init || elem == ElemType::Logical {
+            // Logicals are zeroed even without `init`: arbitrary bytes
+            // are not valid R logicals (only 0, 1 and NA are).
             ptr::write_bytes(data_ptr(x) as *mut u8, 0, data as usize);
         }
     }

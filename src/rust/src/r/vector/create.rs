@@ -36,7 +36,8 @@ pub(crate) fn create(
         new_pool(heap, n)?
     } else {
         new_elements(heap, elem, n, |buf| {
-            if init {
+            // Logicals always: arbitrary bytes are not valid R logicals.
+            if init || elem == ElemType::Logical {
                 buf.fill(0);
             }
             Ok(())
