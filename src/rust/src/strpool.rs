@@ -1,7 +1,7 @@
 //! The string pool: how a character vector is laid out in one heap block.
 //!
 //! Pure Rust over a byte slice (the block), so it is tested without R. The R
-//! layer (`r::altrep`) maps the block, builds CHARSXPs from [`get`] and calls
+//! layer (`r::vector::altstring`) maps the block, builds CHARSXPs from [`get`] and calls
 //! [`set`] from ALTREP `Set_elt`; when [`set`] reports [`PoolError::Full`] it
 //! asks [`plan_grow`] whether to compact into a new block or to grow the block
 //! with `Heap::realloc`.

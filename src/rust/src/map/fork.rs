@@ -3,7 +3,7 @@
 //! A heap file is mapped shared (`MAP_SHARED`): a forked child
 //! (`parallel::mclapply`) sees and writes the same pages as its parent.
 //! That is what element data should do, but not what R's own node headers
-//! may do (design invariant 6): the classic path (`r::classic`) lets R put a
+//! may do (design invariant 6): the classic path (`r::vector::classic`) lets R put a
 //! whole vector node, header included, in a heap block, and a child's
 //! garbage collector writes mark bits and GC links into every node it
 //! reaches. So such blocks are page-aligned and page-padded (their pages
