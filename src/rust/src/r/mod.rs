@@ -16,6 +16,7 @@ mod named_leaf;
 mod named_meta;
 mod named_ref;
 mod vector;
+mod write;
 
 use savvy::ffi::DllInfo;
 use savvy::savvy_init;

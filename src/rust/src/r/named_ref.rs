@@ -164,8 +164,8 @@ fn u64_from_f64(x: f64, what: &str) -> savvy::Result<u64> {
     Ok(x as u64)
 }
 
-/// A vector over the block described by a reference, marked to serialize
-/// by reference again; `NULL` when no named object of `heap` has exactly
+/// A vector over the block described by a reference (serializing by value,
+/// as every vector does unless asked otherwise); `NULL` when no named object of `heap` has exactly
 /// this block any more.
 /// @noRd
 #[savvy]
@@ -191,9 +191,10 @@ fn fmalloc_named_block_vector(
         // SAFETY: reads R's NULL.
         return Ok(Sexp(unsafe { R_NilValue }));
     }
-    let v = vector_over_block(&heap, &desc)?;
-    mark_by_reference(v.0);
-    Ok(v)
+    // Not marked: a vector that arrived by reference serializes by value
+    // again unless asked (`fmalloc_ref()`, the option), so the receiver's
+    // saveRDS() archives the data and its results go back by value.
+    vector_over_block(&heap, &desc)
 }
 
 /// `x` marked to serialize by reference: a new vector over the same named
