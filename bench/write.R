@@ -20,7 +20,7 @@ v <- runif(chunk)
 starts <- seq(1, n, by = chunk)
 
 row <- function(what, seconds, bytes = NA) {
-  cat(sprintf("%-50s %8.3f s%s\n", what, seconds,
+  cat(sprintf("%-50s %9.4g s%s\n", what, seconds,
               if (is.na(bytes)) "" else sprintf("   %7.0f MB/s", bytes / 2^20 / seconds)))
 }
 
