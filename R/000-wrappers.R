@@ -73,9 +73,9 @@ NULL
   .Call(savvy_fmalloc_heap_recovery__impl, `heap`)
 }
 
-#' A vector over the block described by a reference, marked to serialize
-#' by reference again; `NULL` when no named object of `heap` has exactly
-#' this block any more.
+#' A vector over the block described by a reference (serializing by value,
+#' as every vector does unless asked otherwise); `NULL` when no named
+#' object of `heap` has exactly this block any more.
 #' @noRd
 `fmalloc_named_block_vector` <- function(`heap`, `block`, `data_offset`, `elem`, `length`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
@@ -178,6 +178,46 @@ NULL
 #' @noRd
 `fmalloc_vector_is` <- function(`x`) {
   .Call(savvy_fmalloc_vector_is__impl, `x`)
+}
+
+#' Writes `value` (the stored type, 1 or as many elements as `index`) at
+#' the 1-based positions in `index` (checked by `fmalloc_write_scan`, and
+#' checked again here, every one, before anything is written).
+#' @noRd
+`fmalloc_write_at` <- function(`x`, `index`, `value`) {
+  invisible(.Call(savvy_fmalloc_write_at__impl, `x`, `index`, `value`))
+}
+
+#' A deep copy of `x` in R's memory: every heap vector of it becomes an
+#' ordinary vector (the ALTREP classes' Duplicate), attributes and all.
+#' @noRd
+`fmalloc_write_copy` <- function(`x`) {
+  .Call(savvy_fmalloc_write_copy__impl, `x`)
+}
+
+#' Writes `value` (the stored type, 1 or `count` elements) at the 1-based
+#' positions `first .. first + count - 1` of `x`: one copy.
+#' @noRd
+`fmalloc_write_run` <- function(`x`, `first`, `count`, `value`) {
+  invisible(.Call(savvy_fmalloc_write_run__impl, `x`, `first`, `count`, `value`))
+}
+
+#' How the 1-based positions in `index` select elements of a vector of
+#' `len` elements: `list(kind = "run", at = )` (the first position) for consecutive valid
+#' positions (also for none), `list(kind = "scatter")` for other valid
+#' positions, `list(kind = "bad", at = , value = )` for the first invalid
+#' entry (NA, not whole, outside `1..len`). R words the error.
+#' @noRd
+`fmalloc_write_scan` <- function(`index`, `len`) {
+  .Call(savvy_fmalloc_write_scan__impl, `index`, `len`)
+}
+
+#' A new vector over the same heap block as `x` (an fmalloc vector whose
+#' data are in the file), with `x`'s attributes and no other reference:
+#' its attributes can be changed without R copying the data.
+#' @noRd
+`fmalloc_write_view` <- function(`x`) {
+  .Call(savvy_fmalloc_write_view__impl, `x`)
 }
 
 ### wrapper functions for FmallocHeap

@@ -43,6 +43,11 @@
 #'   \item{`fmalloc_closed`}{the heap handle has been closed.}
 #'   \item{`fmalloc_io`}{the operating system refused an operation.}
 #'   \item{`fmalloc_invalid`}{an argument is not valid.}
+#'   \item{`fmalloc_bounds`}{[fmalloc_write()] was given a position outside
+#'     the object (or a name it does not have).}
+#'   \item{`fmalloc_type`}{[fmalloc_write()] was given a value that cannot
+#'     be stored exactly in the object's type (e.g. 1.5 into an integer
+#'     vector, a label that is not a level of a factor).}
 #'   \item{`fmalloc_unsupported`}{[fmalloc_save()] was given an object with
 #'     parts that cannot be stored (functions, environments, ...).}
 #'   \item{`fmalloc_mismatch`}{a vector sent by reference ([fmalloc_ref()])

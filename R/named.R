@@ -81,6 +81,9 @@
 
   attrs_of <- function(node) {
     a <- attributes(node)
+    # data.table's pointer to itself (an external pointer, meaningful in
+    # this session only): data.table remakes it (see .fm_data_table()).
+    a[[".internal.selfref"]] <- NULL
     if (!is.null(a[["row.names"]])) {
       # The internal (compact) form: c(NA, -n) instead of 1:n.
       a["row.names"] <- list(.row_names_info(node, 0L))
@@ -298,7 +301,11 @@
 #'
 #' Saving costs no copy for vectors whose data already live in the heap
 #' (created by [create_fmalloc_vector()], either method): the saved object
-#' and `x` then share their data. Modify it in place through the value
+#' and `x` then share their data. This includes saving an object got from
+#' the heap again, after changing its attributes:
+#' `fmalloc_save(x, name, heap, overwrite = TRUE)` keeps the data of every
+#' vector of `x` for which [is_fmalloc()] is still `TRUE` where they are and
+#' rewrites only the description (see also [fmalloc_set_attr()]). Modify it in place through the value
 #' `fmalloc_save()` returns (or [fmalloc_get()]): passing `x` to a function
 #' made it shared, so R would copy `x` before modifying it. A vector that
 #' already belongs to another named object is copied, as are vectors outside
@@ -309,7 +316,30 @@
 #' the change is seen by the next `fmalloc_get()`, also in another session.
 #' Modifying a shared vector, or one from a heap opened with
 #' `readonly = TRUE`, gives an ordinary copy as R always does; the file is
-#' not changed.
+#' not changed. Whether R modifies in place depends on invisible reference
+#' counts (and on the replacement method: `df[i, j] <- v`, factors and dates
+#' go through R functions that copy); [fmalloc_write()] writes into the file
+#' whatever they are, or fails with an error.
+#' `vignette("persistent-vectors")` has a table of which idioms persist.
+#'
+#' **Two `fmalloc_get()` of one name are views of the same data**, not
+#' copies: a write through one (in place, or with [fmalloc_write()]) is seen
+#' by the other, and by every later `fmalloc_get()`. So
+#' `backup <- fmalloc_get(name)` is not a backup: take a copy with
+#' `fmalloc_get(name, copy = TRUE)`, an ordinary object in memory that no
+#' longer changes with the heap (nor writes to it). Save it under another
+#' name (`fmalloc_save(x, "backup")`) to keep a copy in the heap.
+#'
+#' **data.table** objects are stored without their internal self-reference
+#' (a pointer of the session). When data.table is loaded before
+#' `fmalloc_get()`, the result is a working data.table at once (made by
+#' `data.table::setalloccol()`, which copies no column data); otherwise
+#' data.table remakes it, with a warning, at the first `:=`. Columns added
+#' with `:=` and keys set with `setkey()` live in the session only until the
+#' data.table is saved again (`fmalloc_save(DT, name, overwrite = TRUE)`);
+#' `setkey()` sorts the rows in place, which writes the sorted column data
+#' into the heap file. Write single cells with [fmalloc_write()] (or
+#' `data.table::set()`, which writes into the column data in place).
 #'
 #' `fmalloc_rm()` removes a name and frees the space of its data once no
 #' vector of this session uses them any more (vectors still in use stay
@@ -324,10 +354,13 @@
 #' @param overwrite Replace an existing object of that name? If `FALSE`
 #'   (the default) an existing name gives an error of class `fmalloc_exists`.
 #' @param from,to Old and new name.
+#' @param copy For `fmalloc_get()`: `TRUE` to get an ordinary copy in
+#'   memory (reading all the data) instead of views of the heap file.
 #'
 #' @returns `fmalloc_save()` returns (invisibly) the heap-backed version of
 #'   `x`, what `fmalloc_get(name)` would return. `fmalloc_get()` returns the
-#'   object. `fmalloc_exists()` returns `TRUE` or `FALSE`. `fmalloc_ls()`
+#'   object (with `copy = TRUE`, a copy in memory: [is_fmalloc()] is `FALSE`
+#'   for its vectors). `fmalloc_exists()` returns `TRUE` or `FALSE`. `fmalloc_ls()`
 #'   returns a data frame with one row per object and columns `name`, `type`
 #'   (of the top-level object: `"list"` for data frames and lists), `class`
 #'   (classes joined by `/`), `length` (rows for data frames; integer, or
@@ -403,12 +436,29 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 
 #' @rdname fmalloc_save
 #' @export
-fmalloc_get <- function(name, heap = NULL) {
+fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
   call <- sys.call()
   name <- .check_name(name, "name")
+  .check_flag(copy, "copy")
   heap <- .fm_heap(heap, call)
+  if (copy) {
+    return(.fm_data_table(.rfm(fmalloc_write_copy(.fm_assemble(heap, name, call)), call)))
+  }
   # Returned directly: see .fm_assemble().
-  .fm_assemble(heap, name, call)
+  .fm_data_table(.fm_assemble(heap, name, call))
+}
+
+# A data.table is stored without its self-reference (an external pointer);
+# data.table's own setalloccol() remakes it -- and the over-allocated column
+# list that lets `:=` add columns -- when data.table is loaded. (A package
+# named in a heap file is never loaded: see check_packages() in
+# src/rust/src/r/named_assemble.rs.) Without it, data.table warns about an
+# invalid .internal.selfref at the first `:=` and fixes it with a copy.
+.fm_data_table <- function(x) {
+  if (!inherits(x, "data.table") || !isNamespaceLoaded("data.table")) {
+    return(x)
+  }
+  getExportedValue("data.table", "setalloccol")(x)
 }
 
 #' @rdname fmalloc_save

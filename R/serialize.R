@@ -23,6 +23,16 @@
 #' the heap can be opened for writing again only once such workers dropped
 #' their vectors or ended (e.g. [parallel::stopCluster()]).
 #'
+#' A reference is good for one serialization: a vector that arrived by
+#' reference serializes *by value* again, unless it is marked again
+#' (`fmalloc_ref()`, or the option). So a worker's [saveRDS()] of it
+#' archives the data, and a worker that returns it sends its values back:
+#' the main process does not end up holding the heap open read-only. If a
+#' worker does send a reference back, the main process maps the heap
+#' read-only while it holds that vector: opening the heap for writing there
+#' is an error of class `fmalloc_locked` until the vector is removed and
+#' garbage collected (`rm(v); gc()`).
+#'
 #' A vector of a read-only heap that was modified (R made it a private copy
 #' in memory) can no longer be sent by reference: get it again with
 #' [fmalloc_get()]. A reference to a heap file that no

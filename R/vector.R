@@ -108,7 +108,17 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
 #'
 #' `is_fmalloc(x)` is `TRUE` when the data of `x` live in a heap file: a
 #' vector made by [create_fmalloc_vector()] (either method) or got from a
-#' heap, and not yet replaced by an ordinary copy.
+#' heap, whose elements R reads from the file and (on a heap opened for
+#' writing) writes into it. It is `FALSE` for ordinary vectors, including
+#' every copy R makes of a heap vector: the result of copy-on-modify
+#' (`y <- x; y[1] <- 0` makes `y` an ordinary vector), of a coercion
+#' (`x[1] <- 1.5` on an integer vector), of arithmetic, and a vector of a
+#' read-only heap that R modified, or asked for writable memory (some of
+#' R's functions do that even to read, e.g. `identical()`, `range()`,
+#' `sort()`, `cumsum()`): its data became a private copy in memory, and it
+#' stays `FALSE` for it. So a `TRUE` says that the data of `x` are read
+#' from the file and, on a heap opened for writing, that in-place writes to
+#' `x` reach it.
 #'
 #' @param x Any R object.
 #' @returns `TRUE` or `FALSE`.

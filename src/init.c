@@ -134,6 +134,31 @@ SEXP savvy_fmalloc_vector_is__impl(SEXP c_arg__x) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_write_at__impl(SEXP c_arg__x, SEXP c_arg__index, SEXP c_arg__value) {
+    SEXP res = savvy_fmalloc_write_at__ffi(c_arg__x, c_arg__index, c_arg__value);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_write_copy__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_write_copy__ffi(c_arg__x);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_write_run__impl(SEXP c_arg__x, SEXP c_arg__first, SEXP c_arg__count, SEXP c_arg__value) {
+    SEXP res = savvy_fmalloc_write_run__ffi(c_arg__x, c_arg__first, c_arg__count, c_arg__value);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_write_scan__impl(SEXP c_arg__index, SEXP c_arg__len) {
+    SEXP res = savvy_fmalloc_write_scan__ffi(c_arg__index, c_arg__len);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_write_view__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_write_view__ffi(c_arg__x);
+    return handle_result(res);
+}
+
 SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg__dll_info) {
     SEXP res = savvy_init_rfmalloc__ffi(c_arg__dll_info);
     return handle_result(res);
@@ -195,6 +220,11 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_vector_create__impl", (DL_FUNC) &savvy_fmalloc_vector_create__impl, 5},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},
     {"savvy_fmalloc_vector_is__impl", (DL_FUNC) &savvy_fmalloc_vector_is__impl, 1},
+    {"savvy_fmalloc_write_at__impl", (DL_FUNC) &savvy_fmalloc_write_at__impl, 3},
+    {"savvy_fmalloc_write_copy__impl", (DL_FUNC) &savvy_fmalloc_write_copy__impl, 1},
+    {"savvy_fmalloc_write_run__impl", (DL_FUNC) &savvy_fmalloc_write_run__impl, 4},
+    {"savvy_fmalloc_write_scan__impl", (DL_FUNC) &savvy_fmalloc_write_scan__impl, 2},
+    {"savvy_fmalloc_write_view__impl", (DL_FUNC) &savvy_fmalloc_write_view__impl, 1},
     {"savvy_FmallocHeap_close__impl", (DL_FUNC) &savvy_FmallocHeap_close__impl, 1},
     {"savvy_FmallocHeap_created__impl", (DL_FUNC) &savvy_FmallocHeap_created__impl, 1},
     {"savvy_FmallocHeap_info__impl", (DL_FUNC) &savvy_FmallocHeap_info__impl, 1},

@@ -17,6 +17,11 @@ SEXP savvy_fmalloc_ref_leaf__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_vector_create__ffi(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__method, SEXP c_arg__init);
 SEXP savvy_fmalloc_vector_inspect__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_vector_is__ffi(SEXP c_arg__x);
+SEXP savvy_fmalloc_write_at__ffi(SEXP c_arg__x, SEXP c_arg__index, SEXP c_arg__value);
+SEXP savvy_fmalloc_write_copy__ffi(SEXP c_arg__x);
+SEXP savvy_fmalloc_write_run__ffi(SEXP c_arg__x, SEXP c_arg__first, SEXP c_arg__count, SEXP c_arg__value);
+SEXP savvy_fmalloc_write_scan__ffi(SEXP c_arg__index, SEXP c_arg__len);
+SEXP savvy_fmalloc_write_view__ffi(SEXP c_arg__x);
 SEXP savvy_init_rfmalloc__ffi(DllInfo* c_arg__dll_info);
 
 // methods and associated functions for FmallocHeap

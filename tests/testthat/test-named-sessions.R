@@ -47,9 +47,12 @@ test_that("every kind of object is identical in a new session", {
     leaves_in_heap <- function(x) {
       if (is.list(x)) all(vapply(x, leaves_in_heap, NA)) else length(x) == 0 || is_fmalloc(x)
     }
+    # in_heap first: identical() asks R for writable memory, which gives a
+    # read-only vector a private copy (is_fmalloc() is then FALSE).
+    in_heap <- vapply(got, leaves_in_heap, NA)
     list(
       identical = vapply(names(objects), function(nm) identical(got[[nm]], objects[[nm]]), NA),
-      in_heap = vapply(got, leaves_in_heap, NA),
+      in_heap = in_heap,
       encodings = Encoding(got$chr),
       utf8 = got$chr[[3]]
     )

@@ -41,14 +41,16 @@ test_that("fmalloc_ref() and the option send a reference, not the data", {
   bytes <- serialize(fmalloc_ref(x), NULL)
   expect_lt(length(bytes), 2000)
   back <- unserialize(bytes)
-  expect_identical(back, x)
+  # (Before identical(), which asks R for writable memory: a read-only
+  # vector then holds a private copy, and is_fmalloc() says so.)
   expect_true(is_fmalloc(back))
+  expect_identical(back, x)
   expect_identical(Rfmalloc:::.fmalloc_inspect(back)$offset, Rfmalloc:::.fmalloc_inspect(x)$offset)
 
   # Data frames: each column by reference, attributes by value.
   back <- unserialize(serialize(fmalloc_ref(df), NULL))
-  expect_identical(back, df)
   expect_true(all(vapply(back, is_fmalloc, NA)))
+  expect_identical(back, df)
 
   withr::local_options(fmalloc.serialize = "reference")
   x <- fmalloc_get("x", heap) # (identical() above gave x a private copy)
@@ -172,4 +174,59 @@ test_that("fmalloc_ref() under gctorture returns a live vector identical to the 
   expect_identical(res$identical, rep(TRUE, 4))
   expect_identical(res$usable, c(1275, 1275, 1))
   expect_identical(res$in_heap, rep(TRUE, 3))
+})
+
+test_that("a vector received by reference serializes by value again", {
+  # Issue 12: it was sent by reference again, so saveRDS() archived a
+  # pointer that readRDS() could not follow once the heap was gone.
+  path <- local_saved_heap()
+  heap <- fmalloc_open(path, readonly = TRUE)
+  x <- fmalloc_get("x", heap)
+  y <- unserialize(serialize(fmalloc_ref(x), NULL))
+  expect_true(is_fmalloc(y))
+  expect_gt(length(serialize(y, NULL)), 8e5)
+  rds <- withr::local_tempfile(fileext = ".rds")
+  saveRDS(y, rds)
+  # Asked for again, a reference it is.
+  expect_lt(length(serialize(fmalloc_ref(y), NULL)), 2000)
+  rm(x, y)
+  fmalloc_close(heap)
+  invisible(gc())
+  unlink(path)
+  expect_identical(readRDS(rds), as.double(1:1e5))
+})
+
+test_that("a worker's result does not pin the heap read-only in the parent", {
+  skip_if_not_installed("callr")
+  path <- local_saved_heap()
+  heap <- fmalloc_open(path, readonly = TRUE)
+  x <- fmalloc_get("x", heap)
+  # The worker gets `x` by reference and returns it: by value.
+  back <- callr::r(function(v) list(in_heap = Rfmalloc::is_fmalloc(v), v = v),
+                   args = list(v = fmalloc_ref(x)), libpath = .libPaths())
+  expect_true(back$in_heap)
+  expect_false(is_fmalloc(back$v))
+  expect_identical(back$v, x)
+  rm(x)
+  fmalloc_close(heap)
+  invisible(gc())
+  writer <- fmalloc_open(path) # was fmalloc_locked: "this session has it open read-only"
+  expect_false(fmalloc_info(writer)$readonly)
+  fmalloc_close(writer)
+  invisible(gc())
+
+  # A worker that asks for a reference back: the parent maps the file
+  # read-only while it holds the vector, and is told so; dropping the vector
+  # releases the heap.
+  back <- callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    Rfmalloc::fmalloc_ref(Rfmalloc::fmalloc_get("x", heap))
+  }, args = list(path = path), libpath = .libPaths())
+  expect_true(is_fmalloc(back))
+  expect_fmalloc_error(fmalloc_open(path), "fmalloc_locked", "read-only")
+  rm(back)
+  invisible(gc())
+  writer <- fmalloc_open(path)
+  expect_false(fmalloc_info(writer)$readonly)
+  fmalloc_close(writer)
 })

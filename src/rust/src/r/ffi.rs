@@ -109,6 +109,7 @@ extern "C" {
     // Memory and vectors.
     pub fn Rf_allocVector(t: SEXPTYPE, n: R_xlen_t) -> SEXP;
     pub fn Rf_protect(x: SEXP) -> SEXP;
+    pub fn Rf_duplicate(x: SEXP) -> SEXP;
     pub fn Rf_unprotect(n: c_int);
     pub fn R_gc();
     pub fn TYPEOF(x: SEXP) -> c_int;

@@ -9,3 +9,5 @@ mod named;
 mod reference;
 /// `create_fmalloc_vector()`, `is_fmalloc()`, `.fmalloc_inspect()`.
 mod vector;
+/// `fmalloc_write()`, `fmalloc_set_attr()`: writes that reach the file.
+mod write;

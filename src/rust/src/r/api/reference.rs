@@ -12,9 +12,9 @@ use crate::r::named::leaf::vector_over_block;
 use crate::r::vector::altrep::vec_data_of;
 use crate::r::vector::serialize::{in_file, is_named_block};
 
-/// A vector over the block described by a reference, marked to serialize
-/// by reference again; `NULL` when no named object of `heap` has exactly
-/// this block any more.
+/// A vector over the block described by a reference (serializing by value,
+/// as every vector does unless asked otherwise); `NULL` when no named
+/// object of `heap` has exactly this block any more.
 /// @noRd
 #[savvy]
 fn fmalloc_named_block_vector(
@@ -39,9 +39,10 @@ fn fmalloc_named_block_vector(
         // SAFETY: reads R's NULL.
         return Ok(Sexp(unsafe { R_NilValue }));
     }
-    let v = vector_over_block(&heap, &desc)?;
-    mark_by_reference(v.0);
-    Ok(v)
+    // Not marked: a vector that arrived by reference serializes by value
+    // again unless asked (`fmalloc_ref()`, the option), so the receiver's
+    // saveRDS() archives the data and its results go back by value.
+    vector_over_block(&heap, &desc)
 }
 
 /// `x` marked to serialize by reference: a new vector over the same named

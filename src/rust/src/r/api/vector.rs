@@ -43,7 +43,10 @@ fn fmalloc_vector_create(
 #[savvy]
 fn fmalloc_vector_is(x: Sexp) -> savvy::Result<Sexp> {
     // SAFETY: x is a SEXP R passed in.
-    let found = unsafe { locate(x.0) }.is_some();
+    // Only while its data are in the file: not once R replaced them by a
+    // private copy (a read-only vector R modified). A classic character
+    // vector's pointers are in the heap too.
+    let found = unsafe { locate(x.0) }.is_some_and(|l| l.classic || !l.private);
     OwnedLogicalSexp::try_from(found)?.into()
 }
 

@@ -59,7 +59,7 @@ pub(crate) fn copy_leaf_into_heap(heap: &Heap, x: Sexp) -> savvy::Result<(Sexp, 
 /// A read pointer to x's elements (CHARSXPs for strings). ALTREP vectors
 /// may allocate to produce it, so that happens under unwind protection,
 /// before this module owns any heap block.
-fn data_pointer(x: SEXP, elem: ElemType) -> savvy::Result<*const c_void> {
+pub(crate) fn data_pointer(x: SEXP, elem: ElemType) -> savvy::Result<*const c_void> {
     // SAFETY: DATAPTR_RO / STRING_PTR_RO on a valid vector of that type; an
     // R error longjmps into unwind protection, past no Rust-owned values.
     unsafe {
