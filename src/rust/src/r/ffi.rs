@@ -238,6 +238,10 @@ extern "C" {
 #[cfg(feature = "classic")]
 extern "C" {
     pub fn Rf_allocVector3(t: SEXPTYPE, n: R_xlen_t, allocator: *mut R_allocator_t) -> SEXP;
+    /// Sets the length of a standard vector (non-API like `Rf_allocVector3`;
+    /// the classic path uses it to keep R's GC trigger honest, see
+    /// `r::classic`).
+    pub fn SETLENGTH(x: SEXP, n: R_xlen_t);
 }
 
 // Entry points whose API form depends on the R version the package is built
