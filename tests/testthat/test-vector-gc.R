@@ -160,3 +160,23 @@ test_that("a heap that cannot grow gives fmalloc_full and leaks nothing", {
   expect_identical(sum(x), 55)
   expect_true(is_fmalloc(x))
 })
+
+test_that("a new vector reads as zeros in fresh and in recycled heap space", {
+  # Fresh file space is not written at creation (it reads as zeros); a
+  # block recycled from a collected vector is zeroed on reuse.
+  local_default_heap(size_gb = 0.0625)
+  n <- 2^20
+  for (method in methods) {
+    x <- create_fmalloc_vector("double", n, method = method)
+    expect_identical(sum(x != 0), 0L)
+    x[] <- 7
+    where <- Rfmalloc:::.fmalloc_inspect(x)$block
+    rm(x)
+    gc()
+    y <- create_fmalloc_vector("double", n, method = method)
+    expect_identical(Rfmalloc:::.fmalloc_inspect(y)$block, where) # the same space
+    expect_identical(sum(y != 0), 0L)
+    rm(y)
+    gc()
+  }
+})

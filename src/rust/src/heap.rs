@@ -489,10 +489,20 @@ impl Shared {
             drop(ro);
             // The mapping owns the locked descriptor from here on.
             let mut map = Mapping::open_rw(file, len).map_err(|e| Error::io(path, "map", e))?;
+            // A hole at the end of the file (found before the rebuild
+            // writes the free gaps' headers) reads as zeros: new vectors
+            // carved from it need no zero writes (allocator "Fresh space").
+            let live_end = v.live.iter().map(|&(off, cap)| off + cap).max();
+            // (The rebuild rewrites the arena's last 40 bytes: the footer
+            // of the free block before the sentinel, and the sentinel.)
+            let hole = map.tail_hole(live_end.unwrap_or(HEADER_SIZE), 40);
             let mut alloc = Allocator::new();
             alloc
                 .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
                 .map_err(|e| Error::corrupt(path, e))?;
+            if let Some(h) = hole {
+                alloc.mark_fresh(&map, h);
+            }
             // Blocks handed out earlier (named objects; the catalog and meta
             // blocks are never written in place) get their disk space now,
             // best effort: a full disk must not prevent opening the heap and
@@ -636,29 +646,37 @@ impl State {
     /// tried (each failed one is held meanwhile so that the allocator
     /// cannot pick it again), without growing the file for them.
     fn alloc_block(&mut self, path: &Path, size: u64) -> Result<(u64, u64)> {
+        self.alloc_block_dirty(path, size)
+            .map(|(off, cap, _)| (off, cap))
+    }
+
+    /// `alloc_block` that also returns how many leading bytes of the block
+    /// may not read as zeros (the allocator's "Fresh space": a block carved
+    /// from never-used file space is all zeros without a write).
+    fn alloc_block_dirty(&mut self, path: &Path, size: u64) -> Result<(u64, u64, u64)> {
         /// Blocks tried after the first whose reservation failed.
         const SPACE_RETRIES: usize = 8;
         let State { map, alloc, .. } = self;
         let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
             path: path.to_path_buf(),
         })?;
-        let off = match alloc.malloc(map, size) {
-            Some(off) => off,
+        let first = match alloc.malloc_dirty(map, size) {
+            Some(got) => got,
             None => {
                 grow(path, map, alloc, size)?;
-                alloc.malloc(map, size).ok_or_else(|| Error::Full {
+                alloc.malloc_dirty(map, size).ok_or_else(|| Error::Full {
                     requested: size,
                     detail: "no free block large enough after growing the heap".into(),
                 })?
             }
         };
         let mut held = Vec::new();
-        let mut next = Some(off);
+        let mut next = Some(first);
         let mut result = Err(Error::Full {
             requested: size,
             detail: "no free block with disk space behind it".into(),
         });
-        while let Some(off) = next {
+        while let Some((off, dirty)) = next {
             let cap = match alloc.usable_size(map, off) {
                 Ok(cap) => cap,
                 Err(e) => {
@@ -669,7 +687,7 @@ impl State {
             };
             match map.reserve_block(off, cap) {
                 Ok(()) => {
-                    result = Ok((off, cap));
+                    result = Ok((off, cap, dirty));
                     break;
                 }
                 Err(e) => {
@@ -680,7 +698,7 @@ impl State {
                     next = if held.len() > SPACE_RETRIES {
                         None
                     } else {
-                        alloc.malloc(map, size)
+                        alloc.malloc_dirty(map, size)
                     };
                 }
             }
@@ -929,8 +947,38 @@ impl Heap {
 
     /// A new unnamed block with reference count 1.
     pub fn malloc(&self, size: u64) -> Result<u64> {
+        self.malloc_impl(size, false)
+    }
+
+    /// `malloc` of a block whose first `size` bytes read as zeros. Only
+    /// what may not be zero is written: nothing for a block carved from
+    /// never-used file space (a new heap, the heap's growth, a hole at the
+    /// end of a reopened file), all of it for a recycled block. So a large
+    /// new vector costs no page touch (no page cache, no disk write) until
+    /// its owner writes it.
+    pub fn malloc_zeroed(&self, size: u64) -> Result<u64> {
+        self.malloc_impl(size, true)
+    }
+
+    fn malloc_impl(&self, size: u64, zeroed: bool) -> Result<u64> {
         let mut st = self.writer()?;
-        let (off, capacity) = st.alloc_block(self.path(), size)?;
+        let (off, capacity, dirty) = st.alloc_block_dirty(self.path(), size)?;
+        let dirty = dirty.min(size);
+        if zeroed && dirty > 0 {
+            match st.map.addr(off, dirty) {
+                // SAFETY: [p, p + dirty) lies in the block just allocated
+                // (reserved above, so writing cannot raise SIGBUS), mapped
+                // writable, and nobody else has its offset yet.
+                Some(p) => unsafe { std::ptr::write_bytes(p, 0, dirty as usize) },
+                None => {
+                    st.free_block(off);
+                    return Err(Error::corrupt(
+                        self.path(),
+                        format!("block at {off} is not mapped"),
+                    ));
+                }
+            }
+        }
         st.refs.insert(
             off,
             Ref {

@@ -618,6 +618,36 @@ impl Mapping {
     #[cfg(not(target_os = "linux"))]
     fn prefault(&self, _off: u64, _len: u64) {}
 
+    /// Where the zeros that run to the end of the file begin, if that is
+    /// at or after `from`, the last `skip` bytes not counted (words the
+    /// caller rewrites, such as the allocator's sentinel and last footer):
+    /// a hole up to the file's last page, whose bytes before the skipped
+    /// ones are read and must be zeros. This is the allocator's fresh
+    /// space after a reopen (see `Allocator::mark_fresh`). `None` when the
+    /// file ends in data, when holes cannot be found, or after too many
+    /// data extents past `from` (not worth the walk).
+    pub fn tail_hole(&self, from: u64, skip: u64) -> Option<u64> {
+        const MAX_EXTENTS: usize = 4096;
+        let f = self.file.as_ref()?;
+        let end = self.len();
+        let keep_end = end.checked_sub(skip)?;
+        let last_page = keep_end.saturating_sub(1) / PAGE * PAGE;
+        let mut at = from;
+        for _ in 0..MAX_EXTENTS {
+            let (hole, data) = crate::sys::next_hole(f, at, end).ok()??;
+            if data >= last_page {
+                // The rest of the last page (before the skipped bytes).
+                let mut bytes = vec![0u8; keep_end.saturating_sub(data) as usize];
+                if !bytes.is_empty() {
+                    crate::sys::read_at(f, &mut bytes, data).ok()?;
+                }
+                return bytes.iter().all(|&b| b == 0).then_some(hole);
+            }
+            at = data;
+        }
+        None
+    }
+
     /// Reserves the `UNIT` holding `off` (for allocator headers).
     fn reserve_page(&mut self, off: u64) -> io::Result<()> {
         self.reserve_units(off, 8)?;

@@ -125,6 +125,8 @@ struct Ctx<'a> {
     /// Bytes of the node (allocator copy, header, data) at the vector's
     /// real length: R is asked for a shorter vector (see "R's GC trigger").
     full: u64,
+    /// The block R got reads as zeros (`Heap::malloc_zeroed`).
+    zeroed: bool,
 }
 
 /// The allocator's `data` in the copy stored in each block.
@@ -170,6 +172,7 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
                 if let Some((off, _)) = other {
                     let _ = heap.release(off);
                 }
+                ctx.zeroed = false;
                 heap.malloc(want).ok()?
             }
         };
@@ -269,11 +272,18 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
         _ => 1,
     };
     debug_assert!(n >= short && r_uses_allocator(elem, short));
-    let pre = super::vector::heap_malloc(heap, want)?;
+    // Zeros come free where the block is fresh file space.
+    let zeroed = init && elem != ElemType::String;
+    let pre = if zeroed {
+        super::vector::heap_malloc_zeroed(heap, want)?
+    } else {
+        super::vector::heap_malloc(heap, want)?
+    };
     let mut ctx = Ctx {
         heap,
         pre: Some((pre, want)),
         full,
+        zeroed,
     };
     let mut alloc = R_allocator_t {
         mem_alloc: Some(mem_alloc),
@@ -307,7 +317,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
             for i in 0..n as R_xlen_t {
                 SET_STRING_ELT(x, i, v);
             }
-        } else if init {
+        } else if init && !ctx.zeroed {
             ptr::write_bytes(data_ptr(x) as *mut u8, 0, data as usize);
         }
     }

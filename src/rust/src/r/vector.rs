@@ -46,6 +46,21 @@ fn run_gc() {
 /// when the heap is full, so that collected vectors return their blocks
 /// first.
 pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
+    heap_alloc(heap, bytes, Heap::malloc)
+}
+
+/// [`heap_malloc`] of a block that reads as zeros (`Heap::malloc_zeroed`:
+/// written only where it is recycled space, so a new vector in fresh file
+/// space costs no page touch).
+pub(crate) fn heap_malloc_zeroed(heap: &Heap, bytes: u64) -> Result<u64, Error> {
+    heap_alloc(heap, bytes, Heap::malloc_zeroed)
+}
+
+fn heap_alloc(
+    heap: &Heap,
+    bytes: u64,
+    malloc: fn(&Heap, u64) -> Result<u64, Error>,
+) -> Result<u64, Error> {
     let since = SINCE_GC.with(|c| {
         let v = c.get().saturating_add(bytes);
         c.set(v);
@@ -54,10 +69,10 @@ pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
     if since > GC_EVERY {
         run_gc();
     }
-    match heap.malloc(bytes) {
+    match malloc(heap, bytes) {
         Err(Error::Full { .. }) => {
             run_gc();
-            heap.malloc(bytes)
+            malloc(heap, bytes)
         }
         other => other,
     }
@@ -113,12 +128,17 @@ pub(crate) fn create(
         let bytes = n
             .checked_mul(elem.size())
             .ok_or_else(|| invalid("vector too long"))?;
-        new_block(heap, elem, n, bytes, |buf| {
-            if init {
-                buf.fill(0);
-            }
-            Ok(())
-        })?
+        let off = if init {
+            heap_malloc_zeroed(heap, bytes)?
+        } else {
+            heap_malloc(heap, bytes)?
+        };
+        BlockDesc {
+            offset: off,
+            data_offset: off,
+            elem,
+            length: n,
+        }
     };
     altrep::new_altrep(heap, &desc, BlockRef::Adopt)
 }
