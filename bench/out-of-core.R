@@ -20,7 +20,8 @@
 # load average is printed).
 #
 # Needs free disk space for the vector plus 10 %; skips with a message when
-# there is less.
+# there is less. The README's numbers: `Rscript bench/out-of-core.R | tee
+# bench/results/out-of-core.txt`.
 
 suppressPackageStartupMessages(library(Rfmalloc))
 
@@ -81,6 +82,8 @@ run <- function(method) {
       x <- create_fmalloc_vector("double", N, method = method, name = "x")
     )[["elapsed"]]
     peak <- status()
+    cpu <- function() sum(proc.time()[c("user.self", "sys.self")])
+    c0 <- cpu()
     t0 <- proc.time()[["elapsed"]]
     for (s in seq(1, N, by = chunk)) {
       e <- min(s + chunk - 1, N)
@@ -88,12 +91,13 @@ run <- function(method) {
       peak <- pmax(peak, status())
     }
     t_fill <- proc.time()[["elapsed"]] - t0
+    cpu_fill <- cpu() - c0
     t_sync <- system.time(fmalloc_sync())[["elapsed"]]
     g <- gc()
     ok <- identical(x[c(1, N)], c(0.5, N * 0.5)) && is_fmalloc(x)
     rm(x)
     cleanup_fmalloc()
-    list(create = t_create, fill = t_fill, sync = t_sync, peak_anon = peak[["anon"]],
+    list(create = t_create, fill = t_fill, cpu_fill = cpu_fill, sync = t_sync, peak_anon = peak[["anon"]],
          peak_file = peak[["file"]], gc_used = g["Vcells", 2], gc_trigger = g["Vcells", 4],
          ok = ok)
   }, args = list(path = path, N = N, chunk = chunk, method = method))
@@ -133,7 +137,8 @@ for (m in names(res)) {
   wr <- bytes / (r$create + r$fill + r$sync)
   cat(sprintf("%s:\n", m))
   cat(sprintf("  create (name =)        %8.2f s\n", r$create))
-  cat(sprintf("  fill (plain loop)      %8.2f s  %.2f GB/s\n", r$fill, gb(bytes / r$fill)))
+  cat(sprintf("  fill (plain loop)      %8.2f s  %.2f GB/s (CPU %.2f s)\n", r$fill,
+              gb(bytes / r$fill), r$cpu_fill))
   cat(sprintf("  sync                   %8.2f s\n", r$sync))
   cat(sprintf("  create + fill + sync   %8.2f s  %.2f GB/s = %3.0f %% of dd write (target >= 50 %%)\n",
               r$create + r$fill + r$sync, gb(wr), 100 * wr / dd_write))

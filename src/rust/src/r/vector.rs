@@ -17,10 +17,22 @@ use super::heap_handle::handle_at;
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 
-/// R does not count heap memory, so a loop that creates and drops fmalloc
-/// vectors could grow the file far before R collects them. So we run R's
-/// garbage collector ourselves when the bytes allocated for vectors and not
-/// yet returned (by collected vectors) grew by this much since we last did.
+/// The accounting of heap bytes against R's garbage collector.
+///
+/// R's GC runs when R's own heap (nodes and the vectors R mallocs) reaches
+/// its trigger. Heap vectors are not in R's heap: an ALTREP vector's node
+/// is a few hundred bytes of R memory and its elements are in the file; a
+/// classic vector's node is allocated by our allocator, which R 4.2 never
+/// counts as used (and `r::classic` keeps R from raising its trigger for
+/// it, see "R's GC trigger" there). So `gc()` reports R's own memory only,
+/// and the trigger keeps working for R's own garbage (the temporaries of a
+/// fill loop) however large the heap vectors are.
+///
+/// The flip side: R does not see heap bytes, so a loop that creates and
+/// drops fmalloc vectors could grow the file far before R collects them.
+/// So we run R's garbage collector ourselves when the bytes allocated for
+/// vectors and not yet returned (by collected vectors) grew by this much
+/// since we last did.
 const GC_EVERY: u64 = 1 << 30;
 
 thread_local! {
