@@ -965,18 +965,11 @@ impl Heap {
         let (off, capacity, dirty) = st.alloc_block_dirty(self.path(), size)?;
         let dirty = dirty.min(size);
         if zeroed && dirty > 0 {
-            match st.map.addr(off, dirty) {
-                // SAFETY: [p, p + dirty) lies in the block just allocated
-                // (reserved above, so writing cannot raise SIGBUS), mapped
-                // writable, and nobody else has its offset yet.
-                Some(p) => unsafe { std::ptr::write_bytes(p, 0, dirty as usize) },
-                None => {
-                    st.free_block(off);
-                    return Err(Error::corrupt(
-                        self.path(),
-                        format!("block at {off} is not mapped"),
-                    ));
-                }
+            // The block was just allocated and reserved (writing cannot
+            // raise SIGBUS); nobody else has its offset yet.
+            if let Err(e) = st.map.zero(off, dirty) {
+                st.free_block(off);
+                return Err(Error::io(self.path(), "zero a block of", e));
             }
         }
         st.refs.insert(

@@ -55,6 +55,10 @@ use crate::alloc::Mem;
 /// the smallest wastes least on disk and in memory ahead of use.
 pub const CHUNK: u64 = 4 << 20;
 const PAGE: u64 = 4096;
+/// Ranges `Mapping::zero` gives to the file system to zero (Linux): below
+/// this, writing zeros costs about what the system call does.
+#[cfg(target_os = "linux")]
+const ZERO_RANGE_MIN: u64 = 1 << 20;
 /// Largest page-cache folio (a PMD: 2 MiB with 4 KiB pages), the unit of
 /// reservation outside whole chunks (see "Large folios" above). Pages larger
 /// than 4 KiB have larger PMDs but are rare; 2 MiB divides `CHUNK` either way.
@@ -363,6 +367,49 @@ impl Mapping {
         // SAFETY: the range is inside a writable shared mapping (checked
         // above) and does not overlap `data`, which is process memory.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+
+    /// Writes zeros over `[off, off + len)` (read-write mappings only), a
+    /// range whose disk space is reserved and that nobody else uses (a
+    /// recycled block being handed out). On Linux the whole pages of a
+    /// range of at least `ZERO_RANGE_MIN` bytes are zeroed by the file
+    /// system (`fallocate(FALLOC_FL_ZERO_RANGE)`: the extents become
+    /// unwritten, stay allocated, and their cached pages are dropped, in
+    /// every mapping), which costs no memory traffic and no disk write;
+    /// the rest, and everything where the file system cannot, is written.
+    pub fn zero(&mut self, off: u64, len: u64) -> io::Result<()> {
+        if !self.is_writable() {
+            return Err(io::Error::other("read-only mapping"));
+        }
+        let p = self
+            .addr(off, len)
+            .ok_or_else(|| io::Error::other(format!("offset {off} is not mapped")))?;
+        let (mut from, mut to) = (off, off);
+        #[cfg(target_os = "linux")]
+        if len >= ZERO_RANGE_MIN {
+            use std::os::fd::AsRawFd;
+            let a = off.div_ceil(PAGE) * PAGE;
+            let b = (off + len) / PAGE * PAGE;
+            if let (Some(f), Ok(o), Ok(l)) = (
+                &self.file,
+                libc::off_t::try_from(a),
+                libc::off_t::try_from(b - a),
+            ) {
+                let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+                // SAFETY: plain syscall on a descriptor we own; no memory
+                // is passed. The range lies inside the file (mapped).
+                if unsafe { libc::fallocate(f.as_raw_fd(), mode, o, l) } == 0 {
+                    (from, to) = (a, b);
+                }
+            }
+        }
+        // SAFETY: [off, off + len) is inside a writable shared mapping
+        // (checked above); the part the file system zeroed is skipped.
+        unsafe {
+            std::ptr::write_bytes(p, 0, (from - off) as usize);
+            std::ptr::write_bytes(p.add((to - off) as usize), 0, (off + len - to) as usize);
+        }
         Ok(())
     }
 
