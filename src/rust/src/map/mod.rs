@@ -385,25 +385,11 @@ impl Mapping {
         let p = self
             .addr(off, len)
             .ok_or_else(|| io::Error::other(format!("offset {off} is not mapped")))?;
-        let (mut from, mut to) = (off, off);
+        // The part the file system zeroed (empty: none).
         #[cfg(target_os = "linux")]
-        if len >= ZERO_RANGE_MIN {
-            use std::os::fd::AsRawFd;
-            let a = off.div_ceil(PAGE) * PAGE;
-            let b = (off + len) / PAGE * PAGE;
-            if let (Some(f), Ok(o), Ok(l)) = (
-                &self.file,
-                libc::off_t::try_from(a),
-                libc::off_t::try_from(b - a),
-            ) {
-                let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
-                // SAFETY: plain syscall on a descriptor we own; no memory
-                // is passed. The range lies inside the file (mapped).
-                if unsafe { libc::fallocate(f.as_raw_fd(), mode, o, l) } == 0 {
-                    (from, to) = (a, b);
-                }
-            }
-        }
+        let (from, to) = self.zero_pages(off, len).unwrap_or((off, off));
+        #[cfg(not(target_os = "linux"))]
+        let (from, to) = (off, off);
         // SAFETY: [off, off + len) is inside a writable shared mapping
         // (checked above); the part the file system zeroed is skipped.
         unsafe {
@@ -411,6 +397,25 @@ impl Mapping {
             std::ptr::write_bytes(p.add((to - off) as usize), 0, (off + len - to) as usize);
         }
         Ok(())
+    }
+
+    /// `fallocate(FALLOC_FL_ZERO_RANGE)` of the whole pages of `[off, off +
+    /// len)` when it is at least `ZERO_RANGE_MIN` long: the range zeroed.
+    #[cfg(target_os = "linux")]
+    fn zero_pages(&self, off: u64, len: u64) -> Option<(u64, u64)> {
+        use std::os::fd::AsRawFd;
+        if len < ZERO_RANGE_MIN {
+            return None;
+        }
+        let a = off.div_ceil(PAGE) * PAGE;
+        let b = (off + len) / PAGE * PAGE;
+        let f = self.file.as_ref()?;
+        let o = libc::off_t::try_from(a).ok()?;
+        let l = libc::off_t::try_from(b - a).ok()?;
+        let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: plain syscall on a descriptor we own; no memory is
+        // passed. The range lies inside the file (it is mapped).
+        (unsafe { libc::fallocate(f.as_raw_fd(), mode, o, l) } == 0).then_some((a, b))
     }
 
     /// msync of `[off, off + len)` (read-write mappings only; else a no-op).
