@@ -118,22 +118,18 @@ run <- function(method) {
 }
 
 load0 <- readLines("/proc/loadavg")
-res <- lapply(setNames(methods, methods), run)
-load1 <- readLines("/proc/loadavg")
-
 gb <- function(b) b / 1e9
 cat(sprintf("Out-of-core: %.0f doubles (%.1f GB), chunk %.0f, heap file in %s\n",
             N, gb(bytes), chunk, dir))
-cat(sprintf("%s; %d cores, %.1f GiB RAM; load average before %s, after %s\n",
+cat(sprintf("%s; %d cores, %.1f GiB RAM; load average at start %s\n",
             format(Sys.time(), "%Y-%m-%d %H:%M %Z"), parallel::detectCores(),
             as.numeric(sub("\\D+(\\d+).*", "\\1", grep("^MemTotal", readLines("/proc/meminfo"),
                                                         value = TRUE))) / 2^20,
-            paste(strsplit(load0, " ")[[1]][1:3], collapse = " "),
-            paste(strsplit(load1, " ")[[1]][1:3], collapse = " ")))
+            paste(strsplit(load0, " ")[[1]][1:3], collapse = " ")))
 cat(sprintf("dd (O_DIRECT, 16 MiB blocks, same run): write %.2f GB/s, read %.2f GB/s\n\n",
             gb(dd_write), gb(dd_read)))
-for (m in names(res)) {
-  r <- res[[m]]
+for (m in methods) {
+  r <- run(m)
   wr <- bytes / (r$create + r$fill + r$sync)
   cat(sprintf("%s:\n", m))
   cat(sprintf("  create (name =)        %8.2f s\n", r$create))
@@ -149,4 +145,6 @@ for (m in names(res)) {
   cat(sprintf("  sum()                  %8.2f s  %.2f GB/s = %3.0f %% of dd read (target >= 90 %%)\n",
               r$sum, gb(bytes / r$sum), 100 * bytes / r$sum / dd_read))
   cat(sprintf("  values checked         %s\n", if (r$ok && r$sum_ok) "ok" else "WRONG"))
+  cat(sprintf("  load average now       %s\n",
+              paste(strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3], collapse = " ")))
 }
