@@ -51,7 +51,12 @@
 #' @param init Fill with zeros (`FALSE`, `0`, `0+0i`, `00`; `NA` for
 #'   character). With `init = FALSE` the contents are unspecified (the space
 #'   may be reused); character vectors are always `NA`-filled and logical
-#'   vectors `FALSE`-filled (other bytes would not be valid logicals).
+#'   vectors `FALSE`-filled (other bytes would not be valid logicals). Zeros
+#'   cost nothing where the vector gets file space no vector used before (a
+#'   new heap, its growth, the unused end of a reopened heap file: it reads
+#'   as zeros and is not written, so creating even a vector larger than
+#'   memory takes a fraction of a second); space recycled from collected
+#'   vectors is zeroed when it is reused.
 #' @param name If not `NULL`, the vector is also saved under this name in
 #'   the heap, without a copy: `create_fmalloc_vector(type, n, name = "v")`
 #'   is `fmalloc_save(create_fmalloc_vector(type, n), "v")` (see

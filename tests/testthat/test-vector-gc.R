@@ -55,6 +55,34 @@ test_that("without explicit gc() the package triggers collections as the heap fi
   expect_lt(file.size(path), 2.5 * 2^30)
 })
 
+test_that("a big heap vector does not raise R's GC trigger: a chunked fill keeps R's garbage bounded", {
+  # R counts no heap vector as its own memory; it must not make room for
+  # one either, or the garbage of a fill loop piles up to the vector's size
+  # before R collects (issue 7: a classic vector raised the trigger by its
+  # size + 20 %).
+  local_default_heap(size_gb = 0.0625)
+  n <- 5e7 # 400 MB of doubles (sparse until filled)
+  chunk <- 5e5
+  for (method in methods) {
+    trigger0 <- gc()["Vcells", "gc trigger"] # in Vcells (8 bytes)
+    x <- create_fmalloc_vector("double", n, method = method, init = FALSE)
+    expect_lt(gc()["Vcells", "gc trigger"], trigger0 + n / 4,
+              label = paste("R's trigger after create,", method))
+    invisible(gc(reset = TRUE))
+    for (s in seq(1, n, by = chunk)) {
+      i <- s:(s + chunk - 1)
+      x[i] <- as.double(i) # 4 MB of garbage per chunk
+    }
+    expect_true(is_fmalloc(x))
+    expect_identical(x[c(1, n)], c(1, n))
+    # The high-water mark of R's own heap during the fill: the fill made
+    # n Vcells of garbage in all, which must not have waited for one GC.
+    expect_lt(gc()["Vcells", "max used"], trigger0 + n / 4,
+              label = paste("R's max used during the fill,", method))
+    rm(x, i)
+  }
+})
+
 test_that("closing with live vectors is safe; they stay usable until collected", {
   path <- local_default_heap()
   a <- create_fmalloc_vector("double", 1000)
@@ -131,4 +159,24 @@ test_that("a heap that cannot grow gives fmalloc_full and leaks nothing", {
   x[] <- 1:10
   expect_identical(sum(x), 55)
   expect_true(is_fmalloc(x))
+})
+
+test_that("a new vector reads as zeros in fresh and in recycled heap space", {
+  # Fresh file space is not written at creation (it reads as zeros); a
+  # block recycled from a collected vector is zeroed on reuse.
+  local_default_heap(size_gb = 0.0625)
+  n <- 2^20
+  for (method in methods) {
+    x <- create_fmalloc_vector("double", n, method = method)
+    expect_identical(sum(x != 0), 0L)
+    x[] <- 7
+    where <- Rfmalloc:::.fmalloc_inspect(x)$block
+    rm(x)
+    gc()
+    y <- create_fmalloc_vector("double", n, method = method)
+    expect_identical(Rfmalloc:::.fmalloc_inspect(y)$block, where) # the same space
+    expect_identical(sum(y != 0), 0L)
+    rm(y)
+    gc()
+  }
 })

@@ -499,10 +499,20 @@ impl Shared {
             drop(ro);
             // The mapping owns the locked descriptor from here on.
             let mut map = Mapping::open_rw(file, len).map_err(|e| Error::io(path, "map", e))?;
+            // A hole at the end of the file (found before the rebuild
+            // writes the free gaps' headers) reads as zeros: new vectors
+            // carved from it need no zero writes (allocator "Fresh space").
+            let live_end = v.live.iter().map(|&(off, cap)| off + cap).max();
+            // (The rebuild rewrites the arena's last 40 bytes: the footer
+            // of the free block before the sentinel, and the sentinel.)
+            let hole = map.tail_hole(live_end.unwrap_or(HEADER_SIZE), 40);
             let mut alloc = Allocator::new();
             alloc
                 .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
                 .map_err(|e| Error::corrupt(path, e))?;
+            if let Some(h) = hole {
+                alloc.mark_fresh(&map, h);
+            }
             // Blocks handed out earlier (named objects; the catalog and meta
             // blocks are never written in place) get their disk space now,
             // best effort: a full disk must not prevent opening the heap and
@@ -648,6 +658,14 @@ impl State {
     /// tried (each failed one is held meanwhile so that the allocator
     /// cannot pick it again), without growing the file for them.
     fn alloc_block(&mut self, path: &Path, size: u64) -> Result<(u64, u64)> {
+        self.alloc_block_dirty(path, size)
+            .map(|(off, cap, _)| (off, cap))
+    }
+
+    /// `alloc_block` that also returns how many leading bytes of the block
+    /// may not read as zeros (the allocator's "Fresh space": a block carved
+    /// from never-used file space is all zeros without a write).
+    fn alloc_block_dirty(&mut self, path: &Path, size: u64) -> Result<(u64, u64, u64)> {
         /// Blocks tried after the first whose reservation failed.
         const SPACE_RETRIES: usize = 8;
         self.end_quarantine();
@@ -655,23 +673,23 @@ impl State {
         let alloc = alloc.as_mut().ok_or_else(|| Error::ReadOnly {
             path: path.to_path_buf(),
         })?;
-        let off = match alloc.malloc(map, size) {
-            Some(off) => off,
+        let first = match alloc.malloc_dirty(map, size) {
+            Some(got) => got,
             None => {
                 grow(path, map, alloc, size)?;
-                alloc.malloc(map, size).ok_or_else(|| Error::Full {
+                alloc.malloc_dirty(map, size).ok_or_else(|| Error::Full {
                     requested: size,
                     detail: "no free block large enough after growing the heap".into(),
                 })?
             }
         };
         let mut held = Vec::new();
-        let mut next = Some(off);
+        let mut next = Some(first);
         let mut result = Err(Error::Full {
             requested: size,
             detail: "no free block with disk space behind it".into(),
         });
-        while let Some(off) = next {
+        while let Some((off, dirty)) = next {
             let cap = match alloc.usable_size(map, off) {
                 Ok(cap) => cap,
                 Err(e) => {
@@ -682,7 +700,7 @@ impl State {
             };
             match map.reserve_block(off, cap) {
                 Ok(()) => {
-                    result = Ok((off, cap));
+                    result = Ok((off, cap, dirty));
                     break;
                 }
                 Err(e) => {
@@ -693,7 +711,7 @@ impl State {
                     next = if held.len() > SPACE_RETRIES {
                         None
                     } else {
-                        alloc.malloc(map, size)
+                        alloc.malloc_dirty(map, size)
                     };
                 }
             }
@@ -978,8 +996,31 @@ impl Heap {
 
     /// A new unnamed block with reference count 1.
     pub fn malloc(&self, size: u64) -> Result<u64> {
+        self.malloc_impl(size, false)
+    }
+
+    /// `malloc` of a block whose first `size` bytes read as zeros. Only
+    /// what may not be zero is written: nothing for a block carved from
+    /// never-used file space (a new heap, the heap's growth, a hole at the
+    /// end of a reopened file), all of it for a recycled block. So a large
+    /// new vector costs no page touch (no page cache, no disk write) until
+    /// its owner writes it.
+    pub fn malloc_zeroed(&self, size: u64) -> Result<u64> {
+        self.malloc_impl(size, true)
+    }
+
+    fn malloc_impl(&self, size: u64, zeroed: bool) -> Result<u64> {
         let mut st = self.writer()?;
-        let (off, capacity) = st.alloc_block(self.path(), size)?;
+        let (off, capacity, dirty) = st.alloc_block_dirty(self.path(), size)?;
+        let dirty = dirty.min(size);
+        if zeroed && dirty > 0 {
+            // The block was just allocated and reserved (writing cannot
+            // raise SIGBUS); nobody else has its offset yet.
+            if let Err(e) = st.map.zero(off, dirty) {
+                st.free_block(off);
+                return Err(Error::io(self.path(), "zero a block of", e));
+            }
+        }
         st.refs.insert(
             off,
             Ref {

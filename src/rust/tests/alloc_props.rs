@@ -4,8 +4,9 @@
 //! add-arena / bogus-free steps run on a `VecMem`; a shadow model tracks every
 //! live block (offset, requested size, pattern seed). After every step:
 //! `check_invariants()`, every live block is aligned, inside an arena, has a
-//! capacity >= its request and overlaps no other (header included), and the
-//! blocks the step touched still hold their pattern; the whole heap's
+//! capacity >= its request and overlaps no other (header included), the
+//! blocks the step touched still hold their pattern, and a new block reads
+//! as zeros past the dirty prefix `malloc_dirty` reports; the whole heap's
 //! patterns are checked every few steps and after each rebuild.
 //!
 //! A failure prints its seed; rerun one with
@@ -51,6 +52,8 @@ struct Counts {
     rebuild: u64,
     bogus: u64,
     arenas: u64,
+    /// Bytes handed out as fresh (known zeros, not written).
+    fresh_bytes: u64,
 }
 
 impl Counts {
@@ -63,6 +66,7 @@ impl Counts {
         self.rebuild += o.rebuild;
         self.bogus += o.bogus;
         self.arenas += o.arenas;
+        self.fresh_bytes += o.fresh_bytes;
     }
 }
 
@@ -205,8 +209,24 @@ impl World {
         match r {
             0..=44 => {
                 let size = self.random_size();
-                match self.alloc.malloc(&mut self.mem, size) {
-                    Some(off) => {
+                match self.alloc.malloc_dirty(&mut self.mem, size) {
+                    Some((off, dirty)) => {
+                        // Past its dirty prefix a new block reads as zeros
+                        // (every block handed out is filled with a
+                        // non-zero pattern, so stale bytes would show).
+                        let cap = self.alloc.usable_size(&self.mem, off)?;
+                        if dirty > cap {
+                            return Err(format!("block {off}: dirty {dirty} > capacity {cap}"));
+                        }
+                        let first = dirty.div_ceil(8) * 8;
+                        for o in (off + first..off + cap).step_by(8) {
+                            if self.mem.load(o) != 0 {
+                                return Err(format!(
+                                    "block {off} (dirty prefix {dirty} of {cap}): word at {o} is not zero"
+                                ));
+                            }
+                        }
+                        self.count.fresh_bytes += cap - dirty.min(cap);
                         self.next_seed = self.next_seed.wrapping_add(0x1234_5679);
                         let b = Live {
                             off,

@@ -19,7 +19,8 @@ impl Allocator {
     /// `PREV_FREE` flags match; every cached block is in its cache bin once
     /// (and counts as free); every free block is in exactly the list of
     /// its class (but the pending block, in none), lists are well linked (prev links, no cycle), bitmaps match
-    /// the list heads and the totals match `stats()`.
+    /// the list heads and the totals match `stats()`; no used block (nor
+    /// the header after it) lies in fresh space.
     pub fn check_invariants<M: Mem>(&self, mem: &M) -> Result<(), String> {
         if let Some(what) = &self.poisoned {
             return Err(format!("allocator is poisoned: {what}"));
@@ -28,8 +29,14 @@ impl Allocator {
         let mut free: HashMap<u64, u64> = HashMap::new();
         let mut cached: HashMap<u64, u64> = HashMap::new();
         let mut last_end = 0;
-        for a in &self.arenas {
+        if self.fresh.len() != self.arenas.len() {
+            return Err("fresh-space table does not match the arenas".into());
+        }
+        for (a, &fresh) in self.arenas.iter().zip(&self.fresh) {
             let (start, end) = (a.start, a.end);
+            if fresh < a.first() || fresh > end || fresh % ALIGN != 0 {
+                return Err(format!("arena [{start}, {end}): fresh space from {fresh}"));
+            }
             if start % ALIGN != 0 || end % ALIGN != 0 || end > MAX_OFFSET {
                 return Err(format!("arena [{start}, {end}) malformed"));
             }
@@ -76,6 +83,9 @@ impl Allocator {
                 } else {
                     if mem.load(tag_at(p)) != self.tag(p, span) {
                         return Err(format!("used block {p}: bad check tag"));
+                    }
+                    if p + span > fresh {
+                        return Err(format!("used block {p}: reaches into fresh space {fresh}"));
                     }
                     if word & CACHED != 0 {
                         cached.insert(p, span);

@@ -76,6 +76,27 @@
 //! block is an ordinary free block otherwise (header, footer, `PREV_FREE`
 //! of its successor), so neighbours merge with it as with any other.
 //!
+//! # Fresh space
+//!
+//! For each arena the allocator keeps `fresh[i]`: from that offset on, the
+//! arena has held nothing but the allocator's own words since it was
+//! added (never a block handed out), so it reads as zeros except for them.
+//! An arena added empty (`try_add_arena`: new file space, a hole or an
+//! extension of the file, which reads as zeros) is fresh from its first
+//! payload; one rebuilt around live blocks (`add_arena_with_live`, at open)
+//! is not fresh at all until the caller vouches for a tail of it
+//! (`mark_fresh`: e.g. a hole at the end of the file). Handing out a block
+//! moves `fresh` past the block *and* the header of the block after it
+//! (a later merge leaves that header behind as stale words). So in fresh
+//! space the only non-zero words are the headers (`p-32 .. p`, never
+//! inside a payload) and the footer of the one free block that reaches
+//! from below `fresh` to the sentinel. `malloc_dirty` reports how many
+//! leading payload bytes may be non-zero (the part below `fresh`) and
+//! clears that footer when the block it hands out ends at the sentinel: a
+//! caller that needs zeros (a new vector) writes only the dirty prefix, so
+//! a block carved from fresh space costs no page touch, and a recycled
+//! block (below `fresh`) is zeroed on reuse.
+//!
 //! Everything read from memory is untrusted: spans are checked against the
 //! arena before they are followed, list links must be block positions inside
 //! an arena, and a block taken from a list must be a free block of that
@@ -207,6 +228,9 @@ impl Arena {
 pub struct Allocator {
     /// Sorted by `start`, pairwise disjoint.
     arenas: Vec<Arena>,
+    /// `fresh[i]`: where the fresh space of `arenas[i]` begins (its `end`:
+    /// none); see "Fresh space".
+    fresh: Vec<u64>,
     /// Bit `f` set iff some list of first level `f` is non-empty.
     fl_bitmap: u64,
     /// Bit `s` of `sl_bitmap[f]` set iff `heads[f][s] != 0`.
@@ -253,6 +277,7 @@ impl Allocator {
     pub fn new() -> Self {
         Allocator {
             arenas: Vec::new(),
+            fresh: Vec::new(),
             fl_bitmap: 0,
             sl_bitmap: [0; FL_COUNT],
             heads: [[0; SL_COUNT]; FL_COUNT],
@@ -270,6 +295,13 @@ impl Allocator {
     /// has room (the caller then grows the heap by adding an arena), or when
     /// the allocator is poisoned (see `corruption()`).
     pub fn malloc<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<u64> {
+        self.malloc_dirty(mem, size).map(|(p, _)| p)
+    }
+
+    /// `malloc` that also says which bytes of the block may not be zero:
+    /// returns `(p, dirty)` where the payload bytes `[p + dirty, p + cap)`
+    /// read as zeros (`cap` = `usable_size`); see "Fresh space".
+    pub fn malloc_dirty<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<(u64, u64)> {
         if self.poisoned.is_some() {
             return None;
         }
@@ -277,7 +309,8 @@ impl Allocator {
         let units = (span / ALIGN) as usize;
         if units <= CACHE_UNITS {
             if let Some(p) = self.cache[units].pop() {
-                return self.malloc_cached(mem, p, span);
+                // A cached block was handed out before: below `fresh`.
+                return self.malloc_cached(mem, p, span).map(|p| (p, span - HEADER));
             }
         }
         if self.pending != 0 {
@@ -324,8 +357,64 @@ impl Allocator {
         self.stats.used_bytes += span;
         self.stats.used_blocks += 1;
         debug_assert!(p % ALIGN == 0 && span - HEADER >= size);
+        let dirty = self.hand_out(mem, p, span, rest == 0);
         self.after_op(mem);
-        Some(p)
+        Some((p, dirty))
+    }
+
+    /// Moves `fresh` past the block `(p, span)` being handed out and the
+    /// header after it; returns how many leading payload bytes may be
+    /// non-zero. `whole`: the block is a whole free block, whose footer
+    /// (its last payload word) is cleared if it lies in fresh space.
+    #[inline]
+    fn hand_out<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64, whole: bool) -> u64 {
+        let cap = span - HEADER;
+        let i = self
+            .arenas
+            .partition_point(|a| a.start <= p)
+            .wrapping_sub(1);
+        let Some(fresh) = self.fresh.get_mut(i) else {
+            return cap;
+        };
+        let was = *fresh;
+        if p + span > was {
+            *fresh = p + span;
+            if whole && footer_at(p, span) >= was {
+                // The footer of the free block that reached the sentinel.
+                mem.store(footer_at(p, span), 0);
+            }
+        }
+        was.saturating_sub(p).min(cap)
+    }
+
+    /// Vouches that `[from, end)` of the arena holding `from` reads as
+    /// zeros except for the allocator's own words (e.g. a hole at the end
+    /// of the file, found before the arena was rebuilt): it becomes fresh
+    /// space where it lies in the arena's last free block. Never makes
+    /// space fresh that a live block covers.
+    pub fn mark_fresh<M: Mem>(&mut self, mem: &M, from: u64) {
+        let Some(a) = self.arena_of(from) else { return };
+        let i = self.arenas.partition_point(|x| x.start <= from) - 1;
+        // The free block before the sentinel, if any.
+        if mem.load(span_at(a.end)) & PREV_FREE == 0 {
+            return;
+        }
+        let Ok(tail) = self.free_neighbour_before(mem, a, a.end) else {
+            return;
+        };
+        let t = a.end - tail;
+        let from = from.div_ceil(ALIGN) * ALIGN;
+        self.fresh[i] = self.fresh[i].min(from.max(t));
+    }
+
+    /// Where the fresh space of the arena holding `off` begins (tests).
+    #[doc(hidden)]
+    pub fn fresh_from(&self, off: u64) -> Option<u64> {
+        let i = self
+            .arenas
+            .partition_point(|a| a.start <= off)
+            .checked_sub(1)?;
+        self.fresh.get(i).copied()
     }
 
     /// Frees the block at payload offset `off`; coalesces with free neighbours.
@@ -501,6 +590,16 @@ impl Allocator {
             self.stats.free_bytes -= need - span;
         }
         debug_assert!(need.is_multiple_of(ALIGN) && off + need <= arena.end);
+        if need > span {
+            // The grown block (and the header after it) leave fresh space.
+            let i = self
+                .arenas
+                .partition_point(|a| a.start <= off)
+                .wrapping_sub(1);
+            if let Some(fresh) = self.fresh.get_mut(i) {
+                *fresh = (*fresh).max(off + need);
+            }
+        }
         mem.store(span_at(off), need | (word & PREV_FREE));
         mem.store(tag_at(off), self.tag(off, need));
         self.stats.used_bytes = self.stats.used_bytes - span + need;

@@ -14,14 +14,15 @@ impl Allocator {
         let _ = self.try_add_arena(mem, start, end);
     }
 
-    /// `add_arena` that reports an invalid range.
+    /// `add_arena` that reports an invalid range. The range must read as
+    /// zeros (new file space): it is all fresh space (see "Fresh space").
     pub fn try_add_arena<M: Mem>(
         &mut self,
         mem: &mut M,
         start: u64,
         end: u64,
     ) -> Result<(), String> {
-        self.add_arena_with_live(mem, start, end, &[])
+        self.add_arena_impl(mem, start, end, &[], true)
     }
 
     /// Adds `[start, end)` as an arena in which exactly the blocks `live`
@@ -33,13 +34,25 @@ impl Allocator {
     /// passing either the requested size or `usable_size` rebuilds the same
     /// block. Headers are rewritten for every block (with this allocator's
     /// tag key) and the sentinel; payload bytes are never touched except the
-    /// list links and footers of the free gaps.
+    /// list links and footers of the free gaps. Nothing of the arena is
+    /// fresh space (its free gaps may hold old data) until `mark_fresh`.
     pub fn add_arena_with_live<M: Mem>(
         &mut self,
         mem: &mut M,
         start: u64,
         end: u64,
         live: &[(u64, u64)],
+    ) -> Result<(), String> {
+        self.add_arena_impl(mem, start, end, live, false)
+    }
+
+    fn add_arena_impl<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        live: &[(u64, u64)],
+        fresh: bool,
     ) -> Result<(), String> {
         if let Some(what) = &self.poisoned {
             return Err(format!("allocator state is corrupt ({what})"));
@@ -50,6 +63,8 @@ impl Allocator {
         // Valid: from here on nothing fails.
         let at = self.arenas.partition_point(|a| a.start < start);
         self.arenas.insert(at, arena);
+        self.fresh
+            .insert(at, if fresh { arena.first() } else { arena.end });
         self.stats.arena_bytes += end - start;
 
         let mut cursor = arena.first();

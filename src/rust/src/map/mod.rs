@@ -55,6 +55,10 @@ use crate::alloc::Mem;
 /// the smallest wastes least on disk and in memory ahead of use.
 pub const CHUNK: u64 = 4 << 20;
 const PAGE: u64 = 4096;
+/// Ranges `Mapping::zero` gives to the file system to zero (Linux): below
+/// this, writing zeros costs about what the system call does.
+#[cfg(target_os = "linux")]
+const ZERO_RANGE_MIN: u64 = 1 << 20;
 /// Largest page-cache folio (a PMD: 2 MiB with 4 KiB pages), the unit of
 /// reservation outside whole chunks (see "Large folios" above). Pages larger
 /// than 4 KiB have larger PMDs but are rare; 2 MiB divides `CHUNK` either way.
@@ -364,6 +368,54 @@ impl Mapping {
         // above) and does not overlap `data`, which is process memory.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
         Ok(())
+    }
+
+    /// Writes zeros over `[off, off + len)` (read-write mappings only), a
+    /// range whose disk space is reserved and that nobody else uses (a
+    /// recycled block being handed out). On Linux the whole pages of a
+    /// range of at least `ZERO_RANGE_MIN` bytes are zeroed by the file
+    /// system (`fallocate(FALLOC_FL_ZERO_RANGE)`: the extents become
+    /// unwritten, stay allocated, and their cached pages are dropped, in
+    /// every mapping), which costs no memory traffic and no disk write;
+    /// the rest, and everything where the file system cannot, is written.
+    pub fn zero(&mut self, off: u64, len: u64) -> io::Result<()> {
+        if !self.is_writable() {
+            return Err(io::Error::other("read-only mapping"));
+        }
+        let p = self
+            .addr(off, len)
+            .ok_or_else(|| io::Error::other(format!("offset {off} is not mapped")))?;
+        // The part the file system zeroed (empty: none).
+        #[cfg(target_os = "linux")]
+        let (from, to) = self.zero_pages(off, len).unwrap_or((off, off));
+        #[cfg(not(target_os = "linux"))]
+        let (from, to) = (off, off);
+        // SAFETY: [off, off + len) is inside a writable shared mapping
+        // (checked above); the part the file system zeroed is skipped.
+        unsafe {
+            std::ptr::write_bytes(p, 0, (from - off) as usize);
+            std::ptr::write_bytes(p.add((to - off) as usize), 0, (off + len - to) as usize);
+        }
+        Ok(())
+    }
+
+    /// `fallocate(FALLOC_FL_ZERO_RANGE)` of the whole pages of `[off, off +
+    /// len)` when it is at least `ZERO_RANGE_MIN` long: the range zeroed.
+    #[cfg(target_os = "linux")]
+    fn zero_pages(&self, off: u64, len: u64) -> Option<(u64, u64)> {
+        use std::os::fd::AsRawFd;
+        if len < ZERO_RANGE_MIN {
+            return None;
+        }
+        let a = off.div_ceil(PAGE) * PAGE;
+        let b = (off + len) / PAGE * PAGE;
+        let f = self.file.as_ref()?;
+        let o = libc::off_t::try_from(a).ok()?;
+        let l = libc::off_t::try_from(b - a).ok()?;
+        let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: plain syscall on a descriptor we own; no memory is
+        // passed. The range lies inside the file (it is mapped).
+        (unsafe { libc::fallocate(f.as_raw_fd(), mode, o, l) } == 0).then_some((a, b))
     }
 
     /// msync of `[off, off + len)` (read-write mappings only; else a no-op).
@@ -678,6 +730,36 @@ impl Mapping {
 
     #[cfg(not(target_os = "linux"))]
     fn prefault(&self, _off: u64, _len: u64) {}
+
+    /// Where the zeros that run to the end of the file begin, if that is
+    /// at or after `from`, the last `skip` bytes not counted (words the
+    /// caller rewrites, such as the allocator's sentinel and last footer):
+    /// a hole up to the file's last page, whose bytes before the skipped
+    /// ones are read and must be zeros. This is the allocator's fresh
+    /// space after a reopen (see `Allocator::mark_fresh`). `None` when the
+    /// file ends in data, when holes cannot be found, or after too many
+    /// data extents past `from` (not worth the walk).
+    pub fn tail_hole(&self, from: u64, skip: u64) -> Option<u64> {
+        const MAX_EXTENTS: usize = 4096;
+        let f = self.file.as_ref()?;
+        let end = self.len();
+        let keep_end = end.checked_sub(skip)?;
+        let last_page = keep_end.saturating_sub(1) / PAGE * PAGE;
+        let mut at = from;
+        for _ in 0..MAX_EXTENTS {
+            let (hole, data) = crate::sys::next_hole(f, at, end).ok()??;
+            if data >= last_page {
+                // The rest of the last page (before the skipped bytes).
+                let mut bytes = vec![0u8; keep_end.saturating_sub(data) as usize];
+                if !bytes.is_empty() {
+                    crate::sys::read_at(f, &mut bytes, data).ok()?;
+                }
+                return bytes.iter().all(|&b| b == 0).then_some(hole);
+            }
+            at = data;
+        }
+        None
+    }
 
     /// Reserves the `UNIT` holding `off` (for allocator headers).
     fn reserve_page(&mut self, off: u64) -> io::Result<()> {

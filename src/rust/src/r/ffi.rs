@@ -243,6 +243,14 @@ extern "C" {
     pub fn Rf_allocVector3(t: SEXPTYPE, n: R_xlen_t, allocator: *mut R_allocator_t) -> SEXP;
 }
 
+// R >= 4.5 lists SETLENGTH among its non-API entry points: only builds for
+// older R use it (the classic path keeps R's GC trigger honest with it, see
+// `r::vector::classic`).
+#[cfg(all(feature = "classic", not(feature = "r-4-5")))]
+extern "C" {
+    pub fn SETLENGTH(x: SEXP, n: R_xlen_t);
+}
+
 // Entry points whose API form depends on the R version the package is built
 // for: `configure` turns on the cargo feature `r-4-5` (R >= 4.5) from the R
 // it runs with. Below that version the older function is the documented one.

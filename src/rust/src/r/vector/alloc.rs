@@ -10,10 +10,22 @@ use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::r::ffi::*;
 
-/// R does not count heap memory, so a loop that creates and drops fmalloc
-/// vectors could grow the file far before R collects them. So we run R's
-/// garbage collector ourselves when the bytes allocated for vectors and not
-/// yet returned (by collected vectors) grew by this much since we last did.
+/// The accounting of heap bytes against R's garbage collector.
+///
+/// R's GC runs when R's own heap (nodes and the vectors R mallocs) reaches
+/// its trigger. Heap vectors are not in R's heap: an ALTREP vector's node
+/// is a few hundred bytes of R memory and its elements are in the file; a
+/// classic vector's node is allocated by our allocator, which R never
+/// counts as used (and `r::vector::classic` keeps R from raising its
+/// trigger for it, see "R's GC trigger" there). So `gc()` reports R's own
+/// memory only, and the trigger keeps working for R's own garbage (the
+/// temporaries of a fill loop) however large the heap vectors are.
+///
+/// The flip side: R does not see heap bytes, so a loop that creates and
+/// drops fmalloc vectors could grow the file far before R collects them.
+/// So we run R's garbage collector ourselves when the bytes allocated for
+/// vectors and not yet returned (by collected vectors) grew by this much
+/// since we last did.
 const GC_EVERY: u64 = 1 << 30;
 
 thread_local! {
@@ -39,6 +51,21 @@ fn run_gc() {
 /// when the heap is full, so that collected vectors return their blocks
 /// first.
 pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
+    heap_alloc(heap, bytes, Heap::malloc)
+}
+
+/// [`heap_malloc`] of a block that reads as zeros (`Heap::malloc_zeroed`:
+/// written only where it is recycled space, so a new vector in fresh file
+/// space costs no page touch).
+pub(crate) fn heap_malloc_zeroed(heap: &Heap, bytes: u64) -> Result<u64, Error> {
+    heap_alloc(heap, bytes, Heap::malloc_zeroed)
+}
+
+fn heap_alloc(
+    heap: &Heap,
+    bytes: u64,
+    malloc: fn(&Heap, u64) -> Result<u64, Error>,
+) -> Result<u64, Error> {
     let since = SINCE_GC.with(|c| {
         let v = c.get().saturating_add(bytes);
         c.set(v);
@@ -47,10 +74,10 @@ pub(crate) fn heap_malloc(heap: &Heap, bytes: u64) -> Result<u64, Error> {
     if since > GC_EVERY {
         run_gc();
     }
-    match heap.malloc(bytes) {
+    match malloc(heap, bytes) {
         Err(Error::Full { .. }) => {
             run_gc();
-            heap.malloc(bytes)
+            malloc(heap, bytes)
         }
         other => other,
     }

@@ -64,6 +64,27 @@
 //! R does not use the allocator for length 0 (any type) or for length 1
 //! logical/integer/double; `vector::create` sends those to ALTREP.
 //!
+//! **R's GC trigger.** R 4.2 never counts a custom-allocated vector as
+//! used memory (`R_LargeVallocSize` is for the vectors R mallocs itself;
+//! `gc()`'s "used" leaves ours out, which is honest: its bytes are in the
+//! file, not in R's heap). But *before* allocating, `Rf_allocVector3`
+//! checks that the vector would fit under R's trigger (`R_VSize`) and, when
+//! it would not, runs a collection that raises the trigger by the
+//! vector's size plus 20 %. Nothing ever fills that room, so R's own
+//! garbage (the index and value vectors of a chunked fill) piled up to
+//! that size before R collected again (the trigger then shrinks by a fifth
+//! per collection): a 4 GB vector let ~2 GB of anonymous memory pile up,
+//! a 32 GB one 16 GB. So R is asked for the shortest vector it sends to
+//! the allocator (length 1, or 2 for logical/integer/double: nothing
+//! to make room for), the block holds the whole vector, and the length is
+//! set to `n` with `SETLENGTH` before anyone sees the vector (R frees a
+//! custom node through `mem_free` whatever its length, and reads no size
+//! from it). Heap bytes are accounted for by `vector::heap_malloc`'s
+//! `GC_EVERY` instead, like ALTREP vectors. R >= 4.5 counts `SETLENGTH`
+//! outside its API, so builds for it (cargo feature `r-4-5`) ask R for the
+//! real length: there a big classic vector still raises R's trigger (a
+//! known limit; ALTREP vectors do not).
+//!
 //! `Rf_allocVector3` is not part of R's API ("Writing R Extensions" lists it
 //! among the non-API entry points; `R CMD check` on R >= 4.5 says so), and no
 //! API function lets a package choose where R puts a vector's node. A build
@@ -86,8 +107,8 @@ use crate::r::ffi::*;
 #[cfg(feature = "classic")]
 use crate::r::types::sexptype;
 #[cfg(feature = "classic")]
-use crate::r::vector::alloc::heap_malloc;
 use crate::r::vector::alloc::returned;
+use crate::r::vector::alloc::{heap_malloc, heap_malloc_zeroed};
 
 /// Whether this build has the classic path.
 pub(crate) const AVAILABLE: bool = cfg!(feature = "classic");
@@ -111,6 +132,12 @@ struct Ctx<'a> {
     /// Why `mem_alloc` returned NULL, if it did: `new_vector` reports it
     /// instead of R's unclassed "cannot allocate vector".
     failed: Option<Error>,
+    /// Bytes of the node (allocator copy, header, data) at the vector's
+    /// real length: R may be asked for a shorter vector (see "R's GC
+    /// trigger").
+    full: u64,
+    /// The block R got reads as zeros (`Heap::malloc_zeroed`).
+    zeroed: bool,
 }
 
 /// The allocator's `data` in the copy stored in each block.
@@ -146,7 +173,9 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
         // (`new_vector` keeps it alive and R calls us only from there).
         let ctx = unsafe { &mut *((*a).data as *mut Ctx) };
         let heap = ctx.heap;
-        let size = size as u64;
+        // R asks for the node at the short length; the region holds the
+        // node at the real length.
+        let size = (size as u64).max(ctx.full);
         let want = block_for(size)?;
         let off = match ctx.pre.take() {
             Some((off, cap)) if want <= cap => off,
@@ -154,6 +183,7 @@ unsafe extern "C" fn mem_alloc(a: *mut R_allocator_t, size: usize) -> *mut c_voi
                 if let Some((off, _)) = other {
                     let _ = heap.release(off);
                 }
+                ctx.zeroed = false;
                 match heap.malloc(want) {
                     Ok(off) => off,
                     Err(e) => {
@@ -247,18 +277,41 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     };
     let too_long = || invalid("vector too long");
     let data = n.checked_mul(elt).ok_or_else(too_long)?;
-    let header = ALLOCATOR_COPY + VEC_HEADER + if n > R_SHORT_LEN_MAX { LONG_HEADER } else { 0 };
-    let want = data
+    let full = data
         .checked_add(7)
         .map(|d| d & !7)
-        .and_then(|d| d.checked_add(header))
+        .and_then(|d| d.checked_add(ALLOCATOR_COPY + VEC_HEADER))
+        .ok_or_else(too_long)?;
+    let long = if n > R_SHORT_LEN_MAX { LONG_HEADER } else { 0 };
+    let want = full
+        .checked_add(long)
         .and_then(block_for)
         .ok_or_else(too_long)?;
-    let pre = heap_malloc(heap, want)?;
+    // The length R is asked for (see "R's GC trigger" above): the shortest
+    // it sends to a custom allocator (`r_uses_allocator`), set to `n` after.
+    // R >= 4.5 counts `SETLENGTH` outside its API: there R gets `n`.
+    #[cfg(not(feature = "r-4-5"))]
+    let short: u64 = match elem {
+        ElemType::Logical | ElemType::Integer | ElemType::Double => 2,
+        _ => 1,
+    };
+    #[cfg(feature = "r-4-5")]
+    let short: u64 = n;
+    debug_assert!(n >= short && r_uses_allocator(elem, short));
+    // Zeros come free where the block is fresh file space; logicals are
+    // always zeroed (arbitrary bytes are not valid R logicals).
+    let zeroed = (init || elem == ElemType::Logical) && elem != ElemType::String;
+    let pre = if zeroed {
+        heap_malloc_zeroed(heap, want)?
+    } else {
+        heap_malloc(heap, want)?
+    };
     let mut ctx = Ctx {
         heap,
         pre: Some((pre, want)),
         failed: None,
+        full,
+        zeroed,
     };
     let mut alloc = R_allocator_t {
         mem_alloc: Some(mem_alloc),
@@ -270,7 +323,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     let ty = sexptype(elem);
     // SAFETY: Rf_allocVector3 with a valid allocator that outlives the call;
     // an R error longjmps into unwind_protect, then we clean up below.
-    let made = unsafe { protected(|| Rf_allocVector3(ty, n as R_xlen_t, ap)) };
+    let made = unsafe { protected(|| Rf_allocVector3(ty, short as R_xlen_t, ap)) };
     if let Some((off, _)) = ctx.pre.take() {
         // R did not take the block (it failed before, or asked for more).
         let _ = heap.release(off);
@@ -280,19 +333,25 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
         return Err(e.into());
     }
     let made = made?;
-    // SAFETY: x is the new vector (n elements of `ty`); filling does not
-    // allocate, so nothing needs protection.
+    // SAFETY: x is the new vector of `short` elements of `ty` whose node
+    // sits in a region with room for `n` elements (`mem_alloc` sized it
+    // from `ctx.full`); it becomes `n` elements long before anything can
+    // see it or run a GC (nothing below allocates). Character elements are
+    // pointers R's GC follows: all `n` are set before anything else runs
+    // (first to NULL, so that `SET_STRING_ELT`'s reference counting sees
+    // no old value; R's allocVector3 sets them to "" the same way).
     unsafe {
         let x = made;
+        #[cfg(not(feature = "r-4-5"))]
+        SETLENGTH(x, n as R_xlen_t);
         if elem == ElemType::String {
-            // Always: R filled it with "" (init or not), and character
-            // vectors start as NA whatever the method.
+            ptr::write_bytes(data_ptr(x) as *mut u8, 0, data as usize);
+            // Always NA: character vectors start as NA whatever the method
+            // and `init`.
             for i in 0..n as R_xlen_t {
                 SET_STRING_ELT(x, i, R_NaString);
             }
-        } else if init || elem == ElemType::Logical {
-            // Logicals are zeroed even without `init`: arbitrary bytes
-            // are not valid R logicals (only 0, 1 and NA are).
+        } else if !ctx.zeroed {
             ptr::write_bytes(data_ptr(x) as *mut u8, 0, data as usize);
         }
     }

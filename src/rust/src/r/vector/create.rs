@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::r::ffi::*;
-use crate::r::vector::alloc::new_elements;
+use crate::r::vector::alloc::{heap_malloc, heap_malloc_zeroed};
 use crate::r::vector::altrep::{self, BlockRef};
 use crate::r::vector::altstring::new_pool;
 use crate::r::vector::classic;
@@ -35,13 +35,22 @@ pub(crate) fn create(
     let desc = if elem == ElemType::String {
         new_pool(heap, n)?
     } else {
-        new_elements(heap, elem, n, |buf| {
-            // Logicals always: arbitrary bytes are not valid R logicals.
-            if init || elem == ElemType::Logical {
-                buf.fill(0);
-            }
-            Ok(())
-        })?
+        let bytes = n
+            .checked_mul(elem.size())
+            .ok_or_else(|| Error::Invalid("vector too long".into()))?;
+        // Zeros (logicals always: arbitrary bytes are not valid R
+        // logicals) cost nothing in fresh file space (`heap_malloc_zeroed`).
+        let off = if init || elem == ElemType::Logical {
+            heap_malloc_zeroed(heap, bytes)?
+        } else {
+            heap_malloc(heap, bytes)?
+        };
+        BlockDesc {
+            offset: off,
+            data_offset: off,
+            elem,
+            length: n,
+        }
     };
     altrep::new_altrep(heap, &desc, BlockRef::Adopt)
 }
