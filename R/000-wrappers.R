@@ -156,6 +156,22 @@ NULL
   .Call(savvy_fmalloc_path_check__impl, `path`)
 }
 
+#' Bytes of disk space the file at `path` takes (it is sparse: less than
+#' its size until every page was written), or NA where the system does not
+#' say. For `summary()` and `print()` of a heap.
+#' @noRd
+`fmalloc_path_disk_bytes` <- function(`path`) {
+  .Call(savvy_fmalloc_path_disk_bytes__impl, `path`)
+}
+
+#' What keeps the heap file at `path` open in this session: NULL when
+#' nothing does, else a list of `readonly`, `handles` (open heap handles)
+#' and `vectors` (session references to its blocks).
+#' @noRd
+`fmalloc_path_holders` <- function(`path`) {
+  .Call(savvy_fmalloc_path_holders__impl, `path`)
+}
+
 #' `x` marked to serialize by reference: a new vector over the same named
 #' block with `x`'s attributes, or an `fmalloc_invalid` error if `x` is not
 #' a vector of a named object.

@@ -331,7 +331,8 @@
 #'   returns a data frame with one row per object and columns `name`, `type`
 #'   (of the top-level object: `"list"` for data frames and lists), `class`
 #'   (classes joined by `/`), `length` (rows for data frames; integer, or
-#'   double when a length exceeds `.Machine$integer.max`), `dim`
+#'   double when a length exceeds `.Machine$integer.max`; printed without
+#'   e-notation either way, as is `bytes`), `dim`
 #'   (e.g. `"3x4"`, or `NA`), `bytes` (of the data in the heap), `created` and
 #'   `modified` (`POSIXct`) and `status`: `"ok"`, or `"damaged: "` and why
 #'   the object cannot be read (its other fields are then `NA`; a damaged
@@ -432,7 +433,7 @@ fmalloc_ls <- function(heap = NULL) {
   # 1e6 would print as "1e+06" in the data frame); double otherwise.
   as_int <- function(x) if (all(is.na(x) | x <= .Machine$integer.max)) as.integer(x) else x
   lengths <- as_int(cat$length)
-  data.frame(
+  .fmalloc_ls_frame(data.frame(
     name = cat$name,
     type = cat$type,
     class = cat$class,
@@ -443,7 +444,7 @@ fmalloc_ls <- function(heap = NULL) {
     modified = .POSIXct(cat$modified),
     status = cat$status,
     stringsAsFactors = FALSE
-  )
+  ))
 }
 
 #' @rdname fmalloc_save

@@ -94,7 +94,12 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
   x <- .Call(savvy_fmalloc_vector_create__impl,
              if (is.null(heap)) .fmalloc_state$heap else heap,
              type, length, if (missing(method)) NULL else method, init)
-  if (is.object(x)) .fmalloc_raise(unclass(x), sys.call())
+  if (is.object(x)) {
+    if (is.null(heap) && is.null(.fmalloc_state$heap)) {
+      .fmalloc_default_heap(sys.call()) # says how to get one
+    }
+    .fmalloc_raise(unclass(x), sys.call())
+  }
   x
 }
 

@@ -68,6 +68,19 @@ pub(crate) unsafe fn handle_at<'a>(ptr: savvy::ffi::SEXP) -> Option<&'a FmallocH
     Some(unsafe { &*(addr as *const FmallocHeap) })
 }
 
+/// How many of this session's open handles are on `heap`.
+pub(crate) fn open_handles_on(heap: &Heap) -> usize {
+    handles()
+        .iter()
+        .filter(|&&addr| {
+            // SAFETY: registered addresses are live boxed FmallocHeap values
+            // (a value leaves the list when dropped, under this lock).
+            let h = unsafe { &*(addr as *const FmallocHeap) };
+            h.heap.as_ref().is_some_and(|x| x.same(heap))
+        })
+        .count()
+}
+
 /// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
 /// @noRd
 #[savvy]
@@ -179,7 +192,8 @@ impl FmallocHeap {
             readonly,
             initial_size,
         };
-        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)?;
+        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
+            .map_err(|e| super::holders::explain_conflict(e, readonly))?;
         Ok(FmallocHeap {
             path: heap.path().to_path_buf(),
             heap: Some(heap),

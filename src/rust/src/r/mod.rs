@@ -7,9 +7,11 @@
 mod altrep;
 mod altstring;
 mod classic;
+mod describe;
 mod error;
 mod ffi;
 mod heap_handle;
+mod holders;
 mod named;
 mod named_assemble;
 mod named_leaf;

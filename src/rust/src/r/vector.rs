@@ -11,6 +11,7 @@ use savvy::{
 
 use super::altrep::{self, BlockRef};
 use super::classic;
+use super::describe::describe;
 use super::error::{invalid, returned_form};
 use super::ffi::*;
 use super::heap_handle::handle_at;
@@ -272,7 +273,12 @@ unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
             }
             .into());
         }
-        let not_handle = || invalid("`heap` must be a heap handle from fmalloc_open() or NULL");
+        let not_handle = || {
+            invalid(format!(
+                "`heap` must be a heap handle from fmalloc_open() or NULL, not {}",
+                describe(Sexp(x))
+            ))
+        };
         if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"fmalloc_heap".as_ptr()) == 0 {
             return Err(not_handle());
         }
@@ -285,10 +291,12 @@ unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
 }
 
 fn elem_arg(x: Sexp) -> savvy::Result<ElemType> {
+    let raw = x.0;
     let bad = || {
-        invalid(
-            "`type` must be one of \"logical\", \"integer\", \"numeric\", \"double\", \"complex\", \"raw\", \"character\"",
-        )
+        invalid(format!(
+            "`type` must be one of \"logical\", \"integer\", \"numeric\", \"double\", \"complex\", \"raw\", \"character\", not {}",
+            describe(Sexp(raw))
+        ))
     };
     // SAFETY: x is a SEXP R passed in (see `single_string`).
     unsafe { single_string(x.0) }
@@ -318,7 +326,13 @@ unsafe fn single_string<'a>(x: SEXP) -> Option<&'a [u8]> {
 }
 
 fn length_arg(x: Sexp) -> savvy::Result<u64> {
-    let bad = || invalid("`length` must be a single whole number >= 0");
+    let raw = x.0;
+    let bad = || {
+        invalid(format!(
+            "`length` must be a single whole number >= 0, not {}",
+            describe(Sexp(raw))
+        ))
+    };
     let v = match x.into_typed() {
         TypedSexp::Real(r) if r.len() == 1 => r.as_slice()[0],
         TypedSexp::Integer(i) if i.len() == 1 => match i.as_slice()[0] {
@@ -332,7 +346,13 @@ fn length_arg(x: Sexp) -> savvy::Result<u64> {
 
 /// `TRUE` for the classic method; NULL (the argument was missing) is ALTREP.
 fn method_arg(x: Sexp) -> savvy::Result<bool> {
-    let bad = || invalid("`method` must be \"altrep\" or \"classic\"");
+    let raw = x.0;
+    let bad = || {
+        invalid(format!(
+            "`method` must be \"altrep\" or \"classic\", not {}",
+            describe(Sexp(raw))
+        ))
+    };
     let s = match x.into_typed() {
         TypedSexp::Null(_) => return Ok(false),
         TypedSexp::String(s) => s,
@@ -347,11 +367,15 @@ fn method_arg(x: Sexp) -> savvy::Result<bool> {
 }
 
 fn flag_arg(x: Sexp, name: &str) -> savvy::Result<bool> {
+    let raw = x.0;
     match x.into_typed() {
         TypedSexp::Logical(l) if l.len() == 1 && l.as_slice_raw()[0] != i32::MIN => {
             Ok(l.as_slice_raw()[0] != 0)
         }
-        _ => Err(invalid(format!("`{name}` must be TRUE or FALSE"))),
+        _ => Err(invalid(format!(
+            "`{name}` must be TRUE or FALSE, not {}",
+            describe(Sexp(raw))
+        ))),
     }
 }
 

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 #[cfg(windows)]
 mod windows;
 
+mod holder;
+pub(crate) use holder::{lock_holder, Holder};
+
 /// Byte offset of the lock on Windows (see `lock.rs`): far past any heap
 /// (`alloc::MAX_OFFSET`) and still a positive `i64`, which is what file
 /// servers that map Windows locks onto POSIX ones can represent.
@@ -41,6 +44,25 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
             Err(std::fs::TryLockError::WouldBlock) => Ok(false),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+/// Bytes of disk space the file at `path` takes: its allocated blocks,
+/// less than its size when it is sparse. `None` where the system does not
+/// say (Windows, for now) or the file cannot be read.
+pub(crate) fn disk_bytes(path: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // st_blocks counts 512-byte units whatever the block size.
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.blocks().saturating_mul(512))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
