@@ -172,6 +172,13 @@ NULL
   .Call(savvy_fmalloc_path_holders__impl, `path`)
 }
 
+#' Whether the copies of the next saves may show progress, and after how
+#' many seconds.
+#' @noRd
+`fmalloc_progress_enable` <- function(`on`, `after_secs`) {
+  invisible(.Call(savvy_fmalloc_progress_enable__impl, `on`, `after_secs`))
+}
+
 #' `x` marked to serialize by reference: a new vector over the same named
 #' block with `x`'s attributes, or an `fmalloc_invalid` error if `x` is not
 #' a vector of a named object.

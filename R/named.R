@@ -382,6 +382,9 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   if (nchar(label) > 40L) label <- "x"
   # Validate the whole object before anything is written.
   parts <- .fm_decompose(x, label, call)
+  # Copies that take more than 2 s show their progress (interactive only).
+  fmalloc_progress_enable(interactive() && !isFALSE(getOption("fmalloc.progress")),
+                          getOption("fmalloc.progress_after", 2))
   .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, overwrite), call)
   rm(parts)
   # Returned directly: see .fm_assemble().

@@ -245,3 +245,32 @@ test_that("no default heap: the message says how to get one", {
   expect_match(conditionMessage(err), "no default heap is open; call init_fmalloc(path) first or pass `heap`", fixed = TRUE)
   expect_no_match(conditionMessage(err), "has been closed", fixed = TRUE)
 })
+
+test_that("a long copy into the heap shows its progress, in interactive sessions only", {
+  skip_on_cran()
+  skip_on_os("windows")
+  path <- local_heap_path()
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    "library(Rfmalloc)",
+    sprintf("heap <- fmalloc_open(%s, size_gb = 0.5)", deparse(path)),
+    # At once instead of after 2 s, so that a small copy shows it.
+    "options(fmalloc.progress_after = 0)",
+    "x <- fmalloc_save(as.double(seq_len(2e7)), 'x', heap)", # 160 MB
+    "cat('saved', identical(x[2e7], 2e7), '\\n')"
+  ), script)
+  libs <- paste(.libPaths(), collapse = .Platform$path.sep)
+  run <- function(...) {
+    suppressWarnings(system2(
+      file.path(R.home("bin"), "R"), c(..., "--no-echo", "--no-save", "--no-restore", "-f", shQuote(script)),
+      stdout = TRUE, stderr = TRUE, env = paste0("R_LIBS=", shQuote(libs))
+    ))
+  }
+  shown <- run("--interactive")
+  expect_true(any(grepl("saved TRUE", shown, fixed = TRUE)), info = paste(shown, collapse = "\n"))
+  expect_true(any(grepl("Rfmalloc: copying into the heap: 100% of 0.1 GiB", shown, fixed = TRUE)),
+              info = paste(shown, collapse = "\n"))
+  quiet <- run()
+  expect_true(any(grepl("saved TRUE", quiet, fixed = TRUE)))
+  expect_false(any(grepl("copying into the heap", quiet, fixed = TRUE)))
+})

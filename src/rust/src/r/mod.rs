@@ -17,6 +17,7 @@ mod named_assemble;
 mod named_leaf;
 mod named_meta;
 mod named_ref;
+mod progress;
 mod vector;
 
 use savvy::ffi::DllInfo;

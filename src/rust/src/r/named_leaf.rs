@@ -54,7 +54,7 @@ pub(crate) fn copy_leaf_into_heap(heap: &Heap, x: Sexp) -> savvy::Result<(Sexp, 
                 // SAFETY: src holds `bytes` bytes of x's data (x is alive);
                 // dst is the fresh block, exactly `bytes` long.
                 let src = unsafe { std::slice::from_raw_parts(src as *const u8, dst.len()) };
-                dst.copy_from_slice(src);
+                super::progress::copy(dst, src);
             }
             Ok(())
         })?
