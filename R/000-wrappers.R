@@ -172,11 +172,12 @@ NULL
   .Call(savvy_fmalloc_path_holders__impl, `path`)
 }
 
-#' Whether the copies of the next saves may show progress, and after how
-#' many seconds.
+#' Whether the copies of the next saves may show progress, after how many
+#' seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
+#' 1 GiB, unless the tests ask for less).
 #' @noRd
-`fmalloc_progress_enable` <- function(`on`, `after_secs`) {
-  invisible(.Call(savvy_fmalloc_progress_enable__impl, `on`, `after_secs`))
+`fmalloc_progress_enable` <- function(`on`, `after_secs`, `chunk_bytes`) {
+  invisible(.Call(savvy_fmalloc_progress_enable__impl, `on`, `after_secs`, `chunk_bytes`))
 }
 
 #' `x` marked to serialize by reference: a new vector over the same named

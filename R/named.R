@@ -383,8 +383,10 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   # Validate the whole object before anything is written.
   parts <- .fm_decompose(x, label, call)
   # Copies that take more than 2 s show their progress (interactive only).
+  # (The options fmalloc.progress_after/_chunk are for the tests.)
   fmalloc_progress_enable(interactive() && !isFALSE(getOption("fmalloc.progress")),
-                          getOption("fmalloc.progress_after", 2))
+                          getOption("fmalloc.progress_after", 2),
+                          getOption("fmalloc.progress_chunk", 2^30))
   .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, overwrite), call)
   rm(parts)
   # Returned directly: see .fm_assemble().

@@ -254,16 +254,17 @@ test_that("a long copy into the heap shows its progress, in interactive sessions
   writeLines(c(
     "library(Rfmalloc)",
     sprintf("heap <- fmalloc_open(%s, size_gb = 0.5)", deparse(path)),
-    # At once instead of after 2 s, so that a small copy shows it.
-    "options(fmalloc.progress_after = 0)",
-    "x <- fmalloc_save(as.double(seq_len(2e7)), 'x', heap)", # 160 MB
+    # At once instead of after 2 s, in 64 MiB chunks instead of 1 GiB, so
+    # that a small copy shows it.
+    "options(fmalloc.progress_after = 0, fmalloc.progress_chunk = 2^26)",
+    "x <- fmalloc_save(as.double(seq_len(2e7)), 'x', heap, overwrite = TRUE)", # 160 MB
     "cat('saved', identical(x[2e7], 2e7), '\\n')"
   ), script)
   libs <- paste(.libPaths(), collapse = .Platform$path.sep)
   run <- function(...) {
     suppressWarnings(system2(
-      file.path(R.home("bin"), "R"), c(..., "--no-echo", "--no-save", "--no-restore", "-f", shQuote(script)),
-      stdout = TRUE, stderr = TRUE, env = paste0("R_LIBS=", shQuote(libs))
+      file.path(R.home("bin"), "R"), c(..., "--quiet", "--no-save", "--no-restore"),
+      stdin = script, stdout = TRUE, stderr = TRUE, env = paste0("R_LIBS=", shQuote(libs))
     ))
   }
   shown <- run("--interactive")
