@@ -156,6 +156,22 @@ NULL
   .Call(savvy_fmalloc_path_check__impl, `path`)
 }
 
+#' What keeps the heap file at `path` open in this session: NULL when
+#' nothing does, else a list of `readonly`, `handles` (open heap handles)
+#' and `vectors` (session references to its blocks).
+#' @noRd
+`fmalloc_path_holders` <- function(`path`) {
+  .Call(savvy_fmalloc_path_holders__impl, `path`)
+}
+
+#' Whether the copies of the next saves may show progress, after how many
+#' seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
+#' 1 GiB, unless the tests ask for less).
+#' @noRd
+`fmalloc_progress_enable` <- function(`on`, `after_secs`, `chunk_bytes`) {
+  invisible(.Call(savvy_fmalloc_progress_enable__impl, `on`, `after_secs`, `chunk_bytes`))
+}
+
 #' `x` marked to serialize by reference: a new vector over the same named
 #' block with `x`'s attributes, or an `fmalloc_invalid` error if `x` is not
 #' a vector of a named object.

@@ -33,7 +33,9 @@
 #'   \item{`fmalloc_corrupt`}{the file is not an Rfmalloc heap or fails
 #'     validation; it was not modified.}
 #'   \item{`fmalloc_locked`}{another process has the heap open for writing
-#'     (or reading, when you ask to write).}
+#'     (or reading, when you ask to write), or this session has it open in
+#'     the other mode (through a handle, or vectors of a closed one); the
+#'     message says which process or what in this session, and what to do.}
 #'   \item{`fmalloc_full`}{the heap is full and could not grow.}
 #'   \item{`fmalloc_readonly`}{a write was attempted on a read-only heap.}
 #'   \item{`fmalloc_forked`}{allocation was attempted in a process forked off
@@ -63,6 +65,10 @@
 #' One warning class: `fmalloc_recovered` (also `fmalloc_warning`), given by
 #' [fmalloc_open()] when the newest commit in the file cannot be read and
 #' the heap was opened at the previous one; its message names what was lost.
+#'
+#' One message class: `fmalloc_pinned` (also `fmalloc_message`), given by
+#' [fmalloc_close()] when vectors of the session still hold the file open;
+#' `suppressMessages(..., classes = "fmalloc_pinned")` silences it.
 #'
 #' @keywords internal
 "_PACKAGE"

@@ -54,8 +54,8 @@ fmalloc_check <- function(heap) {
   } else {
     if (!inherits(heap, "fmalloc_heap")) {
       .invalid(sprintf(
-        "`heap` must be a heap handle from fmalloc_open() or the path of a heap file, not <%s>",
-        class(heap)[[1L]]
+        "`heap` must be a heap handle from fmalloc_open() or the path of a heap file, not %s",
+        .describe_value(heap)
       ), sys.call())
     }
     .check_heap(heap)

@@ -67,9 +67,46 @@
   .fmalloc_abort(paste0("Rfmalloc: ", message), "fmalloc_invalid", call)
 }
 
+# The bad value of an argument, for its error message: "\"abc\"", "NA",
+# "42", "NULL", "a character vector of length 2", "<data.frame>", "a
+# function". The Rust side has the same for the arguments it checks
+# (src/rust/src/r/describe.rs).
+.describe_value <- function(x) {
+  if (is.null(x)) {
+    return("NULL")
+  }
+  if (is.function(x)) {
+    return("a function")
+  }
+  if (is.environment(x) && !is.object(x)) {
+    return("an environment")
+  }
+  if (is.object(x)) {
+    return(paste0("<", class(x)[[1L]], ">"))
+  }
+  if (is.atomic(x) && length(x) == 1L) {
+    if (is.na(x)) {
+      return("NA")
+    }
+    if (is.character(x)) {
+      if (isTRUE(nchar(x, allowNA = TRUE) > 40L)) {
+        x <- paste0(substr(x, 1L, 40L), "...")
+      }
+      return(encodeString(x, quote = "\""))
+    }
+    return(paste0(format(x, digits = 15L), if (is.integer(x)) "L" else ""))
+  }
+  if (is.list(x)) {
+    return(sprintf("a list of length %d", length(x)))
+  }
+  sprintf("%s %s vector of length %d", if (typeof(x) == "integer") "an" else "a",
+          typeof(x), length(x))
+}
+
 .check_string <- function(x, arg, call = sys.call(-1L)) {
   if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
-    .invalid(sprintf("`%s` must be a single non-empty string", arg), call)
+    .invalid(sprintf("`%s` must be a single non-empty string, not %s", arg,
+                     .describe_value(x)), call)
   }
   invisible(x)
 }
@@ -90,7 +127,7 @@
 
 .check_flag <- function(x, arg, call = sys.call(-1L)) {
   if (!is.logical(x) || length(x) != 1L || is.na(x)) {
-    .invalid(sprintf("`%s` must be TRUE or FALSE", arg), call)
+    .invalid(sprintf("`%s` must be TRUE or FALSE, not %s", arg, .describe_value(x)), call)
   }
   invisible(x)
 }
@@ -100,7 +137,8 @@
     return(invisible(x))
   }
   if (!is.numeric(x) || length(x) != 1L || is.na(x) || !is.finite(x) || x <= 0) {
-    .invalid(sprintf("`%s` must be NULL or a single positive number of GiB", arg), call)
+    .invalid(sprintf("`%s` must be NULL or a single positive number of GiB, not %s", arg,
+                     .describe_value(x)), call)
   }
   invisible(x)
 }
@@ -108,7 +146,7 @@
 .check_heap <- function(x, arg = "heap", call = sys.call(-1L)) {
   if (!inherits(x, "fmalloc_heap")) {
     .invalid(sprintf("`%s` must be a heap handle from fmalloc_open(), not %s", arg,
-                     paste0("<", class(x)[[1L]], ">")), call)
+                     .describe_value(x)), call)
   }
   if (!.is_live_handle(x)) {
     .invalid(sprintf(paste(

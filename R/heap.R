@@ -15,10 +15,22 @@
 #' commit had saved, changed or removed; a writable heap's next commit
 #' replaces the damaged record. Nothing is recovered silently.
 #'
-#' `fmalloc_close()` releases the handle. Vectors still pointing into the heap
-#' stay valid: the file is unmapped when the last of them is garbage
-#' collected. Closing twice is harmless; any other use of a closed handle
-#' gives an error of class `fmalloc_closed`.
+#' `fmalloc_close()` releases the handle and runs R's garbage collector, so
+#' that vectors nothing refers to any more let go of the file. Vectors still
+#' in use stay valid, and keep the file open (and locked: no other process
+#' can open it for writing, nor this one in the other mode) until they are
+#' garbage collected; `fmalloc_close()` then says how many there are, in a
+#' message of class `fmalloc_pinned`: `rm()` them (or let them go out of
+#' scope) and the file is released at the next garbage collection. Closing
+#' twice is harmless; any other use of a closed handle gives an error of
+#' class `fmalloc_closed`.
+#'
+#' `local_fmalloc_heap()` and `with_fmalloc_heap()` open a heap for a
+#' while, in the manner of the withr package: `local_fmalloc_heap()` opens
+#' it, makes it the session's default heap (see [init_fmalloc()]) and
+#' closes it, restoring the previous default, when the function that called
+#' it returns (or `.local_envir` ends); `with_fmalloc_heap()` evaluates
+#' `code` with the heap open as the default heap and closes it afterwards.
 #'
 #' @param path Path of the heap file.
 #' @param size_gb Initial size of a new heap in GiB (2^30 bytes), or `NULL`
@@ -32,9 +44,14 @@
 #' @param heap A heap handle returned by `fmalloc_open()`. For
 #'   `fmalloc_info()` and `fmalloc_sync()`, `NULL` (the default) stands for
 #'   the session's default heap (see [init_fmalloc()]).
+#' @param code Code to evaluate with the heap open, as the default heap.
+#' @param .local_envir The environment whose end closes the heap: by
+#'   default the function that called `local_fmalloc_heap()`.
 #'
-#' @returns `fmalloc_open()` returns a heap handle of class `fmalloc_heap`;
-#'   its attribute `"created"` is `TRUE` when the file was newly initialised.
+#' @returns `fmalloc_open()` and `local_fmalloc_heap()` return a heap handle
+#'   of class `fmalloc_heap` (`local_fmalloc_heap()` invisibly); its
+#'   attribute `"created"` is `TRUE` when the file was newly initialised.
+#'   `with_fmalloc_heap()` returns the value of `code`.
 #'   `fmalloc_close()` and `fmalloc_sync()` return `NULL` invisibly;
 #'   `fmalloc_sync()` returns once everything written so far is on disk.
 #'   `fmalloc_info()` returns a one-row data frame with columns `path`,
@@ -62,6 +79,15 @@
 #' heap <- fmalloc_open(path, readonly = TRUE)
 #' attr(heap, "created")
 #' fmalloc_close(heap)
+#'
+#' # A heap open for the duration of a function (or of `code`), as the
+#' # default heap:
+#' count_objects <- function(path) {
+#'   local_fmalloc_heap(path, readonly = TRUE)
+#'   nrow(fmalloc_ls())
+#' } # closed here
+#' count_objects(path)
+#' with_fmalloc_heap(path, fmalloc_exists("x"), readonly = TRUE)
 #'
 #' # Errors have classes that tryCatch() can select.
 #' not_a_heap <- tempfile()
@@ -109,11 +135,105 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
 fmalloc_close <- function(heap, verbose = getOption("fmalloc.verbose", FALSE)) {
   .check_heap(heap)
   .check_flag(verbose, "verbose")
-  was_open <- !heap$is_closed()
-  .rfm(heap$close())
-  if (verbose && was_open) {
-    message(sprintf("Rfmalloc: closed heap '%s'", heap$path()))
+  if (.heap_method(heap, "is_closed")()) {
+    return(invisible(NULL))
   }
+  path <- .heap_method(heap, "path")()
+  .rfm(.heap_method(heap, "close")())
+  if (verbose) {
+    message(sprintf("Rfmalloc: closed heap '%s'", path))
+  }
+  .fmalloc_report_holders(path, sys.call())
+  invisible(NULL)
+}
+
+# After a handle on `path` was closed: collects garbage (vectors nothing
+# refers to release the file) and, when vectors of this session still hold
+# the file and no other handle has it open, says so in a message of class
+# `fmalloc_pinned`.
+.fmalloc_report_holders <- function(path, call) {
+  held <- fmalloc_path_holders(path)
+  if (is.null(held) || held$handles > 0) {
+    return(invisible(NULL))
+  }
+  gc(verbose = FALSE)
+  held <- fmalloc_path_holders(path)
+  if (is.null(held) || held$handles > 0) {
+    return(invisible(NULL))
+  }
+  n <- held$vectors
+  mode <- if (held$readonly) "read-only" else "for writing"
+  blocked <- if (held$readonly) {
+    "no process can open it for writing"
+  } else {
+    "no other process can open it"
+  }
+  msg <- if (n == 1) {
+    sprintf(paste(
+      "Rfmalloc: closed heap '%s', but 1 vector made from it is still in use in this",
+      "session and keeps the file open (%s) until it is garbage collected: %s",
+      "before. rm() it, or let it go out of scope, to release the file."
+    ), path, mode, blocked)
+  } else {
+    sprintf(paste(
+      "Rfmalloc: closed heap '%s', but %s made from it are still in use in this",
+      "session and keep the file open (%s) until they are garbage collected: %s",
+      "before. rm() them, or let them go out of scope, to release the file."
+    ), path, if (n == 0) "objects" else paste(format(n, scientific = FALSE), "vectors"),
+    mode, blocked)
+  }
+  message(structure(
+    class = c("fmalloc_pinned", "fmalloc_message", "message", "condition"),
+    list(message = paste0(msg, "\n"), call = call)
+  ))
+  invisible(NULL)
+}
+
+#' @rdname fmalloc_open
+#' @export
+local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
+                               verbose = getOption("fmalloc.verbose", FALSE),
+                               .local_envir = parent.frame()) {
+  if (!is.environment(.local_envir)) {
+    .invalid(sprintf("`.local_envir` must be an environment, not %s",
+                     .describe_value(.local_envir)), sys.call())
+  }
+  if (identical(.local_envir, globalenv())) {
+    .invalid(paste(
+      "local_fmalloc_heap() closes the heap when the function that called it",
+      "returns; at top level use fmalloc_open() and fmalloc_close(), or",
+      "with_fmalloc_heap(path, code)"
+    ), sys.call())
+  }
+  heap <- fmalloc_open(path, size_gb = size_gb, readonly = readonly, verbose = verbose)
+  old <- .fmalloc_state$heap
+  .fmalloc_state$heap <- heap
+  .defer(.fmalloc_restore_default(heap, old, verbose), .local_envir)
+  invisible(heap)
+}
+
+#' @rdname fmalloc_open
+#' @export
+with_fmalloc_heap <- function(path, code, size_gb = NULL, readonly = FALSE,
+                              verbose = getOption("fmalloc.verbose", FALSE)) {
+  local_fmalloc_heap(path, size_gb = size_gb, readonly = readonly, verbose = verbose)
+  force(code)
+}
+
+# Closes `heap` and makes `old` the default heap again (if `heap` still is
+# the default: a later init_fmalloc() wins).
+.fmalloc_restore_default <- function(heap, old, verbose) {
+  if (identical(.fmalloc_state$heap, heap)) {
+    .fmalloc_state$heap <- old
+  }
+  fmalloc_close(heap, verbose = verbose)
+}
+
+# withr::defer() without withr: runs `expr` when the frame `envir` exits
+# (before what was registered there earlier, as withr does).
+.defer <- function(expr, envir) {
+  thunk <- as.call(list(function() expr))
+  do.call(base::on.exit, list(thunk, TRUE, FALSE), envir = envir)
   invisible(NULL)
 }
 
@@ -133,26 +253,188 @@ fmalloc_sync <- function(heap = NULL) {
   invisible(NULL)
 }
 
+#' Print, format, summarise and index heap handles
+#'
+#' A heap handle prints as its path, mode (read-write or read-only), file
+#' size, disk use (the file is sparse: only written pages take disk space),
+#' used and free bytes and the number of named objects. `format()` returns
+#' those lines as a character vector, `print()` writes them and returns the
+#' handle invisibly. `summary()` returns an object of class
+#' `summary.fmalloc_heap`, a list with the same fields (and `objects`, the
+#' catalog as [fmalloc_ls()] gives it), which prints the heap's lines and
+#' its objects.
+#'
+#' A heap is also indexed by object name: `heap$x` and `heap[["x"]]` are
+#' `fmalloc_get("x", heap)`, and `names(heap)` gives the names of its
+#' objects (`fmalloc_ls(heap)$name`). A handle cannot be assigned into:
+#' `heap$x <- value` is an error of class `fmalloc_invalid` that points to
+#' [fmalloc_save()].
+#'
+#' @param x,object A heap handle from [fmalloc_open()] (or a
+#'   `summary.fmalloc_heap` object).
+#' @param name,i The name of an object in the heap.
+#' @param value Not used: assigning into a heap is an error.
+#' @param ... Ignored.
+#' @returns `format()`: a character vector, one element per line.
+#'   `print()`: `x`, invisibly. `summary()`: a `summary.fmalloc_heap`
+#'   object (a list with `path`, `heap_id`, `mode`, `closed`, `size`,
+#'   `disk`, `used`, `free`, `n_objects` and `objects`). `$` and `[[`: the
+#'   object, as [fmalloc_get()] returns it. `names()`: a character vector.
+#' @examples
+#' path <- tempfile(fileext = ".bin")
+#' heap <- fmalloc_open(path, size_gb = 1)
+#' fmalloc_save(c(a = 1, b = 2), "x", heap)
+#' heap
+#' format(heap)
+#' summary(heap)
+#' names(heap)
+#' heap$x
+#' fmalloc_close(heap)
+#' unlink(path)
+#' @name fmalloc_heap-methods
+NULL
+
+#' @rdname fmalloc_heap-methods
 #' @export
 format.fmalloc_heap <- function(x, ...) {
-  if (x$is_closed()) {
-    return(sprintf("<fmalloc_heap> %s (closed)", x$path()))
+  s <- summary(x)
+  .format_heap_summary(s)
+}
+
+.format_heap_summary <- function(s) {
+  if (isTRUE(s$closed)) {
+    return(sprintf("<fmalloc_heap> %s (closed)", s$path))
   }
-  info <- .rfm(x$info())
+  if (is.na(s$mode)) {
+    return(sprintf("<fmalloc_heap> %s", s$path))
+  }
   c(
-    sprintf("<fmalloc_heap> %s", info$path),
-    sprintf("  mode:    %s", if (info$readonly) "read-only" else "read-write"),
-    sprintf("  size:    %s%s", .format_bytes(info$size),
-            if (is.na(info$disk)) "" else sprintf(" (%s on disk)", .format_bytes(info$disk))),
-    sprintf("  used:    %s", .format_bytes(info$used)),
-    sprintf("  free:    %s", .format_bytes(info$free)),
-    sprintf("  objects: %s", format(info$objects, scientific = FALSE))
+    sprintf("<fmalloc_heap> %s", s$path),
+    sprintf("  mode:    %s", s$mode),
+    sprintf("  size:    %s", .format_bytes(s$size)),
+    sprintf("  disk:    %s", if (is.na(s$disk)) "unknown" else .format_bytes(s$disk)),
+    sprintf("  used:    %s", .format_bytes(s$used)),
+    sprintf("  free:    %s", .format_bytes(s$free)),
+    sprintf("  objects: %s", format(s$n_objects, scientific = FALSE))
   )
 }
 
+#' @rdname fmalloc_heap-methods
 #' @export
 print.fmalloc_heap <- function(x, ...) {
   cat(format(x, ...), sep = "\n")
+  invisible(x)
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+summary.fmalloc_heap <- function(object, ...) {
+  na <- NA_real_
+  s <- list(path = NA_character_, heap_id = NA_character_, mode = NA_character_,
+            closed = NA, size = na, disk = na, used = na, free = na,
+            n_objects = na, objects = NULL)
+  if (!.is_live_handle(object)) {
+    s$path <- "(not a heap handle of this R session: open the file again with fmalloc_open())"
+  } else if (.heap_method(object, "is_closed")()) {
+    s$path <- .heap_method(object, "path")()
+    s$closed <- TRUE
+  } else {
+    info <- .rfm(.heap_method(object, "info")())
+    s$path <- info$path
+    s$heap_id <- info$heap_id
+    s$mode <- if (info$readonly) "read-only" else "read-write"
+    s$closed <- FALSE
+    s$size <- info$size
+    s$disk <- info$disk
+    s$used <- info$used
+    s$free <- info$free
+    s$n_objects <- info$objects
+    s$objects <- fmalloc_ls(object)
+  }
+  structure(s, class = "summary.fmalloc_heap")
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+print.summary.fmalloc_heap <- function(x, ...) {
+  cat(.format_heap_summary(x), sep = "\n")
+  if (!is.null(x$objects) && nrow(x$objects) > 0L) {
+    cat("\n")
+    print(x$objects[, c("name", "class", "length", "dim", "bytes", "modified")],
+          row.names = FALSE)
+  }
+  invisible(x)
+}
+
+# A heap handle is an environment made by savvy whose bindings are the
+# Rust methods (close, info, path, ...): the package's own code reaches them
+# with `heap$path()` or .heap_method(); for users `$` and `[[` get objects
+# by name. Which one a call means is told by where it comes from: code of
+# this namespace, or anywhere else.
+.heap_method <- function(heap, name) {
+  get(name, envir = heap, inherits = FALSE)
+}
+
+.called_from_here <- function(env) {
+  identical(topenv(env), topenv(environment(.called_from_here)))
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+`$.fmalloc_heap` <- function(x, name) {
+  if (.called_from_here(parent.frame())) {
+    return(.heap_method(x, name))
+  }
+  fmalloc_get(name, x)
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+`[[.fmalloc_heap` <- function(x, i, ...) {
+  if (.called_from_here(parent.frame())) {
+    return(.heap_method(x, i))
+  }
+  fmalloc_get(i, x)
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+`$<-.fmalloc_heap` <- function(x, name, value) {
+  .heap_assign_error(name, sys.call())
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+`[[<-.fmalloc_heap` <- function(x, i, value) {
+  .heap_assign_error(i, sys.call())
+}
+
+.heap_assign_error <- function(name, call) {
+  .invalid(sprintf(paste(
+    "a heap cannot be assigned into; save an object under a name with",
+    "fmalloc_save(value, %s, heap) (overwrite = TRUE to replace it)"
+  ), .describe_value(name)), call)
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+names.fmalloc_heap <- function(x) {
+  fmalloc_ls(x)$name
+}
+
+# fmalloc_ls()'s data frame: of class "fmalloc_ls" too, whose print method
+# shows the counts (`length`, `bytes`) as whole numbers even when they are
+# doubles (beyond .Machine$integer.max), never as 8e+09.
+.fmalloc_ls_frame <- function(df) {
+  class(df) <- c("fmalloc_ls", "data.frame")
+  df
+}
+
+#' @export
+print.fmalloc_ls <- function(x, ...) {
+  op <- options(scipen = 100L)
+  on.exit(options(op))
+  NextMethod()
   invisible(x)
 }
 

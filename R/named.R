@@ -364,7 +364,8 @@
 #'   returns a data frame with one row per object and columns `name`, `type`
 #'   (of the top-level object: `"list"` for data frames and lists), `class`
 #'   (classes joined by `/`), `length` (rows for data frames; integer, or
-#'   double when a length exceeds `.Machine$integer.max`), `dim`
+#'   double when a length exceeds `.Machine$integer.max`; printed without
+#'   e-notation either way, as is `bytes`), `dim`
 #'   (e.g. `"3x4"`, or `NA`), `bytes` (of the data in the heap), `created` and
 #'   `modified` (`POSIXct`) and `status`: `"ok"`, or `"damaged: "` and why
 #'   the object cannot be read (its other fields are then `NA`; a damaged
@@ -414,6 +415,11 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   if (nchar(label) > 40L) label <- "x"
   # Validate the whole object before anything is written.
   parts <- .fm_decompose(x, label, call)
+  # Copies that take more than 2 s show their progress (interactive only).
+  # (The options fmalloc.progress_after/_chunk are for the tests.)
+  fmalloc_progress_enable(interactive() && !isFALSE(getOption("fmalloc.progress")),
+                          getOption("fmalloc.progress_after", 2),
+                          getOption("fmalloc.progress_chunk", 2^30))
   .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, overwrite), call)
   rm(parts)
   # Returned directly: see .fm_assemble().
@@ -482,7 +488,7 @@ fmalloc_ls <- function(heap = NULL) {
   # 1e6 would print as "1e+06" in the data frame); double otherwise.
   as_int <- function(x) if (all(is.na(x) | x <= .Machine$integer.max)) as.integer(x) else x
   lengths <- as_int(cat$length)
-  data.frame(
+  .fmalloc_ls_frame(data.frame(
     name = cat$name,
     type = cat$type,
     class = cat$class,
@@ -493,7 +499,7 @@ fmalloc_ls <- function(heap = NULL) {
     modified = .POSIXct(cat$modified),
     status = cat$status,
     stringsAsFactors = FALSE
-  )
+  ))
 }
 
 #' @rdname fmalloc_save

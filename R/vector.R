@@ -101,8 +101,9 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
              if (is.null(heap)) .fmalloc_state$heap else heap,
              type, length, if (missing(method)) NULL else method, init)
   if (is.object(x)) {
-    # No heap given and no default heap: the one message for that.
-    if (is.null(heap)) .fmalloc_default_heap(sys.call())
+    if (is.null(heap) && is.null(.fmalloc_state$heap)) {
+      .fmalloc_default_heap(sys.call()) # says how to get one
+    }
     .fmalloc_raise(unclass(x), sys.call())
   }
   x

@@ -13,7 +13,10 @@
 # cargo test and R CMD check are each stopped after 40 minutes (a hang fails
 # the run instead of eating CI's time).
 # Build products go to a scratch directory (RFMALLOC_TEST_DIR, default: a new
-# temporary directory), never into the source tree.
+# temporary directory), never into the source tree; so do the temporary
+# files of every R process (TMPDIR points into it). A scratch directory made
+# here is removed when the run passes, and kept (its path printed) when it
+# fails; one given as RFMALLOC_TEST_DIR is always kept.
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,9 +24,22 @@ cd "$root"
 bash tools/setup.sh || exit 1
 export PATH="$PATH:$HOME/.cargo/bin"
 
-work="${RFMALLOC_TEST_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/rfmalloc-test.XXXXXX")}"
-mkdir -p "$work"
+if [ -n "${RFMALLOC_TEST_DIR:-}" ]; then
+  work="$RFMALLOC_TEST_DIR"
+  keep_work=true
+else
+  work="$(mktemp -d "${TMPDIR:-/tmp}/rfmalloc-test.XXXXXX")"
+  keep_work=false
+fi
+mkdir -p "$work/tmp"
+work="$(cd "$work" && pwd)"
 echo "test: build products and logs in $work"
+# R's session directories (Rtmp*), callr's files, test heaps: all inside.
+export TMPDIR="$work/tmp"
+# The tests read the README and the vignette from the source tree.
+export RFMALLOC_SOURCE_DIR="$root"
+# Interrupted or failed before the end: keep the scratch directory, say where.
+trap 'echo "test: stopped; scratch directory kept: $work"' EXIT
 
 failed_steps=()
 step() { # step NAME COMMAND...: runs a command, remembers a failure
@@ -129,8 +145,18 @@ for log in "$rout" "$work/noclassic-tests.log"; do
   fi
 done
 
+ok=true
 if [ "${#failed_steps[@]}" -gt 0 ]; then
   echo "test: FAILED steps: ${failed_steps[*]}"
+  ok=false
+fi
+[ "$failed" -eq 0 ] || ok=false
+trap - EXIT
+cd "$root"
+if [ "$ok" = true ] && [ "$keep_work" = false ]; then
+  rm -rf "$work"
+else
+  echo "test: scratch directory (build products, logs, R's temporary files) kept: $work"
 fi
 echo "$passed passed, $failed failed, $skipped skipped"
-[ "${#failed_steps[@]}" -eq 0 ] && [ "$failed" -eq 0 ]
+[ "$ok" = true ]

@@ -4,10 +4,12 @@ local_heap_path <- function(env = parent.frame()) {
 }
 
 # A heap opened for the calling test and closed (file removed) when it ends.
+# The test's vectors are still alive then: fmalloc_close()'s message that
+# they keep the file open is expected.
 local_heap <- function(size_gb = 0.01, env = parent.frame()) {
   path <- local_heap_path(env)
   heap <- fmalloc_open(path, size_gb = size_gb)
-  withr::defer(fmalloc_close(heap), envir = env)
+  withr::defer(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"), envir = env)
   heap
 }
 

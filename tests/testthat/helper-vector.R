@@ -1,12 +1,13 @@
 # Helpers of the vector tests (test-vector-*.R).
 
 # Makes a fresh heap file the session default for the calling test; closes
-# it and removes the file when the test ends.
+# it and removes the file when the test ends (the test's vectors still live
+# then: fmalloc_close()'s message that they hold the file is expected).
 local_default_heap <- function(size_gb = 0.0625, env = parent.frame()) {
   path <- withr::local_tempfile(pattern = "vec-", fileext = ".bin", .local_envir = env)
   created <- init_fmalloc(path, size_gb = size_gb)
   withr::defer({
-    cleanup_fmalloc()
+    suppressMessages(cleanup_fmalloc(), classes = "fmalloc_pinned")
     gc()
   }, envir = env, priority = "first")
   stopifnot(isTRUE(created))

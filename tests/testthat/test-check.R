@@ -28,14 +28,14 @@ test_that("a clean heap has no problems: zero rows with the documented columns",
   fmalloc_save(c("a", NA, "\u00e9"), "strs", heap)
   fmalloc_save(list(x = 1:10, y = c(1.5, NA)), "lst", heap)
   fmalloc_save(data.frame(a = 1:3, b = c("x", "y", "z")), "df", heap)
-  before <- readBin(heap$path(), "raw", file.size(heap$path()))
+  before <- readBin(fmalloc_info(heap)$path, "raw", file.size(fmalloc_info(heap)$path))
   res <- fmalloc_check(heap)
   expect_s3_class(res, "data.frame")
   expect_identical(names(res), check_columns)
   expect_identical(nrow(res), 0L)
   expect_true(all(vapply(res, is.character, logical(1))))
   # A check commits nothing and writes nothing.
-  expect_identical(readBin(heap$path(), "raw", file.size(heap$path())), before)
+  expect_identical(readBin(fmalloc_info(heap)$path, "raw", file.size(fmalloc_info(heap)$path)), before)
 })
 
 test_that("a damaged string pool element is a row naming the object", {

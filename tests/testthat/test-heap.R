@@ -227,7 +227,7 @@ test_that("fmalloc_sync writes the changed pages to the file", {
   skip_if_not(file.exists("/proc/self/smaps"), "needs /proc/self/smaps (Linux)")
   path <- local_heap_path()
   heap <- fmalloc_open(path, size_gb = 0.01)
-  on.exit(fmalloc_close(heap))
+  on.exit(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
   skip_if(identical(system2("stat", c("-f", "-c", "%T", shQuote(path)), stdout = TRUE), "tmpfs"),
           "tmpfs pages are never written back")
   dirty_kb <- function() {
@@ -398,7 +398,7 @@ test_that("a new heap file at the path of a deleted open one is a new heap", {
   heap <- fmalloc_open(path, size_gb = 0.01)
   old_id <- fmalloc_info(heap)$heap_id
   old <- fmalloc_save(c(1.5, 2.5), "old", heap) # a live vector of the old heap
-  fmalloc_close(heap)
+  expect_message(fmalloc_close(heap), "1 vector made from it is still in use", class = "fmalloc_pinned")
   expect_true(file.remove(path))
   heap <- fmalloc_open(path, size_gb = 0.01)
   expect_false(identical(fmalloc_info(heap)$heap_id, old_id))

@@ -247,7 +247,7 @@ test_that("damaged metas damage only their own object; the heap reopens and list
     Rfmalloc:::fmalloc_named_put_raw_meta(heap, "df", good[seq_len(len)])
     expect_fmalloc_error(fmalloc_get("df", heap), "fmalloc_corrupt")
   }
-  fmalloc_close(heap)
+  suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned")
   invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
   outcomes <- in_child(function(path, good) {
     heap <- Rfmalloc::fmalloc_open(path)
@@ -267,10 +267,10 @@ test_that("damaged metas damage only their own object; the heap reopens and list
   Rfmalloc:::fmalloc_named_put_raw_meta(heap, "df", good)
   expect_identical(fmalloc_get("df", heap), data.frame(a = 1:3, f = factor(c("u", "v", "u"))))
   expect_identical(fmalloc_get("v", heap), c(x = 1.5))
-  fmalloc_close(heap)
+  suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned")
   invisible(gc()) # drops the vectors fmalloc_save() returned, and the lock
   heap <- fmalloc_open(path)
-  on.exit(fmalloc_close(heap))
+  on.exit(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
   expect_identical(fmalloc_ls(heap)$name, c("df", "v"))
   expect_identical(fmalloc_get("v", heap), c(x = 1.5))
 })

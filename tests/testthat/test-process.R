@@ -64,7 +64,7 @@ test_that("read-only opens give read-only vectors and can be shared", {
   local_holder(path, readonly = TRUE)
   local_holder(path, readonly = TRUE)
   heap <- fmalloc_open(path, readonly = TRUE)
-  on.exit(fmalloc_close(heap))
+  on.exit(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
   v <- fmalloc_get("v", heap)
   v[1] <- 100 # R copies: the mapping is read-only
   expect_identical(v, c(100, 2, 3, 4))
@@ -89,23 +89,31 @@ test_that("a second writer gets fmalloc_locked naming the file", {
 
 test_that("forked workers read and write named vectors but cannot allocate", {
   skip_on_os("windows")
-  heap <- local_heap()
-  fmalloc_save(double(8), "v", heap)
-  res <- parallel::mclapply(1:2, function(i) {
-    v <- fmalloc_get("v", heap)
-    v[(4 * i - 3):(4 * i)] <- i * 1:4 # in place, into the shared mapping
-    sum(fmalloc_get("v", heap)[(4 * i - 3):(4 * i)])
-  }, mc.cores = 2)
-  expect_identical(unlist(res), c(10, 20))
-  expect_identical(fmalloc_get("v", heap), c(1, 2, 3, 4, 2, 4, 6, 8))
-
-  res <- parallel::mclapply(1:2, function(i) {
-    tryCatch(
-      if (i == 1) create_fmalloc_vector("double", 10, heap = heap) else fmalloc_save(1:3, "child", heap),
-      error = function(e) class(e)
-    )
-  }, mc.cores = 2)
-  expect_true("fmalloc_forked" %in% res[[1]])
-  expect_true("fmalloc_forked" %in% res[[2]])
-  expect_false(fmalloc_exists("child", heap))
+  skip_if_not_installed("callr")
+  # Forked in a fresh R process: callr (processx) replaces parallel's SIGCHLD
+  # handler in this one, so children forked here would never be reaped
+  # (zombies, and "Error while shutting down parallel" at exit).
+  res <- run_r(function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path, size_gb = 0.01)
+    fmalloc_save(double(8), "v", heap)
+    wrote <- parallel::mclapply(1:2, function(i) {
+      v <- fmalloc_get("v", heap)
+      v[(4 * i - 3):(4 * i)] <- i * 1:4 # in place, into the shared mapping
+      sum(fmalloc_get("v", heap)[(4 * i - 3):(4 * i)])
+    }, mc.cores = 2)
+    refused <- parallel::mclapply(1:2, function(i) {
+      tryCatch(
+        if (i == 1) create_fmalloc_vector("double", 10, heap = heap) else fmalloc_save(1:3, "child", heap),
+        error = function(e) class(e)
+      )
+    }, mc.cores = 2)
+    list(wrote = wrote, v = fmalloc_get("v", heap)[], refused = refused,
+         child = fmalloc_exists("child", heap))
+  }, path = local_heap_path())
+  expect_identical(unlist(res$wrote), c(10, 20))
+  expect_identical(res$v, c(1, 2, 3, 4, 2, 4, 6, 8))
+  expect_true("fmalloc_forked" %in% res$refused[[1]])
+  expect_true("fmalloc_forked" %in% res$refused[[2]])
+  expect_false(res$child)
 })

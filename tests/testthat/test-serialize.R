@@ -16,7 +16,7 @@ test_that("by default saveRDS writes values readable without Rfmalloc", {
   skip_if_not_installed("callr")
   path <- local_saved_heap()
   heap <- fmalloc_open(path, readonly = TRUE)
-  on.exit(fmalloc_close(heap))
+  on.exit(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
   df <- fmalloc_get("df", heap)
   x <- fmalloc_get("x", heap)
   rds <- withr::local_tempfile(fileext = ".rds")

@@ -51,7 +51,7 @@ test_that("init_fmalloc() reports whether the file was new, quietly unless verbo
   expect_silent(x <- create_fmalloc_vector("double", 5))
   expect_message(init_fmalloc(path, verbose = TRUE), "opened heap")
   withr::with_options(list(fmalloc.verbose = TRUE), {
-    expect_message(cleanup_fmalloc(), "closed heap")
+    expect_message(suppressMessages(cleanup_fmalloc(), classes = "fmalloc_pinned"), "closed heap")
   })
   expect_silent(expect_false(cleanup_fmalloc()))
   expect_error(create_fmalloc_vector("double", 5), class = "fmalloc_closed",
@@ -179,7 +179,7 @@ test_that("is_fmalloc() is FALSE for ordinary vectors and for copies", {
 test_that("vectors can be created in a heap handle other than the default", {
   path <- withr::local_tempfile(fileext = ".bin")
   heap <- fmalloc_open(path, size_gb = 0.01)
-  withr::defer(fmalloc_close(heap))
+  withr::defer(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
   for (method in methods) {
     x <- create_fmalloc_vector("integer", 4, heap = heap, method = method)
     x[] <- 1:4

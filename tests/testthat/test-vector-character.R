@@ -123,7 +123,7 @@ test_that("a damaged string pool gives fmalloc_corrupt naming the element (1-bas
   heap <- fmalloc_open(path, size_gb = 0.01)
   fmalloc_save(c("a", "b", "c"), "s", heap)
   info <- Rfmalloc:::.fmalloc_inspect(fmalloc_get("s", heap))
-  fmalloc_close(heap)
+  suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned")
   rm(heap)
   invisible(gc())
   # Element 2's entry (pool header 64 bytes, 16 per entry): unknown flag bits.
@@ -138,5 +138,5 @@ test_that("a damaged string pool gives fmalloc_corrupt naming the element (1-bas
   expect_s3_class(e, "fmalloc_error")
   expect_match(conditionMessage(e), "element 2 of a character vector", fixed = TRUE)
   expect_identical(s[3], "c")
-  fmalloc_close(heap)
+  suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned")
 })

@@ -95,7 +95,7 @@ test_that("vectors of a read-only heap are never written through the mapping", {
   fmalloc_close(heap)
   gc()
   ro <- fmalloc_open(path, readonly = TRUE)
-  withr::defer(fmalloc_close(ro))
+  withr::defer(suppressMessages(fmalloc_close(ro), classes = "fmalloc_pinned"))
   d <- fmalloc_get("d", heap = ro)
   s <- fmalloc_get("s", heap = ro)
   info <- Rfmalloc:::.fmalloc_inspect(d)

@@ -91,7 +91,8 @@ test_that("closing with live vectors is safe; they stay usable until collected",
   a[1:2] <- c(1.5, 2.5)
   b[1:2] <- 7:8
   s[1] <- "kept"
-  cleanup_fmalloc()
+  msg <- expect_message(cleanup_fmalloc(), class = "fmalloc_pinned")
+  expect_match(conditionMessage(msg), "3 vectors made from it are still in use", fixed = TRUE)
   gc()
   expect_identical(a[1:3], c(1.5, 2.5, 0))
   expect_identical(b[1:3], c(7L, 8L, 0L))
@@ -123,7 +124,8 @@ test_that("fmalloc_close() on a handle with live vectors is safe too", {
   heap <- fmalloc_open(path, size_gb = 0.01)
   x <- create_fmalloc_vector("raw", 100, heap = heap, method = methods[length(methods)])
   y <- create_fmalloc_vector("complex", 10, heap = heap)
-  fmalloc_close(heap)
+  msg <- expect_message(fmalloc_close(heap), class = "fmalloc_pinned")
+  expect_match(conditionMessage(msg), "2 vectors made from it are still in use", fixed = TRUE)
   x[] <- as.raw(1:100)
   y[2] <- 3i
   expect_identical(x[100], as.raw(100))

@@ -5,31 +5,37 @@
 
 test_that("forked children may overwrite strings in place but never append (issue 9.4)", {
   skip_on_os("windows")
-  heap <- local_heap()
-  fmalloc_save(rep("abcd", 8), "m", heap)
-  # Longer strings need room in the pool: two children appending at its
-  # one free end would overwrite each other's strings.
-  res <- parallel::mclapply(1:8, function(i) {
-    v <- fmalloc_get("m", heap)
-    tryCatch({
-      v[i] <- strrep(letters[i], 40)
-      "written"
-    }, fmalloc_forked = function(e) "forked")
-  }, mc.cores = 2)
-  expect_identical(unlist(res), rep("forked", 8))
-  expect_identical(fmalloc_get("m", heap), rep("abcd", 8))
-  # Writes that fit in place (not longer, or NA) reach the file.
-  res <- parallel::mclapply(1:8, function(i) {
-    v <- fmalloc_get("m", heap)
-    v[i] <- if (i == 8) NA else strrep(letters[i], 1 + i %% 4)
-    "ok"
-  }, mc.cores = 2)
-  expect_identical(unlist(res), rep("ok", 8))
-  expect_identical(
-    fmalloc_get("m", heap),
-    c(strrep(letters[1:7], 1 + (1:7) %% 4), NA)
-  )
-  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  skip_if_not_installed("callr")
+  # In a fresh R process, like every fork of the suite: see test-process.R.
+  res <- callr::r(function(path) {
+    library(Rfmalloc)
+    heap <- fmalloc_open(path, size_gb = 0.01)
+    fmalloc_save(rep("abcd", 8), "m", heap)
+    # Longer strings need room in the pool: two children appending at its
+    # one free end would overwrite each other's strings.
+    longer <- parallel::mclapply(1:8, function(i) {
+      v <- fmalloc_get("m", heap)
+      tryCatch({
+        v[i] <- strrep(letters[i], 40)
+        "written"
+      }, fmalloc_forked = function(e) "forked")
+    }, mc.cores = 2)
+    after_longer <- fmalloc_get("m", heap)[]
+    # Writes that fit in place (not longer, or NA) reach the file.
+    fitting <- parallel::mclapply(1:8, function(i) {
+      v <- fmalloc_get("m", heap)
+      v[i] <- if (i == 8) NA else strrep(letters[i], 1 + i %% 4)
+      "ok"
+    }, mc.cores = 2)
+    list(longer = unlist(longer), after_longer = after_longer,
+         fitting = unlist(fitting), after = fmalloc_get("m", heap)[],
+         problems = nrow(fmalloc_check(heap)))
+  }, list(path = local_heap_path()), libpath = .libPaths())
+  expect_identical(res$longer, rep("forked", 8))
+  expect_identical(res$after_longer, rep("abcd", 8))
+  expect_identical(res$fitting, rep("ok", 8))
+  expect_identical(res$after, c(strrep(letters[1:7], 1 + (1:7) %% 4), NA))
+  expect_identical(res$problems, 0L)
 })
 
 test_that("a pool that grows after R expanded the strings is read correctly (issue 9.2)", {

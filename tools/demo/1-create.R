@@ -18,4 +18,8 @@ counts[1:3] <- c(10L, 20L, 30L)
 counts
 
 fmalloc_ls(heap)[, c("name", "class", "length", "bytes")]
+
+## Vectors from the heap keep the file open until they are gone: rm() them
+## before closing (fmalloc_close() says so if some are still in use).
+rm(counts)
 fmalloc_close(heap)

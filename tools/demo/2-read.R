@@ -16,4 +16,5 @@ fmalloc_get("table", heap)
 ## The in-place writes of process 1 are in the file.
 fmalloc_get("counts", heap)
 
+rm(prices)
 fmalloc_close(heap)

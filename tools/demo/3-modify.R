@@ -10,4 +10,5 @@ fmalloc_rename("groups", "labels", heap)
 fmalloc_rm("table", heap)   # frees its space
 fmalloc_ls(heap)[, c("name", "class", "length", "bytes")]
 fmalloc_info(heap)[, c("size", "used", "free", "objects")]
+rm(p)
 fmalloc_close(heap)

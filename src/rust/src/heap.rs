@@ -936,22 +936,40 @@ impl Heap {
                 return Ok((Heap { shared }, false));
             }
             drop(reg);
-            let detail = if shared.readonly {
-                "this session has it open read-only; close it (and let its vectors be \
-                 collected) before opening it for writing"
-            } else {
-                "this session has it open for writing; use that heap handle, which \
-                 can also read"
-            };
+            let heap = Heap { shared };
+            let detail = format!(
+                "this process has it open {} ({} session references to its blocks)",
+                if heap.is_readonly() {
+                    "read-only"
+                } else {
+                    "for writing"
+                },
+                heap.session_refs()
+            );
             return Err(Error::Locked {
                 path: path.to_path_buf(),
-                detail: detail.into(),
+                detail,
             });
         }
         let (shared, created) = Shared::open(path, &canon, opts)?;
         let shared = Arc::new(shared);
         reg.insert(id, Arc::downgrade(&shared));
         Ok((Heap { shared }, created))
+    }
+
+    /// The heap this process has open on the file at `path`, if any (as
+    /// long as anything holds it: a handle, a vector). Opens nothing.
+    pub fn open_in_process(path: &Path) -> Option<Heap> {
+        let id = crate::sys::file_id(path).ok()?;
+        let reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = reg.get(&id).and_then(Weak::upgrade)?;
+        Some(Heap { shared })
+    }
+
+    /// How many session references hold blocks of this heap: one per
+    /// vector over a block (a string pool's vectors share one).
+    pub fn session_refs(&self) -> u64 {
+        self.state().refs.values().map(|r| r.count).sum()
     }
 
     pub fn path(&self) -> &Path {

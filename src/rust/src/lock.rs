@@ -21,22 +21,47 @@ use std::sync::Once;
 use crate::error::{Error, Result};
 
 /// Takes the lock on `file` without waiting: exclusive for a writer, shared
-/// for a reader. A conflicting lock gives `Error::Locked` naming `path`.
+/// for a reader. A conflicting lock gives `Error::Locked` naming `path` and,
+/// where the system can tell (Linux), the process that holds it.
 pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
     match crate::sys::try_lock(file, exclusive) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Error::Locked {
             path: path.to_path_buf(),
-            detail: if exclusive {
-                "another process has it open (one writer or many readers); close it there first"
-                    .into()
-            } else {
-                "another process has it open for writing; close it there first, \
-                 or read it through that process"
-                    .into()
-            },
+            detail: conflict_detail(crate::sys::lock_holder(file).as_ref(), exclusive),
         }),
         Err(e) => Err(Error::io(path, "lock", e)),
+    }
+}
+
+/// What the lock error says: who holds the file (`holder`, when known) and
+/// what to do, for a writer (`exclusive`) or a reader.
+fn conflict_detail(holder: Option<&crate::sys::Holder>, exclusive: bool) -> String {
+    let who = match holder {
+        Some(h) => match &h.command {
+            Some(c) => format!("process {} ({c})", h.pid),
+            None => format!("process {}", h.pid),
+        },
+        None => "another process".into(),
+    };
+    // Without a holder a writer cannot tell whether readers or a writer
+    // hold the file.
+    let holder_writes = holder.map(|h| h.exclusive);
+    let close = "close it there (fmalloc_close(), and remove that session's vectors from \
+                 it) or end that R session";
+    match (exclusive, holder_writes) {
+        (true, Some(false)) => format!(
+            "{who} has it open read-only (one writer or many readers); {close}, \
+             or open it here with readonly = TRUE to read it too"
+        ),
+        (true, None) => format!(
+            "{who} has it open (one writer or many readers); {close}, \
+             or, if it is only reading, open it here with readonly = TRUE"
+        ),
+        _ => format!(
+            "{who} has it open for writing (a heap has one writer or many readers); \
+             {close}, then open it again"
+        ),
     }
 }
 
@@ -131,6 +156,36 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"x");
         drop(a);
         std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn conflicts_say_who_and_what_to_do() {
+        let writer = crate::sys::Holder {
+            pid: 42,
+            command: Some("R".into()),
+            exclusive: true,
+        };
+        let reader = crate::sys::Holder {
+            exclusive: false,
+            command: None,
+            ..writer.clone()
+        };
+        let m = conflict_detail(Some(&writer), true);
+        assert!(
+            m.starts_with("process 42 (R) has it open for writing"),
+            "{m}"
+        );
+        assert!(m.contains("fmalloc_close()"), "{m}");
+        let m = conflict_detail(Some(&writer), false);
+        assert!(
+            m.starts_with("process 42 (R) has it open for writing"),
+            "{m}"
+        );
+        let m = conflict_detail(Some(&reader), true);
+        assert!(m.starts_with("process 42 has it open read-only"), "{m}");
+        assert!(m.contains("readonly = TRUE"), "{m}");
+        let m = conflict_detail(None, true);
+        assert!(m.starts_with("another process has it open"), "{m}");
     }
 
     #[test]

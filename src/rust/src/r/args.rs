@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::heap::{ElemType, Heap};
 use crate::r::error::invalid;
 use crate::r::ffi::*;
-use crate::r::types::{elem_from_name, TYPE_NAMES_HELP};
+use crate::r::types::{describe, elem_from_name, TYPE_NAMES_HELP};
 
 /// An open (or closed) heap. Closing drops this handle's clone of the
 /// `Heap`; vectors that hold their own clone keep the mapping alive.
@@ -74,6 +74,19 @@ pub(crate) unsafe fn handle_at<'a>(ptr: savvy::ffi::SEXP) -> Option<&'a FmallocH
     // SAFETY: registered addresses are live boxed FmallocHeap values (a value
     // leaves the list when dropped).
     Some(unsafe { &*(addr as *const FmallocHeap) })
+}
+
+/// How many of this session's open handles are on `heap`.
+pub(crate) fn open_handles_on(heap: &Heap) -> usize {
+    handles()
+        .iter()
+        .filter(|&&addr| {
+            // SAFETY: registered addresses are live boxed FmallocHeap values
+            // (a value leaves the list when dropped, under this lock).
+            let h = unsafe { &*(addr as *const FmallocHeap) };
+            h.heap.as_ref().is_some_and(|x| x.same(heap))
+        })
+        .count()
 }
 
 /// Adds a handle just opened to the live ones.
@@ -167,7 +180,12 @@ pub(crate) unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
             }
             .into());
         }
-        let not_handle = || invalid("`heap` must be a heap handle from fmalloc_open() or NULL");
+        let not_handle = || {
+            invalid(format!(
+                "`heap` must be a heap handle from fmalloc_open() or NULL, not {}",
+                describe(Sexp(x))
+            ))
+        };
         if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"fmalloc_heap".as_ptr()) == 0 {
             return Err(not_handle());
         }
@@ -180,7 +198,13 @@ pub(crate) unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
 }
 
 pub(crate) fn elem_arg(x: Sexp) -> savvy::Result<ElemType> {
-    let bad = || invalid(format!("`type` must be one of {TYPE_NAMES_HELP}"));
+    let raw = x.0;
+    let bad = || {
+        invalid(format!(
+            "`type` must be one of {TYPE_NAMES_HELP}, not {}",
+            describe(Sexp(raw))
+        ))
+    };
     // SAFETY: x is a SEXP R passed in (see `single_string`).
     unsafe { single_string(x.0) }
         .and_then(|b| std::str::from_utf8(b).ok())
@@ -209,7 +233,13 @@ pub(crate) unsafe fn single_string<'a>(x: SEXP) -> Option<&'a [u8]> {
 }
 
 pub(crate) fn length_arg(x: Sexp) -> savvy::Result<u64> {
-    let bad = || invalid("`length` must be a single whole number >= 0");
+    let raw = x.0;
+    let bad = || {
+        invalid(format!(
+            "`length` must be a single whole number >= 0, not {}",
+            describe(Sexp(raw))
+        ))
+    };
     let v = match x.into_typed() {
         TypedSexp::Real(r) if r.len() == 1 => r.as_slice()[0],
         TypedSexp::Integer(i) if i.len() == 1 => match i.as_slice()[0] {
@@ -223,7 +253,13 @@ pub(crate) fn length_arg(x: Sexp) -> savvy::Result<u64> {
 
 /// `TRUE` for the classic method; NULL (the argument was missing) is ALTREP.
 pub(crate) fn method_arg(x: Sexp) -> savvy::Result<bool> {
-    let bad = || invalid("`method` must be \"altrep\" or \"classic\"");
+    let raw = x.0;
+    let bad = || {
+        invalid(format!(
+            "`method` must be \"altrep\" or \"classic\", not {}",
+            describe(Sexp(raw))
+        ))
+    };
     let s = match x.into_typed() {
         TypedSexp::Null(_) => return Ok(false),
         TypedSexp::String(s) => s,
@@ -238,11 +274,15 @@ pub(crate) fn method_arg(x: Sexp) -> savvy::Result<bool> {
 }
 
 pub(crate) fn flag_arg(x: Sexp, name: &str) -> savvy::Result<bool> {
+    let raw = x.0;
     match x.into_typed() {
         TypedSexp::Logical(l) if l.len() == 1 && l.as_slice_raw()[0] != i32::MIN => {
             Ok(l.as_slice_raw()[0] != 0)
         }
-        _ => Err(invalid(format!("`{name}` must be TRUE or FALSE"))),
+        _ => Err(invalid(format!(
+            "`{name}` must be TRUE or FALSE, not {}",
+            describe(Sexp(raw))
+        ))),
     }
 }
 

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 #[cfg(windows)]
 mod windows;
 
+mod holder;
+pub(crate) use holder::{lock_holder, Holder};
+
 /// Byte offset of the lock on Windows (see `lock.rs`): far past any heap
 /// (`alloc::MAX_OFFSET`) and still a positive `i64`, which is what file
 /// servers that map Windows locks onto POSIX ones can represent.

@@ -100,7 +100,8 @@ impl FmallocHeap {
             readonly,
             initial_size,
         };
-        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)?;
+        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
+            .map_err(|e| super::holders::explain_conflict(e, readonly))?;
         Ok(FmallocHeap {
             path: heap.path().to_path_buf(),
             heap: Some(heap),

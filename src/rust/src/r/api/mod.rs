@@ -3,6 +3,8 @@
 
 /// The heap handle: open, close, info, sync, check.
 mod heap;
+/// Who holds a heap file: this session's vectors, another process.
+pub(crate) mod holders;
 /// `fmalloc_save()`, `fmalloc_get()`, `fmalloc_ls()`, ...
 mod named;
 /// Serializing named vectors by reference.

@@ -233,3 +233,13 @@ mod tests {
         assert_eq!(data_bytes(&[b(ElemType::Complex, u64::MAX)]), u64::MAX);
     }
 }
+
+/// Whether the copies of the next saves may show progress, after how many
+/// seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
+/// 1 GiB, unless the tests ask for less).
+/// @noRd
+#[savvy]
+fn fmalloc_progress_enable(on: bool, after_secs: f64, chunk_bytes: f64) -> savvy::Result<()> {
+    crate::r::named::progress::enable(on, after_secs, chunk_bytes);
+    Ok(())
+}

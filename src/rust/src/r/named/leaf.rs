@@ -47,7 +47,7 @@ pub(crate) fn copy_leaf_into_heap(heap: &Heap, x: Sexp) -> savvy::Result<(Sexp, 
                 // SAFETY: src holds the n elements of x (alive), dst.len() bytes;
                 // dst is the fresh block.
                 let src = unsafe { std::slice::from_raw_parts(src as *const u8, dst.len()) };
-                dst.copy_from_slice(src);
+                crate::r::named::progress::copy(dst, src);
             }
             Ok(())
         })?

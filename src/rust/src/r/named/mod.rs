@@ -7,3 +7,4 @@ pub(crate) mod assemble;
 pub(crate) mod leaf;
 /// Encoding the meta blob from R's description of an object.
 pub(crate) mod meta;
+pub(crate) mod progress;
