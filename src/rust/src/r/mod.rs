@@ -6,6 +6,7 @@
 
 mod altrep;
 mod altstring;
+mod batch;
 mod classic;
 mod error;
 mod ffi;
