@@ -262,6 +262,9 @@ struct State {
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
+    /// Catalog blocks whose checksum is known (see `tree::Store::known`);
+    /// an entry goes when its block is freed.
+    verified: std::cell::RefCell<HashMap<u64, u64, std::hash::BuildHasherDefault<OffsetHasher>>>,
 }
 
 /// Hashes block offsets (distinct multiples of 64) with one multiply: the
@@ -578,7 +581,7 @@ pub(crate) fn recovery(
         if s.kind == CATALOG_TREE && s.catalog_off != 0 {
             // The slot's own checksum failed: trust its root page as it is
             // (the pages below are checked against their parents).
-            s.catalog_sum = fnv1a64(all.bytes_at(s.catalog_off, tree::PAGE_SIZE as u64)?);
+            s.catalog_sum = tree::page_sum(all.bytes_at(s.catalog_off, tree::PAGE_SIZE as u64)?);
         }
         load_catalog(all, &s).ok().map(|l| l.entries)
     });
@@ -739,6 +742,7 @@ impl Shared {
             deferred: Vec::new(),
             fail: None,
             crashed: false,
+            verified: Default::default(),
         };
         Ok((
             Shared {
@@ -825,6 +829,7 @@ impl Shared {
             deferred: Vec::new(),
             fail: None,
             crashed: false,
+            verified: Default::default(),
         };
         Ok(Shared {
             path: canon.to_path_buf(),
@@ -920,6 +925,7 @@ impl State {
     }
 
     fn free_block(&mut self, off: u64) {
+        self.verified.get_mut().remove(&off);
         let State { map, alloc, .. } = self;
         if let Some(alloc) = alloc.as_mut() {
             let r = alloc.free(map, off);
@@ -934,6 +940,15 @@ impl tree::Store for State {
     }
     fn bytes(&self, off: u64, len: u64) -> Option<&[u8]> {
         self.map.bytes(off, len)
+    }
+    // While this process holds the lock nobody else writes the file, and
+    // this process never writes a catalog block in place: a block keeps
+    // the checksum it was verified (or written) with until it is freed.
+    fn known(&self, off: u64, sum: u64) -> bool {
+        self.verified.borrow().get(&off) == Some(&sum)
+    }
+    fn remember(&self, off: u64, sum: u64) {
+        self.verified.borrow_mut().insert(off, sum);
     }
 }
 
@@ -2255,6 +2270,65 @@ impl Heap {
     pub fn debug_extent_count(&self) -> usize {
         self.state().map.extent_count()
     }
+}
+
+/// Test support: writes a heap as an older Rfmalloc did (format version 1,
+/// a v1 catalog blob), with one raw block of `len` bytes per object.
+#[doc(hidden)]
+pub fn debug_write_v1_heap(path: &Path, objects: &[(&str, &[u8], u64)]) -> Result<()> {
+    let opts = OpenOptions {
+        readonly: false,
+        initial_size: Some(1 << 20),
+    };
+    let (h, _) = Heap::open(path, &opts)?;
+    for &(name, meta, len) in objects {
+        let off = h.malloc(len)?;
+        let b = BlockDesc {
+            offset: off,
+            data_offset: off,
+            elem: ElemType::Raw,
+            length: len,
+        };
+        h.put(name, meta, &[b], false)?;
+        h.release(off)?;
+    }
+    let mut st = h.state();
+    let mut entries = st.load_all()?.entries;
+    for e in &mut entries {
+        e.summary = None;
+        e.blocks_at = None;
+    }
+    let blob = catalog::encode(&entries);
+    let p = st.path.clone();
+    let (off, cap) = st.alloc_block(&p, blob.len() as u64)?;
+    st.map
+        .write(off, &blob)
+        .map_err(|e| Error::io(&p, "write", e))?;
+    let page = st
+        .map
+        .bytes(0, HEADER_SIZE)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let mut header = Header::decode(&page).map_err(|e| Error::corrupt(&p, e))?;
+    header.version = VERSION_V1;
+    let slot = Slot {
+        generation: st.slot.generation + 1,
+        catalog_off: off,
+        catalog_cap: cap,
+        catalog_len: blob.len() as u64,
+        catalog_sum: fnv1a64(&blob),
+        heap_len: st.map.len(),
+        kind: crate::format::CATALOG_BLOB,
+        unsynced: false,
+    };
+    // Both slots v1: the older one empty (as a fresh v1 heap's would be).
+    let mut new_page = header.encode_page(&slot);
+    new_page[slot_offset(1)..slot_offset(2)].fill(0);
+    st.map
+        .write(0, &new_page)
+        .map_err(|e| Error::io(&p, "write", e))?;
+    st.map.sync_all().map_err(|e| Error::io(&p, "sync", e))?;
+    Ok(())
 }
 
 fn not_live(off: u64) -> Error {

@@ -405,7 +405,7 @@ fn random_damage_never_panics() {
             if let Ok((i, mut s)) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64) {
                 let r = s.catalog_off as usize..s.catalog_off as usize + tree::PAGE_SIZE;
                 if r.end <= b.len() {
-                    s.catalog_sum = fnv1a64(&b[r]);
+                    s.catalog_sum = tree::page_sum(&b[r]);
                     let at = slot_offset(i);
                     b[at..at + SLOT_SIZE].copy_from_slice(&s.encode());
                 }

@@ -248,7 +248,7 @@ fn resigned(orig: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut page = b[off..off + tree::PAGE_SIZE].to_vec();
     edit(&mut page);
     b[off..off + tree::PAGE_SIZE].copy_from_slice(&page);
-    slot.catalog_sum = fnv1a64(&page);
+    slot.catalog_sum = tree::page_sum(&page);
     let at = slot_offset(i);
     b[at..at + SLOT_SIZE].copy_from_slice(&slot.encode());
     b

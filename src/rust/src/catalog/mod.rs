@@ -286,6 +286,61 @@ fn check_block(what: &str, off: u64, cap: u64, heap_len: u64) -> Result<(), Stri
     Ok(())
 }
 
+/// Checks the blocks of one entry and adds them to `live`; errors start
+/// with ": " (the caller puts the entry's name before).
+fn entry_blocks(e: &StoredEntry, heap_len: u64, live: &mut Vec<(u64, u64)>) -> Result<(), String> {
+    if let Some((off, cap, _)) = e.blocks_at {
+        check_block(": block list", off, cap, heap_len)?;
+        live.push((off, cap));
+    }
+    if e.meta_off == 0 {
+        if e.meta_cap != 0 || e.meta_len != 0 {
+            return Err(": meta length without a meta block".into());
+        }
+    } else {
+        check_block("", e.meta_off, e.meta_cap, heap_len)?;
+        if e.meta_len > e.meta_cap {
+            return Err(": meta longer than its block".into());
+        }
+        live.push((e.meta_off, e.meta_cap));
+    }
+    // A block may appear twice in one entry (one vector referenced twice),
+    // never in two entries.
+    let mut own: Vec<(u64, u64)> = Vec::new();
+    let mut own_map: BTreeMap<u64, u64> = BTreeMap::new();
+    let many = e.blocks.len() > 16;
+    for k in &e.blocks {
+        check_block("", k.offset, k.capacity, heap_len)?;
+        let data_bytes = k
+            .length
+            .checked_mul(k.elem.size())
+            .ok_or(": data length overflows")?;
+        let block_end = k.offset + k.capacity; // checked by check_block
+        let data_end = k
+            .data_offset
+            .checked_add(data_bytes)
+            .ok_or(": data range overflows")?;
+        if k.data_offset < k.offset || data_end > block_end {
+            return Err(": data outside their block".into());
+        }
+        let seen = if many {
+            own_map.insert(k.offset, k.capacity)
+        } else {
+            let s = own.iter().find(|b| b.0 == k.offset).map(|b| b.1);
+            if s.is_none() {
+                own.push((k.offset, k.capacity));
+            }
+            s
+        };
+        match seen {
+            None => live.push((k.offset, k.capacity)),
+            Some(cap) if cap == k.capacity => {}
+            Some(_) => return Err(": one block with two capacities".into()),
+        }
+    }
+    Ok(())
+}
+
 /// Validates the geometry of every entry against a heap of `heap_len` bytes
 /// and returns the live allocator blocks `(payload offset, capacity)`,
 /// sorted and non-overlapping: the catalog's own blocks `catalog` (the v1
@@ -301,45 +356,8 @@ pub fn live_blocks(
         live.push((off, cap));
     }
     for e in entries {
-        let what = format!("entry '{}'", e.name);
-        if let Some((off, cap, _)) = e.blocks_at {
-            check_block(&format!("{what}: block list"), off, cap, heap_len)?;
-            live.push((off, cap));
-        }
-        if e.meta_off == 0 {
-            if e.meta_cap != 0 || e.meta_len != 0 {
-                return Err(format!("{what}: meta length without a meta block"));
-            }
-        } else {
-            check_block(&what, e.meta_off, e.meta_cap, heap_len)?;
-            if e.meta_len > e.meta_cap {
-                return Err(format!("{what}: meta longer than its block"));
-            }
-            live.push((e.meta_off, e.meta_cap));
-        }
-        // A block may appear twice in one entry (one vector referenced
-        // twice), never in two entries.
-        let mut own: BTreeMap<u64, u64> = BTreeMap::new();
-        for k in &e.blocks {
-            check_block(&what, k.offset, k.capacity, heap_len)?;
-            let data_bytes = k
-                .length
-                .checked_mul(k.elem.size())
-                .ok_or_else(|| format!("{what}: data length overflows"))?;
-            let block_end = k.offset + k.capacity; // checked by check_block
-            let data_end = k
-                .data_offset
-                .checked_add(data_bytes)
-                .ok_or_else(|| format!("{what}: data range overflows"))?;
-            if k.data_offset < k.offset || data_end > block_end {
-                return Err(format!("{what}: data outside their block"));
-            }
-            match own.insert(k.offset, k.capacity) {
-                None => live.push((k.offset, k.capacity)),
-                Some(cap) if cap == k.capacity => {}
-                Some(_) => return Err(format!("{what}: one block with two capacities")),
-            }
-        }
+        // The entry's name is formatted only into an error.
+        entry_blocks(e, heap_len, &mut live).map_err(|m| format!("entry '{}'{m}", e.name))?;
     }
     live.sort_unstable();
     for w in live.windows(2) {

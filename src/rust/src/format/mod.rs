@@ -45,7 +45,7 @@ pub mod meta;
 
 use std::ops::Range;
 
-pub use checksum::fnv1a64;
+pub use checksum::{fnv1a64, fnv1a64_words};
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"RFMHEAP\0";

@@ -197,7 +197,7 @@ fn resigned(s: &mut MemStore, r: &PageRef, edit: impl Fn(&mut [u8])) -> PageRef 
     let at = r.off as usize;
     edit(&mut s.mem[at..at + PAGE_SIZE]);
     PageRef {
-        sum: fnv1a64(&s.mem[at..at + PAGE_SIZE]),
+        sum: page_sum(&s.mem[at..at + PAGE_SIZE]),
         ..*r
     }
 }
@@ -248,7 +248,7 @@ fn hostile_pages_are_invalid_not_panics() {
             // Point the root at the edited page by rewriting its first child.
             let at = root.off as usize + 32;
             put_u64(&mut w.mem[at..], 24, fixed.sum);
-            let rs = fnv1a64(&w.mem[root.off as usize..root.off as usize + PAGE_SIZE]);
+            let rs = page_sum(&w.mem[root.off as usize..root.off as usize + PAGE_SIZE]);
             s = w;
             Some(PageRef { sum: rs, ..root })
         };
