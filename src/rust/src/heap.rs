@@ -1291,7 +1291,7 @@ impl State {
         let durable = self.sync == SyncMode::Commit;
         if durable {
             self.map
-                .sync_all()
+                .sync_durable()
                 .map_err(|e| Error::io(&self.path, "flush", e))?;
         }
         if self.fail == Some(FailPoint::BeforeSlot) {

@@ -97,9 +97,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if mode & 1 == 0 {
-        if rest.len() < tree::PAGE_SIZE {
-            return;
-        }
+        // Short inputs are padded with zeros to a whole page.
+        let mut owned;
+        let rest = if rest.len() < tree::PAGE_SIZE {
+            owned = rest.to_vec();
+            owned.resize(tree::PAGE_SIZE, 0);
+            &owned[..]
+        } else {
+            rest
+        };
         let img = Image(rest);
         let root = PageRef {
             off: HEADER_SIZE,
