@@ -133,8 +133,10 @@ rows <- list()
 for (n in sizes) {
   for (mode in c("durable", "batched", "unsynced")) {
     rows[[length(rows) + 1]] <- c(n = n, store = mode, round(bench_heap(n, mode), 3))
+    print(rows[[length(rows)]])
   }
   rows[[length(rows) + 1]] <- c(n = n, store = "rds", round(bench_rds(n), 3))
+  print(rows[[length(rows)]])
   cat(sprintf("n = %g done\n", n))
 }
 tab <- as.data.frame(do.call(rbind, rows), stringsAsFactors = FALSE)
