@@ -37,6 +37,25 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
+#' Rolls back everything since the outermost batch began.
+#' @noRd
+`fmalloc_batch_abort` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_batch_abort__impl, `heap`))
+}
+
+#' @noRd
+`fmalloc_batch_begin` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_batch_begin__impl, `heap`))
+}
+
+#' @noRd
+`fmalloc_batch_commit` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_batch_commit__impl, `heap`))
+}
+
 #' Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
 #' @noRd
 `fmalloc_handle_register` <- function(`heap`) {
@@ -73,6 +92,13 @@ NULL
   .Call(savvy_fmalloc_heap_recovery__impl, `heap`)
 }
 
+#' `mode`: "commit" or "none" (checked in R).
+#' @noRd
+`fmalloc_heap_set_sync` <- function(`heap`, `mode`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_heap_set_sync__impl, `heap`, `mode`))
+}
+
 #' A vector over the block described by a reference (serializing by value,
 #' as every vector does unless asked otherwise); `NULL` when no named
 #' object of `heap` has exactly this block any more.
@@ -101,10 +127,10 @@ NULL
   .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
 }
 
-#' The catalog as columns: name, type, class, length, dim (from each
-#' meta's summary, decoded in Rust; NA for a meta that cannot be read),
-#' created, modified (seconds since the epoch), bytes (data bytes of all
-#' blocks).
+#' The catalog as columns: name, type, class, length, dim (from the
+#' summary each catalog entry keeps: no meta is decoded; NA for a summary
+#' that cannot be read), created, modified (seconds since the epoch),
+#' bytes (data bytes of all blocks), status.
 #' @noRd
 `fmalloc_named_list` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")

@@ -39,6 +39,15 @@
 #'   file is already a heap.
 #' @param readonly Open for reading only. Vectors from a read-only heap are
 #'   read-only: R copies them before any modification.
+#' @param sync When commits (saves, removals, renames) reach the disk:
+#'   `"commit"` (the default) flushes at every commit, so a commit that
+#'   returned survives a crash of R and a power loss; `"none"` flushes only
+#'   at [fmalloc_sync()], at close and when the space held back for crash
+#'   safety grows large: a commit that returned survives a crash of R (the
+#'   operating system writes it), and after a power loss the heap opens at
+#'   the last synced commit or a later one, never torn. Ignored for
+#'   `readonly = TRUE`. See [fmalloc_batch()] to group changes into one
+#'   commit.
 #' @param verbose Print what was done. Defaults to the option
 #'   `fmalloc.verbose`, which defaults to `FALSE`.
 #' @param heap A heap handle returned by `fmalloc_open()`. For
@@ -100,17 +109,20 @@ NULL
 #' @rdname fmalloc_open
 #' @export
 fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
-                         verbose = getOption("fmalloc.verbose", FALSE)) {
+                         verbose = getOption("fmalloc.verbose", FALSE),
+                         sync = c("commit", "none")) {
   .check_string(path, "path")
   .check_size_gb(size_gb)
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
+  sync <- .fm_sync_arg(sync, sys.call())
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   heap <- .rfm(FmallocHeap$open(.absolute_path(path), readonly, size_bytes))
   .Call(savvy_fmalloc_handle_register__impl, heap$.ptr)
   class(heap) <- c("fmalloc_heap", class(heap))
   attr(heap, "created") <- heap$created()
+  if (!readonly) .rfm(fmalloc_heap_set_sync(heap, sync))
   why <- fmalloc_heap_recovery(heap)
   if (!is.null(why)) {
     warning(structure(

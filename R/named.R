@@ -344,8 +344,12 @@
 #' `fmalloc_rm()` removes a name and frees the space of its data once no
 #' vector of this session uses them any more (vectors still in use stay
 #' valid). `fmalloc_rename()` renames atomically. Names are non-empty
-#' strings. Call [fmalloc_sync()] (or close the heap) to make changes durable
-#' against a system crash; a crash of R alone loses nothing.
+#' strings. Each save, removal and rename is one atomic commit, durable when
+#' it returns with the default `sync = "commit"` of [fmalloc_open()] (see
+#' there for `sync = "none"`); [fmalloc_batch()] makes many of them one
+#' commit. `fmalloc_get()` and `fmalloc_exists()` read a few catalog pages
+#' (O(log n) in the number of objects); `fmalloc_ls()` reads the catalog
+#' alone, not the objects' metadata.
 #'
 #' @param x An object to save.
 #' @param name The object's name in the heap: a single non-empty string.

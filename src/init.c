@@ -39,6 +39,21 @@ SEXP handle_result(SEXP res_) {
     return (SEXP)res;
 }
 
+SEXP savvy_fmalloc_batch_abort__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_batch_abort__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_batch_begin__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_batch_begin__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_batch_commit__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_batch_commit__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
     return handle_result(res);
@@ -61,6 +76,11 @@ SEXP savvy_fmalloc_heap_check__impl(SEXP c_arg__heap) {
 
 SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_recovery__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_set_sync__impl(SEXP c_arg__heap, SEXP c_arg__mode) {
+    SEXP res = savvy_fmalloc_heap_set_sync__ffi(c_arg__heap, c_arg__mode);
     return handle_result(res);
 }
 
@@ -211,11 +231,15 @@ SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
 
 
 static const R_CallMethodDef CallEntries[] = {
+    {"savvy_fmalloc_batch_abort__impl", (DL_FUNC) &savvy_fmalloc_batch_abort__impl, 1},
+    {"savvy_fmalloc_batch_begin__impl", (DL_FUNC) &savvy_fmalloc_batch_begin__impl, 1},
+    {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 1},
     {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
     {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
+    {"savvy_fmalloc_heap_set_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_set_sync__impl, 2},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
     {"savvy_fmalloc_named_get__impl", (DL_FUNC) &savvy_fmalloc_named_get__impl, 2},

@@ -1,8 +1,12 @@
+SEXP savvy_fmalloc_batch_abort__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_batch_begin__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_batch_commit__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_handle_register__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_handle_valid__ffi(SEXP c_arg__ptr);
 SEXP savvy_fmalloc_has_classic__ffi(void);
 SEXP savvy_fmalloc_heap_check__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_recovery__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_set_sync__ffi(SEXP c_arg__heap, SEXP c_arg__mode);
 SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length);
 SEXP savvy_fmalloc_named_exists__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_get__ffi(SEXP c_arg__heap, SEXP c_arg__name);

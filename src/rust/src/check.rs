@@ -143,18 +143,18 @@ pub(crate) fn walk<V: View + ?Sized>(
         return out.0;
     };
     let mut live = Vec::new();
-    if slot.catalog_off != 0 {
-        match geometry(slot.catalog_off, slot.catalog_cap, slot.heap_len) {
+    for &(off, cap) in &entries.blocks {
+        match geometry(off, cap, slot.heap_len) {
             Ok(()) => live.push(Live {
-                off: slot.catalog_off,
-                cap: slot.catalog_cap,
+                off,
+                cap,
                 object: None,
                 part: "catalog".into(),
             }),
             Err(e) => out.add(None, "catalog", format!("its block: {e}")),
         }
     }
-    for e in &entries {
+    for e in &entries.entries {
         check_entry(v, e, slot.heap_len, &mut live, &mut out);
     }
     let kept = without_overlaps(live, &mut out);
@@ -171,7 +171,7 @@ fn catalog_in_force<V: View + ?Sized>(
     len: u64,
     out: &mut Out,
     recovery: Recovery<'_>,
-) -> Option<(Slot, Vec<StoredEntry>)> {
+) -> Option<(Slot, crate::heap::Loaded)> {
     let mut candidates = Vec::new();
     let mut why = Vec::new();
     for (i, r) in read_slots(page, len).into_iter().enumerate() {
@@ -227,7 +227,7 @@ fn catalog_in_force<V: View + ?Sized>(
         // in one piece (always so for an image or a read-only mapping).
         Recovery::FromFile => v
             .bytes_at(0, len)
-            .and_then(|all| crate::heap::recovery(all, &slot, &entries, &why)),
+            .and_then(|all| crate::heap::recovery(all, &slot, Some(&entries.entries), &why)),
     };
     if let Some(lost) = lost {
         out.add(None, "recovery", lost);
@@ -258,6 +258,17 @@ fn check_entry<V: View + ?Sized>(
     out: &mut Out,
 ) {
     let name = Some(e.name.as_str());
+    if let Some((off, cap, _)) = e.blocks_at {
+        match geometry(off, cap, heap_len) {
+            Err(why) => out.add(name, "block list", why),
+            Ok(()) => live.push(Live {
+                off,
+                cap,
+                object: Some(e.name.clone()),
+                part: "block list".into(),
+            }),
+        }
+    }
     let mut meta_bytes = None;
     if e.meta_off == 0 {
         if e.meta_cap != 0 || e.meta_len != 0 {

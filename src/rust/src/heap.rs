@@ -24,10 +24,19 @@
 //!   block ownership: `is_named`, `holders` and `named_desc` answer from it,
 //!   and `realloc` never resizes, moves or frees a block someone else holds
 //!   (a name or another reference): the caller gets a copy instead.
-//! - **Commit** (put/remove/rename): new meta and catalog blob into fresh
-//!   blocks, msync; then the inactive header slot with generation + 1, msync;
-//!   only then the old catalog/meta blocks are freed. A crash at any point
-//!   leaves the old or the new catalog in force.
+//! - **Commit** (put/remove/rename, or a batch of them): the catalog is a
+//!   copy-on-write B+tree (`catalog::tree`): a change writes new pages for
+//!   one root-to-leaf path, new meta and block list blocks; in durable mode
+//!   (`SyncMode::Commit`) one flush of the file, then the inactive header
+//!   slot with generation + 1, one flush of the header. Only then are the
+//!   superseded pages, metas and data blocks freed. A crash at any point
+//!   leaves the old or the new catalog in force. `SyncMode::None` skips
+//!   both flushes and holds superseded blocks back until the next sync, so
+//!   the last durable generation stays whole on disk (see `commit`).
+//! - **Transactions.** Every change runs in a transaction (`Txn`): a single
+//!   call commits at once; `begin_batch`/`commit_batch` group any number of
+//!   calls into one commit, and `abort_batch` (or a failed commit) rolls
+//!   all of them back, in memory and in the allocator.
 //! - **Growth** appends a separately mapped extent (map/), which becomes a
 //!   new allocator arena; nothing already mapped moves.
 //! - **Fork**: the process that opened the heap owns its allocator. A forked
@@ -38,7 +47,7 @@
 //!   child's late write to a vector the parent dropped or removed lands in
 //!   space nobody uses, never in a new object.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,14 +57,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use once_cell::sync::Lazy;
 
 use crate::alloc::{self, Allocator};
+use crate::catalog::tree::{self, PageRef, TreeError};
 use crate::catalog::{self, StoredBlock, StoredEntry};
 use crate::error::{Error, Result};
 /// The element types of stored blocks live with the file format.
 pub use crate::format::ElemType;
 use crate::format::{
     bounds, check_file_len, claimed_generation, fnv1a64, new_heap_id, now_ms, read_slots, round_up,
-    slot_offset, slot_unchecked, Header, Slot, FILE_GRANULE, HEADER_SIZE, MAX_GENERATION,
-    SLOT_SIZE,
+    slot_offset, slot_unchecked, Header, Slot, CATALOG_TREE, FILE_GRANULE, HEADER_SIZE,
+    MAX_GENERATION, SLOT_SIZE, VERSION, VERSION_V1,
 };
 use crate::lock::{self, Owner};
 use crate::map::{fork, Mapping, Overlay, View};
@@ -152,13 +162,31 @@ struct Shared {
     _lock: Option<File>,
 }
 
-/// A catalog entry as held in memory: the stored form plus its meta bytes.
-struct Named {
-    stored: StoredEntry,
-    meta: Vec<u8>,
-    /// Set when the meta fails its checksum (`meta` is then empty): the
-    /// object is listed but cannot be read; the rest of the heap can.
-    damaged: Option<String>,
+/// When commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Every commit is durable when it returns: one flush of the file
+    /// before the slot is written, one of the header after.
+    #[default]
+    Commit,
+    /// Commits are not flushed: they survive a crash of the process (the
+    /// operating system writes them), and after a power loss the heap opens
+    /// at the last synced commit or a later one. `Heap::sync` and closing
+    /// make everything durable.
+    None,
+}
+
+/// One row of a listing: what `fmalloc_ls()` shows, read from the
+/// catalog (the meta is read only for entries that keep no summary).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub name: String,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    /// Bytes of data of all blocks.
+    pub data_bytes: u64,
+    /// The meta's summary section (`format::meta`), or why it cannot be read.
+    pub summary: std::result::Result<Vec<u8>, String>,
 }
 
 /// Session references to a block handed out by (or named in) this heap.
@@ -169,15 +197,74 @@ struct Ref {
     capacity: u64,
 }
 
+/// The catalog as this process sees it.
+#[derive(Clone)]
+enum Catalog {
+    /// A v1 blob (read; converted to a tree at the first commit).
+    Blob(Arc<Vec<StoredEntry>>),
+    /// A v2 tree: its root page (None: empty) and number of entries.
+    Tree { root: Option<PageRef>, count: u64 },
+}
+
+impl Catalog {
+    fn count(&self) -> u64 {
+        match self {
+            Catalog::Blob(v) => v.len() as u64,
+            Catalog::Tree { count, .. } => *count,
+        }
+    }
+}
+
+/// The open transaction: changes not committed yet. Reads see them.
+#[derive(Default)]
+struct Txn {
+    /// Open batches (0: each change commits at once).
+    depth: u32,
+    changed: bool,
+    /// Blocks allocated since the last commit (pages, metas, block lists):
+    /// freed at once when superseded, all of them on rollback.
+    fresh: HashSet<u64>,
+    /// Blocks of the committed catalog that the new one no longer uses:
+    /// freed after the commit (durable mode) or the next sync.
+    to_free: Vec<u64>,
+    /// Named state of data blocks before the transaction changed it.
+    orig_named: HashMap<u64, bool>,
+    /// Blocks allocated and released by the change in progress (applied
+    /// only when it succeeds: a failed change leaves the catalog as it was).
+    op_alloc: Vec<u64>,
+    op_release: Vec<u64>,
+}
+
+/// Superseded blocks held back (sync = "none") beyond this many force a
+/// sync: the space a crash-safe unsynced heap holds back stays bounded.
+const MAX_DEFERRED: usize = 16 * 1024;
+
 struct State {
+    path: PathBuf,
     map: Mapping,
     /// `None` for a read-only heap.
     alloc: Option<Allocator>,
-    catalog: BTreeMap<String, Named>,
+    /// The catalog including the open transaction's changes.
+    cat: Catalog,
+    /// The catalog of the slot in force (what a rollback returns to).
+    committed: Catalog,
     slot_index: usize,
     slot: Slot,
+    /// The slot last written durably (sync = "none" overwrites the other).
+    durable_index: usize,
+    header_version: u32,
     /// Every block a session reference or a catalog entry keeps alive.
     refs: RefTable,
+    /// Whether `refs` holds every named block. A read-only open of a tree
+    /// reads only the root page: named blocks are added as objects are got
+    /// (or all at once when a question needs them all).
+    refs_complete: bool,
+    txn: Txn,
+    sync: SyncMode,
+    /// Commits since the last durable one (their slot is flagged unsynced).
+    unsynced: bool,
+    /// Blocks superseded by unsynced commits, freed at the next sync.
+    deferred: Vec<u64>,
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
@@ -185,6 +272,9 @@ struct State {
     /// vectors over them, so the blocks are not reused until every such
     /// child is gone (`map::fork::children_alive`).
     quarantine: Vec<u64>,
+    /// Catalog blocks whose checksum is known (see `tree::Store::known`);
+    /// an entry goes when its block is freed.
+    verified: std::cell::RefCell<HashMap<u64, u64, std::hash::BuildHasherDefault<OffsetHasher>>>,
 }
 
 /// Hashes block offsets (distinct multiples of 64) with one multiply: the
@@ -248,15 +338,20 @@ struct Validated {
     header: Header,
     slot_index: usize,
     slot: Slot,
-    entries: Vec<Named>,
+    /// Every entry and the catalog's own blocks; `None` after a lazy
+    /// (read-only, durable tree) open that checked the root page only.
+    loaded: Option<Loaded>,
     live: Vec<(u64, u64)>,
     /// Set when the newest commit could not be read (see [`recovery`]).
     recovery: Option<String>,
 }
 
 /// Validates an existing heap file of `len` bytes through a read-only
-/// mapping. For a writable open the allocator rebuild is dry-run in memory,
-/// so a file that would fail it is rejected before anything is written.
+/// mapping. For a writable open the whole catalog is read and the
+/// allocator rebuild is dry-run in memory, so a file that would fail it is
+/// rejected before anything is written. A read-only open of a tree whose
+/// slot was written durably checks the root page alone: the other pages are
+/// checked as they are read (each against the checksum its parent holds).
 fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Validated> {
     let bad = corrupt(path);
     check_file_len(len).map_err(&bad)?;
@@ -278,9 +373,15 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
     candidates.sort_by_key(|&(_, s)| std::cmp::Reverse(s.generation));
     let mut chosen = None;
     for (i, s) in candidates {
-        match load_catalog(all, &s) {
-            Ok(stored) => {
-                chosen = Some((i, s, stored));
+        let lazy = !writable && s.kind == CATALOG_TREE && !s.unsynced;
+        let r = if lazy {
+            check_root(all, &s).map(|()| None)
+        } else {
+            load_catalog(all, &s).map(Some)
+        };
+        match r {
+            Ok(loaded) => {
+                chosen = Some((i, s, loaded));
                 break;
             }
             // Damage (a torn or flipped catalog): the older commit may do.
@@ -290,33 +391,13 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
             Err(CatalogError::Invalid(e)) => return Err(bad(e)),
         }
     }
-    let Some((slot_index, slot, stored)) = chosen else {
+    let Some((slot_index, slot, loaded)) = chosen else {
         return Err(bad(format!("no valid catalog slot ({})", why.join("; "))));
     };
-    let recovery = recovery(all, &slot, &stored, &why);
-    let cat_block = (slot.catalog_off != 0).then_some((slot.catalog_off, slot.catalog_cap));
-    let live = catalog::live_blocks(&stored, cat_block, slot.heap_len).map_err(&bad)?;
-    let mut entries = Vec::with_capacity(stored.len());
-    for e in stored {
-        let mut damaged = None;
-        let meta = if e.meta_off == 0 {
-            Vec::new()
-        } else {
-            // In bounds: `live_blocks` checked every meta block above.
-            let r = bounds(e.meta_off, e.meta_len, slot.heap_len).map_err(&bad)?;
-            if fnv1a64(&all[r.clone()]) == e.meta_sum {
-                all[r].to_vec()
-            } else {
-                // One damaged object damages only itself.
-                damaged = Some(format!("the metadata of '{}' fails its checksum", e.name));
-                Vec::new()
-            }
-        };
-        entries.push(Named {
-            stored: e,
-            meta,
-            damaged,
-        });
+    let recovery = recovery(all, &slot, loaded.as_ref().map(|l| &l.entries[..]), &why);
+    let mut live = Vec::new();
+    if let Some(l) = &loaded {
+        live = catalog::live_blocks(&l.entries, &l.blocks, slot.heap_len).map_err(&bad)?;
     }
     if writable {
         let mut overlay = Overlay::new(all);
@@ -328,7 +409,7 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
         header,
         slot_index,
         slot,
-        entries,
+        loaded,
         live,
         recovery,
     })
@@ -341,13 +422,95 @@ pub(crate) enum CatalogError {
     Invalid(String),
 }
 
-/// The catalog entries slot `s` points to, checked against its checksum.
+impl From<TreeError> for CatalogError {
+    fn from(e: TreeError) -> Self {
+        match e {
+            TreeError::Damaged(s) => CatalogError::Damaged(s),
+            TreeError::Invalid(s) => CatalogError::Invalid(s),
+            TreeError::Store(e) => CatalogError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// A whole catalog read from the file.
+pub(crate) struct Loaded {
+    /// Every entry, sorted by name, block lists resolved.
+    pub entries: Vec<StoredEntry>,
+    /// The catalog's own blocks: the v1 blob, or every page of the tree.
+    pub blocks: Vec<(u64, u64)>,
+}
+
+/// The file (or image) `v` as a store for the tree code, bounded by the
+/// heap length a slot recorded.
+pub(crate) struct ViewStore<'a, V: ?Sized> {
+    pub v: &'a V,
+    pub heap_len: u64,
+}
+
+impl<V: View + ?Sized> tree::Store for ViewStore<'_, V> {
+    fn heap_len(&self) -> u64 {
+        self.heap_len
+    }
+    fn bytes(&self, off: u64, len: u64) -> Option<&[u8]> {
+        bounds(off, len, self.heap_len).ok()?;
+        self.v.bytes_at(off, len)
+    }
+}
+
+/// The root page of slot `s` (a tree slot), `None` for an empty tree.
+fn root_of(s: &Slot) -> Option<PageRef> {
+    (s.catalog_off != 0).then_some(PageRef {
+        off: s.catalog_off,
+        cap: s.catalog_cap,
+        sum: s.catalog_sum,
+    })
+}
+
+/// Checks the root page of a tree slot (a lazy open).
+fn check_root<V: View + ?Sized>(all: &V, s: &Slot) -> std::result::Result<(), CatalogError> {
+    let st = ViewStore {
+        v: all,
+        heap_len: s.heap_len,
+    };
+    match root_of(s) {
+        None => Ok(()),
+        Some(r) => tree::check_root(&st, &r).map_err(CatalogError::from),
+    }
+}
+
+/// The whole catalog slot `s` points to, every byte checked.
 pub(crate) fn load_catalog<V: View + ?Sized>(
     all: &V,
     s: &Slot,
-) -> std::result::Result<Vec<StoredEntry>, CatalogError> {
+) -> std::result::Result<Loaded, CatalogError> {
+    if s.kind == CATALOG_TREE {
+        let st = ViewStore {
+            v: all,
+            heap_len: s.heap_len,
+        };
+        let mut entries = Vec::new();
+        let mut blocks = Vec::new();
+        tree::walk(&st, root_of(s), &mut |x| {
+            match x {
+                tree::Visit::Page(r) => blocks.push((r.off, r.cap)),
+                tree::Visit::Leaf(l) => entries.push(l.entry(&st)?),
+            }
+            Ok(())
+        })?;
+        if entries.len() as u64 != s.catalog_len {
+            return Err(CatalogError::Invalid(format!(
+                "the catalog holds {} entries, its slot says {}",
+                entries.len(),
+                s.catalog_len
+            )));
+        }
+        return Ok(Loaded { entries, blocks });
+    }
     if s.catalog_off == 0 {
-        return Ok(Vec::new());
+        return Ok(Loaded {
+            entries: Vec::new(),
+            blocks: Vec::new(),
+        });
     }
     bounds(s.catalog_off, s.catalog_len, s.heap_len).map_err(CatalogError::Damaged)?;
     let blob = all
@@ -356,17 +519,22 @@ pub(crate) fn load_catalog<V: View + ?Sized>(
     if fnv1a64(blob) != s.catalog_sum {
         return Err(CatalogError::Damaged("catalog checksum mismatch".into()));
     }
-    catalog::decode(blob).map_err(CatalogError::Invalid)
+    let entries = catalog::decode(blob).map_err(CatalogError::Invalid)?;
+    Ok(Loaded {
+        entries,
+        blocks: vec![(s.catalog_off, s.catalog_cap)],
+    })
 }
 
 /// When a slot claims a newer generation than the one in force (`slot`),
 /// the commit it recorded is lost (torn by a crash, or damaged): a message
 /// saying so, naming what that commit had that the one in force has not,
 /// when its catalog can still be read. `why` lists the slots' problems.
+/// `stored`: the entries in force, if read already.
 pub(crate) fn recovery(
     all: &[u8],
     slot: &Slot,
-    stored: &[StoredEntry],
+    stored: Option<&[StoredEntry]>,
     why: &[String],
 ) -> Option<String> {
     let page = &all[..HEADER_SIZE as usize];
@@ -403,16 +571,29 @@ pub(crate) fn recovery(
             slot.generation
         )
     };
-    // Best effort, on the unchecked fields of the lost slot: its catalog,
-    // which carries a checksum of its own that `catalog::decode` checks.
-    let newer = slot_unchecked(page, lost).and_then(|s| {
-        if s.catalog_off == 0 {
-            return Some(Vec::new());
+    let loaded_here;
+    let stored = match stored {
+        Some(s) => s,
+        None => {
+            loaded_here = load_catalog(all, slot)
+                .map(|l| l.entries)
+                .unwrap_or_default();
+            &loaded_here[..]
         }
-        let r = bounds(s.catalog_off, s.catalog_len, all.len() as u64).ok()?;
-        (r.start >= HEADER_SIZE as usize)
-            .then(|| catalog::decode(&all[r]).ok())
-            .flatten()
+    };
+    // Best effort, on the unchecked fields of the lost slot: its catalog,
+    // which carries checksums of its own that the decoding checks.
+    let newer = slot_unchecked(page, lost).and_then(|mut s| {
+        s.heap_len = all.len() as u64;
+        if s.catalog_off != 0 && s.catalog_off < HEADER_SIZE {
+            return None;
+        }
+        if s.kind == CATALOG_TREE && s.catalog_off != 0 {
+            // The slot's own checksum failed: trust its root page as it is
+            // (the pages below are checked against their parents).
+            s.catalog_sum = tree::page_sum(all.bytes_at(s.catalog_off, tree::PAGE_SIZE as u64)?);
+        }
+        load_catalog(all, &s).ok().map(|l| l.entries)
     });
     match newer {
         Some(newer) => {
@@ -425,9 +606,10 @@ pub(crate) fn recovery(
                 .filter(|e| have.get(e.name.as_str()) != Some(&e.meta_sum))
                 .map(|e| format!("'{}'", e.name))
                 .collect();
+            let newer_names: HashSet<&str> = newer.iter().map(|e| e.name.as_str()).collect();
             let back: Vec<String> = stored
                 .iter()
-                .filter(|e| !newer.iter().any(|n| n.name == e.name))
+                .filter(|e| !newer_names.contains(e.name.as_str()))
                 .map(|e| format!("'{}'", e.name))
                 .collect();
             // Their blocks were free after the lost commit and may hold
@@ -525,30 +707,63 @@ impl Shared {
             (map, Some(alloc), None)
         };
         let mut refs = RefTable::default();
-        let mut catalog = BTreeMap::new();
-        for n in v.entries {
-            for b in &n.stored.blocks {
-                refs.insert(
-                    b.offset,
-                    Ref {
-                        count: 0,
-                        named: true,
-                        capacity: b.capacity,
-                    },
-                );
+        let refs_complete = v.loaded.is_some();
+        let (cat, count_ok) = match v.loaded {
+            Some(l) => {
+                for e in &l.entries {
+                    for b in &e.blocks {
+                        refs.insert(
+                            b.offset,
+                            Ref {
+                                count: 0,
+                                named: true,
+                                capacity: b.capacity,
+                            },
+                        );
+                    }
+                }
+                if v.slot.kind == CATALOG_TREE {
+                    let count = l.entries.len() as u64;
+                    (
+                        Catalog::Tree {
+                            root: root_of(&v.slot),
+                            count,
+                        },
+                        true,
+                    )
+                } else {
+                    (Catalog::Blob(Arc::new(l.entries)), true)
+                }
             }
-            catalog.insert(n.stored.name.clone(), n);
-        }
+            None => (
+                Catalog::Tree {
+                    root: root_of(&v.slot),
+                    count: v.slot.catalog_len,
+                },
+                true,
+            ),
+        };
+        debug_assert!(count_ok);
         let state = State {
+            path: canon.to_path_buf(),
             map,
             alloc,
-            catalog,
+            committed: cat.clone(),
+            cat,
             slot_index: v.slot_index,
             slot: v.slot,
+            durable_index: v.slot_index,
+            header_version: v.header.version,
             refs,
+            refs_complete,
+            txn: Txn::default(),
+            sync: SyncMode::Commit,
+            unsynced: v.slot.unsynced,
+            deferred: Vec::new(),
             fail: None,
             crashed: false,
             quarantine: Vec::new(),
+            verified: Default::default(),
         };
         Ok((
             Shared {
@@ -589,10 +804,12 @@ impl Shared {
         let header = Header {
             heap_id: new_heap_id(),
             created_ms: now_ms(),
+            version: VERSION,
         };
         let slot = Slot {
             generation: 1,
             heap_len: size,
+            kind: CATALOG_TREE,
             ..Slot::default()
         };
         // Sparse before it grows: `size` costs no disk until used.
@@ -611,16 +828,30 @@ impl Shared {
         alloc
             .try_add_arena(&mut map, HEADER_SIZE, size)
             .map_err(Error::Invalid)?;
+        let empty = Catalog::Tree {
+            root: None,
+            count: 0,
+        };
         let state = State {
+            path: canon.to_path_buf(),
             map,
             alloc: Some(alloc),
-            catalog: BTreeMap::new(),
+            committed: empty.clone(),
+            cat: empty,
             slot_index: 0,
             slot,
+            durable_index: 0,
+            header_version: VERSION,
             refs: RefTable::default(),
+            refs_complete: true,
+            txn: Txn::default(),
+            sync: SyncMode::Commit,
+            unsynced: false,
+            deferred: Vec::new(),
             fail: None,
             crashed: false,
             quarantine: Vec::new(),
+            verified: Default::default(),
         };
         Ok(Shared {
             path: canon.to_path_buf(),
@@ -641,9 +872,11 @@ impl Drop for Shared {
         if self.readonly || self.owner.is_forked() {
             return;
         }
-        let st = lock_state(&self.state);
+        let mut st = lock_state(&self.state);
         if !st.crashed {
-            let _ = st.map.sync_all();
+            // An open batch is dropped (rolled back by not committing it:
+            // its blocks are free at the next writable open).
+            let _ = st.make_durable();
         }
     }
 }
@@ -725,6 +958,7 @@ impl State {
     /// Frees a block, or quarantines it while a forked child may still
     /// write to it (see [`State::quarantine`]).
     fn free_block(&mut self, off: u64) {
+        self.verified.get_mut().remove(&off);
         if self.alloc.is_none() {
             return;
         }
@@ -762,132 +996,511 @@ impl State {
             }
         }
     }
+}
 
-    /// A named block lost its name: free it if no session reference is left.
-    fn unname(&mut self, off: u64) {
-        if let Some(r) = self.refs.get_mut(&off) {
-            r.named = false;
-            if r.count == 0 {
-                self.refs.remove(&off);
+impl tree::Store for State {
+    fn heap_len(&self) -> u64 {
+        self.map.len()
+    }
+    fn bytes(&self, off: u64, len: u64) -> Option<&[u8]> {
+        self.map.bytes(off, len)
+    }
+    // While this process holds the lock nobody else writes the file, and
+    // this process never writes a catalog block in place: a block keeps
+    // the checksum it was verified (or written) with until it is freed.
+    fn known(&self, off: u64, sum: u64) -> bool {
+        self.verified.borrow().get(&off) == Some(&sum)
+    }
+    fn remember(&self, off: u64, sum: u64) {
+        self.verified.borrow_mut().insert(off, sum);
+    }
+}
+
+impl tree::StoreMut for State {
+    fn alloc(&mut self, size: u64) -> std::result::Result<(u64, u64), TreeError> {
+        let path = std::mem::take(&mut self.path);
+        let r = self.alloc_block(&path, size);
+        self.path = path;
+        let (off, cap) = r.map_err(TreeError::Store)?;
+        self.txn.op_alloc.push(off);
+        self.txn.fresh.insert(off);
+        Ok((off, cap))
+    }
+    fn write(&mut self, off: u64, data: &[u8]) -> std::result::Result<(), TreeError> {
+        self.map
+            .write(off, data)
+            .map_err(|e| TreeError::Store(Error::io(&self.path, "write the catalog of", e)))
+    }
+    fn release(&mut self, off: u64) {
+        self.txn.op_release.push(off);
+    }
+    fn generation(&self) -> u64 {
+        self.slot.generation + 1
+    }
+}
+
+impl State {
+    fn tree_err(&self, e: TreeError) -> Error {
+        match e {
+            TreeError::Store(e) => e,
+            other => Error::corrupt(&self.path, other.message()),
+        }
+    }
+
+    /// Starts a change: what it allocates and releases is recorded.
+    fn op_begin(&mut self) {
+        self.txn.op_alloc.clear();
+        self.txn.op_release.clear();
+    }
+
+    /// Ends a change: on success the blocks it released are released (see
+    /// `txn_release`); on failure the blocks it allocated are freed and the
+    /// catalog is as before it (it was only replaced on success).
+    fn op_done(&mut self, ok: bool) {
+        let alloc = std::mem::take(&mut self.txn.op_alloc);
+        let release = std::mem::take(&mut self.txn.op_release);
+        if ok {
+            for off in release {
+                self.txn_release(off);
+            }
+        } else {
+            for off in alloc {
+                self.txn.fresh.remove(&off);
                 self.free_block(off);
             }
         }
     }
 
-    /// Atomically replaces the catalog by `entries` (sorted by name): new
-    /// blob in a fresh block, flushed; then the inactive slot, flushed; then
-    /// the old catalog block is freed. On error the old catalog stays in
-    /// force and everything allocated here is freed.
-    fn commit(&mut self, path: &Path, entries: &[StoredEntry]) -> Result<()> {
-        let blob = catalog::encode(entries);
-        let (off, cap) = if entries.is_empty() {
-            (0, 0)
+    /// A catalog block (page, meta, block list) the catalog no longer
+    /// uses: freed now if this transaction allocated it, else after commit.
+    fn txn_release(&mut self, off: u64) {
+        if self.txn.fresh.remove(&off) {
+            self.free_block(off);
         } else {
-            self.alloc_block(path, blob.len() as u64)?
-        };
-        let io = |op: &'static str| move |e| Error::io(path, op, e);
-        if off != 0 {
-            let written = self
-                .map
-                .write(off, &blob)
-                .and_then(|()| self.map.flush_durable(off, blob.len() as u64));
-            if let Err(e) = written {
-                self.free_block(off);
-                return Err(io("write the catalog of")(e));
+            self.txn.to_free.push(off);
+        }
+    }
+
+    /// A block of this transaction holding `data` (meta, block list).
+    fn write_fresh(&mut self, data: &[u8]) -> Result<(u64, u64)> {
+        let (off, cap) =
+            tree::StoreMut::alloc(self, data.len() as u64).map_err(|e| self.tree_err(e))?;
+        self.map
+            .write(off, data)
+            .map_err(|e| Error::io(&self.path, "write", e))?;
+        Ok((off, cap))
+    }
+
+    /// Names or unnames a data block in the transaction (remembering what
+    /// it was, for commit and rollback). Nothing is freed here.
+    fn set_named(&mut self, off: u64, named: bool) {
+        if let Some(r) = self.refs.get_mut(&off) {
+            let was = r.named;
+            r.named = named;
+            self.txn.orig_named.entry(off).or_insert(was);
+        }
+    }
+
+    /// The entry `name` of the catalog (with the open transaction's
+    /// changes): O(log n) pages read and checked.
+    fn lookup(&self, name: &str) -> Result<Option<StoredEntry>> {
+        match &self.cat {
+            Catalog::Blob(v) => Ok(v
+                .binary_search_by(|e| e.name.as_str().cmp(name))
+                .ok()
+                .map(|i| v[i].clone())),
+            Catalog::Tree { root, .. } => {
+                tree::get(self, *root, name).map_err(|e| self.tree_err(e))
             }
+        }
+    }
+
+    /// Every entry and the catalog's own blocks: a walk of the whole tree.
+    fn load_all(&self) -> Result<Loaded> {
+        match &self.cat {
+            Catalog::Blob(v) => Ok(Loaded {
+                entries: (**v).clone(),
+                blocks: if self.slot.catalog_off != 0 {
+                    vec![(self.slot.catalog_off, self.slot.catalog_cap)]
+                } else {
+                    Vec::new()
+                },
+            }),
+            Catalog::Tree { root, .. } => {
+                let mut entries = Vec::new();
+                let mut blocks = Vec::new();
+                tree::walk(self, *root, &mut |x| {
+                    match x {
+                        tree::Visit::Page(r) => blocks.push((r.off, r.cap)),
+                        tree::Visit::Leaf(l) => entries.push(l.entry(self)?),
+                    }
+                    Ok(())
+                })
+                .map_err(|e| self.tree_err(e))?;
+                Ok(Loaded { entries, blocks })
+            }
+        }
+    }
+
+    /// Makes `refs` hold every named block (a read-only tree open adds
+    /// them lazily).
+    fn complete_refs(&mut self) -> Result<()> {
+        if self.refs_complete {
+            return Ok(());
+        }
+        let l = self.load_all()?;
+        for e in &l.entries {
+            for b in &e.blocks {
+                self.refs.entry(b.offset).or_insert(Ref {
+                    count: 0,
+                    named: true,
+                    capacity: b.capacity,
+                });
+            }
+        }
+        self.refs_complete = true;
+        Ok(())
+    }
+
+    /// `e` as handed out: geometry checked, meta read and checked against
+    /// its checksum, its blocks known to the reference table.
+    fn entry_out(&mut self, e: &StoredEntry) -> Result<Entry> {
+        catalog::live_blocks(std::slice::from_ref(e), &[], self.map.len())
+            .map_err(|w| Error::corrupt(&self.path, w))?;
+        if !self.refs_complete {
+            for b in &e.blocks {
+                self.refs.entry(b.offset).or_insert(Ref {
+                    count: 0,
+                    named: true,
+                    capacity: b.capacity,
+                });
+            }
+        }
+        let meta = self.meta_of(e).map_err(|w| Error::corrupt(&self.path, w))?;
+        Ok(to_entry(e, meta, None))
+    }
+
+    /// The meta bytes of `e`, checked against its checksum.
+    fn meta_of(&self, e: &StoredEntry) -> std::result::Result<Vec<u8>, String> {
+        self.meta_bytes(&e.name, e.meta_off, e.meta_len, e.meta_sum)
+            .map(<[u8]>::to_vec)
+    }
+
+    fn meta_bytes(
+        &self,
+        name: &str,
+        off: u64,
+        len: u64,
+        sum: u64,
+    ) -> std::result::Result<&[u8], String> {
+        if off == 0 {
+            return Ok(&[]);
+        }
+        let m = self
+            .map
+            .bytes(off, len)
+            .filter(|_| off >= HEADER_SIZE)
+            .ok_or_else(|| format!("the metadata of '{name}' lies outside the heap"))?;
+        if fnv1a64(m) != sum {
+            return Err(format!("the metadata of '{name}' fails its checksum"));
+        }
+        Ok(m)
+    }
+
+    /// The summary of a listed entry: kept in the catalog, or (entries
+    /// that keep none: v1 catalogs, odd metas) read from its meta.
+    fn summary_of(&self, l: &tree::Listed) -> std::result::Result<Vec<u8>, String> {
+        if let Some(s) = &l.summary {
+            return Ok(s.clone());
+        }
+        let m = self.meta_bytes(&l.name, l.meta_off, l.meta_len, l.meta_sum)?;
+        match crate::format::meta::summary_section(m) {
+            Some(s) => Ok(s.to_vec()),
+            None => Err(crate::format::meta::decode_summary(m)
+                .err()
+                .unwrap_or_else(|| "summary too long".into())),
+        }
+    }
+
+    /// Converts a v1 catalog to a tree, in the open transaction (the first
+    /// change of a v1 heap; a read-only open never converts).
+    fn ensure_tree(&mut self) -> Result<()> {
+        let Catalog::Blob(v) = &self.cat else {
+            return Ok(());
+        };
+        let v = v.clone();
+        self.op_begin();
+        let r = self.convert(&v);
+        self.op_done(r.is_ok());
+        let root = r?;
+        if self.slot.catalog_off != 0 {
+            self.txn_release(self.slot.catalog_off);
+        }
+        self.cat = Catalog::Tree {
+            root,
+            count: v.len() as u64,
+        };
+        self.txn.changed = true;
+        Ok(())
+    }
+
+    fn convert(&mut self, v: &[StoredEntry]) -> Result<Option<PageRef>> {
+        let mut entries = Vec::with_capacity(v.len());
+        for e in v {
+            let mut e = e.clone();
+            if let Ok(meta) = self.meta_bytes(&e.name, e.meta_off, e.meta_len, e.meta_sum) {
+                e.summary = crate::format::meta::summary_section(meta).map(<[u8]>::to_vec);
+            }
+            self.place_blocks(&mut e)?;
+            entries.push(e);
+        }
+        tree::build(self, &entries).map_err(|e| self.tree_err(e))
+    }
+
+    /// Sets `data_bytes` and, for more than `INLINE_BLOCKS` blocks, writes
+    /// the block list block.
+    fn place_blocks(&mut self, e: &mut StoredEntry) -> Result<()> {
+        e.data_bytes = StoredEntry::data_bytes_of(&e.blocks);
+        e.blocks_at = None;
+        if e.blocks.len() > tree::INLINE_BLOCKS {
+            let bytes = tree::encode_blocks(&e.blocks);
+            let (off, cap) = self.write_fresh(&bytes)?;
+            e.blocks_at = Some((off, cap, fnv1a64(&bytes)));
+        }
+        Ok(())
+    }
+
+    fn tree_root(&self) -> Result<(Option<PageRef>, u64)> {
+        match self.cat {
+            Catalog::Tree { root, count } => Ok((root, count)),
+            Catalog::Blob(_) => Err(Error::Invalid("the catalog was not converted".into())),
+        }
+    }
+
+    /// An entry left the catalog: its meta and block list go after the
+    /// commit; its data blocks not in `keep` lose their name.
+    fn drop_entry(&mut self, old: &StoredEntry, keep: &[u64]) {
+        if old.meta_off != 0 {
+            self.txn_release(old.meta_off);
+        }
+        if let Some((off, _, _)) = old.blocks_at {
+            self.txn_release(off);
+        }
+        for b in &old.blocks {
+            if !keep.contains(&b.offset) {
+                self.set_named(b.offset, false);
+            }
+        }
+    }
+
+    /// A change failed: outside a batch, everything since the last commit
+    /// is rolled back (a batch is rolled back by its owner).
+    fn failed(&mut self, e: Error) -> Error {
+        if self.txn.depth == 0 && !self.crashed {
+            self.rollback();
+        }
+        e
+    }
+
+    /// Ends a change: commits it unless a batch is open; a failed commit
+    /// rolls the transaction back.
+    fn finish(&mut self) -> Result<()> {
+        if self.txn.depth > 0 {
+            return Ok(());
+        }
+        let r = self.commit();
+        if r.is_err() && !self.crashed {
+            self.rollback();
+        }
+        r
+    }
+
+    /// Undoes the open transaction: its blocks are freed, names restored,
+    /// the catalog is the committed one again.
+    fn rollback(&mut self) {
+        let txn = std::mem::take(&mut self.txn);
+        for off in txn.fresh {
+            self.free_block(off);
+        }
+        for (off, orig) in txn.orig_named {
+            if let Some(r) = self.refs.get_mut(&off) {
+                r.named = orig;
+                if !orig && r.count == 0 {
+                    self.refs.remove(&off);
+                    self.free_block(off);
+                }
+            }
+        }
+        self.cat = self.committed.clone();
+    }
+
+    /// Commits the open transaction: in durable mode one flush of the file
+    /// (data, metas, pages), the inactive slot, one flush of the header;
+    /// then the superseded blocks are freed. With `SyncMode::None` nothing
+    /// is flushed, the slot that is not the last durable one is written
+    /// (so that slot stays whole), and superseded blocks are held back
+    /// until the next sync: every page the last durable slot references
+    /// stays as it is on disk, so after a power loss one of the two slots
+    /// reads back.
+    fn commit(&mut self) -> Result<()> {
+        if !self.txn.changed {
+            let depth = self.txn.depth;
+            self.txn = Txn {
+                depth,
+                ..Txn::default()
+            };
+            return Ok(());
+        }
+        let (root, count) = self.tree_root()?;
+        let durable = self.sync == SyncMode::Commit;
+        if durable {
+            self.map
+                .sync_durable()
+                .map_err(|e| Error::io(&self.path, "flush", e))?;
         }
         if self.fail == Some(FailPoint::BeforeSlot) {
             self.crashed = true;
             return Err(Error::Invalid("simulated crash before the slot".into()));
         }
+        let target = if durable {
+            1 - self.slot_index
+        } else {
+            1 - self.durable_index
+        };
+        let slot = Slot {
+            generation: self.slot.generation + 1,
+            catalog_off: root.map_or(0, |r| r.off),
+            catalog_cap: root.map_or(0, |r| r.cap),
+            catalog_len: count,
+            catalog_sum: root.map_or(0, |r| r.sum),
+            heap_len: self.map.len(),
+            kind: CATALOG_TREE,
+            unsynced: !durable,
+        };
+        self.write_slot(target, &slot, durable)?;
+        if self.fail == Some(FailPoint::AfterSlot) {
+            self.crashed = true;
+            return Err(Error::Invalid("simulated crash after the slot".into()));
+        }
+        self.slot = slot;
+        self.slot_index = target;
+        self.committed = self.cat.clone();
+        let txn = std::mem::take(&mut self.txn);
+        let mut frees = txn.to_free;
+        for (off, orig) in txn.orig_named {
+            let Some(r) = self.refs.get(&off).copied() else {
+                continue;
+            };
+            if !r.named && r.count == 0 {
+                self.refs.remove(&off);
+                if orig {
+                    frees.push(off);
+                } else {
+                    // Named and unnamed within the transaction: no commit
+                    // ever referenced it.
+                    self.free_block(off);
+                }
+            }
+        }
+        if durable {
+            self.durable_index = target;
+            self.unsynced = false;
+            let held = std::mem::take(&mut self.deferred);
+            for off in frees.into_iter().chain(held) {
+                self.free_block(off);
+            }
+        } else {
+            self.unsynced = true;
+            self.deferred.extend(frees);
+            if self.deferred.len() > MAX_DEFERRED {
+                // Committed already; a failed sync only keeps them held.
+                let _ = self.make_durable();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `slot` into slot `target` (and, on a version-1 file, the
+    /// header as version 2: the same first sector), flushing the header
+    /// page when `durable`. On failure the header is as it was.
+    fn write_slot(&mut self, target: usize, slot: &Slot, durable: bool) -> Result<()> {
         // Generations never wrap: decoding refuses any above MAX_GENERATION.
-        let generation = self.slot.generation + 1;
-        if generation > MAX_GENERATION {
+        if slot.generation > MAX_GENERATION {
             return Err(Error::corrupt(
-                path,
+                &self.path,
                 "the catalog generation is exhausted; copy the objects to a new heap",
             ));
         }
-        let slot = Slot {
-            generation,
-            catalog_off: off,
-            catalog_cap: cap,
-            catalog_len: if off == 0 { 0 } else { blob.len() as u64 },
-            catalog_sum: if off == 0 { 0 } else { fnv1a64(&blob) },
-            heap_len: self.map.len(),
-        };
         // The header page takes the slot write. It holds data (the magic),
         // but a large folio over it may cover holes of a sparse copy (see
         // map/): reserved here, not at open, so that a full disk still lets
         // a sparse copy be opened and read.
         if let Err(e) = self.map.reserve_range(0, HEADER_SIZE) {
-            if off != 0 {
-                self.free_block(off);
-            }
             return Err(space_error(
-                path,
+                &self.path,
                 HEADER_SIZE,
                 "cannot reserve the header page",
                 e,
             ));
         }
-        let target = 1 - self.slot_index;
-        let at = slot_offset(target) as u64;
-        let old_bytes = self
+        let old_page = self
             .map
-            .bytes(at, SLOT_SIZE as u64)
+            .bytes(0, HEADER_SIZE)
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        let written = self
-            .map
-            .write(at, &slot.encode())
-            .and_then(|()| self.map.flush_durable(0, HEADER_SIZE));
-        if let Err(e) = written {
-            let _ = self.map.write(at, &old_bytes);
-            if off != 0 {
-                self.free_block(off);
+        let mut written = Ok(());
+        if self.header_version == VERSION_V1 {
+            if let Ok(mut h) = Header::decode(&old_page) {
+                h.version = VERSION;
+                let page = h.encode_page(slot);
+                written = self.map.write(0, &page[..slot_offset(0)]);
             }
-            return Err(io("write the header of")(e));
         }
-        if self.fail == Some(FailPoint::AfterSlot) {
-            self.crashed = true;
-            return Err(Error::Invalid("simulated crash after the slot".into()));
+        let at = slot_offset(target) as u64;
+        let written = written
+            .and_then(|()| self.map.write(at, &slot.encode()))
+            .and_then(|()| {
+                if durable {
+                    self.map.flush_durable(0, HEADER_SIZE)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = written {
+            if old_page.len() == HEADER_SIZE as usize {
+                let _ = self.map.write(0, &old_page[..slot_offset(2)]);
+            }
+            return Err(Error::io(&self.path, "write the header of", e));
         }
-        let old = self.slot;
-        self.slot = slot;
-        self.slot_index = target;
-        if old.catalog_off != 0 {
-            self.free_block(old.catalog_off);
-        }
+        self.header_version = VERSION;
         Ok(())
     }
 
-    /// The stored entries with `name` removed and `add` inserted.
-    fn entries_with(&self, remove: &[&str], add: Option<&StoredEntry>) -> Vec<StoredEntry> {
-        let mut v: Vec<StoredEntry> = self
-            .catalog
-            .values()
-            .filter(|n| !remove.contains(&n.stored.name.as_str()))
-            .map(|n| n.stored.clone())
-            .collect();
-        if let Some(a) = add {
-            let at = v.partition_point(|e| e.name < a.name);
-            v.insert(at, a.clone());
+    /// Makes everything durable: one flush of the file; then, if commits
+    /// were not flushed, the committed catalog again into the other slot
+    /// as a durable one (flushed), and the blocks held back are freed.
+    fn make_durable(&mut self) -> Result<()> {
+        self.map
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, "sync", e))?;
+        if !self.unsynced {
+            return Ok(());
         }
-        v
-    }
-
-    /// Frees what the (already uncommitted) entry `old` held, except the
-    /// blocks in `keep`.
-    fn drop_entry(&mut self, old: &StoredEntry, keep: &[u64]) {
-        if old.meta_off != 0 {
-            self.free_block(old.meta_off);
+        let target = 1 - self.slot_index;
+        let slot = Slot {
+            generation: self.slot.generation + 1,
+            unsynced: false,
+            ..self.slot
+        };
+        self.write_slot(target, &slot, true)?;
+        self.slot = slot;
+        self.slot_index = target;
+        self.durable_index = target;
+        self.unsynced = false;
+        for off in std::mem::take(&mut self.deferred) {
+            self.free_block(off);
         }
-        for b in &old.blocks {
-            if !keep.contains(&b.offset) {
-                self.unname(b.offset);
-            }
-        }
+        Ok(())
     }
 }
 
@@ -1127,22 +1740,28 @@ impl Heap {
     }
 
     /// Whether the block at `off` belongs to a named object (the catalog
-    /// in force holds it). The one place that knows; O(1).
+    /// in force holds it). The one place that knows; O(1) (a read-only
+    /// heap reads its whole catalog the first time).
     pub fn is_named(&self, off: u64) -> bool {
-        self.state().refs.get(&off).is_some_and(|r| r.named)
+        let mut st = self.state();
+        if !st.refs.contains_key(&off) && st.complete_refs().is_err() {
+            return false;
+        }
+        st.refs.get(&off).is_some_and(|r| r.named)
     }
 
     /// The catalog's description of the named block at `off` (`None` when
     /// no object holds it): what a reference to a named block is checked
-    /// against.
+    /// against. Walks the catalog.
     pub fn named_desc(&self, off: u64) -> Option<BlockDesc> {
-        let st = self.state();
+        let mut st = self.state();
+        st.complete_refs().ok()?;
         if !st.refs.get(&off).is_some_and(|r| r.named) {
             return None;
         }
-        st.catalog.values().find_map(|n| {
-            n.stored
-                .blocks
+        let l = st.load_all().ok()?;
+        l.entries.iter().find_map(|e| {
+            e.blocks
                 .iter()
                 .find(|b| b.offset == off)
                 .map(|b| BlockDesc {
@@ -1177,22 +1796,32 @@ impl Heap {
     /// named (its session references still keep it alive). Returns whether
     /// an object held `old`.
     pub fn move_name(&self, old: u64, new: &BlockDesc) -> Result<bool> {
-        let found = {
-            let st = self.state();
-            st.catalog
-                .values()
-                .filter(|n| n.damaged.is_none())
-                .find_map(|n| {
-                    let i = n.stored.blocks.iter().position(|b| b.offset == old)?;
-                    let mut e = to_entry(n);
-                    e.blocks[i] = new.clone();
-                    Some(e)
-                })
+        let name = {
+            let mut st = self.state();
+            st.complete_refs()?;
+            if !st.refs.get(&old).is_some_and(|r| r.named) {
+                return Ok(false);
+            }
+            st.load_all()?
+                .entries
+                .into_iter()
+                .find(|e| e.blocks.iter().any(|b| b.offset == old))
+                .map(|e| e.name)
         };
-        match found {
-            Some(e) => self.put(&e.name, &e.meta, &e.blocks, true).map(|()| true),
-            None => Ok(false),
-        }
+        let Some(name) = name else {
+            return Ok(false);
+        };
+        let mut e = match self.get(&name) {
+            Ok(e) => e,
+            // A damaged object keeps its block.
+            Err(Error::Corrupt { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let Some(i) = e.blocks.iter().position(|b| b.offset == old) else {
+            return Ok(false);
+        };
+        e.blocks[i] = new.clone();
+        self.put(&name, &e.meta, &e.blocks, true).map(|()| true)
     }
 
     /// One more session reference to the block at `off`. A named block of
@@ -1210,6 +1839,9 @@ impl Heap {
     /// happen; only the objects a session uses are reserved.
     pub fn retain(&self, off: u64) -> Result<()> {
         let mut st = self.state();
+        if !st.refs.contains_key(&off) {
+            st.complete_refs()?;
+        }
         let r = *st.refs.get(&off).ok_or_else(|| not_live(off))?;
         if r.named {
             st.map.reserve_range(off, r.capacity).map_err(|e| {
@@ -1244,7 +1876,9 @@ impl Heap {
             )));
         }
         r.count -= 1;
-        if r.count == 0 && !r.named {
+        // A block whose name the open transaction changed is settled by
+        // its commit or rollback.
+        if r.count == 0 && !r.named && !st.txn.orig_named.contains_key(&off) {
             st.refs.remove(&off);
             st.free_block(off);
         }
@@ -1303,14 +1937,11 @@ impl Heap {
             }
             None => {
                 // Read-only: what the catalog holds is used, the rest free.
-                let used: u64 = st.slot.catalog_cap
-                    + st.catalog
-                        .values()
-                        .map(|n| {
-                            n.stored.meta_cap
-                                + n.stored.blocks.iter().map(|b| b.capacity).sum::<u64>()
-                        })
-                        .sum::<u64>();
+                let used: u64 = st
+                    .load_all()
+                    .ok()
+                    .and_then(|l| catalog::live_blocks(&l.entries, &l.blocks, file_bytes).ok())
+                    .map_or(0, |live| live.iter().map(|&(_, cap)| cap).sum());
                 (used, (file_bytes - HEADER_SIZE).saturating_sub(used))
             }
         };
@@ -1323,25 +1954,79 @@ impl Heap {
             disk_bytes: file.and_then(|f| crate::sys::disk_usage(f).ok()),
             used_bytes,
             free_bytes,
-            objects: st.catalog.len() as u64,
+            objects: st.cat.count(),
         }
     }
 
-    /// Makes everything written so far durable: msync of every extent and
-    /// fsync of the file. A no-op for a read-only heap.
+    /// Makes everything written so far durable: one flush of the file and,
+    /// after unsynced commits (`SyncMode::None`), a durable slot. An open
+    /// batch is not committed by this. A no-op for a read-only heap.
     pub fn sync(&self) -> Result<()> {
         if self.shared.readonly {
             return Ok(());
         }
-        self.state()
-            .map
-            .sync_all()
-            .map_err(|e| Error::io(self.path(), "sync", e))
+        let mut st = self.state();
+        if st.crashed {
+            return Err(Error::Closed {
+                path: self.path().to_path_buf(),
+            });
+        }
+        st.make_durable()
+    }
+
+    /// When commits are flushed (see [`SyncMode`]); for this open heap, in
+    /// this process. Switching to `Commit` makes everything durable first.
+    pub fn set_sync(&self, mode: SyncMode) -> Result<()> {
+        let mut st = self.writer()?;
+        if mode == SyncMode::Commit && st.sync == SyncMode::None {
+            st.make_durable()?;
+        }
+        st.sync = mode;
+        Ok(())
+    }
+
+    pub fn sync_mode(&self) -> SyncMode {
+        self.state().sync
+    }
+
+    /// Opens a batch: the changes until the matching [`Heap::commit_batch`]
+    /// are one atomic commit. Batches nest (only the outermost commits).
+    pub fn begin_batch(&self) -> Result<()> {
+        let mut st = self.writer()?;
+        st.txn.depth += 1;
+        Ok(())
+    }
+
+    /// Closes a batch; the outermost one commits (a failed commit rolls
+    /// the whole batch back).
+    pub fn commit_batch(&self) -> Result<()> {
+        let mut st = self.writer()?;
+        if st.txn.depth == 0 {
+            return Err(Error::Invalid("no batch is open".into()));
+        }
+        st.txn.depth -= 1;
+        st.finish()
+    }
+
+    /// Rolls back every change since the outermost batch began and closes
+    /// all batches. A no-op when no batch is open.
+    pub fn abort_batch(&self) {
+        let mut st = self.state();
+        if st.txn.depth > 0 && !st.crashed {
+            st.rollback();
+        }
+        st.txn.depth = 0;
+    }
+
+    /// Open batches (0: none).
+    pub fn batch_depth(&self) -> u32 {
+        self.state().txn.depth
     }
 
     /// Names `blocks` (live blocks of this heap) with `meta` under `name`,
-    /// atomically. The blocks' data are flushed first, so a committed name
-    /// never points at data that did not reach the disk.
+    /// atomically. The commit flushes the blocks' data first (durable
+    /// mode), so a committed name never points at data that did not reach
+    /// the disk.
     pub fn put(
         &self,
         name: &str,
@@ -1350,11 +2035,17 @@ impl Heap {
         overwrite: bool,
     ) -> Result<()> {
         catalog::check_name(name).map_err(Error::Invalid)?;
-        let mut st = self.writer()?;
-        let path = self.path();
-        let old = st.catalog.get(name).map(|n| n.stored.clone());
+        let mut guard = self.writer()?;
+        let st = &mut *guard;
+        if let Err(e) = st.ensure_tree() {
+            return Err(st.failed(e));
+        }
+        let old = match st.lookup(name) {
+            Ok(o) => o,
+            Err(e) => return Err(st.failed(e)),
+        };
         if old.is_some() && !overwrite {
-            return Err(Error::Exists { name: name.into() });
+            return Err(st.failed(Error::Exists { name: name.into() }));
         }
         let old_offsets: Vec<u64> = old
             .as_ref()
@@ -1362,12 +2053,14 @@ impl Heap {
             .unwrap_or_default();
         let mut stored = Vec::with_capacity(blocks.len());
         for b in blocks {
-            let r = st.refs.get(&b.offset).ok_or_else(|| not_live(b.offset))?;
+            let Some(r) = st.refs.get(&b.offset) else {
+                return Err(st.failed(not_live(b.offset)));
+            };
             if r.named && !old_offsets.contains(&b.offset) {
-                return Err(Error::Invalid(format!(
+                return Err(st.failed(Error::Invalid(format!(
                     "block at offset {} already belongs to another named object",
                     b.offset
-                )));
+                ))));
             }
             stored.push(StoredBlock {
                 offset: b.offset,
@@ -1397,133 +2090,221 @@ impl Heap {
             meta_len: 0,
             meta_sum: 0,
             blocks: stored,
+            summary: crate::format::meta::summary_section(meta).map(<[u8]>::to_vec),
+            data_bytes: 0,
+            blocks_at: None,
         };
-        catalog::live_blocks(std::slice::from_ref(&entry), None, st.map.len())
-            .map_err(|e| Error::Invalid(format!("cannot name these blocks: {e}")))?;
-        for b in &entry.blocks {
-            st.map
-                .flush(b.offset, b.capacity)
-                .map_err(|e| Error::io(path, "flush", e))?;
+        if let Err(e) = catalog::live_blocks(std::slice::from_ref(&entry), &[], st.map.len()) {
+            return Err(st.failed(Error::Invalid(format!("cannot name these blocks: {e}"))));
         }
-        if !meta.is_empty() {
-            let (off, cap) = st.alloc_block(path, meta.len() as u64)?;
-            let written = st
-                .map
-                .write(off, meta)
-                .and_then(|()| st.map.flush(off, meta.len() as u64));
-            if let Err(e) = written {
-                st.free_block(off);
-                return Err(Error::io(path, "write", e));
+        st.op_begin();
+        let r = (|| -> Result<Option<StoredEntry>> {
+            if !meta.is_empty() {
+                let (off, cap) = st.write_fresh(meta)?;
+                entry.meta_off = off;
+                entry.meta_cap = cap;
+                entry.meta_len = meta.len() as u64;
+                entry.meta_sum = fnv1a64(meta);
             }
-            entry.meta_off = off;
-            entry.meta_cap = cap;
-            entry.meta_len = meta.len() as u64;
-            entry.meta_sum = fnv1a64(meta);
-        }
-        let entries = st.entries_with(&[name], Some(&entry));
-        if let Err(e) = st.commit(path, &entries) {
-            if entry.meta_off != 0 && !st.crashed {
-                st.free_block(entry.meta_off);
-            }
-            return Err(e);
-        }
+            st.place_blocks(&mut entry)?;
+            let (root, count) = st.tree_root()?;
+            let (root, old) = tree::insert(st, root, &entry).map_err(|e| st.tree_err(e))?;
+            st.cat = Catalog::Tree {
+                root,
+                count: count + u64::from(old.is_none()),
+            };
+            Ok(old)
+        })();
+        st.op_done(r.is_ok());
+        let replaced = match r {
+            Ok(o) => o,
+            Err(e) => return Err(st.failed(e)),
+        };
         let new_offsets: Vec<u64> = entry.blocks.iter().map(|b| b.offset).collect();
-        if let Some(old) = st.catalog.remove(name) {
-            st.drop_entry(&old.stored, &new_offsets);
+        if let Some(old) = replaced {
+            st.drop_entry(&old, &new_offsets);
         }
-        for off in &new_offsets {
-            if let Some(r) = st.refs.get_mut(off) {
-                r.named = true;
+        for &off in &new_offsets {
+            st.set_named(off, true);
+        }
+        st.txn.changed = true;
+        st.finish()
+    }
+
+    /// Whether `name` is in the catalog (damaged or not): O(log n).
+    pub fn contains(&self, name: &str) -> Result<bool> {
+        Ok(self.state().lookup(name)?.is_some())
+    }
+
+    /// The object `name`: its blocks and its meta (checked against its
+    /// checksum: `Error::Corrupt` if it fails). O(log n) pages read.
+    pub fn get(&self, name: &str) -> Result<Entry> {
+        let mut st = self.state();
+        let e = st
+            .lookup(name)?
+            .ok_or_else(|| Error::NotFound { name: name.into() })?;
+        st.entry_out(&e)
+    }
+
+    /// Every named object, sorted by name (byte order), with its meta
+    /// (`damaged` when it fails its checksum). Reads every meta.
+    pub fn list(&self) -> Vec<Entry> {
+        let st = self.state();
+        let Ok(l) = st.load_all() else {
+            return Vec::new();
+        };
+        l.entries
+            .iter()
+            .map(|e| match st.meta_of(e) {
+                Ok(meta) => to_entry(e, meta, None),
+                Err(why) => to_entry(e, Vec::new(), Some(why)),
+            })
+            .collect()
+    }
+
+    /// What `fmalloc_ls()` shows of every object, sorted by name, from the
+    /// catalog's leaf records: no meta is read (except for entries whose
+    /// summary the catalog does not keep: v1 catalogs, odd metas).
+    pub fn summaries(&self) -> Result<Vec<Listed>> {
+        let st = self.state();
+        let mut out = Vec::with_capacity(st.cat.count().min(1 << 20) as usize);
+        let mut add = |st: &State, l: tree::Listed| {
+            let summary = st.summary_of(&l);
+            out.push(Listed {
+                name: l.name,
+                created_ms: l.created_ms,
+                modified_ms: l.modified_ms,
+                data_bytes: l.data_bytes,
+                summary,
+            });
+        };
+        match &st.cat {
+            Catalog::Blob(v) => {
+                for e in v.iter() {
+                    add(
+                        &st,
+                        tree::Listed {
+                            name: e.name.clone(),
+                            created_ms: e.created_ms,
+                            modified_ms: e.modified_ms,
+                            data_bytes: e.data_bytes,
+                            summary: None,
+                            meta_off: e.meta_off,
+                            meta_len: e.meta_len,
+                            meta_sum: e.meta_sum,
+                        },
+                    );
+                }
+            }
+            Catalog::Tree { root, .. } => {
+                let mut rows = Vec::new();
+                tree::walk(&*st, *root, &mut |x| {
+                    if let tree::Visit::Leaf(l) = x {
+                        rows.push(l.listed());
+                    }
+                    Ok(())
+                })
+                .map_err(|e| st.tree_err(e))?;
+                for l in rows {
+                    add(&st, l);
+                }
             }
         }
-        st.catalog.insert(
-            name.into(),
-            Named {
-                stored: entry,
-                meta: meta.to_vec(),
-                damaged: None,
-            },
-        );
-        Ok(())
-    }
-
-    /// Whether `name` is in the catalog (damaged or not).
-    pub fn contains(&self, name: &str) -> bool {
-        self.state().catalog.contains_key(name)
-    }
-
-    pub fn get(&self, name: &str) -> Result<Entry> {
-        let st = self.state();
-        let n = st
-            .catalog
-            .get(name)
-            .ok_or_else(|| Error::NotFound { name: name.into() })?;
-        if let Some(why) = &n.damaged {
-            return Err(Error::corrupt(self.path(), why.clone()));
-        }
-        Ok(to_entry(n))
-    }
-
-    /// Every named object, sorted by name (byte order).
-    pub fn list(&self) -> Vec<Entry> {
-        self.state().catalog.values().map(to_entry).collect()
+        Ok(out)
     }
 
     /// Removes the name atomically; its blocks are freed unless a session
     /// reference still holds them.
     pub fn remove(&self, name: &str) -> Result<()> {
-        let mut st = self.writer()?;
-        if !st.catalog.contains_key(name) {
-            return Err(Error::NotFound { name: name.into() });
+        let mut guard = self.writer()?;
+        let st = &mut *guard;
+        if let Err(e) = st.ensure_tree() {
+            return Err(st.failed(e));
         }
-        let entries = st.entries_with(&[name], None);
-        st.commit(self.path(), &entries)?;
-        if let Some(old) = st.catalog.remove(name) {
-            st.drop_entry(&old.stored, &[]);
+        st.op_begin();
+        let r = st.tree_root().and_then(|(root, count)| {
+            tree::remove(st, root, name)
+                .map(|(root, old)| (root, old, count))
+                .map_err(|e| st.tree_err(e))
+        });
+        st.op_done(r.is_ok());
+        match r {
+            Err(e) => Err(st.failed(e)),
+            Ok((_, None, _)) => Err(st.failed(Error::NotFound { name: name.into() })),
+            Ok((root, Some(old), count)) => {
+                st.cat = Catalog::Tree {
+                    root,
+                    count: count.saturating_sub(1),
+                };
+                st.drop_entry(&old, &[]);
+                st.txn.changed = true;
+                st.finish()
+            }
         }
-        Ok(())
     }
 
     /// Renames atomically; with `overwrite` an existing `to` is replaced.
     pub fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<()> {
         catalog::check_name(to).map_err(Error::Invalid)?;
-        let mut st = self.writer()?;
-        let Some(src) = st.catalog.get(from) else {
-            return Err(Error::NotFound { name: from.into() });
+        let mut guard = self.writer()?;
+        let st = &mut *guard;
+        if let Err(e) = st.ensure_tree() {
+            return Err(st.failed(e));
+        }
+        let src = match st.lookup(from) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(st.failed(Error::NotFound { name: from.into() })),
+            Err(e) => return Err(st.failed(e)),
         };
         if from == to {
-            return Ok(());
+            return st.finish();
         }
-        if st.catalog.contains_key(to) && !overwrite {
-            return Err(Error::Exists { name: to.into() });
+        match st.lookup(to) {
+            Ok(Some(_)) if !overwrite => return Err(st.failed(Error::Exists { name: to.into() })),
+            Ok(_) => {}
+            Err(e) => return Err(st.failed(e)),
         }
-        let mut entry = src.stored.clone();
+        let mut entry = src;
         entry.name = to.into();
         entry.modified_ms = now_ms();
-        let entries = st.entries_with(&[from, to], Some(&entry));
-        st.commit(self.path(), &entries)?;
-        if let Some(old) = st.catalog.remove(to) {
-            st.drop_entry(&old.stored, &[]);
+        st.op_begin();
+        let r = (|| -> Result<Option<StoredEntry>> {
+            let (root, count) = st.tree_root()?;
+            let (root, _) = tree::remove(st, root, from).map_err(|e| st.tree_err(e))?;
+            let (root, old_to) = tree::insert(st, root, &entry).map_err(|e| st.tree_err(e))?;
+            st.cat = Catalog::Tree {
+                root,
+                count: count - u64::from(old_to.is_some()),
+            };
+            Ok(old_to)
+        })();
+        st.op_done(r.is_ok());
+        match r {
+            Err(e) => Err(st.failed(e)),
+            Ok(old_to) => {
+                if let Some(old) = old_to {
+                    st.drop_entry(&old, &[]);
+                }
+                st.txn.changed = true;
+                st.finish()
+            }
         }
-        if let Some(mut n) = st.catalog.remove(from) {
-            n.stored = entry;
-            st.catalog.insert(to.into(), n);
-        }
-        Ok(())
     }
 
     /// Checks the allocator and the catalog against each other: every
-    /// allocator block in use is the catalog block, a meta block or a block
-    /// in the reference table; every named block is live with the capacity
-    /// the catalog records; the reference table agrees with the catalog.
+    /// allocator block in use is a catalog page, a meta or block list
+    /// block, a block in the reference table or one held back for a
+    /// commit; every named block is live with the capacity the catalog
+    /// records; the reference table agrees with the catalog.
     pub fn check_invariants(&self) -> Result<()> {
-        let st = self.state();
+        let mut st = self.state();
         let bad = |what: String| Error::corrupt(self.path(), what);
-        let stored: Vec<StoredEntry> = st.catalog.values().map(|n| n.stored.clone()).collect();
-        let cat = (st.slot.catalog_off != 0).then_some((st.slot.catalog_off, st.slot.catalog_cap));
-        let live = catalog::live_blocks(&stored, cat, st.map.len()).map_err(&bad)?;
+        st.complete_refs()?;
+        let l = st.load_all()?;
+        let stored = &l.entries;
+        let live = catalog::live_blocks(stored, &l.blocks, st.map.len()).map_err(&bad)?;
         let mut named = 0usize;
-        for e in &stored {
+        for e in stored {
             for b in &e.blocks {
                 match st.refs.get(&b.offset) {
                     Some(r) if r.named && r.capacity == b.capacity => {}
@@ -1538,7 +2319,7 @@ impl Heap {
             named += offs.len();
         }
         for (off, r) in &st.refs {
-            if r.count == 0 && !r.named {
+            if r.count == 0 && !r.named && !st.txn.orig_named.contains_key(off) {
                 return Err(bad(format!("block {off} is unreferenced but not freed")));
             }
         }
@@ -1568,9 +2349,11 @@ impl Heap {
                 )));
             }
         }
-        let meta_blocks = stored.iter().filter(|e| e.meta_off != 0).count();
+        let own = stored.iter().filter(|e| e.meta_off != 0).count()
+            + stored.iter().filter(|e| e.blocks_at.is_some()).count()
+            + l.blocks.len();
         let expected =
-            st.refs.len() + meta_blocks + usize::from(cat.is_some()) + st.quarantine.len();
+            st.refs.len() + own + st.txn.to_free.len() + st.deferred.len() + st.quarantine.len();
         let used = alloc.stats().used_blocks as usize;
         if used != expected {
             return Err(bad(format!(
@@ -1600,17 +2383,75 @@ impl Heap {
     }
 }
 
+/// Test support: writes a heap as an older Rfmalloc did (format version 1,
+/// a v1 catalog blob), with one raw block of `len` bytes per object.
+#[doc(hidden)]
+pub fn debug_write_v1_heap(path: &Path, objects: &[(&str, &[u8], u64)]) -> Result<()> {
+    let opts = OpenOptions {
+        readonly: false,
+        initial_size: Some(1 << 20),
+    };
+    let (h, _) = Heap::open(path, &opts)?;
+    for &(name, meta, len) in objects {
+        let off = h.malloc(len)?;
+        let b = BlockDesc {
+            offset: off,
+            data_offset: off,
+            elem: ElemType::Raw,
+            length: len,
+        };
+        h.put(name, meta, &[b], false)?;
+        h.release(off)?;
+    }
+    let mut st = h.state();
+    let mut entries = st.load_all()?.entries;
+    for e in &mut entries {
+        e.summary = None;
+        e.blocks_at = None;
+    }
+    let blob = catalog::encode(&entries);
+    let p = st.path.clone();
+    let (off, cap) = st.alloc_block(&p, blob.len() as u64)?;
+    st.map
+        .write(off, &blob)
+        .map_err(|e| Error::io(&p, "write", e))?;
+    let page = st
+        .map
+        .bytes(0, HEADER_SIZE)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let mut header = Header::decode(&page).map_err(|e| Error::corrupt(&p, e))?;
+    header.version = VERSION_V1;
+    let slot = Slot {
+        generation: st.slot.generation + 1,
+        catalog_off: off,
+        catalog_cap: cap,
+        catalog_len: blob.len() as u64,
+        catalog_sum: fnv1a64(&blob),
+        heap_len: st.map.len(),
+        kind: crate::format::CATALOG_BLOB,
+        unsynced: false,
+    };
+    // Both slots v1: the older one empty (as a fresh v1 heap's would be).
+    let mut new_page = header.encode_page(&slot);
+    new_page[slot_offset(1)..slot_offset(2)].fill(0);
+    st.map
+        .write(0, &new_page)
+        .map_err(|e| Error::io(&p, "write", e))?;
+    st.map.sync_all().map_err(|e| Error::io(&p, "sync", e))?;
+    Ok(())
+}
+
 fn not_live(off: u64) -> Error {
     Error::Invalid(format!("offset {off} is not a live block of this heap"))
 }
 
-fn to_entry(n: &Named) -> Entry {
+fn to_entry(e: &StoredEntry, meta: Vec<u8>, damaged: Option<String>) -> Entry {
     Entry {
-        name: n.stored.name.clone(),
-        meta: n.meta.clone(),
-        damaged: n.damaged.clone(),
-        blocks: n
-            .stored
+        name: e.name.clone(),
+        meta,
+        damaged,
+        blocks: e
             .blocks
             .iter()
             .map(|b| BlockDesc {
@@ -1620,7 +2461,7 @@ fn to_entry(n: &Named) -> Entry {
                 length: b.length,
             })
             .collect(),
-        created_ms: n.stored.created_ms,
-        modified_ms: n.stored.modified_ms,
+        created_ms: e.created_ms,
+        modified_ms: e.modified_ms,
     }
 }

@@ -6,6 +6,7 @@ mod heap_util;
 use std::path::Path;
 
 use heap_util::*;
+use rfmalloc::catalog::tree;
 use rfmalloc::error::Error;
 use rfmalloc::format::{
     fnv1a64, pick_slot, slot_offset, Slot, FILE_GRANULE, HEADER_SIZE, SLOT_SIZE,
@@ -43,6 +44,16 @@ fn probe(path: &Path) -> bool {
                     RECOVERED.with(|r| r.set(h.recovery().is_some()));
                 } else {
                     assert_eq!(h.recovery().is_some(), last_recovered(), "modes disagree");
+                }
+                // A read-only open reads the catalog lazily: damage below
+                // the root shows when it is read.
+                if readonly {
+                    if let Err(e) = h.check_invariants() {
+                        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                        drop(h);
+                        assert_eq!(std::fs::read(path).unwrap(), before);
+                        continue;
+                    }
                 }
                 h.check_invariants().unwrap();
                 for e in h.list() {
@@ -136,14 +147,14 @@ fn every_header_byte_flip_is_refused() {
             "flip at {at} accepted"
         );
     }
-    // Version 2, correctly signed: still refused, with the reason.
+    // Version 3, correctly signed: still refused, with the reason.
     let mut b = orig.clone();
-    b[8] = 2;
+    b[8] = 3;
     let sum = fnv1a64(&b[..48]);
     b[48..56].copy_from_slice(&sum.to_le_bytes());
     std::fs::write(&p, &b).unwrap();
     let err = Heap::open(&p, &opts(0)).err().unwrap();
-    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(err.to_string().contains("version 3"), "{err}");
     assert!(!probe(&p));
 }
 
@@ -181,7 +192,7 @@ fn catalog_and_meta_damage_recovers_or_is_refused() {
     sample(&p);
     let orig = std::fs::read(&p).unwrap();
     let (_, slot) = pick_slot(&orig[..HEADER_SIZE as usize], orig.len() as u64).unwrap();
-    let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
+    let (off, len) = (slot.catalog_off as usize, tree::PAGE_SIZE);
     // Damage to the catalog in force: the previous commit, reported as a
     // recovery, or a refusal; never a silent success.
     let mut recovered = 0;
@@ -197,9 +208,8 @@ fn catalog_and_meta_damage_recovers_or_is_refused() {
         let (h, _) = Heap::open(&p, &ro()).unwrap();
         assert_eq!(h.get("alpha").unwrap().meta, [1, 1, 2, 3]);
         drop(h);
-        let blob = &orig[off..off + len];
-        // meta offset of the first entry ("alpha"): preamble 24 + 24.
-        u64::from_le_bytes(blob[48..56].try_into().unwrap()) as usize
+        // The first entry is "alpha" (the catalog is one leaf page).
+        tree::debug_leaf_entries(&orig[off..off + len]).unwrap()[0].meta_off as usize
     };
     // A damaged meta damages only its object: the heap opens, the object is
     // listed as damaged and cannot be got, the others read as before.
@@ -228,20 +238,17 @@ fn catalog_and_meta_damage_recovers_or_is_refused() {
         .all(|e| e.damaged.is_none() && e.name != "alpha"));
 }
 
-/// Rewrites the catalog blob with `edit` applied and every checksum fixed,
-/// so that only the structural and geometric validation can catch it.
+/// Rewrites the catalog's (one) page with `edit` applied and the slot's
+/// checksum fixed, so that only the structural and geometric validation
+/// can catch it.
 fn resigned(orig: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut b = orig.to_vec();
     let (i, mut slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
-    let (off, len) = (slot.catalog_off as usize, slot.catalog_len as usize);
-    let mut blob = b[off..off + len].to_vec();
-    edit(&mut blob);
-    let n = blob.len();
-    let sum = fnv1a64(&blob[..n - 8]);
-    blob[n - 8..].copy_from_slice(&sum.to_le_bytes());
-    assert_eq!(n, len, "edits keep the length");
-    b[off..off + len].copy_from_slice(&blob);
-    slot.catalog_sum = fnv1a64(&blob);
+    let off = slot.catalog_off as usize;
+    let mut page = b[off..off + tree::PAGE_SIZE].to_vec();
+    edit(&mut page);
+    b[off..off + tree::PAGE_SIZE].copy_from_slice(&page);
+    slot.catalog_sum = tree::page_sum(&page);
     let at = slot_offset(i);
     b[at..at + SLOT_SIZE].copy_from_slice(&slot.encode());
     b
@@ -255,8 +262,10 @@ fn hostile_catalog_entries_are_refused() {
     let orig = std::fs::read(&p).unwrap();
     let file_len = orig.len() as u64;
     let set = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    // First entry is "alpha": fixed part at 24, name padded to 8, block at 88.
-    let blk = 24 + 56 + 8;
+    // One leaf page: records from 32; the first is "alpha": 88 fixed
+    // bytes, the name (5), no summary, then its block.
+    let rec = 32;
+    let blk = rec + 88 + 5;
     type Edit<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
     let edits: Vec<(&str, Edit<'_>)> = vec![
         ("resigned unchanged", Box::new(|_| {})),
@@ -277,18 +286,18 @@ fn hostile_catalog_entries_are_refused() {
             "data past block",
             Box::new(move |b| set(b, blk + 24, 1 << 40)),
         ),
-        ("meta beyond end", Box::new(|b| set(b, 24 + 24, 1 << 50))),
-        ("meta len > cap", Box::new(|b| set(b, 24 + 40, 1 << 20))),
-        ("entry count", Box::new(|b| set(b, 16, 1000))),
-        ("block count", Box::new(|b| b[24 + 4] = 200)),
+        ("meta beyond end", Box::new(|b| set(b, rec + 24, 1 << 50))),
+        ("meta len > cap", Box::new(|b| set(b, rec + 40, 1 << 20))),
+        ("entry count", Box::new(|b| b[10] = 200)),
+        ("block count", Box::new(|b| b[rec + 4] = 200)),
         ("elem type", Box::new(move |b| b[blk + 32] = 99)),
-        ("name not utf8", Box::new(|b| b[24 + 56] = 0xff)),
-        ("name with NUL", Box::new(|b| b[24 + 56] = 0)),
+        ("name not utf8", Box::new(|b| b[rec + 88] = 0xff)),
+        ("name with NUL", Box::new(|b| b[rec + 88] = 0)),
         (
             "overlap with next entry",
             Box::new(move |b| {
                 // alpha's block := beta2's first block offset.
-                let beta_blk = blk + 40 + 56 + 8;
+                let beta_blk = blk + 40 + 88 + 5;
                 let v = u64::from_le_bytes(b[beta_blk..beta_blk + 8].try_into().unwrap());
                 set(b, blk, v)
             }),

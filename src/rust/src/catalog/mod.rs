@@ -1,7 +1,13 @@
 //! Catalog of named objects: encoding, decoding, validation.
 //!
-//! The catalog is one blob stored in an allocator block; the slot in force
-//! (see `format`) gives its offset, length and checksum. Each entry's opaque
+//! Two formats, chosen by the slot in force (see `format`):
+//! - **v2** (`tree`): a copy-on-write B+tree of 4 KiB pages; what every
+//!   commit of this version writes. See `tree` for the layout and why.
+//! - **v1** (this module): one blob in an allocator block, whose offset,
+//!   length and checksum the slot gives. Still read; a writable heap
+//!   converts it to v2 at its first commit (never at open).
+//!
+//! The v1 blob: Each entry's opaque
 //! meta bytes (the R layer's type and attributes) live in a block of their
 //! own. Everything decoded here is untrusted: every count, length, offset and
 //! name is checked before use, and nothing is allocated on the strength of an
@@ -39,6 +45,8 @@
 //!    +33     7  reserved, 0
 //! ```
 
+pub mod tree;
+
 use std::collections::BTreeMap;
 
 use crate::alloc::ALIGN;
@@ -49,7 +57,7 @@ pub const CATALOG_MAGIC: [u8; 8] = *b"RFMCAT1\0";
 pub const CATALOG_VERSION: u32 = 1;
 const PREAMBLE: usize = 24;
 const ENTRY_FIXED: usize = 56;
-const BLOCK_SIZE: usize = 40;
+pub(crate) const BLOCK_SIZE: usize = 40;
 /// Longest name, in bytes.
 pub const MAX_NAME: usize = 255;
 
@@ -74,6 +82,24 @@ pub struct StoredEntry {
     pub meta_len: u64,
     pub meta_sum: u64,
     pub blocks: Vec<StoredBlock>,
+    /// v2: a copy of the meta's summary section (what `fmalloc_ls()`
+    /// shows), when it has one of at most `tree::MAX_SUMMARY` bytes.
+    pub summary: Option<Vec<u8>>,
+    /// v2: bytes of data of all blocks (saturating).
+    pub data_bytes: u64,
+    /// v2: (offset, capacity, checksum) of the block list block when the
+    /// blocks are not inline in the leaf record.
+    pub blocks_at: Option<(u64, u64, u64)>,
+}
+
+impl StoredEntry {
+    /// Bytes of data `blocks` hold (saturating): `length x element size`.
+    pub fn data_bytes_of(blocks: &[StoredBlock]) -> u64 {
+        blocks
+            .iter()
+            .map(|b| b.length.saturating_mul(b.elem.size()))
+            .fold(0u64, u64::saturating_add)
+    }
 }
 
 /// A name is 1..=255 bytes of UTF-8 without NUL.
@@ -228,6 +254,9 @@ pub fn decode(b: &[u8]) -> Result<Vec<StoredEntry>, String> {
         }
         entries.push(StoredEntry {
             name,
+            summary: None,
+            data_bytes: StoredEntry::data_bytes_of(&blocks),
+            blocks_at: None,
             created_ms: get_u64(f, 8) as i64,
             modified_ms: get_u64(f, 16) as i64,
             meta_off: get_u64(f, 24),
@@ -257,56 +286,78 @@ fn check_block(what: &str, off: u64, cap: u64, heap_len: u64) -> Result<(), Stri
     Ok(())
 }
 
+/// Checks the blocks of one entry and adds them to `live`; errors start
+/// with ": " (the caller puts the entry's name before).
+fn entry_blocks(e: &StoredEntry, heap_len: u64, live: &mut Vec<(u64, u64)>) -> Result<(), String> {
+    if let Some((off, cap, _)) = e.blocks_at {
+        check_block(": block list", off, cap, heap_len)?;
+        live.push((off, cap));
+    }
+    if e.meta_off == 0 {
+        if e.meta_cap != 0 || e.meta_len != 0 {
+            return Err(": meta length without a meta block".into());
+        }
+    } else {
+        check_block("", e.meta_off, e.meta_cap, heap_len)?;
+        if e.meta_len > e.meta_cap {
+            return Err(": meta longer than its block".into());
+        }
+        live.push((e.meta_off, e.meta_cap));
+    }
+    // A block may appear twice in one entry (one vector referenced twice),
+    // never in two entries.
+    let mut own: Vec<(u64, u64)> = Vec::new();
+    let mut own_map: BTreeMap<u64, u64> = BTreeMap::new();
+    let many = e.blocks.len() > 16;
+    for k in &e.blocks {
+        check_block("", k.offset, k.capacity, heap_len)?;
+        let data_bytes = k
+            .length
+            .checked_mul(k.elem.size())
+            .ok_or(": data length overflows")?;
+        let block_end = k.offset + k.capacity; // checked by check_block
+        let data_end = k
+            .data_offset
+            .checked_add(data_bytes)
+            .ok_or(": data range overflows")?;
+        if k.data_offset < k.offset || data_end > block_end {
+            return Err(": data outside their block".into());
+        }
+        let seen = if many {
+            own_map.insert(k.offset, k.capacity)
+        } else {
+            let s = own.iter().find(|b| b.0 == k.offset).map(|b| b.1);
+            if s.is_none() {
+                own.push((k.offset, k.capacity));
+            }
+            s
+        };
+        match seen {
+            None => live.push((k.offset, k.capacity)),
+            Some(cap) if cap == k.capacity => {}
+            Some(_) => return Err(": one block with two capacities".into()),
+        }
+    }
+    Ok(())
+}
+
 /// Validates the geometry of every entry against a heap of `heap_len` bytes
 /// and returns the live allocator blocks `(payload offset, capacity)`,
-/// sorted and non-overlapping: the catalog block `catalog` (if any), every
-/// meta block and every data block.
+/// sorted and non-overlapping: the catalog's own blocks `catalog` (the v1
+/// blob, or the v2 pages), every block list, meta and data block.
 pub fn live_blocks(
     entries: &[StoredEntry],
-    catalog: Option<(u64, u64)>,
+    catalog: &[(u64, u64)],
     heap_len: u64,
 ) -> Result<Vec<(u64, u64)>, String> {
     let mut live: Vec<(u64, u64)> = Vec::new();
-    if let Some((off, cap)) = catalog {
+    for &(off, cap) in catalog {
         check_block("catalog", off, cap, heap_len)?;
         live.push((off, cap));
     }
     for e in entries {
-        let what = format!("entry '{}'", e.name);
-        if e.meta_off == 0 {
-            if e.meta_cap != 0 || e.meta_len != 0 {
-                return Err(format!("{what}: meta length without a meta block"));
-            }
-        } else {
-            check_block(&what, e.meta_off, e.meta_cap, heap_len)?;
-            if e.meta_len > e.meta_cap {
-                return Err(format!("{what}: meta longer than its block"));
-            }
-            live.push((e.meta_off, e.meta_cap));
-        }
-        // A block may appear twice in one entry (one vector referenced
-        // twice), never in two entries.
-        let mut own: BTreeMap<u64, u64> = BTreeMap::new();
-        for k in &e.blocks {
-            check_block(&what, k.offset, k.capacity, heap_len)?;
-            let data_bytes = k
-                .length
-                .checked_mul(k.elem.size())
-                .ok_or_else(|| format!("{what}: data length overflows"))?;
-            let block_end = k.offset + k.capacity; // checked by check_block
-            let data_end = k
-                .data_offset
-                .checked_add(data_bytes)
-                .ok_or_else(|| format!("{what}: data range overflows"))?;
-            if k.data_offset < k.offset || data_end > block_end {
-                return Err(format!("{what}: data outside their block"));
-            }
-            match own.insert(k.offset, k.capacity) {
-                None => live.push((k.offset, k.capacity)),
-                Some(cap) if cap == k.capacity => {}
-                Some(_) => return Err(format!("{what}: one block with two capacities")),
-            }
-        }
+        // The entry's name is formatted only into an error.
+        entry_blocks(e, heap_len, &mut live).map_err(|m| format!("entry '{}'{m}", e.name))?;
     }
     live.sort_unstable();
     for w in live.windows(2) {
@@ -333,6 +384,9 @@ mod tests {
             meta_cap: 64,
             meta_len: 10,
             meta_sum: 99,
+            summary: None,
+            data_bytes: 800,
+            blocks_at: None,
             blocks: vec![StoredBlock {
                 offset: base + 128,
                 capacity: 1024,
@@ -354,7 +408,7 @@ mod tests {
         assert_eq!(&b[..8], b"RFMCAT1\0");
         assert_eq!(decode(&b).unwrap(), e);
         assert_eq!(decode(&encode(&[])).unwrap(), vec![]);
-        let live = live_blocks(&e, Some((4096, 512)), 1 << 20).unwrap();
+        let live = live_blocks(&e, &[(4096, 512)], 1 << 20).unwrap();
         assert_eq!(live.len(), 7);
     }
 
@@ -423,11 +477,11 @@ mod tests {
     fn geometry_is_validated() {
         let heap = 1 << 20;
         let ok = sample();
-        assert!(live_blocks(&ok, None, heap).is_ok());
+        assert!(live_blocks(&ok, &[], heap).is_ok());
         let bad = |f: &dyn Fn(&mut StoredEntry)| {
             let mut e = sample();
             f(&mut e[1]);
-            live_blocks(&e, None, heap)
+            live_blocks(&e, &[], heap)
         };
         assert!(bad(&|e| e.blocks[0].offset = 100).is_err()); // in header
         assert!(bad(&|e| e.blocks[0].offset += 8).is_err()); // misaligned
@@ -452,6 +506,6 @@ mod tests {
         })
         .is_ok());
         // The catalog block must not overlap an entry.
-        assert!(live_blocks(&ok, Some((8192, 64)), heap).is_err());
+        assert!(live_blocks(&ok, &[(8192, 64)], heap).is_err());
     }
 }

@@ -15,6 +15,26 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// FNV-1a 64 over little-endian 64-bit words instead of bytes (catalog v2
+/// pages): `h = (h XOR word) * prime` per word, 8 times fewer steps. Every
+/// single-bit flip still changes the result (multiplying by an odd prime is
+/// a bijection). A trailing part shorter than 8 bytes is hashed bytewise.
+pub fn fnv1a64_words(bytes: &[u8]) -> u64 {
+    let mut h = OFFSET_BASIS;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h ^= u64::from_le_bytes(a);
+        h = h.wrapping_mul(PRIME);
+    }
+    for &b in words.remainder() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::fnv1a64;
@@ -25,6 +45,18 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn word_sums_catch_single_bit_flips() {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
+        let base = super::fnv1a64_words(&data);
+        assert_eq!(super::fnv1a64_words(b""), 0xcbf2_9ce4_8422_2325);
+        for i in (0..data.len()).step_by(7) {
+            let mut d = data.clone();
+            d[i] ^= 1 << (i % 8);
+            assert_ne!(super::fnv1a64_words(&d), base);
+        }
     }
 
     #[test]

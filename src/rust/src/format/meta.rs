@@ -428,6 +428,22 @@ pub fn decode_summary(meta: &[u8]) -> Result<Summary, String> {
     summary(&mut r, s_len)
 }
 
+/// The summary section of a meta blob (the bytes `fmalloc_ls()` needs),
+/// if the meta has a valid header and its summary decodes; the catalog
+/// keeps a copy of it in the entry (catalog v2).
+pub fn summary_section(meta: &[u8]) -> Option<&[u8]> {
+    let (mut r, s_len) = header(meta).ok()?;
+    let start = r.pos;
+    summary(&mut r, s_len).ok()?;
+    meta.get(start..start + s_len)
+}
+
+/// Decodes a summary section on its own (as kept in a catalog entry).
+pub fn decode_summary_section(b: &[u8]) -> Result<Summary, String> {
+    let mut r = Reader { b, pos: 0 };
+    summary(&mut r, b.len())
+}
+
 /// One node's header and payload (not its attributes or elements).
 /// Returns the node and its attribute and element counts.
 fn read_node(r: &mut Reader<'_>) -> Result<(Node, usize, usize), String> {

@@ -8,7 +8,7 @@
 //! Header page (offset 0, HEADER_SIZE = 4096 bytes)
 //! offset  size  field
 //!      0     8  MAGIC  b"RFMHEAP\0"
-//!      8     4  format version (u32) = 1
+//!      8     4  format version (u32) = 2 (1: catalog v1 slots only)
 //!     12     4  header size (u32) = 4096
 //!     16    16  heap id (random, fixed at creation)
 //!     32     8  created, Unix time in ms (i64)
@@ -21,19 +21,21 @@
 //!
 //! Catalog slot (64 bytes; the valid slot with the highest generation wins)
 //!     +0     8  generation (u64, 1 ..= MAX_GENERATION; 0 = never written)
-//!     +8     8  catalog block payload offset (0 = empty catalog)
-//!    +16     8  catalog block capacity (allocator usable size)
-//!    +24     8  catalog blob length
-//!    +32     8  catalog blob checksum (FNV-1a 64 of the blob)
+//!     +8     8  v1: catalog blob block offset; v2: root page offset (0 = empty)
+//!    +16     8  that block's capacity (allocator usable size)
+//!    +24     8  v1: catalog blob length; v2: number of entries
+//!    +32     8  v1: FNV-1a 64 of the blob; v2: FNV-1a 64 of the root page
 //!    +40     8  heap length at commit (the file is never shorter)
-//!    +48     8  reserved, 0
+//!    +48     4  catalog format: 0 = v1 blob, 2 = v2 tree
+//!    +52     4  flags: bit 0 = unsynced (written without the flush that
+//!               makes it durable, `sync = "none"`); other bits 0
 //!    +56     8  slot checksum: FNV-1a 64 of bytes [+0, +56)
 //! ```
 //!
-//! The catalog blob itself (names, blocks, meta) is specified in
-//! `catalog`. A commit writes the new blob into a fresh block, flushes it,
-//! and only then overwrites the *inactive* slot (generation + 1): a torn slot
-//! fails its checksum and the other slot stays in force.
+//! The catalog itself (names, blocks, meta) is specified in `catalog`. A
+//! commit writes new pages into fresh blocks, flushes them (durable mode),
+//! and only then overwrites the *inactive* slot (generation + 1): a torn
+//! slot fails its checksum and the other slot stays in force.
 //!
 //! Geometry is validated before any arithmetic uses it, and every offset read
 //! from the file goes through [`bounds`].
@@ -43,12 +45,20 @@ pub mod meta;
 
 use std::ops::Range;
 
-pub use checksum::fnv1a64;
+pub use checksum::{fnv1a64, fnv1a64_words};
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"RFMHEAP\0";
-/// The only format version this code reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this code writes. Version 1 files (catalog v1 slots
+/// only) are read too; their header becomes version 2 at the first commit,
+/// so that older Rfmalloc versions refuse the file instead of misreading a
+/// v2 slot.
+pub const VERSION: u32 = 2;
+/// The oldest version read.
+pub const VERSION_V1: u32 = 1;
+/// Catalog formats a slot may name.
+pub const CATALOG_BLOB: u32 = 0;
+pub const CATALOG_TREE: u32 = 2;
 /// The highest slot generation: a commit never writes a larger one, and a
 /// slot claiming one is invalid, so generations can never wrap (2^62
 /// commits, one per nanosecond, would take 146 years).
@@ -76,6 +86,9 @@ const SLOT_CATALOG_CAP: usize = 16;
 const SLOT_CATALOG_LEN: usize = 24;
 const SLOT_CATALOG_SUM: usize = 32;
 const SLOT_HEAP_LEN: usize = 40;
+const SLOT_KIND: usize = 48;
+const SLOT_FLAGS: usize = 52;
+const FLAG_UNSYNCED: u32 = 1;
 const SLOT_CHECKSUM: usize = 56;
 
 /// Byte offset of slot `i` (0 = A, 1 = B) in the file.
@@ -122,6 +135,8 @@ pub(crate) fn put_u64(b: &mut [u8], at: usize, v: u64) {
 pub struct Header {
     pub heap_id: [u8; 16],
     pub created_ms: i64,
+    /// Format version (VERSION_V1 or VERSION).
+    pub version: u32,
 }
 
 /// One catalog slot.
@@ -133,6 +148,11 @@ pub struct Slot {
     pub catalog_len: u64,
     pub catalog_sum: u64,
     pub heap_len: u64,
+    /// CATALOG_BLOB or CATALOG_TREE.
+    pub kind: u32,
+    /// Written without a flush (sync = "none"): its pages may not have
+    /// reached the disk, so an open verifies the whole tree.
+    pub unsynced: bool,
 }
 
 impl Header {
@@ -140,7 +160,7 @@ impl Header {
     pub fn encode_page(&self, slot: &Slot) -> Vec<u8> {
         let mut page = vec![0u8; HEADER_SIZE as usize];
         page[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(&MAGIC);
-        put_u32(&mut page, OFF_VERSION, VERSION);
+        put_u32(&mut page, OFF_VERSION, self.version);
         put_u32(&mut page, OFF_HEADER_SIZE, HEADER_SIZE as u32);
         page[OFF_HEAP_ID..OFF_HEAP_ID + 16].copy_from_slice(&self.heap_id);
         put_u64(&mut page, OFF_CREATED, self.created_ms as u64);
@@ -163,9 +183,9 @@ impl Header {
             return Err("bad magic".into());
         }
         let version = get_u32(page, OFF_VERSION);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_V1 {
             return Err(format!(
-                "format version {version}, this Rfmalloc reads version {VERSION}"
+                "format version {version}, this Rfmalloc reads versions {VERSION_V1} and {VERSION}"
             ));
         }
         let header_size = get_u32(page, OFF_HEADER_SIZE);
@@ -180,6 +200,7 @@ impl Header {
         Ok(Header {
             heap_id,
             created_ms: get_u64(page, OFF_CREATED) as i64,
+            version,
         })
     }
 }
@@ -194,6 +215,8 @@ impl Slot {
             catalog_len: get_u64(b, SLOT_CATALOG_LEN),
             catalog_sum: get_u64(b, SLOT_CATALOG_SUM),
             heap_len: get_u64(b, SLOT_HEAP_LEN),
+            kind: get_u32(b, SLOT_KIND),
+            unsynced: get_u32(b, SLOT_FLAGS) & FLAG_UNSYNCED != 0,
         }
     }
 
@@ -205,6 +228,12 @@ impl Slot {
         put_u64(&mut b, SLOT_CATALOG_LEN, self.catalog_len);
         put_u64(&mut b, SLOT_CATALOG_SUM, self.catalog_sum);
         put_u64(&mut b, SLOT_HEAP_LEN, self.heap_len);
+        put_u32(&mut b, SLOT_KIND, self.kind);
+        put_u32(
+            &mut b,
+            SLOT_FLAGS,
+            if self.unsynced { FLAG_UNSYNCED } else { 0 },
+        );
         let sum = fnv1a64(&b[..SLOT_CHECKSUM]);
         put_u64(&mut b, SLOT_CHECKSUM, sum);
         b
@@ -235,10 +264,26 @@ impl Slot {
                 s.heap_len
             ));
         }
+        if get_u32(b, SLOT_FLAGS) & !FLAG_UNSYNCED != 0 {
+            return Err("unknown slot flags".into());
+        }
+        let tree = match s.kind {
+            CATALOG_BLOB => false,
+            CATALOG_TREE => true,
+            k => return Err(format!("catalog format {k} is not supported")),
+        };
         if s.catalog_off == 0 {
             if s.catalog_cap != 0 || s.catalog_len != 0 {
                 return Err("empty catalog with a non-zero length".into());
             }
+        } else if tree {
+            if s.catalog_off < HEADER_SIZE {
+                return Err("catalog inside the header".into());
+            }
+            if s.catalog_cap < crate::catalog::tree::PAGE_SIZE as u64 {
+                return Err("catalog root block smaller than a page".into());
+            }
+            bounds(s.catalog_off, s.catalog_cap, s.heap_len)?;
         } else {
             if s.catalog_off < HEADER_SIZE {
                 return Err("catalog inside the header".into());
@@ -392,6 +437,7 @@ mod tests {
         let h = Header {
             heap_id: [7; 16],
             created_ms: 1234,
+            version: VERSION,
         };
         h.encode_page(&Slot {
             generation: 1,
@@ -415,7 +461,7 @@ mod tests {
     fn header_round_trip() {
         let p = page();
         assert_eq!(&p[..8], b"RFMHEAP\0");
-        assert_eq!(&p[8..12], &1u32.to_le_bytes());
+        assert_eq!(&p[8..12], &2u32.to_le_bytes());
         let h = Header::decode(&p).unwrap();
         assert_eq!(h.heap_id, [7; 16]);
         assert_eq!(h.created_ms, 1234);
@@ -448,6 +494,7 @@ mod tests {
             catalog_len: 100,
             catalog_sum: 9,
             heap_len: 1 << 20,
+            ..Slot::default()
         };
         p[slot_offset(1)..slot_offset(2)].copy_from_slice(&s2.encode());
         assert_eq!(pick_slot(&p, 1 << 20).unwrap(), (1, s2));
@@ -465,6 +512,7 @@ mod tests {
             catalog_len: 100,
             catalog_sum: 0,
             heap_len: 1 << 20,
+            ..Slot::default()
         };
         assert!(Slot::decode(&ok.encode(), 1 << 20).is_ok());
         // File shorter than the heap it recorded.

@@ -446,6 +446,20 @@ impl Mapping {
         Ok(())
     }
 
+    /// One flush of everything written through the mapping (a durable
+    /// commit's first flush). On Linux `fsync` of the file alone: a page
+    /// written through a shared mapping is dirty in the page cache from its
+    /// write fault on (`page_mkwrite`), so `fsync` writes it, and `msync`
+    /// of each extent first would flush the device cache once more. Elsewhere
+    /// [`Mapping::sync_all`].
+    pub fn sync_durable(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(f) = &self.file {
+            return crate::sys::sync_file(f);
+        }
+        self.sync_all()
+    }
+
     /// msync of every extent, then fsync of the file (`F_FULLFSYNC` on
     /// macOS, see `sys::sync_file`).
     pub fn sync_all(&self) -> io::Result<()> {

@@ -1,6 +1,8 @@
 //! The `#[savvy]` entry points R calls: each converts its arguments
 //! (`r::args`), calls the layers below and converts the result.
 
+/// Batches (one commit for many changes) and the durability setting.
+mod batch;
 /// The heap handle: open, close, info, sync, check.
 mod heap;
 /// Who holds a heap file: this session's vectors, another process.

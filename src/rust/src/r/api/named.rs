@@ -25,7 +25,7 @@ use savvy::{
 
 use crate::error::Error;
 use crate::format::meta;
-use crate::heap::{BlockDesc, Entry};
+use crate::heap::Listed;
 use crate::r::args::FmallocHeap;
 use crate::r::error::returned_form;
 use crate::r::named::assemble::assemble;
@@ -125,22 +125,21 @@ fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
     )
 }
 
-/// The catalog as columns: name, type, class, length, dim (from each
-/// meta's summary, decoded in Rust; NA for a meta that cannot be read),
-/// created, modified (seconds since the epoch), bytes (data bytes of all
-/// blocks).
+/// The catalog as columns: name, type, class, length, dim (from the
+/// summary each catalog entry keeps: no meta is decoded; NA for a summary
+/// that cannot be read), created, modified (seconds since the epoch),
+/// bytes (data bytes of all blocks), status.
 /// @noRd
 #[savvy]
 fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     let heap = heap.heap()?;
-    let mut entries = heap.list();
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let entries = heap.summaries()?;
     // A damaged object keeps its row: NA fields and a status saying why.
     let decoded: Vec<Result<meta::Summary, String>> = entries
         .iter()
-        .map(|e| match &e.damaged {
-            Some(why) => Err(why.clone()),
-            None => meta::decode_summary(&e.meta).map_err(|e| e.to_string()),
+        .map(|e| match &e.summary {
+            Err(why) => Err(why.clone()),
+            Ok(s) => meta::decode_summary_section(s),
         })
         .collect();
     let status: Vec<String> = decoded
@@ -170,13 +169,13 @@ fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
         .collect();
     out.set_name_and_value(3, "length", OwnedRealSexp::try_from_slice(&lengths)?)?;
     out.set_name_and_value(4, "dim", text(&|s| s.dim.as_deref())?)?;
-    let column = |f: &dyn Fn(&Entry) -> f64| {
+    let column = |f: &dyn Fn(&Listed) -> f64| {
         let v: Vec<f64> = entries.iter().map(f).collect();
         OwnedRealSexp::try_from_slice(&v)
     };
     out.set_name_and_value(5, "created", column(&|e| seconds(e.created_ms))?)?;
     out.set_name_and_value(6, "modified", column(&|e| seconds(e.modified_ms))?)?;
-    out.set_name_and_value(7, "bytes", column(&|e| data_bytes(&e.blocks) as f64)?)?;
+    out.set_name_and_value(7, "bytes", column(&|e| e.data_bytes as f64)?)?;
     let status: Vec<&str> = status.iter().map(String::as_str).collect();
     out.set_name_and_value(8, "status", OwnedStringSexp::try_from_slice(&status)?)?;
     out.into()
@@ -185,7 +184,7 @@ fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
 /// @noRd
 #[savvy]
 fn fmalloc_named_exists(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
-    OwnedLogicalSexp::try_from(heap.heap()?.contains(name))?.into()
+    OwnedLogicalSexp::try_from(heap.heap()?.contains(name)?)?.into()
 }
 
 /// @noRd
@@ -203,35 +202,6 @@ fn fmalloc_named_rename(
     overwrite: bool,
 ) -> savvy::Result<()> {
     Ok(heap.heap()?.rename(from, to, overwrite)?)
-}
-
-/// Bytes of data an object holds (what `fmalloc_ls()` reports).
-fn data_bytes(blocks: &[BlockDesc]) -> u64 {
-    blocks
-        .iter()
-        .map(|b| b.length.saturating_mul(b.elem.size()))
-        .fold(0u64, u64::saturating_add)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::heap::ElemType;
-
-    #[test]
-    fn data_bytes_counts_element_sizes_and_saturates() {
-        let b = |elem, length| BlockDesc {
-            offset: 64,
-            data_offset: 64,
-            elem,
-            length,
-        };
-        assert_eq!(
-            data_bytes(&[b(ElemType::Double, 10), b(ElemType::Raw, 3)]),
-            83
-        );
-        assert_eq!(data_bytes(&[b(ElemType::Complex, u64::MAX)]), u64::MAX);
-    }
 }
 
 /// Whether the copies of the next saves may show progress, after how many

@@ -1,0 +1,58 @@
+# Batches: many saves, removals and renames as one atomic commit.
+
+.fm_sync_arg <- function(sync, call = NULL) {
+  if (!is.character(sync) || length(sync) < 1L || anyNA(sync) ||
+      !sync[[1L]] %in% c("commit", "none")) {
+    .fmalloc_abort("Rfmalloc: `sync` must be \"commit\" or \"none\"", "fmalloc_invalid", call)
+  }
+  sync[[1L]]
+}
+
+#' Group changes into one atomic commit
+#'
+#' `fmalloc_batch()` evaluates `expr`; every [fmalloc_save()],
+#' [fmalloc_rm()] and [fmalloc_rename()] on `heap` inside it becomes part
+#' of one commit, made when `expr` returns. If `expr` signals an error (or
+#' is interrupted), none of its changes is committed: the catalog is
+#' exactly as before, and the space the new objects took is free again.
+#' Inside the batch, [fmalloc_get()], [fmalloc_exists()] and [fmalloc_ls()]
+#' see the batch's changes; other processes and a crash see none of them
+#' until the batch commits.
+#'
+#' A batch costs one commit (two flushes with `sync = "commit"`) however
+#' many objects it changes, so saving many small objects in a batch is much
+#' faster than saving them one by one. Batches nest: only the outermost one
+#' commits.
+#'
+#' @param heap A heap handle from [fmalloc_open()], or `NULL` for the
+#'   session's default heap.
+#' @param expr Code to run.
+#' @returns The value of `expr`, invisibly.
+#' @seealso [fmalloc_open()] for `sync`, [fmalloc_sync()].
+#' @examples
+#' path <- tempfile(fileext = ".bin")
+#' heap <- fmalloc_open(path, size_gb = 0.1)
+#' fmalloc_batch(heap, {
+#'   for (i in 1:100) fmalloc_save(i * 1.5, paste0("x", i), heap)
+#' })
+#' nrow(fmalloc_ls(heap))
+#' # An error rolls the whole batch back:
+#' try(fmalloc_batch(heap, {
+#'   fmalloc_rm("x1", heap)
+#'   stop("changed my mind")
+#' }))
+#' fmalloc_exists("x1", heap)
+#' fmalloc_close(heap)
+#' unlink(path)
+#' @export
+fmalloc_batch <- function(heap, expr) {
+  call <- sys.call()
+  heap <- .fm_heap(heap, call)
+  .rfm(fmalloc_batch_begin(heap), call)
+  done <- FALSE
+  on.exit(if (!done) fmalloc_batch_abort(heap))
+  value <- expr
+  done <- TRUE
+  .rfm(fmalloc_batch_commit(heap), call)
+  invisible(value)
+}

@@ -1,0 +1,39 @@
+//! Batches and durability: the savvy functions behind `fmalloc_batch()`
+//! and `fmalloc_open(sync = )` (R/batch.R). The core does the work
+//! (`Heap::begin_batch`, `commit_batch`, `abort_batch`, `set_sync`).
+
+use savvy::savvy;
+
+use crate::heap::SyncMode;
+use crate::r::args::FmallocHeap;
+
+/// @noRd
+#[savvy]
+fn fmalloc_batch_begin(heap: &FmallocHeap) -> savvy::Result<()> {
+    Ok(heap.heap()?.begin_batch()?)
+}
+
+/// @noRd
+#[savvy]
+fn fmalloc_batch_commit(heap: &FmallocHeap) -> savvy::Result<()> {
+    Ok(heap.heap()?.commit_batch()?)
+}
+
+/// Rolls back everything since the outermost batch began.
+/// @noRd
+#[savvy]
+fn fmalloc_batch_abort(heap: &FmallocHeap) -> savvy::Result<()> {
+    heap.heap()?.abort_batch();
+    Ok(())
+}
+
+/// `mode`: "commit" or "none" (checked in R).
+/// @noRd
+#[savvy]
+fn fmalloc_heap_set_sync(heap: &FmallocHeap, mode: &str) -> savvy::Result<()> {
+    let mode = match mode {
+        "none" => SyncMode::None,
+        _ => SyncMode::Commit,
+    };
+    Ok(heap.heap()?.set_sync(mode)?)
+}

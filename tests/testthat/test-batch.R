@@ -1,0 +1,141 @@
+# Batches (fmalloc_batch) and durability (fmalloc_open(sync = )).
+
+test_that("a batch is one commit: its changes are seen inside, and after it", {
+  heap <- local_heap()
+  fmalloc_save(1:3, "keep", heap)
+  fmalloc_save(4:6, "old", heap)
+  value <- fmalloc_batch(heap, {
+    for (i in 1:50) fmalloc_save(i * 1.5, sprintf("x%02d", i), heap)
+    fmalloc_rm("old", heap)
+    fmalloc_rename("x01", "first", heap)
+    # Reads inside the batch see its changes.
+    expect_false(fmalloc_exists("old", heap))
+    expect_identical(fmalloc_get("first", heap), 1.5)
+    expect_identical(nrow(fmalloc_ls(heap)), 51L)
+    "done"
+  })
+  expect_identical(value, "done")
+  expect_identical(nrow(fmalloc_ls(heap)), 51L)
+  expect_identical(fmalloc_get("x50", heap), 75)
+  expect_false(fmalloc_exists("old", heap))
+  expect_identical(fmalloc_check(heap)$problem, character())
+})
+
+test_that("an error inside a batch rolls all of its changes back", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(1:3, "keep", heap)
+  fmalloc_save(c(a = 1), "old", heap)
+  used <- fmalloc_info(heap)$used
+  expect_error(fmalloc_batch(heap, {
+    for (i in 1:20) fmalloc_save(runif(100), paste0("y", i), heap)
+    fmalloc_rm("keep", heap)
+    fmalloc_rename("old", "renamed", heap)
+    stop("boom")
+  }), "boom")
+  expect_identical(fmalloc_ls(heap)$name, c("keep", "old"))
+  expect_identical(fmalloc_get("keep", heap), 1:3)
+  expect_identical(fmalloc_get("old", heap), c(a = 1))
+  invisible(gc())
+  # The space the rolled-back objects took is free again.
+  expect_lte(fmalloc_info(heap)$used, used)
+  expect_identical(fmalloc_check(heap)$problem, character())
+  # A failing call inside the batch rolls it back too.
+  expect_fmalloc_error(fmalloc_batch(heap, {
+    fmalloc_save(1, "z", heap)
+    fmalloc_save(2, "keep", heap) # exists: fmalloc_exists
+  }), "fmalloc_exists")
+  expect_false(fmalloc_exists("z", heap))
+  # Nested batches commit with the outermost one.
+  fmalloc_batch(heap, {
+    fmalloc_batch(heap, fmalloc_save(1, "inner", heap))
+    fmalloc_save(2, "outer", heap)
+  })
+  fmalloc_close(heap)
+  invisible(gc())
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_ls(heap)$name, c("inner", "keep", "old", "outer"))
+})
+
+test_that("sync must be \"commit\" or \"none\"", {
+  path <- local_heap_path()
+  expect_fmalloc_error(fmalloc_open(path, sync = "sometimes"), "fmalloc_invalid", "sync")
+  expect_fmalloc_error(fmalloc_open(path, sync = NA_character_), "fmalloc_invalid")
+  heap <- fmalloc_open(path, size_gb = 0.01, sync = "none")
+  fmalloc_save(1:10, "v", heap)
+  fmalloc_sync(heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_get("v", heap), 1:10)
+})
+
+# Starts a writer that runs `body` (with `heap` open on `path`), signals
+# `ready` and waits to be killed with SIGKILL (no finalizer, no sync).
+killed_writer <- function(path, sync, body) {
+  ready <- tempfile("ready-")
+  proc <- callr::r_bg(function(path, sync, ready, body) {
+    heap <- Rfmalloc::fmalloc_open(path, size_gb = 0.01, sync = sync)
+    body(heap, ready)
+    Sys.sleep(60)
+  }, args = list(path = path, sync = sync, ready = ready, body = body),
+  libpath = .libPaths())
+  deadline <- Sys.time() + 60
+  while (!file.exists(ready) && proc$is_alive() && Sys.time() < deadline) Sys.sleep(0.05)
+  expect_true(file.exists(ready))
+  proc$kill()
+  proc$wait()
+  unlink(ready)
+}
+
+test_that("kill -9 in the middle of a batch leaves the catalog as before it", {
+  skip_if_not_installed("callr")
+  skip_on_os("windows")
+  path <- local_heap_path()
+  killed_writer(path, "commit", function(heap, ready) {
+    Rfmalloc::fmalloc_save(1:3, "before", heap)
+    Rfmalloc::fmalloc_batch(heap, {
+      for (i in 1:200) Rfmalloc::fmalloc_save(as.double(i), paste0("b", i), heap)
+      Rfmalloc::fmalloc_rm("before", heap)
+      file.create(ready)
+      Sys.sleep(60) # killed here, inside the batch
+    })
+  })
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_ls(heap)$name, "before")
+  expect_identical(fmalloc_get("before", heap), 1:3)
+  expect_identical(fmalloc_check(heap)$problem, character())
+  # The blocks the batch had taken are free again.
+  fmalloc_save(2, "after", heap)
+})
+
+test_that("kill -9 after unsynced commits and batches loses nothing committed", {
+  skip_if_not_installed("callr")
+  skip_on_os("windows")
+  path <- local_heap_path()
+  killed_writer(path, "none", function(heap, ready) {
+    for (i in 1:100) Rfmalloc::fmalloc_save(as.double(i), paste0("u", i), heap)
+    Rfmalloc::fmalloc_batch(heap, {
+      for (i in 1:100) Rfmalloc::fmalloc_save(-as.double(i), paste0("v", i), heap)
+    })
+    Rfmalloc::fmalloc_rm("u1", heap)
+    Rfmalloc::fmalloc_rename("u2", "two", heap)
+    file.create(ready)
+  })
+  # A read-only open of an unsynced commit checks the whole catalog.
+  got <- callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    ls <- Rfmalloc::fmalloc_ls(heap)
+    list(n = nrow(ls), two = Rfmalloc::fmalloc_get("two", heap),
+         v100 = Rfmalloc::fmalloc_get("v100", heap),
+         u1 = Rfmalloc::fmalloc_exists("u1", heap))
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(got, list(n = 199L, two = 2, v100 = -100, u1 = FALSE))
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  expect_identical(fmalloc_check(heap)$problem, character())
+  expect_identical(nrow(fmalloc_ls(heap)), 199L)
+})
