@@ -229,7 +229,18 @@ fn quarantine_scenario(p: &Path) {
 /// Entry "k{n}" always holds meta = i (8 bytes) and data = (i % 251) repeated
 /// (i % 13 + 1) * 1000 times, for the `i` that wrote it.
 fn crash_loop(path: &Path) {
-    let h = open(path, 1 << 20);
+    // A process the test binary's other threads spawn inherits their
+    // descriptors (and so heap locks) until it execs: retry a moment.
+    let mut tries = 0;
+    let h = loop {
+        match Heap::open(path, &opts(1 << 20)) {
+            Err(Error::Locked { .. }) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap().0,
+        }
+    };
     let mut i: u64 = h.list().len() as u64 * 1000;
     let mut ready = false;
     loop {
