@@ -98,7 +98,18 @@ fn readers_share_and_exclude_writers() {
     let d = TempDir::new("lockr");
     let p = d.file("r.bin");
     put_bytes(&open(&p, 1 << 20), "x", 2, 5);
-    let (r, _) = Heap::open(&p, &ro()).unwrap();
+    // Another test may be spawning a child at this moment: between its fork
+    // and exec the child holds a copy of every descriptor, the writer's lock
+    // included (seen under heavy load). Wait for that exec.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (r, _) = loop {
+        match Heap::open(&p, &ro()) {
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => break other.unwrap(),
+        }
+    };
     assert_eq!(child_result("read", &p), "ok [5, 5]");
     assert_eq!(child_result("write", &p), "fmalloc_locked");
     drop(r);
