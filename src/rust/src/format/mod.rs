@@ -59,6 +59,8 @@ pub const VERSION_V1: u32 = 1;
 /// Catalog formats a slot may name.
 pub const CATALOG_BLOB: u32 = 0;
 pub const CATALOG_TREE: u32 = 2;
+/// Bytes of a catalog tree page (`catalog::tree`); the slot check needs it.
+pub const CATALOG_PAGE_SIZE: usize = 4096;
 /// The highest slot generation: a commit never writes a larger one, and a
 /// slot claiming one is invalid, so generations can never wrap (2^62
 /// commits, one per nanosecond, would take 146 years).
@@ -280,7 +282,7 @@ impl Slot {
             if s.catalog_off < HEADER_SIZE {
                 return Err("catalog inside the header".into());
             }
-            if s.catalog_cap < crate::catalog::tree::PAGE_SIZE as u64 {
+            if s.catalog_cap < CATALOG_PAGE_SIZE as u64 {
                 return Err("catalog root block smaller than a page".into());
             }
             bounds(s.catalog_off, s.catalog_cap, s.heap_len)?;

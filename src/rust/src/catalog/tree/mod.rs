@@ -68,7 +68,7 @@ use crate::format::{
     bounds, fnv1a64, fnv1a64_words, get_u32, get_u64, put_u32, put_u64, ElemType, HEADER_SIZE,
 };
 
-pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SIZE: usize = crate::format::CATALOG_PAGE_SIZE;
 pub const PAGE_MAGIC: [u8; 8] = *b"RFMCATP\0";
 const PAGE_HEADER: usize = 32;
 const PAGE_ROOM: usize = PAGE_SIZE - PAGE_HEADER;
