@@ -148,18 +148,23 @@ pub fn try_lock_byte(file: &File, offset: u64, exclusive: bool) -> io::Result<bo
     }
 }
 
-/// Marks `file` sparse: ranges never written take no disk space.
-pub fn set_sparse(file: &File) -> io::Result<()> {
+/// `DeviceIoControl` of `code` on `file` with `input` (none: no input
+/// buffer) and no output buffer.
+fn control_in<T>(file: &File, code: u32, input: Option<&mut T>) -> io::Result<()> {
+    let (buf, size) = match input {
+        Some(v) => ((v as *mut T).cast(), std::mem::size_of::<T>() as u32),
+        None => (std::ptr::null_mut(), 0),
+    };
     let mut returned = 0u32;
-    // SAFETY: the handle is open while `file` is borrowed; no input buffer
-    // (which means "set sparse") and no output buffer are passed, and
-    // `returned` outlives the synchronous call.
+    // SAFETY: the handle is open while `file` is borrowed; `buf` is null
+    // or a `T` of `size` bytes that outlives the synchronous call, as does
+    // `returned`; no output buffer.
     let ok = unsafe {
         DeviceIoControl(
             file.as_raw_handle(),
-            FSCTL_SET_SPARSE,
-            std::ptr::null_mut(),
-            0,
+            code,
+            buf,
+            size,
             std::ptr::null_mut(),
             0,
             &mut returned,
@@ -171,6 +176,12 @@ pub fn set_sparse(file: &File) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Marks `file` sparse: ranges never written take no disk space (no input
+/// buffer means "set sparse").
+pub fn set_sparse(file: &File) -> io::Result<()> {
+    control_in::<()>(file, FSCTL_SET_SPARSE, None)
 }
 
 /// `FILE_ZERO_DATA_INFORMATION`: the range `[from, beyond)` to zero.
@@ -186,28 +197,7 @@ pub fn zero_data(file: &File, off: u64, len: u64) -> io::Result<()> {
     else {
         return Err(io::Error::other("range too large"));
     };
-    let mut input = ZeroData { from, beyond };
-    let mut returned = 0u32;
-    // SAFETY: the handle is open while `file` is borrowed; `input` is a
-    // FILE_ZERO_DATA_INFORMATION of the size passed and outlives the
-    // synchronous call; no output buffer.
-    let ok = unsafe {
-        DeviceIoControl(
-            file.as_raw_handle(),
-            FSCTL_SET_ZERO_DATA,
-            (&mut input as *mut ZeroData).cast(),
-            std::mem::size_of::<ZeroData>() as u32,
-            std::ptr::null_mut(),
-            0,
-            &mut returned,
-            std::ptr::null_mut(),
-        )
-    };
-    if ok != 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    control_in(file, FSCTL_SET_ZERO_DATA, Some(&mut ZeroData { from, beyond }))
 }
 
 /// Fills `buf` from the system's preferred random number generator.
