@@ -243,10 +243,10 @@ extern "C" {
     pub fn Rf_allocVector3(t: SEXPTYPE, n: R_xlen_t, allocator: *mut R_allocator_t) -> SEXP;
 }
 
-// R >= 4.5 lists SETLENGTH among its non-API entry points: only builds for
-// older R use it (the classic path keeps R's GC trigger honest with it, see
+// R >= 4.5 lists SETLENGTH among its non-API entry points (4.6 no longer
+// exports it): only builds for older R (feature `r-pre-4-5`) use it (the classic path keeps R's GC trigger honest with it, see
 // `r::vector::classic`).
-#[cfg(all(feature = "classic", not(feature = "r-4-5")))]
+#[cfg(all(feature = "classic", feature = "r-pre-4-5"))]
 extern "C" {
     pub fn SETLENGTH(x: SEXP, n: R_xlen_t);
 }

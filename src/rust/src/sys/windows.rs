@@ -197,7 +197,11 @@ pub fn zero_data(file: &File, off: u64, len: u64) -> io::Result<()> {
     else {
         return Err(io::Error::other("range too large"));
     };
-    control_in(file, FSCTL_SET_ZERO_DATA, Some(&mut ZeroData { from, beyond }))
+    control_in(
+        file,
+        FSCTL_SET_ZERO_DATA,
+        Some(&mut ZeroData { from, beyond }),
+    )
 }
 
 /// Fills `buf` from the system's preferred random number generator.

@@ -81,9 +81,10 @@
 //! custom node through `mem_free` whatever its length, and reads no size
 //! from it). Heap bytes are accounted for by `vector::heap_malloc`'s
 //! `GC_EVERY` instead, like ALTREP vectors. R >= 4.5 counts `SETLENGTH`
-//! outside its API, so builds for it (cargo feature `r-4-5`) ask R for the
-//! real length: there a big classic vector still raises R's trigger (a
-//! known limit; ALTREP vectors do not).
+//! outside its API (4.6 no longer exports it), so only builds for older R
+//! (cargo feature `r-pre-4-5`, set by `configure`) do this; the others ask R
+//! for the real length: there a big classic vector still raises R's trigger
+//! (a known limit; ALTREP vectors do not).
 //!
 //! `Rf_allocVector3` is not part of R's API ("Writing R Extensions" lists it
 //! among the non-API entry points; `R CMD check` on R >= 4.5 says so), and no
@@ -290,12 +291,12 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     // The length R is asked for (see "R's GC trigger" above): the shortest
     // it sends to a custom allocator (`r_uses_allocator`), set to `n` after.
     // R >= 4.5 counts `SETLENGTH` outside its API: there R gets `n`.
-    #[cfg(not(feature = "r-4-5"))]
+    #[cfg(feature = "r-pre-4-5")]
     let short: u64 = match elem {
         ElemType::Logical | ElemType::Integer | ElemType::Double => 2,
         _ => 1,
     };
-    #[cfg(feature = "r-4-5")]
+    #[cfg(not(feature = "r-pre-4-5"))]
     let short: u64 = n;
     debug_assert!(n >= short && r_uses_allocator(elem, short));
     // Zeros come free where the block is fresh file space; logicals are
@@ -342,7 +343,7 @@ pub(crate) fn new_vector(heap: &Heap, elem: ElemType, n: u64, init: bool) -> sav
     // no old value; R's allocVector3 sets them to "" the same way).
     unsafe {
         let x = made;
-        #[cfg(not(feature = "r-4-5"))]
+        #[cfg(feature = "r-pre-4-5")]
         SETLENGTH(x, n as R_xlen_t);
         if elem == ElemType::String {
             ptr::write_bytes(data_ptr(x) as *mut u8, 0, data as usize);
