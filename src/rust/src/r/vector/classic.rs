@@ -107,8 +107,8 @@ use crate::r::error::{invalid, protected};
 use crate::r::ffi::*;
 #[cfg(feature = "classic")]
 use crate::r::types::sexptype;
-#[cfg(feature = "classic")]
 use crate::r::vector::alloc::returned;
+#[cfg(feature = "classic")]
 use crate::r::vector::alloc::{heap_malloc, heap_malloc_zeroed};
 
 /// Whether this build has the classic path.
