@@ -169,8 +169,7 @@ test_that("a file size limit (ulimit -f) gives fmalloc_full, not SIGXFSZ", {
   skip_on_os("windows")
   skip_if(Sys.which("bash") == "", "no bash")
   path <- local_heap_path()
-  script <- withr::local_tempfile(fileext = ".R")
-  writeLines(c(
+  field <- run_under_file_limit(c(
     "library(Rfmalloc)",
     "path <- commandArgs(TRUE)[1]",
     "what <- function(expr) tryCatch({ expr; 'ok' }, error = function(e) class(e)[1])",
@@ -182,20 +181,7 @@ test_that("a file size limit (ulimit -f) gives fmalloc_full, not SIGXFSZ", {
     "}), '\\n')",
     "cat('small', what({ x <- create_fmalloc_vector('double', 1000); x[] <- 2 }), '\\n')",
     "cat('size', file.size(path), '\\n')"
-  ), script)
-  rscript <- file.path(R.home("bin"), "Rscript")
-  # 40000 blocks of 1 KiB: room for a heap of a few MiB only.
-  cmd <- sprintf("ulimit -f 40000; exec %s %s %s", shQuote(rscript), shQuote(script),
-                 shQuote(path))
-  out <- withr::with_envvar(
-    c(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep)),
-    suppressWarnings(system2("bash", c("-c", shQuote(cmd)), stdout = TRUE, stderr = TRUE))
-  )
-  expect_null(attr(out, "status"))
-  field <- function(key) {
-    line <- grep(paste0("^", key, " "), out, value = TRUE)
-    trimws(sub(paste0("^", key, " "), "", line))
-  }
+  ), path)
   expect_equal(field("big"), "fmalloc_full")
   expect_equal(field("default"), "ok")
   expect_equal(field("grow"), "fmalloc_full")

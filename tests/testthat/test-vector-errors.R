@@ -8,8 +8,7 @@ test_that("a full heap while a character vector grows its pool is fmalloc_full",
   skip_on_os("windows")
   skip_if(Sys.which("bash") == "", "no bash")
   path <- local_heap_path()
-  script <- withr::local_tempfile(fileext = ".R")
-  writeLines(c(
+  field <- run_under_file_limit(c(
     "library(Rfmalloc)",
     "path <- commandArgs(TRUE)[1]",
     "init_fmalloc(path)",
@@ -23,20 +22,7 @@ test_that("a full heap while a character vector grows its pool is fmalloc_full",
     "cat('message', conditionMessage(e), '\\n')",
     "cat('first', v[1], '\\n')",
     "cat('after', tryCatch({ v[2] <- 'short'; v[2] }, error = function(e) class(e)[1]), '\\n')"
-  ), script)
-  rscript <- file.path(R.home("bin"), "Rscript")
-  # 40000 blocks of 1 KiB: room for a heap of a few MiB only.
-  cmd <- sprintf("ulimit -f 40000; exec %s %s %s", shQuote(rscript), shQuote(script),
-                 shQuote(path))
-  out <- withr::with_envvar(
-    c(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep)),
-    suppressWarnings(system2("bash", c("-c", shQuote(cmd)), stdout = TRUE, stderr = TRUE))
-  )
-  expect_null(attr(out, "status"))
-  field <- function(key) {
-    line <- grep(paste0("^", key, " "), out, value = TRUE)
-    trimws(sub(paste0("^", key, " "), "", line))
-  }
+  ), path)
   expect_identical(field("class"), "fmalloc_full fmalloc_error error condition")
   expect_match(field("message"), "^Rfmalloc: ")
   # The strings written before are intact and the vector still works.
