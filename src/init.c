@@ -54,13 +54,13 @@ SEXP savvy_fmalloc_batch_commit__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
+SEXP savvy_fmalloc_handle_live__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_handle_live__ffi(c_arg__x);
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_handle_valid__impl(SEXP c_arg__ptr) {
-    SEXP res = savvy_fmalloc_handle_valid__ffi(c_arg__ptr);
+SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
     return handle_result(res);
 }
 
@@ -126,6 +126,11 @@ SEXP savvy_fmalloc_named_rename__impl(SEXP c_arg__heap, SEXP c_arg__from, SEXP c
 
 SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite) {
     SEXP res = savvy_fmalloc_named_save__ffi(c_arg__heap, c_arg__name, c_arg__desc, c_arg__leaves, c_arg__overwrite);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_named_store__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite, SEXP c_arg__progress, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes) {
+    SEXP res = savvy_fmalloc_named_store__ffi(c_arg__heap, c_arg__name, c_arg__desc, c_arg__leaves, c_arg__overwrite, c_arg__progress, c_arg__after_secs, c_arg__chunk_bytes);
     return handle_result(res);
 }
 
@@ -234,8 +239,8 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_batch_abort__impl", (DL_FUNC) &savvy_fmalloc_batch_abort__impl, 1},
     {"savvy_fmalloc_batch_begin__impl", (DL_FUNC) &savvy_fmalloc_batch_begin__impl, 1},
     {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 1},
+    {"savvy_fmalloc_handle_live__impl", (DL_FUNC) &savvy_fmalloc_handle_live__impl, 1},
     {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
-    {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
@@ -249,6 +254,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
+    {"savvy_fmalloc_named_store__impl", (DL_FUNC) &savvy_fmalloc_named_store__impl, 8},
     {"savvy_fmalloc_path_check__impl", (DL_FUNC) &savvy_fmalloc_path_check__impl, 1},
     {"savvy_fmalloc_path_holders__impl", (DL_FUNC) &savvy_fmalloc_path_holders__impl, 1},
     {"savvy_fmalloc_progress_enable__impl", (DL_FUNC) &savvy_fmalloc_progress_enable__impl, 3},

@@ -1,8 +1,8 @@
 SEXP savvy_fmalloc_batch_abort__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_batch_begin__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_batch_commit__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_handle_live__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_handle_register__ffi(SEXP c_arg__heap);
-SEXP savvy_fmalloc_handle_valid__ffi(SEXP c_arg__ptr);
 SEXP savvy_fmalloc_has_classic__ffi(void);
 SEXP savvy_fmalloc_heap_check__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_recovery__ffi(SEXP c_arg__heap);
@@ -16,6 +16,7 @@ SEXP savvy_fmalloc_named_raw_meta__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_remove__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_rename__ffi(SEXP c_arg__heap, SEXP c_arg__from, SEXP c_arg__to, SEXP c_arg__overwrite);
 SEXP savvy_fmalloc_named_save__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite);
+SEXP savvy_fmalloc_named_store__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite, SEXP c_arg__progress, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes);
 SEXP savvy_fmalloc_path_check__ffi(SEXP c_arg__path);
 SEXP savvy_fmalloc_path_holders__ffi(SEXP c_arg__path);
 SEXP savvy_fmalloc_progress_enable__ffi(SEXP c_arg__on, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes);
