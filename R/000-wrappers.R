@@ -179,7 +179,7 @@ NULL
 }
 
 #' `fmalloc_save()` in one call: sets the progress of long copies
-#' (`progress`, `after_secs`, `chunk_bytes`: see `fmalloc_progress_enable`),
+#' (`progress`, `after_secs`, `chunk_bytes`: see `r::named::progress::enable`),
 #' saves as [`fmalloc_named_save`] does and returns the heap-backed object
 #' `fmalloc_named_get()` would return. `heap` is the handle R/named.R has
 #' checked (resolved again here, as every call into Rust does).
@@ -208,14 +208,6 @@ NULL
 #' @noRd
 `fmalloc_path_holders` <- function(`path`) {
   .Call(savvy_fmalloc_path_holders__impl, `path`)
-}
-
-#' Whether the copies of the next saves may show progress, after how many
-#' seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
-#' 1 GiB, unless the tests ask for less).
-#' @noRd
-`fmalloc_progress_enable` <- function(`on`, `after_secs`, `chunk_bytes`) {
-  invisible(.Call(savvy_fmalloc_progress_enable__impl, `on`, `after_secs`, `chunk_bytes`))
 }
 
 #' `x` marked to serialize by reference: a new vector over the same named

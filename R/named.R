@@ -451,10 +451,10 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 # heap-backed object, in one call into Rust. Failures are returned, not
 # raised, and the result is returned directly from a frame that binds
 # nothing else, for the reasons given at .fm_assemble() (fmalloc_save()'s
-# own frame is not released on return: the closures of .fm_decompose_walk()
-# keep promises to it alive). Copies that take more than 2 s show their
-# progress (interactive only; the options fmalloc.progress_after/_chunk are
-# for the tests).
+# own frame may outlive the call: the closures of .fm_decompose_walk() keep
+# a promise to it alive, so a result bound there would look shared). Copies
+# that take more than 2 s show their progress (interactive only; the options
+# fmalloc.progress_after/_chunk are for the tests).
 .fm_store <- function(heap, name, parts, overwrite, call) {
   obj <- fmalloc_named_store(heap, name, parts$desc, parts$leaves, overwrite,
                              interactive() && !isFALSE(getOption("fmalloc.progress")),
@@ -469,10 +469,11 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 # How fmalloc_save()'s error messages name `x`: its expression, or "x" when
 # that is longer than 40 characters.
 .fm_label <- function(expr) {
-  if (is.symbol(expr)) {
-    return(as.character(expr))
+  label <- if (is.symbol(expr)) {
+    as.character(expr) # what deparse1() gives, without its cost
+  } else {
+    deparse1(expr)
   }
-  label <- deparse1(expr)
   if (nchar(label) > 40L) "x" else label
 }
 

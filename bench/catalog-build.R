@@ -2,11 +2,13 @@
 # directory of .rds files: the "build" column of bench/catalog.R, repeated
 # (each run in a new R process) and with its growth over the build:
 #
-#   Rscript bench/catalog-build.R [sizes] [reps] [dir]
-#     sizes: comma-separated numbers of objects (default 10000,100000)
-#     reps:  runs per store and size, each in a new R process (default 3);
-#            medians are shown
-#     dir:   where the files go (default tempdir())
+#   Rscript bench/catalog-build.R [sizes] [reps] [dir] [stores]
+#     sizes:  comma-separated numbers of objects (default 10000,100000)
+#     reps:   runs per store and size, each in a new R process (default 3);
+#             medians are shown
+#     dir:    where the files go (default tempdir())
+#     stores: comma-separated, of rds,batched,unsynced,durable (default all;
+#             durable, flush-bound and slow on a busy disk, only n <= 10 000)
 #
 # Objects are double(100), named sprintf("obj%06d", i). Stores:
 #   batched   fmalloc_batch(heap, for (i in 1:n) fmalloc_save(obj, name, heap))
@@ -25,6 +27,8 @@ args <- commandArgs(trailingOnly = TRUE)
 sizes <- if (length(args) >= 1) as.numeric(strsplit(args[[1]], ",")[[1]]) else c(1e4, 1e5)
 reps <- if (length(args) >= 2) as.integer(args[[2]]) else 3L
 dir <- if (length(args) >= 3) args[[3]] else tempdir()
+wanted <- if (length(args) >= 4) strsplit(args[[4]], ",")[[1]] else
+  c("rds", "batched", "unsynced", "durable")
 
 # One build in a new R process: total seconds and the seconds of each tenth.
 build_once <- function(store, n, dir) {
@@ -85,14 +89,14 @@ load_avg <- function() {
 
 rows <- list()
 for (n in sizes) {
-  stores <- c("rds", "batched", "unsynced", if (n <= 10000) "durable")
+  stores <- intersect(c("rds", "batched", "unsynced", if (n <= 10000) "durable"), wanted)
   res <- list()
   for (r in seq_len(reps)) {
     for (store in stores) { # interleaved: load changes hit every store alike
       res[[store]] <- rbind(res[[store]], build_once(store, n, dir))
     }
   }
-  rds <- stats::median(res$rds[, "total"])
+  rds <- if (is.null(res$rds)) NA_real_ else stats::median(res$rds[, "total"])
   for (store in stores) {
     total <- stats::median(res[[store]][, "total"])
     rows[[length(rows) + 1L]] <- data.frame(

@@ -144,11 +144,6 @@ SEXP savvy_fmalloc_path_holders__impl(SEXP c_arg__path) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_progress_enable__impl(SEXP c_arg__on, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes) {
-    SEXP res = savvy_fmalloc_progress_enable__ffi(c_arg__on, c_arg__after_secs, c_arg__chunk_bytes);
-    return handle_result(res);
-}
-
 SEXP savvy_fmalloc_ref_leaf__impl(SEXP c_arg__x) {
     SEXP res = savvy_fmalloc_ref_leaf__ffi(c_arg__x);
     return handle_result(res);
@@ -257,7 +252,6 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_store__impl", (DL_FUNC) &savvy_fmalloc_named_store__impl, 8},
     {"savvy_fmalloc_path_check__impl", (DL_FUNC) &savvy_fmalloc_path_check__impl, 1},
     {"savvy_fmalloc_path_holders__impl", (DL_FUNC) &savvy_fmalloc_path_holders__impl, 1},
-    {"savvy_fmalloc_progress_enable__impl", (DL_FUNC) &savvy_fmalloc_progress_enable__impl, 3},
     {"savvy_fmalloc_ref_leaf__impl", (DL_FUNC) &savvy_fmalloc_ref_leaf__impl, 1},
     {"savvy_fmalloc_vector_create__impl", (DL_FUNC) &savvy_fmalloc_vector_create__impl, 5},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},

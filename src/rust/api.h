@@ -19,7 +19,6 @@ SEXP savvy_fmalloc_named_save__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_ar
 SEXP savvy_fmalloc_named_store__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite, SEXP c_arg__progress, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes);
 SEXP savvy_fmalloc_path_check__ffi(SEXP c_arg__path);
 SEXP savvy_fmalloc_path_holders__ffi(SEXP c_arg__path);
-SEXP savvy_fmalloc_progress_enable__ffi(SEXP c_arg__on, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes);
 SEXP savvy_fmalloc_ref_leaf__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_vector_create__ffi(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__method, SEXP c_arg__init);
 SEXP savvy_fmalloc_vector_inspect__ffi(SEXP c_arg__x);

@@ -93,6 +93,12 @@ test_that("fmalloc_save's errors name the expression saved and come from the use
     fmalloc_save(list(a_rather_long_name = 1, another_long_name = 2, f = sum), "l", heap),
     "fmalloc_unsupported", "cannot store x$f:", fixed = TRUE
   )
+  `odd name` <- list(f = sum)
+  expect_fmalloc_error(fmalloc_save(`odd name`, "l", heap), "fmalloc_unsupported",
+                       "cannot store odd name$f:", fixed = TRUE)
+  a_variable_whose_name_is_longer_than_forty <- list(f = sum)
+  expect_fmalloc_error(fmalloc_save(a_variable_whose_name_is_longer_than_forty, "l", heap),
+                       "fmalloc_unsupported", "cannot store x$f:", fixed = TRUE)
   fmalloc_save(1:3, "v", heap)
   err <- expect_fmalloc_error(fmalloc_save(4:6, "v", heap), "fmalloc_exists")
   expect_identical(err$call, quote(fmalloc_save(4:6, "v", heap)))

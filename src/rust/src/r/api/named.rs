@@ -49,7 +49,7 @@ fn fmalloc_named_save(
 }
 
 /// `fmalloc_save()` in one call: sets the progress of long copies
-/// (`progress`, `after_secs`, `chunk_bytes`: see `fmalloc_progress_enable`),
+/// (`progress`, `after_secs`, `chunk_bytes`: see `r::named::progress::enable`),
 /// saves as [`fmalloc_named_save`] does and returns the heap-backed object
 /// `fmalloc_named_get()` would return. `heap` is the handle R/named.R has
 /// checked (resolved again here, as every call into Rust does).
@@ -246,14 +246,4 @@ fn fmalloc_named_rename(
     overwrite: bool,
 ) -> savvy::Result<()> {
     Ok(heap.heap()?.rename(from, to, overwrite)?)
-}
-
-/// Whether the copies of the next saves may show progress, after how many
-/// seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
-/// 1 GiB, unless the tests ask for less).
-/// @noRd
-#[savvy]
-fn fmalloc_progress_enable(on: bool, after_secs: f64, chunk_bytes: f64) -> savvy::Result<()> {
-    crate::r::named::progress::enable(on, after_secs, chunk_bytes);
-    Ok(())
 }
