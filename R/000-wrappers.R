@@ -56,17 +56,20 @@ NULL
   invisible(.Call(savvy_fmalloc_batch_commit__impl, `heap`))
 }
 
+#' Whether `x` is a handle of this session that is still alive: an
+#' environment whose `.ptr` binding (not an active one) points to a live
+#' handle. `.is_live_handle()` in R/error.R, checked before every call that
+#' takes a handle: one call instead of four R-level lookups.
+#' @noRd
+`fmalloc_handle_live` <- function(`x`) {
+  .Call(savvy_fmalloc_handle_live__impl, `x`)
+}
+
 #' Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
 #' @noRd
 `fmalloc_handle_register` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   invisible(.Call(savvy_fmalloc_handle_register__impl, `heap`))
-}
-
-#' Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
-#' @noRd
-`fmalloc_handle_valid` <- function(`ptr`) {
-  .Call(savvy_fmalloc_handle_valid__impl, `ptr`)
 }
 
 #' Whether this build has the classic path (see `r::vector::classic`).
@@ -166,12 +169,29 @@ NULL
 }
 
 #' Stores `leaves` under `name` with the meta encoded from `desc` (the flat
-#' description `.fm_decompose()` makes), in one atomic catalog update. R
-#' then gets the heap-backed object with `fmalloc_named_get()`.
+#' description `.fm_decompose()` makes), in one atomic catalog update.
+#' `fmalloc_set_attr()` (and `create_fmalloc_vector(name =)`) save through
+#' this; `fmalloc_save()` through [`fmalloc_named_store`].
 #' @noRd
 `fmalloc_named_save` <- function(`heap`, `name`, `desc`, `leaves`, `overwrite`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   invisible(.Call(savvy_fmalloc_named_save__impl, `heap`, `name`, `desc`, `leaves`, `overwrite`))
+}
+
+#' `fmalloc_save()` in one call: sets the progress of long copies
+#' (`progress`, `after_secs`, `chunk_bytes`: see `r::named::progress::enable`),
+#' saves as [`fmalloc_named_save`] does and returns the heap-backed object
+#' `fmalloc_named_get()` would return. `heap` is the handle R/named.R has
+#' checked (resolved again here, as every call into Rust does).
+#'
+#' Saving many small objects is R-bound: one call instead of three (and
+#' no `.rfm()` wrapper) is most of what a save of a small vector costs in
+#' R. Errors take the returned form (`r::error::returned_form`), as for
+#' `fmalloc_named_get()`, so that the result is not made shared by a
+#' wrapper's promise.
+#' @noRd
+`fmalloc_named_store` <- function(`heap`, `name`, `desc`, `leaves`, `overwrite`, `progress`, `after_secs`, `chunk_bytes`) {
+  .Call(savvy_fmalloc_named_store__impl, `heap`, `name`, `desc`, `leaves`, `overwrite`, `progress`, `after_secs`, `chunk_bytes`)
 }
 
 #' `fmalloc_check()` on a path: opened read-only for the check alone; a
@@ -188,14 +208,6 @@ NULL
 #' @noRd
 `fmalloc_path_holders` <- function(`path`) {
   .Call(savvy_fmalloc_path_holders__impl, `path`)
-}
-
-#' Whether the copies of the next saves may show progress, after how many
-#' seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
-#' 1 GiB, unless the tests ask for less).
-#' @noRd
-`fmalloc_progress_enable` <- function(`on`, `after_secs`, `chunk_bytes`) {
-  invisible(.Call(savvy_fmalloc_progress_enable__impl, `on`, `after_secs`, `chunk_bytes`))
 }
 
 #' `x` marked to serialize by reference: a new vector over the same named

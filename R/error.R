@@ -159,11 +159,11 @@
 
 # Whether `x` holds the external pointer of a handle fmalloc_open() made in
 # this session and that is still alive (Rust keeps the list: anything else
-# in `.ptr` would be dereferenced by savvy's methods and crash R).
+# in `.ptr` would be dereferenced by savvy's methods and crash R). One call
+# into Rust (r::args::handle_in): it runs before every call that takes a
+# handle, several times per save.
 .is_live_handle <- function(x) {
-  is.environment(x) && exists(".ptr", envir = x, inherits = FALSE) &&
-    !bindingIsActive(".ptr", x) &&
-    isTRUE(.Call(savvy_fmalloc_handle_valid__impl, get(".ptr", envir = x, inherits = FALSE)))
+  .Call(savvy_fmalloc_handle_live__impl, x)
 }
 
 # Replaces savvy's generated helper of the same name (R/000-wrappers.R, which

@@ -64,6 +64,31 @@
 # aname (attribute name or NA), len (list length), data (inline vector or
 # leaf index); plus the summary.
 .fm_decompose <- function(x, label = "x", call = NULL) {
+  if (!is.null(x) && is.atomic(x) && is.null(attributes(x))) {
+    return(.fm_decompose_plain(x))
+  }
+  .fm_decompose_walk(x, label, call)
+}
+
+# .fm_decompose() of an atomic vector without attributes (the common case
+# of saving many small objects): one node, the same table
+# .fm_decompose_walk() makes for it, without the walk (`label` is not
+# needed: such a vector is never refused).
+.fm_decompose_plain <- function(x) {
+  n <- length(x)
+  list(
+    desc = list(
+      summary = list(type = typeof(x), class = class(x), length = as.numeric(n),
+                     dim = NA_character_),
+      kind = if (n > 0L) .fm_kind[["block"]] else .fm_kind[[typeof(x)]],
+      s4 = isS4(x), nattr = 0L, aname = NA_character_, len = 0,
+      data = list(if (n > 0L) 1L else x)
+    ),
+    leaves = if (n > 0L) list(x) else list()
+  )
+}
+
+.fm_decompose_walk <- function(x, label = "x", call = NULL) {
   # Everything accumulates in local vectors of this frame, modified in
   # place (grown by doubling): no environment or closure per node, which
   # would copy them at every step.
@@ -415,19 +440,41 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
   name <- .check_name(name, "name")
   .check_flag(overwrite, "overwrite")
   heap <- .fm_heap(heap, call)
-  label <- deparse1(substitute(x))
-  if (nchar(label) > 40L) label <- "x"
-  # Validate the whole object before anything is written.
-  parts <- .fm_decompose(x, label, call)
-  # Copies that take more than 2 s show their progress (interactive only).
-  # (The options fmalloc.progress_after/_chunk are for the tests.)
-  fmalloc_progress_enable(interactive() && !isFALSE(getOption("fmalloc.progress")),
-                          getOption("fmalloc.progress_after", 2),
-                          getOption("fmalloc.progress_chunk", 2^30))
-  .rfm(fmalloc_named_save(heap, name, parts$desc, parts$leaves, overwrite), call)
-  rm(parts)
-  # Returned directly: see .fm_assemble().
-  invisible(.fm_assemble(heap, name, call))
+  # Validate the whole object before anything is written. (The label, for
+  # error messages, is deparsed only when one is needed.)
+  parts <- .fm_decompose(x, .fm_label(substitute(x)), call)
+  # Returned directly: see .fm_store().
+  invisible(.fm_store(heap, name, parts, overwrite, call))
+}
+
+# Saves the decomposed object `parts` under `name` and returns the
+# heap-backed object, in one call into Rust. Failures are returned, not
+# raised, and the result is returned directly from a frame that binds
+# nothing else, for the reasons given at .fm_assemble() (fmalloc_save()'s
+# own frame may outlive the call: the closures of .fm_decompose_walk() keep
+# a promise to it alive, so a result bound there would look shared). Copies
+# that take more than 2 s show their progress (interactive only; the options
+# fmalloc.progress_after/_chunk are for the tests).
+.fm_store <- function(heap, name, parts, overwrite, call) {
+  obj <- fmalloc_named_store(heap, name, parts$desc, parts$leaves, overwrite,
+                             interactive() && !isFALSE(getOption("fmalloc.progress")),
+                             getOption("fmalloc.progress_after", 2),
+                             getOption("fmalloc.progress_chunk", 2^30))
+  if (inherits(obj, "fmalloc_failure")) {
+    .fmalloc_raise(unclass(obj), call)
+  }
+  obj
+}
+
+# How fmalloc_save()'s error messages name `x`: its expression, or "x" when
+# that is longer than 40 characters.
+.fm_label <- function(expr) {
+  label <- if (is.symbol(expr)) {
+    as.character(expr) # what deparse1() gives, without its cost
+  } else {
+    deparse1(expr)
+  }
+  if (nchar(label) > 40L) "x" else label
 }
 
 # create_fmalloc_vector(name = ): a new vector saved under `name` without a

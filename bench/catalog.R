@@ -17,7 +17,9 @@
 #             inside that process, library already loaded) / readRDS()
 #   rw open   open for writing (heap closed before) / -
 #   build   seconds to store all n objects (durable: one commit each, only up
-#           to 10 000 objects; batched: one batch)
+#           to 10 000 objects; batched: one batch). bench/catalog-build.R
+#           repeats it, each build in a new process, and shows whether the
+#           time per object grows with n
 #   size    MiB of disk used (du)
 # Then: a cold reopen of one 1e8-double vector in a new process, time to the
 # first element, split into its parts, and ff's (if installed) for comparison.

@@ -54,13 +54,13 @@ SEXP savvy_fmalloc_batch_commit__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
+SEXP savvy_fmalloc_handle_live__impl(SEXP c_arg__x) {
+    SEXP res = savvy_fmalloc_handle_live__ffi(c_arg__x);
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_handle_valid__impl(SEXP c_arg__ptr) {
-    SEXP res = savvy_fmalloc_handle_valid__ffi(c_arg__ptr);
+SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
     return handle_result(res);
 }
 
@@ -129,6 +129,11 @@ SEXP savvy_fmalloc_named_save__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_a
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_named_store__impl(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite, SEXP c_arg__progress, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes) {
+    SEXP res = savvy_fmalloc_named_store__ffi(c_arg__heap, c_arg__name, c_arg__desc, c_arg__leaves, c_arg__overwrite, c_arg__progress, c_arg__after_secs, c_arg__chunk_bytes);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_path_check__impl(SEXP c_arg__path) {
     SEXP res = savvy_fmalloc_path_check__ffi(c_arg__path);
     return handle_result(res);
@@ -136,11 +141,6 @@ SEXP savvy_fmalloc_path_check__impl(SEXP c_arg__path) {
 
 SEXP savvy_fmalloc_path_holders__impl(SEXP c_arg__path) {
     SEXP res = savvy_fmalloc_path_holders__ffi(c_arg__path);
-    return handle_result(res);
-}
-
-SEXP savvy_fmalloc_progress_enable__impl(SEXP c_arg__on, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes) {
-    SEXP res = savvy_fmalloc_progress_enable__ffi(c_arg__on, c_arg__after_secs, c_arg__chunk_bytes);
     return handle_result(res);
 }
 
@@ -234,8 +234,8 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_batch_abort__impl", (DL_FUNC) &savvy_fmalloc_batch_abort__impl, 1},
     {"savvy_fmalloc_batch_begin__impl", (DL_FUNC) &savvy_fmalloc_batch_begin__impl, 1},
     {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 1},
+    {"savvy_fmalloc_handle_live__impl", (DL_FUNC) &savvy_fmalloc_handle_live__impl, 1},
     {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
-    {"savvy_fmalloc_handle_valid__impl", (DL_FUNC) &savvy_fmalloc_handle_valid__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
@@ -249,9 +249,9 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_remove__impl", (DL_FUNC) &savvy_fmalloc_named_remove__impl, 2},
     {"savvy_fmalloc_named_rename__impl", (DL_FUNC) &savvy_fmalloc_named_rename__impl, 4},
     {"savvy_fmalloc_named_save__impl", (DL_FUNC) &savvy_fmalloc_named_save__impl, 5},
+    {"savvy_fmalloc_named_store__impl", (DL_FUNC) &savvy_fmalloc_named_store__impl, 8},
     {"savvy_fmalloc_path_check__impl", (DL_FUNC) &savvy_fmalloc_path_check__impl, 1},
     {"savvy_fmalloc_path_holders__impl", (DL_FUNC) &savvy_fmalloc_path_holders__impl, 1},
-    {"savvy_fmalloc_progress_enable__impl", (DL_FUNC) &savvy_fmalloc_progress_enable__impl, 3},
     {"savvy_fmalloc_ref_leaf__impl", (DL_FUNC) &savvy_fmalloc_ref_leaf__impl, 1},
     {"savvy_fmalloc_vector_create__impl", (DL_FUNC) &savvy_fmalloc_vector_create__impl, 5},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},

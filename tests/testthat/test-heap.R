@@ -331,6 +331,11 @@ test_that("forged and restored heap handles are fmalloc_invalid, never a crash",
     makeActiveBinding(".ptr", function() { ran <<- TRUE; real$.ptr }, active)
     class(active) <- class(real)
     forged$active <- active
+    # A promise in `.ptr` is not forced either.
+    promised <- new.env()
+    delayedAssign(".ptr", { ran <<- TRUE; real$.ptr }, assign.env = promised)
+    class(promised) <- class(real)
+    forged$promise <- promised
     out <- lapply(forged, function(h) c(
       create = classes(create_fmalloc_vector("double", 3, heap = h)),
       save = classes(fmalloc_save(1, "x", h)),
@@ -348,7 +353,7 @@ test_that("forged and restored heap handles are fmalloc_invalid, never a crash",
     expect_true(all(got[c(TRUE, FALSE)] == "fmalloc_invalid"), label = case)
     expect_true(all(got[c(FALSE, TRUE)] == "fmalloc_error"), label = case)
   }
-  expect_false(res$ran) # the active binding's function never ran
+  expect_false(res$ran) # neither the active binding's function nor the promise ran
   expect_identical(res$ok, 1:3)
 })
 

@@ -85,6 +85,79 @@ test_that("objects that cannot be stored name the part and write nothing", {
   expect_identical(nrow(fmalloc_ls(heap)), 0L)
 })
 
+test_that("fmalloc_save's errors name the expression saved and come from the user's call", {
+  heap <- local_heap()
+  expect_fmalloc_error(fmalloc_save(list(f = mean), "l", heap), "fmalloc_unsupported",
+                       "list(f = mean)$f", fixed = TRUE)
+  expect_fmalloc_error(
+    fmalloc_save(list(a_rather_long_name = 1, another_long_name = 2, f = sum), "l", heap),
+    "fmalloc_unsupported", "cannot store x$f:", fixed = TRUE
+  )
+  `odd name` <- list(f = sum)
+  expect_fmalloc_error(fmalloc_save(`odd name`, "l", heap), "fmalloc_unsupported",
+                       "cannot store odd name$f:", fixed = TRUE)
+  a_variable_whose_name_is_longer_than_forty <- list(f = sum)
+  expect_fmalloc_error(fmalloc_save(a_variable_whose_name_is_longer_than_forty, "l", heap),
+                       "fmalloc_unsupported", "cannot store x$f:", fixed = TRUE)
+  fmalloc_save(1:3, "v", heap)
+  err <- expect_fmalloc_error(fmalloc_save(4:6, "v", heap), "fmalloc_exists")
+  expect_identical(err$call, quote(fmalloc_save(4:6, "v", heap)))
+  err <- expect_fmalloc_error(fmalloc_save(list(f = sum), "v", heap, overwrite = TRUE),
+                              "fmalloc_unsupported")
+  expect_identical(err$call, quote(fmalloc_save(list(f = sum), "v", heap, overwrite = TRUE)))
+  expect_identical(fmalloc_get("v", heap), 1:3)
+})
+
+test_that("plain vectors skip the walk but are described as the walk would", {
+  # .fm_decompose() takes a short path for atomic vectors without
+  # attributes (saving many small objects is R-bound); its node table must
+  # be the one the general walk makes.
+  plain <- list(
+    1:3, c(1.5, NA, -Inf), c(TRUE, NA), c("a", NA, "\u00e9"), as.raw(0:255),
+    complex(real = 1, imaginary = -1), 1:1e5, integer(), double(), character(),
+    logical(), raw(), complex(), asS4(c(1, 2))
+  )
+  for (k in seq_along(plain)) {
+    x <- plain[[k]]
+    expect_identical(Rfmalloc:::.fm_decompose(x), Rfmalloc:::.fm_decompose_walk(x), label = k)
+  }
+})
+
+test_that("plain vectors saved in a batch read back in a new process, in-place writes included", {
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  objects <- list(
+    int = 1:3, dbl = c(1.5, NA, -Inf), lgl = c(TRUE, NA), chr = c("a", NA, "\u00e9"),
+    raw = as.raw(0:255), cplx = complex(real = 1, imaginary = -1), empty_dbl = double(),
+    empty_chr = character(), s4 = asS4(c(1, 2))
+  )
+  back <- NULL
+  fmalloc_batch(heap, {
+    for (nm in names(objects)) fmalloc_save(objects[[nm]], nm, heap)
+    for (i in 1:500) fmalloc_save(double(100) + i, sprintf("obj%06d", i), heap)
+    back <- fmalloc_save(c(1, 2, 3), "written", heap)
+  })
+  back[2] <- 20 # the value fmalloc_save returned writes into the file
+  expect_true(is_fmalloc(back))
+  rm(back)
+  invisible(gc())
+  fmalloc_close(heap)
+  got <- callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    nms <- Rfmalloc::fmalloc_ls(heap)$name
+    list(
+      names = nms,
+      values = lapply(setNames(nms, nms), Rfmalloc::fmalloc_get, heap = heap)
+    )
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(length(got$names), length(objects) + 501L)
+  for (nm in names(objects)) expect_identical(got$values[[nm]], objects[[nm]], label = nm)
+  expect_identical(got$values$obj000001, double(100) + 1)
+  expect_identical(got$values$obj000500, double(100) + 500)
+  expect_identical(got$values$written, c(1, 20, 3))
+})
+
 test_that("saving over an existing name needs overwrite = TRUE", {
   heap <- local_heap()
   fmalloc_save(1:3, "v", heap)

@@ -265,6 +265,14 @@ struct State {
     unsynced: bool,
     /// Blocks superseded by unsynced commits, freed at the next sync.
     deferred: Vec<u64>,
+    /// Catalog blocks (pages, metas, block lists) written by unsynced
+    /// commits since the last durable one. No durable slot references them,
+    /// only the unsynced slot that the next commit overwrites: superseded,
+    /// they are freed at once instead of deferred. So building objects one
+    /// by one with `sync = "none"` reuses the same few pages instead of
+    /// holding back a path of pages per commit (a forced sync every
+    /// `MAX_DEFERRED` blocks, and write faults on every page it freed).
+    since_durable: HashSet<u64>,
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
@@ -760,6 +768,7 @@ impl Shared {
             sync: SyncMode::Commit,
             unsynced: v.slot.unsynced,
             deferred: Vec::new(),
+            since_durable: HashSet::new(),
             fail: None,
             crashed: false,
             quarantine: Vec::new(),
@@ -848,6 +857,7 @@ impl Shared {
             sync: SyncMode::Commit,
             unsynced: false,
             deferred: Vec::new(),
+            since_durable: HashSet::new(),
             fail: None,
             crashed: false,
             quarantine: Vec::new(),
@@ -1339,9 +1349,10 @@ impl State {
     /// then the superseded blocks are freed. With `SyncMode::None` nothing
     /// is flushed, the slot that is not the last durable one is written
     /// (so that slot stays whole), and superseded blocks are held back
-    /// until the next sync: every page the last durable slot references
-    /// stays as it is on disk, so after a power loss one of the two slots
-    /// reads back.
+    /// until the next sync (but those written since the last durable
+    /// commit: `since_durable`): every page the last durable slot
+    /// references stays as it is on disk, so after a power loss one of the
+    /// two slots reads back.
     fn commit(&mut self) -> Result<()> {
         if !self.txn.changed {
             let depth = self.txn.depth;
@@ -1405,13 +1416,21 @@ impl State {
         if durable {
             self.durable_index = target;
             self.unsynced = false;
+            self.since_durable.clear();
             let held = std::mem::take(&mut self.deferred);
             for off in frees.into_iter().chain(held) {
                 self.free_block(off);
             }
         } else {
             self.unsynced = true;
-            self.deferred.extend(frees);
+            for off in frees {
+                if self.since_durable.remove(&off) {
+                    self.free_block(off);
+                } else {
+                    self.deferred.push(off);
+                }
+            }
+            self.since_durable.extend(txn.fresh);
             if self.deferred.len() > MAX_DEFERRED {
                 // Committed already; a failed sync only keeps them held.
                 let _ = self.make_durable();
@@ -1497,6 +1516,7 @@ impl State {
         self.slot_index = target;
         self.durable_index = target;
         self.unsynced = false;
+        self.since_durable.clear();
         for off in std::mem::take(&mut self.deferred) {
             self.free_block(off);
         }

@@ -164,6 +164,22 @@ fn ptr_symbol() -> SEXP {
     })
 }
 
+/// The handle an environment from R holds in its `.ptr` binding (not an
+/// active one), if it is one of ours and alive.
+///
+/// # Safety
+/// `x` must be a valid SEXP; the reference is valid as for [`handle_at`].
+pub(crate) unsafe fn handle_in<'a>(x: SEXP) -> Option<&'a FmallocHeap> {
+    // SAFETY: type read of a valid SEXP; `frame_value` only looks the
+    // binding up; `handle_at` checks the pointer before dereferencing it.
+    unsafe {
+        if TYPEOF(x) as SEXPTYPE != ENVSXP {
+            return None;
+        }
+        handle_at(frame_value(x, ptr_symbol()))
+    }
+}
+
 /// The core heap of a handle passed from R (`NULL`: no default heap).
 ///
 /// # Safety
@@ -189,8 +205,7 @@ pub(crate) unsafe fn heap_of(x: SEXP) -> savvy::Result<Heap> {
         if TYPEOF(x) as SEXPTYPE != ENVSXP || Rf_inherits(x, c"fmalloc_heap".as_ptr()) == 0 {
             return Err(not_handle());
         }
-        let ptr = frame_value(x, ptr_symbol());
-        match handle_at(ptr) {
+        match handle_in(x) {
             Some(handle) => handle.heap(),
             None => Err(not_handle()),
         }

@@ -637,12 +637,22 @@ fn write_page<S: StoreMut + ?Sized>(s: &mut S, mut recs: Vec<Rec>, level: u8) ->
         recs[0] = branch_rec(Vec::new(), &child);
     }
     let (page, used) = encode_page(&recs, level, s.generation());
+    write_image(s, &page, used, key)
+}
+
+/// Writes a page image to a new block: the child for its parent.
+fn write_image<S: StoreMut + ?Sized>(
+    s: &mut S,
+    page: &[u8],
+    used: usize,
+    key: Vec<u8>,
+) -> R<Child> {
     let (off, cap) = s.alloc(PAGE_SIZE as u64)?;
-    if let Err(e) = s.write(off, &page) {
+    if let Err(e) = s.write(off, page) {
         s.release(off);
         return Err(e);
     }
-    let sum = page_sum(&page);
+    let sum = page_sum(page);
     s.remember(off, sum);
     Ok(Child {
         key,
@@ -827,6 +837,64 @@ enum Op<'a> {
     Remove(&'a [u8]),
 }
 
+/// What [`modify`] returns: the pages replacing a page, the record
+/// replaced or removed.
+type Modified = Option<(Vec<Child>, Option<Vec<u8>>)>;
+
+/// [`modify`] of the leaf page `p` (read from `r`) when the result fits
+/// one page: the new page is the old image with the record spliced in or
+/// out, byte for byte what encoding the records again would give. `None`
+/// when it does not fit (the caller splits).
+fn splice_leaf<S: StoreMut + ?Sized>(
+    s: &mut S,
+    r: &PageRef,
+    p: &Page<'_>,
+    op: &Op<'_>,
+) -> R<Option<Modified>> {
+    let key: &[u8] = match op {
+        Op::Put(rec) => &rec.key,
+        Op::Remove(k) => k,
+    };
+    let end = PAGE_HEADER + get_u32(p.b, 12) as usize;
+    let (lo, hi, ins): (usize, usize, &[u8]) = match (op, p.find(key)) {
+        (Op::Put(rec), Ok(i)) => (p.recs[i].0, p.recs[i].1, &rec.raw),
+        (Op::Put(rec), Err(i)) => {
+            let at = p.recs.get(i).map_or(end, |&(a, _)| a);
+            (at, at, &rec.raw)
+        }
+        (Op::Remove(_), Ok(i)) => (p.recs[i].0, p.recs[i].1, &[]),
+        (Op::Remove(_), Err(_)) => return Ok(Some(None)),
+    };
+    let old = (lo < hi).then(|| p.b[lo..hi].to_vec());
+    let count = p.recs.len() - usize::from(old.is_some()) + usize::from(!ins.is_empty());
+    let used = end - PAGE_HEADER - (hi - lo) + ins.len();
+    if used > PAGE_ROOM {
+        return Ok(None);
+    }
+    s.release(r.off);
+    if count == 0 {
+        return Ok(Some(Some((Vec::new(), old))));
+    }
+    let mut page = vec![0u8; PAGE_SIZE];
+    page[..PAGE_HEADER].copy_from_slice(&p.b[..PAGE_HEADER]);
+    page[10..12].copy_from_slice(&(count as u16).to_le_bytes());
+    put_u32(&mut page, 12, used as u32);
+    put_u64(&mut page, 16, s.generation());
+    page[PAGE_HEADER..lo].copy_from_slice(&p.b[PAGE_HEADER..lo]);
+    page[lo..lo + ins.len()].copy_from_slice(ins);
+    page[lo + ins.len()..PAGE_HEADER + used].copy_from_slice(&p.b[hi..end]);
+    let first = Page {
+        b: &page,
+        leaf: true,
+        level: 0,
+        recs: vec![(PAGE_HEADER, PAGE_HEADER + used)],
+    }
+    .key(0)
+    .to_vec();
+    let out = write_image(s, &page, used, first)?;
+    Ok(Some(Some((vec![out], old))))
+}
+
 /// Applies `op` under page `r`; returns the pages that replace it (none
 /// when it became empty) and the record that was replaced or removed.
 /// `None`: nothing changed (a removal of a missing name).
@@ -842,32 +910,41 @@ fn modify<S: StoreMut + ?Sized>(
         Op::Put(rec) => &rec.key,
         Op::Remove(k) => k,
     };
-    // Copy what is needed out of the page: the store is written below.
-    let (leaf, lvl, mut recs, i, child, ckb) = {
+    // Copy the page out (one image, no record is decoded): the store is
+    // written below.
+    let (img, spans, leaf, lvl) = {
         let p = read_page(s, r, level, kb)?;
-        if p.leaf {
-            (true, 0, recs_of(&p), 0, None, None)
-        } else {
-            let i = p.child_for(key);
-            let lo = if i == 0 {
-                kb.lo.map(<[u8]>::to_vec)
-            } else {
-                Some(p.key(i).to_vec())
-            };
-            let hi = if i + 1 < p.recs.len() {
-                Some(p.key(i + 1).to_vec())
-            } else {
-                kb.hi.map(<[u8]>::to_vec)
-            };
-            (
-                false,
-                p.level,
-                recs_of(&p),
-                i,
-                Some(p.child(i)),
-                Some((lo, hi)),
-            )
+        (p.b.to_vec(), p.recs, p.leaf, p.level)
+    };
+    let p = Page {
+        b: &img,
+        leaf,
+        level: lvl,
+        recs: spans,
+    };
+    // The common change -- a record put into or removed from a leaf that
+    // still fits one page -- is spliced into the page image; records are
+    // decoded only for splits and merges.
+    if leaf {
+        if let Some(done) = splice_leaf(s, r, &p, op)? {
+            return Ok(done);
         }
+    }
+    let (mut recs, i, child, ckb) = if leaf {
+        (recs_of(&p), 0, None, None)
+    } else {
+        let i = p.child_for(key);
+        let lo = if i == 0 {
+            kb.lo.map(<[u8]>::to_vec)
+        } else {
+            Some(p.key(i).to_vec())
+        };
+        let hi = if i + 1 < p.recs.len() {
+            Some(p.key(i + 1).to_vec())
+        } else {
+            kb.hi.map(<[u8]>::to_vec)
+        };
+        (Vec::new(), i, Some(p.child(i)), Some((lo, hi)))
     };
     let old;
     if leaf {
@@ -892,6 +969,21 @@ fn modify<S: StoreMut + ?Sized>(
             return Ok(None);
         };
         old = o;
+        // One child replaced by one page that needs no merge: only its
+        // reference changes (same key, same record size).
+        if kids.len() == 1 && (kids[0].used >= MIN_FILL || p.recs.len() == 1) {
+            let mut page = img.clone();
+            let at = p.recs[i].0;
+            put_u64(&mut page, at + 8, kids[0].r.off);
+            put_u64(&mut page, at + 16, kids[0].r.cap);
+            put_u64(&mut page, at + 24, kids[0].r.sum);
+            put_u64(&mut page, 16, s.generation());
+            let used = get_u32(&page, 12) as usize;
+            s.release(r.off);
+            let out = write_image(s, &page, used, Vec::new())?;
+            return Ok(Some((vec![out], old)));
+        }
+        recs = recs_of(&p);
         let parent_key = recs[i].key.clone();
         // A lone small child is merged with a sibling.
         if kids.len() == 1 && kids[0].used < MIN_FILL && recs.len() > 1 {

@@ -94,13 +94,26 @@ fn all(s: &MemStore, root: Option<PageRef>) -> (Vec<StoredEntry>, usize) {
     let mut pages = 0;
     walk(s, root, &mut |x| {
         match x {
-            Visit::Page(_) => pages += 1,
+            Visit::Page(r) => {
+                pages += 1;
+                assert_canonical(s, &r);
+            }
             Visit::Leaf(l) => v.push(l.entry(s)?),
         }
         Ok(())
     })
     .unwrap();
     (v, pages)
+}
+
+/// A page is exactly what encoding its records gives: what `modify`
+/// splices into a page image (a record put or removed, a child reference
+/// changed) matches what it writes after decoding the records.
+fn assert_canonical(s: &MemStore, r: &PageRef) {
+    let p = read_page(s, r, None, UNBOUNDED).unwrap();
+    let (again, used) = encode_page(&recs_of(&p), p.level, get_u64(p.b, 16));
+    assert_eq!(used, get_u32(p.b, 12) as usize);
+    assert!(again == p.b, "page at {} is not canonical", r.off);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use savvy::{
 use crate::check::{self, Problem};
 use crate::error::Error;
 use crate::heap::{Heap, OpenOptions};
-use crate::r::args::{bytes_from_f64, handle_at, register_handle, FmallocHeap};
+use crate::r::args::{bytes_from_f64, handle_in, register_handle, FmallocHeap};
 use crate::r::types::hex;
 
 /// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
@@ -78,12 +78,15 @@ fn problems_list(problems: &[Problem]) -> savvy::Result<Sexp> {
     out.into()
 }
 
-/// Whether `ptr` (a handle's `.ptr`) points to a live handle of this session.
+/// Whether `x` is a handle of this session that is still alive: an
+/// environment whose `.ptr` binding (not an active one) points to a live
+/// handle. `.is_live_handle()` in R/error.R, checked before every call that
+/// takes a handle: one call instead of four R-level lookups.
 /// @noRd
 #[savvy]
-fn fmalloc_handle_valid(ptr: Sexp) -> savvy::Result<Sexp> {
-    // SAFETY: ptr is a SEXP R passed in.
-    let ok = unsafe { handle_at(ptr.0) }.is_some();
+fn fmalloc_handle_live(x: Sexp) -> savvy::Result<Sexp> {
+    // SAFETY: x is a SEXP R passed in.
+    let ok = unsafe { handle_in(x.0) }.is_some();
     OwnedLogicalSexp::try_from(ok)?.into()
 }
 

@@ -25,16 +25,17 @@ use savvy::{
 
 use crate::error::Error;
 use crate::format::meta;
-use crate::heap::Listed;
-use crate::r::args::FmallocHeap;
+use crate::heap::{Heap, Listed};
+use crate::r::args::{heap_of, FmallocHeap};
 use crate::r::error::returned_form;
 use crate::r::named::assemble::assemble;
 use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap};
 use crate::r::named::meta::encode_meta;
 
 /// Stores `leaves` under `name` with the meta encoded from `desc` (the flat
-/// description `.fm_decompose()` makes), in one atomic catalog update. R
-/// then gets the heap-backed object with `fmalloc_named_get()`.
+/// description `.fm_decompose()` makes), in one atomic catalog update.
+/// `fmalloc_set_attr()` (and `create_fmalloc_vector(name =)`) save through
+/// this; `fmalloc_save()` through [`fmalloc_named_store`].
 /// @noRd
 #[savvy]
 fn fmalloc_named_save(
@@ -44,7 +45,50 @@ fn fmalloc_named_save(
     leaves: ListSexp,
     overwrite: bool,
 ) -> savvy::Result<()> {
-    let heap = heap.heap()?;
+    save(&heap.heap()?, name, &desc, &leaves, overwrite)
+}
+
+/// `fmalloc_save()` in one call: sets the progress of long copies
+/// (`progress`, `after_secs`, `chunk_bytes`: see `r::named::progress::enable`),
+/// saves as [`fmalloc_named_save`] does and returns the heap-backed object
+/// `fmalloc_named_get()` would return. `heap` is the handle R/named.R has
+/// checked (resolved again here, as every call into Rust does).
+///
+/// Saving many small objects is R-bound: one call instead of three (and
+/// no `.rfm()` wrapper) is most of what a save of a small vector costs in
+/// R. Errors take the returned form (`r::error::returned_form`), as for
+/// `fmalloc_named_get()`, so that the result is not made shared by a
+/// wrapper's promise.
+/// @noRd
+#[savvy]
+#[allow(clippy::too_many_arguments)]
+fn fmalloc_named_store(
+    heap: Sexp,
+    name: &str,
+    desc: ListSexp,
+    leaves: ListSexp,
+    overwrite: bool,
+    progress: bool,
+    after_secs: f64,
+    chunk_bytes: f64,
+) -> savvy::Result<Sexp> {
+    returned_form((|| {
+        // SAFETY: heap is a SEXP R passed in.
+        let heap = unsafe { heap_of(heap.0) }?;
+        crate::r::named::progress::enable(progress, after_secs, chunk_bytes);
+        save(&heap, name, &desc, &leaves, overwrite)?;
+        assemble(&heap, &heap.get(name)?)
+    })())
+}
+
+/// Stores `leaves` under `name` with the meta encoded from `desc`.
+fn save(
+    heap: &Heap,
+    name: &str,
+    desc: &ListSexp,
+    leaves: &ListSexp,
+    overwrite: bool,
+) -> savvy::Result<()> {
     // A block belongs to at most one named object: a leaf whose block
     // another object owns (the core knows which blocks are named) or that
     // appears twice in `x` is copied. With `overwrite`, the blocks `name`
@@ -64,7 +108,7 @@ fn fmalloc_named_save(
     let mut copies = OwnedListSexp::new(leaves.len(), false)?;
     let mut blocks = Vec::with_capacity(leaves.len());
     for (i, leaf) in leaves.values_iter().enumerate() {
-        let desc = match block_of_leaf(&heap, leaf.0) {
+        let desc = match block_of_leaf(heap, leaf.0) {
             Some(desc)
                 if (own.contains(&desc.offset) || !heap.is_named(desc.offset))
                     && taken.insert(desc.offset) =>
@@ -72,14 +116,14 @@ fn fmalloc_named_save(
                 desc
             }
             _ => {
-                let (vector, desc) = copy_leaf_into_heap(&heap, leaf)?;
+                let (vector, desc) = copy_leaf_into_heap(heap, leaf)?;
                 copies.set_value(i, vector)?;
                 desc
             }
         };
         blocks.push(desc);
     }
-    let meta = encode_meta(&desc, &blocks)?;
+    let meta = encode_meta(desc, &blocks)?;
     heap.put(name, &meta, &blocks, overwrite)?;
     drop(copies);
     Ok(())
@@ -202,14 +246,4 @@ fn fmalloc_named_rename(
     overwrite: bool,
 ) -> savvy::Result<()> {
     Ok(heap.heap()?.rename(from, to, overwrite)?)
-}
-
-/// Whether the copies of the next saves may show progress, after how many
-/// seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
-/// 1 GiB, unless the tests ask for less).
-/// @noRd
-#[savvy]
-fn fmalloc_progress_enable(on: bool, after_secs: f64, chunk_bytes: f64) -> savvy::Result<()> {
-    crate::r::named::progress::enable(on, after_secs, chunk_bytes);
-    Ok(())
 }

@@ -27,7 +27,7 @@ const EVERY: Duration = Duration::from_millis(250);
 
 /// Whether the copies of the next saves may show progress, after how many
 /// seconds, and in chunks of how many bytes (R passes the defaults, 2 s and
-/// 1 GiB, unless the tests ask for less; see `fmalloc_progress_enable`).
+/// 1 GiB, unless the tests ask for less; see `fmalloc_named_store`).
 pub(crate) fn enable(on: bool, after_secs: f64, chunk_bytes: f64) {
     ENABLED.store(on, Ordering::Relaxed);
     let ms = if after_secs.is_finite() && after_secs >= 0.0 {
