@@ -32,10 +32,13 @@ impl Allocator {
     ///
     /// A live block `(p, cap)` gets the span `malloc(cap)` would give it, so
     /// passing either the requested size or `usable_size` rebuilds the same
-    /// block. Headers are rewritten for every block (with this allocator's
-    /// tag key) and the sentinel; payload bytes are never touched except the
-    /// list links and footers of the free gaps. Nothing of the arena is
-    /// fresh space (its free gaps may hold old data) until `mark_fresh`.
+    /// block. Every header (with this allocator's tag key), the sentinel,
+    /// and the list links and footers of the free gaps are set to what this
+    /// layout needs; payload bytes are never touched otherwise. A word that
+    /// already holds its value is not written (`Mem::store_changed`): with
+    /// the heap's fixed key, reopening a heap whose blocks did not move
+    /// reads its headers and dirties no page of them. Nothing of the arena
+    /// is fresh space (its free gaps may hold old data) until `mark_fresh`.
     pub fn add_arena_with_live<M: Mem>(
         &mut self,
         mem: &mut M,
@@ -43,7 +46,15 @@ impl Allocator {
         end: u64,
         live: &[(u64, u64)],
     ) -> Result<(), String> {
-        self.add_arena_impl(mem, start, end, live, false)
+        self.add_arena_impl(&mut Changed(mem), start, end, live, false)
+    }
+
+    /// Whether `add_arena_with_live(start, end, live)` on an allocator
+    /// without arenas would succeed, computed without memory: the checks
+    /// it makes are geometric only (range, alignment, tiling).
+    pub fn check_layout(start: u64, end: u64, live: &[(u64, u64)]) -> Result<(), String> {
+        let arena = Allocator::with_key(1).check_new_arena(start, end)?;
+        check_live(arena, live).map(|_| ())
     }
 
     fn add_arena_impl<M: Mem>(
@@ -123,6 +134,20 @@ impl Allocator {
             }
         }
         Ok(Arena { start, end })
+    }
+}
+
+/// A `Mem` whose stores skip words that already hold the value.
+struct Changed<'m, M>(&'m mut M);
+
+impl<M: Mem> Mem for Changed<'_, M> {
+    #[inline(always)]
+    fn load(&self, off: u64) -> u64 {
+        self.0.load(off)
+    }
+    #[inline(always)]
+    fn store(&mut self, off: u64, val: u64) {
+        self.0.store_changed(off, val);
     }
 }
 
