@@ -1318,9 +1318,9 @@ impl State {
 
     /// The summary of a listed entry: kept in the catalog, or (entries
     /// that keep none: v1 catalogs, odd metas) read from its meta.
-    fn summary_of(&self, l: &tree::Listed) -> std::result::Result<Vec<u8>, String> {
-        if let Some(s) = &l.summary {
-            return Ok(s.clone());
+    fn summary_of(&self, l: &mut tree::Listed) -> std::result::Result<Vec<u8>, String> {
+        if let Some(s) = l.summary.take() {
+            return Ok(s);
         }
         let m = self.meta_bytes(&l.name, l.meta_off, l.meta_len, l.meta_sum)?;
         match crate::format::meta::summary_section(m) {
@@ -2277,8 +2277,8 @@ impl Heap {
     pub fn summaries(&self) -> Result<Vec<Listed>> {
         let st = self.state();
         let mut out = Vec::with_capacity(st.cat.count().min(1 << 20) as usize);
-        let mut add = |st: &State, l: tree::Listed| {
-            let summary = st.summary_of(&l);
+        let mut add = |st: &State, mut l: tree::Listed| {
+            let summary = st.summary_of(&mut l);
             out.push(Listed {
                 name: l.name,
                 created_ms: l.created_ms,
