@@ -424,7 +424,12 @@ pub struct Listed {
 fn listed(r: &[u8]) -> Listed {
     let n = usize::from(u16::from_le_bytes([r[0], r[1]]));
     let slen = u16::from_le_bytes([r[2], r[3]]);
-    let name = String::from_utf8_lossy(&r[LEAF_FIXED..LEAF_FIXED + n]).into_owned();
+    // Checked UTF-8 by read_page (lossy only as a guard).
+    let raw = &r[LEAF_FIXED..LEAF_FIXED + n];
+    let name = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    };
     let summary = (slen != NO_SUMMARY)
         .then(|| r[LEAF_FIXED + n..LEAF_FIXED + n + usize::from(slen)].to_vec());
     Listed {

@@ -67,11 +67,11 @@ pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
             })
         })
         .collect();
-    let status: Vec<String> = decoded
+    let status: Vec<std::borrow::Cow<'static, str>> = decoded
         .iter()
         .map(|r| match r {
-            Ok(_) => "ok".to_string(),
-            Err(why) => format!("damaged: {why}").replace('\0', " "),
+            Ok(_) => "ok".into(),
+            Err(why) => format!("damaged: {why}").replace('\0', " ").into(),
         })
         .collect();
     let summaries: Vec<Option<&SummaryRef<'_>>> = decoded.iter().map(|r| r.as_ref().ok()).collect();
@@ -96,7 +96,7 @@ pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
     let types: Vec<Option<&str>> = summaries.iter().map(|s| s.map(|s| s.type_name)).collect();
     let classes: Vec<Option<&str>> = summaries.iter().map(|s| s.map(|s| s.class)).collect();
     let dims: Vec<Option<&str>> = summaries.iter().map(|s| s.and_then(|s| s.dim)).collect();
-    let status: Vec<Option<&str>> = status.iter().map(|s| Some(s.as_str())).collect();
+    let status: Vec<Option<&str>> = status.iter().map(|s| Some(s.as_ref())).collect();
     let names: Vec<Option<&str>> = names.into_iter().map(Some).collect();
     // SAFETY: allocations and element writes on vectors protected in this
     // closure; an R error (out of memory) longjmps into the unwind
