@@ -11,9 +11,10 @@
 //!
 //! How the pieces fit:
 //! - **Open** locks the file (lock.rs), then validates everything (format::,
-//!   catalog::, and for a writable open a dry run of the allocator rebuild in
-//!   memory) before anything is written: a rejected file is left exactly as
-//!   it was (bytes and modification time). An empty file is formatted.
+//!   catalog::, and for a writable open the check that the live blocks
+//!   tile the heap, all the allocator rebuild can fail on) before anything
+//!   is written: a rejected file is left exactly as it was (bytes and
+//!   modification time). An empty file is formatted.
 //! - **Allocator state is never persisted.** A writable open rebuilds it from
 //!   the live blocks: the catalog block, every meta block and every named
 //!   data block. Everything else, including unnamed blocks of an earlier

@@ -1014,8 +1014,8 @@ impl View for Mapping {
 }
 
 /// A `Mem` over a read-only view that keeps every store in memory: used to
-/// dry-run the allocator rebuild so that a file that fails it is never
-/// written.
+/// rebuild an allocator over a file without writing it (`fmalloc_check()`'s
+/// allocator walk, `check.rs`).
 pub struct Overlay<'a> {
     pub base: &'a [u8],
     pub writes: std::collections::HashMap<u64, u64>,
