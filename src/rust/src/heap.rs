@@ -506,10 +506,14 @@ pub(crate) fn load_live<V: View + ?Sized>(
         v: all,
         heap_len: s.heap_len,
     };
+    // Room for the usual entry (a meta and one data block) up front; the
+    // slot's count is untrusted, so bounded by what the heap can hold (a
+    // leaf record takes at least 88 bytes).
+    let expect = s.catalog_len.min(s.heap_len / 128) as usize;
     let mut set = LiveSet {
-        live: Vec::new(),
+        live: Vec::with_capacity(2 * expect),
         pages: Vec::new(),
-        named: Vec::new(),
+        named: Vec::with_capacity(expect),
         geometry: None,
     };
     let mut count = 0u64;
