@@ -347,9 +347,13 @@ fn data_blocks(
 ) -> Result<(), String> {
     // A block may appear twice in one entry (one vector referenced twice),
     // never in two entries.
-    let mut own: Vec<(u64, u64)> = Vec::new();
+    // Up to 16 blocks are compared in a fixed array (no allocation per
+    // entry: a writable open checks every entry), more in a map.
+    const FEW: usize = 16;
+    let mut own = [(0u64, 0u64); FEW];
+    let mut n_own = 0usize;
     let mut own_map: BTreeMap<u64, u64> = BTreeMap::new();
-    let many = blocks.len() > 16;
+    let many = blocks.len() > FEW;
     for k in blocks {
         check_block("", k.offset, k.capacity, heap_len)?;
         let data_bytes = k
@@ -367,9 +371,13 @@ fn data_blocks(
         let seen = if many {
             own_map.insert(k.offset, k.capacity)
         } else {
-            let s = own.iter().find(|b| b.0 == k.offset).map(|b| b.1);
+            let s = own[..n_own].iter().find(|b| b.0 == k.offset).map(|b| b.1);
             if s.is_none() {
-                own.push((k.offset, k.capacity));
+                // Always room: at most blocks.len() <= FEW are added.
+                if let Some(slot) = own.get_mut(n_own) {
+                    *slot = (k.offset, k.capacity);
+                    n_own += 1;
+                }
             }
             s
         };
