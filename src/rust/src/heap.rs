@@ -359,6 +359,8 @@ struct Validated {
     /// would cost more than the rest of the open.
     named: Option<Vec<(u64, u64)>>,
     live: Vec<(u64, u64)>,
+    /// `live` checked to tile the heap (writable opens).
+    layout: Option<alloc::Layout>,
     /// Set when the newest commit could not be read (see [`recovery`]).
     recovery: Option<String>,
 }
@@ -429,12 +431,17 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
         }
     };
     let recovery = recovery(all, &slot, loaded.as_ref().map(|l| &l.entries[..]), &why);
-    if writable {
-        // The rebuild's only failures are geometric: checked here, so the
-        // rebuild itself (which writes) cannot fail.
-        Allocator::check_layout(HEADER_SIZE, len, &live)
-            .map_err(|e| bad(format!("blocks do not fit the heap: {e}")))?;
-    }
+    // The rebuild's only failures are geometric: checked here, before
+    // anything is written (reserving the live blocks' disk space, the
+    // headers), and the rebuild starts from what was checked.
+    let layout = if writable {
+        Some(
+            Allocator::check_layout(HEADER_SIZE, len, &live)
+                .map_err(|e| bad(format!("blocks do not fit the heap: {e}")))?,
+        )
+    } else {
+        None
+    };
     Ok(Validated {
         header,
         slot_index,
@@ -442,6 +449,7 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
         loaded,
         named,
         live,
+        layout,
         recovery,
     })
 }
@@ -781,7 +789,7 @@ impl Shared {
             return Self::create(path, canon, file, opts).map(|s| (s, true));
         }
         let ro = Mapping::open_ro(&file, len).map_err(|e| Error::io(path, "map", e))?;
-        let v = validate(path, &ro, len, !opts.readonly)?;
+        let mut v = validate(path, &ro, len, !opts.readonly)?;
         let (map, alloc, lock_file) = if opts.readonly {
             (ro, None, Some(file))
         } else {
@@ -807,8 +815,12 @@ impl Shared {
                 let _ = map.reserve(off, cap);
             }
             let mut alloc = Allocator::with_key(tag_key(&v.header.heap_id));
+            let layout = v
+                .layout
+                .take()
+                .ok_or_else(|| Error::corrupt(path, "the heap's layout was not checked"))?;
             alloc
-                .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
+                .add_arena_with_layout(&mut map, layout)
                 .map_err(|e| Error::corrupt(path, e))?;
             if let Some(h) = hole {
                 alloc.mark_fresh(&map, h);

@@ -119,6 +119,7 @@ mod vec_mem;
 #[cfg(test)]
 mod tests;
 
+pub use rebuild::Layout;
 pub use vec_mem::VecMem;
 
 use class::{class_at_least, class_of, FL_COUNT, SL_COUNT};

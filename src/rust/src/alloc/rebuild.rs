@@ -49,12 +49,26 @@ impl Allocator {
         self.add_arena_impl(&mut Changed(mem), start, end, live, false)
     }
 
-    /// Whether `add_arena_with_live(start, end, live)` on an allocator
-    /// without arenas would succeed, computed without memory: the checks
-    /// it makes are geometric only (range, alignment, tiling).
-    pub fn check_layout(start: u64, end: u64, live: &[(u64, u64)]) -> Result<(), String> {
+    /// Checks, without memory, what `add_arena_with_live(start, end, live)`
+    /// checks (range, alignment, tiling: its only failures on an allocator
+    /// without arenas), so that a caller can refuse a file before writing
+    /// anything; `add_arena_with_layout` then rebuilds from the result
+    /// without checking the blocks again.
+    pub fn check_layout(start: u64, end: u64, live: &[(u64, u64)]) -> Result<Layout, String> {
         let arena = Allocator::with_key(1).check_new_arena(start, end)?;
-        check_live(arena, live).map(|_| ())
+        Ok(Layout {
+            arena,
+            blocks: check_live(arena, live)?,
+        })
+    }
+
+    /// `add_arena_with_live` of a layout `check_layout` checked.
+    pub fn add_arena_with_layout<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        layout: Layout,
+    ) -> Result<(), String> {
+        self.add_checked(&mut Changed(mem), layout, false)
     }
 
     fn add_arena_impl<M: Mem>(
@@ -70,6 +84,24 @@ impl Allocator {
         }
         let arena = self.check_new_arena(start, end)?;
         let blocks = check_live(arena, live)?;
+        self.add_checked(mem, Layout { arena, blocks }, fresh)
+    }
+
+    /// Adds the arena of `layout` around its checked blocks (see
+    /// `add_arena_impl`); fails only on a poisoned allocator or an arena
+    /// overlapping one it has.
+    fn add_checked<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        layout: Layout,
+        fresh: bool,
+    ) -> Result<(), String> {
+        if let Some(what) = &self.poisoned {
+            return Err(format!("allocator state is corrupt ({what})"));
+        }
+        let Layout { arena, blocks } = layout;
+        self.check_new_arena(arena.start, arena.end)?;
+        let (start, end) = (arena.start, arena.end);
 
         // Valid: from here on nothing fails.
         let at = self.arenas.partition_point(|a| a.start < start);
@@ -135,6 +167,13 @@ impl Allocator {
         }
         Ok(Arena { start, end })
     }
+}
+
+/// Live blocks `check_layout` found to tile an arena: sorted (payload,
+/// span). Only `check_layout` makes one.
+pub struct Layout {
+    arena: Arena,
+    blocks: Vec<(u64, u64)>,
 }
 
 /// A `Mem` whose stores skip words that already hold the value.
