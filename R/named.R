@@ -532,25 +532,18 @@ fmalloc_exists <- function(name, heap = NULL) {
 fmalloc_ls <- function(heap = NULL) {
   call <- sys.call()
   heap <- .fm_heap(heap, call)
-  cat <- .rfm(fmalloc_named_list(heap), call)
-  # A damaged entry still gets its row (NA fields, `status` says why);
-  # fmalloc_get() of it is an fmalloc_corrupt error.
-  # Integer, as length() gives, when every value fits (doubles such as
-  # 1e6 would print as "1e+06" in the data frame); double otherwise.
-  as_int <- function(x) if (all(is.na(x) | x <= .Machine$integer.max)) as.integer(x) else x
-  lengths <- as_int(cat$length)
-  .fmalloc_ls_frame(data.frame(
-    name = cat$name,
-    type = cat$type,
-    class = cat$class,
-    length = lengths,
-    dim = cat$dim,
-    bytes = as_int(cat$bytes),
-    created = .POSIXct(cat$created),
-    modified = .POSIXct(cat$modified),
-    status = cat$status,
-    stringsAsFactors = FALSE
-  ))
+  # The columns come from Rust in their final order and types (length and
+  # bytes integer when every value fits, as length() gives; doubles such as
+  # 1e6 would print as "1e+06"). A damaged entry still gets its row (NA
+  # fields, `status` says why); fmalloc_get() of it is an fmalloc_corrupt
+  # error. The data frame is made directly (what data.frame() would make,
+  # without its per-column checks).
+  cols <- .rfm(fmalloc_named_list(heap), call)
+  cols$created <- .POSIXct(cols$created)
+  cols$modified <- .POSIXct(cols$modified)
+  cols <- .fmalloc_ls_frame(cols)
+  attr(cols, "row.names") <- .set_row_names(length(cols$name))
+  cols
 }
 
 #' @rdname fmalloc_save

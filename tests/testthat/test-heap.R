@@ -442,3 +442,68 @@ test_that("failures returned instead of raised become the same classed condition
   err <- expect_fmalloc_error(Rfmalloc:::.fmalloc_raise("Rfmalloc: plain", NULL), "fmalloc_internal")
   expect_identical(conditionMessage(err), "Rfmalloc: plain")
 })
+
+test_that("a writable open and close without changes leaves every byte of the file as it was", {
+  # The allocator is rebuilt at every writable open; headers that are
+  # already right are read, not written (issue 8: no page written back).
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  for (i in 1:50) fmalloc_save(as.double(i:(i + 99)), sprintf("x%02d", i), heap)
+  fmalloc_save(c("a", NA), "s", heap)
+  fmalloc_rm("x07", heap) # a free gap between live blocks
+  fmalloc_close(heap)
+  invisible(gc())
+  # The first writable open of this session may rewrite headers of the
+  # session that built the heap (its blocks were freed and merged); from
+  # then on, open and close change nothing.
+  heap <- fmalloc_open(path)
+  fmalloc_close(heap)
+  before <- readBin(path, "raw", file.size(path))
+  for (k in 1:2) {
+    heap <- fmalloc_open(path)
+    expect_identical(fmalloc_get("x10", heap)[], as.double(10:109))
+    fmalloc_close(heap)
+    invisible(gc())
+    expect_identical(readBin(path, "raw", file.size(path)), before)
+  }
+  # So does a writable open in another process.
+  callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path)
+    Rfmalloc::fmalloc_close(heap)
+  }, args = list(path = path), libpath = .libPaths())
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+})
+
+test_that("a damaged allocator header of a named block is repaired at a writable open", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  mark <- c(1234567.8125, -7654321.5, 42.25)
+  fmalloc_save(c(mark, 1:97), "x", heap)
+  fmalloc_save(as.double(1:100), "y", heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  heap <- fmalloc_open(path) # headers as this heap writes them
+  fmalloc_close(heap)
+  bytes <- readBin(path, "raw", file.size(path))
+  at <- grepRaw(writeBin(mark, raw(), endian = "little"), bytes, fixed = TRUE)
+  expect_length(at, 1L)
+  header <- (at - 32L):(at - 17L) # span word and check tag before the payload
+  good <- bytes[header]
+  # A span that would swallow the next block, and a forged tag.
+  bytes[header] <- as.raw(c(0x40, 0x00, 0x10, rep(0, 5), rep(0xAB, 8)))
+  writeBin(bytes, path)
+  heap <- fmalloc_open(path)
+  expect_identical(fmalloc_get("x", heap)[1:3], mark)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  fmalloc_close(heap)
+  invisible(gc())
+  expect_identical(readBin(path, "raw", file.size(path))[header], good)
+  # The allocator works from the repaired header: freeing x and saving
+  # more leaves y intact.
+  heap <- fmalloc_open(path)
+  fmalloc_rm("x", heap)
+  for (i in 1:5) fmalloc_save(as.double(i + 1:100), sprintf("z%d", i), heap)
+  expect_identical(fmalloc_get("y", heap)[], as.double(1:100))
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  fmalloc_close(heap)
+})

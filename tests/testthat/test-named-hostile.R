@@ -339,3 +339,89 @@ test_that("a class naming a package that is not loaded never makes R load it", {
   expect_false(res$after)
   expect_true(res$global)
 })
+
+test_that("fmalloc_ls() is the data frame data.frame() makes, for every kind of object and a damaged one", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.02)
+  on.exit(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
+  fmalloc_save(as.double(1:10), "dbl", heap)
+  fmalloc_save(1:5, "int", heap)
+  fmalloc_save(c(TRUE, NA), "lgl", heap)
+  fmalloc_save(complex(real = 1, imaginary = 2), "cplx", heap)
+  fmalloc_save(as.raw(1:3), "raw", heap)
+  fmalloc_save(c("a", NA, "\u00e9"), "chr", heap)
+  fmalloc_save(factor(c("u", "v")), "fct", heap)
+  fmalloc_save(as.Date("2024-01-01") + 0:2, "date", heap)
+  fmalloc_save(as.POSIXct("2024-01-01", tz = "UTC") + 1:3, "posix", heap)
+  fmalloc_save(matrix(1:6, 2), "mat", heap)
+  fmalloc_save(array(1:24, 2:4), "arr", heap)
+  fmalloc_save(data.frame(a = 1:3, b = c("x", "y", "z")), "df", heap)
+  fmalloc_save(list(1, "a", list(2)), "lst", heap)
+  fmalloc_save(double(0), "empty", heap)
+  fmalloc_save(double(1e6), "million", heap)
+  # A summary claiming 3e9 elements: the length column is then double.
+  fmalloc_save(1:3, "big", heap)
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "big", hostile_meta(node(0),
+    summary = hostile_summary("double", "numeric", 3e9)))
+  # A summary that cannot be read: NA fields, status says why.
+  fmalloc_save(1:3, "zdamaged", heap)
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "zdamaged",
+    c(charToRaw("RFMN"), u32(2), u32(2^32 - 1), node(0)))
+  ls <- fmalloc_ls(heap)
+  # What the listing was built with before (data.frame() of the columns,
+  # lengths and bytes integer when they all fit): identical, attribute
+  # order included.
+  as_int <- function(x) if (all(is.na(x) | x <= .Machine$integer.max)) as.integer(x) else x
+  expected <- data.frame(
+    name = ls$name, type = ls$type, class = ls$class,
+    length = as_int(as.numeric(ls$length)), dim = ls$dim,
+    bytes = as_int(as.numeric(ls$bytes)),
+    created = .POSIXct(unclass(ls$created)), modified = .POSIXct(unclass(ls$modified)),
+    status = ls$status, stringsAsFactors = FALSE
+  )
+  class(expected) <- c("fmalloc_ls", "data.frame")
+  expect_identical(ls, expected)
+  expect_true(identical(ls, expected, attrib.as.set = FALSE))
+  expect_identical(ls$name, c("arr", "big", "chr", "cplx", "date", "dbl", "df", "empty",
+    "fct", "int", "lgl", "lst", "mat", "million", "posix", "raw", "zdamaged"))
+  expect_identical(ls$type, c("integer", "double", "character", "complex", "double", "double",
+    "list", "double", "integer", "integer", "logical", "list", "integer", "double", "double",
+    "raw", NA))
+  expect_identical(ls$class[c(5, 7, 9, 13, 15, 17)],
+    c("Date", "data.frame", "factor", "matrix/array", "POSIXct/POSIXt", NA))
+  expect_identical(ls$length, c(24, 3e9, 3, 1, 3, 10, 3, 0, 2, 5, 2, 3, 6, 1e6, 3, 3, NA))
+  expect_identical(ls$dim[c(1, 7, 13, 2)], c("2x3x4", "3x2", "2x3", NA))
+  expect_identical(ls$bytes[c(1, 6, 14)], c(96L, 80L, 8000000L))
+  expect_identical(ls$status[17], "damaged: bad summary length")
+  expect_identical(unique(ls$status[-17]), "ok")
+  # Without the huge one, lengths are integer; printing shows no e-notation.
+  fmalloc_rm("big", heap)
+  ls <- fmalloc_ls(heap)
+  expect_type(ls$length, "integer")
+  expect_true(any(grepl("1000000", capture.output(print(ls)), fixed = TRUE)))
+  # An empty heap lists zero rows with the same columns and types.
+  for (name in ls$name) fmalloc_rm(name, heap)
+  empty <- fmalloc_ls(heap)
+  none <- data.frame(
+    name = character(), type = character(), class = character(), length = integer(),
+    dim = character(), bytes = integer(), created = .POSIXct(double()),
+    modified = .POSIXct(double()), status = character(), stringsAsFactors = FALSE
+  )
+  class(none) <- c("fmalloc_ls", "data.frame")
+  expect_identical(empty, none)
+  expect_true(identical(empty, none, attrib.as.set = FALSE))
+})
+
+test_that("a summary whose text holds a NUL byte lists as damaged, not as an error", {
+  heap <- local_heap()
+  fmalloc_save(1:3, "good", heap)
+  fmalloc_save(1:3, "nul", heap)
+  text <- as.raw(c(0x61, 0x00, 0x62))
+  summary <- c(u16(3), text, u32(7), charToRaw("integer"), f64(3), as.raw(0))
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "nul", hostile_meta(node(0), summary = summary))
+  ls <- fmalloc_ls(heap)
+  expect_identical(ls$name, c("good", "nul"))
+  expect_identical(ls$status, c("ok", "damaged: summary text holds a NUL byte"))
+  expect_identical(ls$type, c("integer", NA))
+  expect_identical(ls$length, c(3L, NA))
+})

@@ -11,9 +11,10 @@
 //!
 //! How the pieces fit:
 //! - **Open** locks the file (lock.rs), then validates everything (format::,
-//!   catalog::, and for a writable open a dry run of the allocator rebuild in
-//!   memory) before anything is written: a rejected file is left exactly as
-//!   it was (bytes and modification time). An empty file is formatted.
+//!   catalog::, and for a writable open the check that the live blocks
+//!   tile the heap, all the allocator rebuild can fail on) before anything
+//!   is written: a rejected file is left exactly as it was (bytes and
+//!   modification time). An empty file is formatted.
 //! - **Allocator state is never persisted.** A writable open rebuilds it from
 //!   the live blocks: the catalog block, every meta block and every named
 //!   data block. Everything else, including unnamed blocks of an earlier
@@ -68,7 +69,7 @@ use crate::format::{
     MAX_GENERATION, SLOT_SIZE, VERSION, VERSION_V1,
 };
 use crate::lock::{self, Owner};
-use crate::map::{fork, Mapping, Overlay, View};
+use crate::map::{fork, Mapping, View};
 use crate::sys::FileId;
 
 /// One block of a named object, as stored in the catalog.
@@ -306,6 +307,16 @@ impl std::hash::Hasher for OffsetHasher {
 
 type RefTable = HashMap<u64, Ref, std::hash::BuildHasherDefault<OffsetHasher>>;
 
+/// The allocator's tag key for the heap with id `heap_id`: fixed for the
+/// file, so that a writable open finds the headers of blocks that stayed
+/// live already right and leaves them unwritten (see `alloc`, "check tag").
+/// Derived from the heap id (which the file holds: the tag guards against
+/// mistakes, not against a forged file, whose headers the rebuild rewrites
+/// from the catalog anyway).
+fn tag_key(heap_id: &[u8; 16]) -> u64 {
+    fnv1a64(heap_id) ^ 0x5246_4d41_4c4c_4f43
+}
+
 fn lock_state(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -347,17 +358,26 @@ struct Validated {
     slot_index: usize,
     slot: Slot,
     /// Every entry and the catalog's own blocks; `None` after a lazy
-    /// (read-only, durable tree) open that checked the root page only.
+    /// (read-only, durable tree) open that checked the root page only, and
+    /// after a writable open of a tree (see `named`).
     loaded: Option<Loaded>,
+    /// A writable open of a tree reads every page and leaf record but keeps
+    /// only the data blocks (offset, capacity) of the entries, for the
+    /// reference table: decoding names, summaries and times of every entry
+    /// would cost more than the rest of the open.
+    named: Option<Vec<(u64, u64)>>,
     live: Vec<(u64, u64)>,
+    /// `live` checked to tile the heap (writable opens).
+    layout: Option<alloc::Layout>,
     /// Set when the newest commit could not be read (see [`recovery`]).
     recovery: Option<String>,
 }
 
 /// Validates an existing heap file of `len` bytes through a read-only
-/// mapping. For a writable open the whole catalog is read and the
-/// allocator rebuild is dry-run in memory, so a file that would fail it is
-/// rejected before anything is written. A read-only open of a tree whose
+/// mapping. For a writable open the whole catalog is read and the live
+/// blocks checked to tile the heap (all the allocator rebuild can fail
+/// on), so a file that would fail it is rejected before anything is
+/// written. A read-only open of a tree whose
 /// slot was written durably checks the root page alone: the other pages are
 /// checked as they are read (each against the checksum its parent holds).
 fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Validated> {
@@ -383,13 +403,15 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
     for (i, s) in candidates {
         let lazy = !writable && s.kind == CATALOG_TREE && !s.unsynced;
         let r = if lazy {
-            check_root(all, &s).map(|()| None)
+            check_root(all, &s).map(|()| Got::Root)
+        } else if writable && s.kind == CATALOG_TREE {
+            load_live(all, &s).map(Got::Live)
         } else {
-            load_catalog(all, &s).map(Some)
+            load_catalog(all, &s).map(Got::All)
         };
         match r {
-            Ok(loaded) => {
-                chosen = Some((i, s, loaded));
+            Ok(got) => {
+                chosen = Some((i, s, got));
                 break;
             }
             // Damage (a torn or flipped catalog): the older commit may do.
@@ -399,26 +421,43 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
             Err(CatalogError::Invalid(e)) => return Err(bad(e)),
         }
     }
-    let Some((slot_index, slot, loaded)) = chosen else {
+    let Some((slot_index, slot, got)) = chosen else {
         return Err(bad(format!("no valid catalog slot ({})", why.join("; "))));
     };
+    let (loaded, named, live) = match got {
+        Got::Root => (None, None, Vec::new()),
+        Got::All(l) => {
+            let live = catalog::live_blocks(&l.entries, &l.blocks, slot.heap_len).map_err(&bad)?;
+            (Some(l), None, live)
+        }
+        Got::Live(l) => {
+            if let Some(m) = l.geometry {
+                return Err(bad(m));
+            }
+            let live = catalog::finish_live(l.live, &l.pages, slot.heap_len).map_err(&bad)?;
+            (None, Some(l.named), live)
+        }
+    };
     let recovery = recovery(all, &slot, loaded.as_ref().map(|l| &l.entries[..]), &why);
-    let mut live = Vec::new();
-    if let Some(l) = &loaded {
-        live = catalog::live_blocks(&l.entries, &l.blocks, slot.heap_len).map_err(&bad)?;
-    }
-    if writable {
-        let mut overlay = Overlay::new(all);
-        Allocator::new()
-            .add_arena_with_live(&mut overlay, HEADER_SIZE, len, &live)
-            .map_err(|e| bad(format!("blocks do not fit the heap: {e}")))?;
-    }
+    // The rebuild's only failures are geometric: checked here, before
+    // anything is written (reserving the live blocks' disk space, the
+    // headers), and the rebuild starts from what was checked.
+    let layout = if writable {
+        Some(
+            Allocator::check_layout(HEADER_SIZE, len, &live)
+                .map_err(|e| bad(format!("blocks do not fit the heap: {e}")))?,
+        )
+    } else {
+        None
+    };
     Ok(Validated {
         header,
         slot_index,
         slot,
         loaded,
+        named,
         live,
+        layout,
         recovery,
     })
 }
@@ -446,6 +485,82 @@ pub(crate) struct Loaded {
     pub entries: Vec<StoredEntry>,
     /// The catalog's own blocks: the v1 blob, or every page of the tree.
     pub blocks: Vec<(u64, u64)>,
+}
+
+/// What validation read of the catalog of the slot in force.
+enum Got {
+    /// Its root page (a lazy open).
+    Root,
+    /// Everything (`load_catalog`).
+    All(Loaded),
+    /// Every page and record, keeping the blocks only (`load_live`).
+    Live(LiveSet),
+}
+
+/// The blocks of a whole tree catalog, every page and record checked.
+pub(crate) struct LiveSet {
+    /// The entries' metas, block lists and data blocks (each entry's
+    /// geometry checked: `catalog::EntryBlocks::check`), unsorted.
+    pub live: Vec<(u64, u64)>,
+    /// The tree's pages.
+    pub pages: Vec<(u64, u64)>,
+    /// (offset, capacity) of every data block of every entry.
+    pub named: Vec<(u64, u64)>,
+    /// The first entry whose blocks are not where they can be (the file
+    /// is refused: this is no damage an older commit could avoid).
+    pub geometry: Option<String>,
+}
+
+/// Reads and checks every page and leaf record of tree slot `s`, as
+/// `load_catalog` does, but keeps only where the blocks are: what a
+/// writable open needs (the allocator's live blocks, the named blocks).
+pub(crate) fn load_live<V: View + ?Sized>(
+    all: &V,
+    s: &Slot,
+) -> std::result::Result<LiveSet, CatalogError> {
+    let st = ViewStore {
+        v: all,
+        heap_len: s.heap_len,
+    };
+    // Room for the usual entry (a meta and one data block) up front; the
+    // slot's count is untrusted, so bounded by what the heap can hold (a
+    // leaf record takes at least 88 bytes).
+    let expect = s.catalog_len.min(s.heap_len / 128) as usize;
+    let mut set = LiveSet {
+        live: Vec::with_capacity(2 * expect),
+        pages: Vec::new(),
+        named: Vec::with_capacity(expect),
+        geometry: None,
+    };
+    let mut count = 0u64;
+    let mut blocks = Vec::new();
+    // Geometry errors are reported after the walk, as `live_blocks` does
+    // after `load_catalog`: a damaged page found later still falls back.
+    let geometry = &mut set.geometry;
+    let (live, pages, named) = (&mut set.live, &mut set.pages, &mut set.named);
+    tree::walk(&st, root_of(s), &mut |x| {
+        match x {
+            tree::Visit::Page(r) => pages.push((r.off, r.cap)),
+            tree::Visit::Leaf(l) => {
+                count += 1;
+                let at = l.blocks(&st, &mut blocks)?;
+                if geometry.is_none() {
+                    if let Err(m) = at.check(&blocks, s.heap_len, live) {
+                        *geometry = Some(format!("entry '{}'{m}", l.name()));
+                    }
+                }
+                named.extend(blocks.iter().map(|b| (b.offset, b.capacity)));
+            }
+        }
+        Ok(())
+    })?;
+    if count != s.catalog_len {
+        return Err(CatalogError::Invalid(format!(
+            "the catalog holds {count} entries, its slot says {}",
+            s.catalog_len
+        )));
+    }
+    Ok(set)
 }
 
 /// The file (or image) `v` as a store for the tree code, bounded by the
@@ -682,7 +797,7 @@ impl Shared {
             return Self::create(path, canon, file, opts).map(|s| (s, true));
         }
         let ro = Mapping::open_ro(&file, len).map_err(|e| Error::io(path, "map", e))?;
-        let v = validate(path, &ro, len, !opts.readonly)?;
+        let mut v = validate(path, &ro, len, !opts.readonly)?;
         let (map, alloc, lock_file) = if opts.readonly {
             (ro, None, Some(file))
         } else {
@@ -696,38 +811,49 @@ impl Shared {
             // (The rebuild rewrites the arena's last 40 bytes: the footer
             // of the free block before the sentinel, and the sentinel.)
             let hole = map.tail_hole(live_end.unwrap_or(HEADER_SIZE), 40);
-            let mut alloc = Allocator::new();
-            alloc
-                .add_arena_with_live(&mut map, HEADER_SIZE, len, &v.live)
-                .map_err(|e| Error::corrupt(path, e))?;
-            if let Some(h) = hole {
-                alloc.mark_fresh(&map, h);
-            }
             // Blocks handed out earlier (named objects; the catalog and meta
             // blocks are never written in place) get their disk space now,
             // best effort: a full disk must not prevent opening the heap and
             // reading them. A named block whose reservation fails here is
             // reserved again (exactly) when a vector over it is created,
             // which fails with `Error::Full` instead (see `retain`).
+            // Reserved before the rebuild, so that the rebuild finds their
+            // headers in reserved chunks (its fast path).
             for &(off, cap) in &v.live {
                 let _ = map.reserve(off, cap);
+            }
+            let mut alloc = Allocator::with_key(tag_key(&v.header.heap_id));
+            let layout = v
+                .layout
+                .take()
+                .ok_or_else(|| Error::corrupt(path, "the heap's layout was not checked"))?;
+            alloc
+                .add_arena_with_layout(&mut map, layout)
+                .map_err(|e| Error::corrupt(path, e))?;
+            if let Some(h) = hole {
+                alloc.mark_fresh(&map, h);
             }
             (map, Some(alloc), None)
         };
         let mut refs = RefTable::default();
-        let refs_complete = v.loaded.is_some();
+        let named_ref = |capacity| Ref {
+            count: 0,
+            named: true,
+            capacity,
+        };
+        if let Some(named) = &v.named {
+            refs.reserve(named.len());
+            for &(off, cap) in named {
+                refs.insert(off, named_ref(cap));
+            }
+        }
+        let refs_complete = v.loaded.is_some() || v.named.is_some();
         let (cat, count_ok) = match v.loaded {
             Some(l) => {
+                refs.reserve(l.entries.iter().map(|e| e.blocks.len()).sum());
                 for e in &l.entries {
                     for b in &e.blocks {
-                        refs.insert(
-                            b.offset,
-                            Ref {
-                                count: 0,
-                                named: true,
-                                capacity: b.capacity,
-                            },
-                        );
+                        refs.insert(b.offset, named_ref(b.capacity));
                     }
                 }
                 if v.slot.kind == CATALOG_TREE {
@@ -833,7 +959,7 @@ impl Shared {
             return Err(space_error(path, size, "cannot create the heap file", e));
         }
         let mut map = Mapping::open_rw(rw, size).map_err(|e| Error::io(path, "map", e))?;
-        let mut alloc = Allocator::new();
+        let mut alloc = Allocator::with_key(tag_key(&header.heap_id));
         alloc
             .try_add_arena(&mut map, HEADER_SIZE, size)
             .map_err(Error::Invalid)?;
@@ -1219,9 +1345,9 @@ impl State {
 
     /// The summary of a listed entry: kept in the catalog, or (entries
     /// that keep none: v1 catalogs, odd metas) read from its meta.
-    fn summary_of(&self, l: &tree::Listed) -> std::result::Result<Vec<u8>, String> {
-        if let Some(s) = &l.summary {
-            return Ok(s.clone());
+    fn summary_of(&self, l: &mut tree::Listed) -> std::result::Result<Vec<u8>, String> {
+        if let Some(s) = l.summary.take() {
+            return Ok(s);
         }
         let m = self.meta_bytes(&l.name, l.meta_off, l.meta_len, l.meta_sum)?;
         match crate::format::meta::summary_section(m) {
@@ -2188,8 +2314,8 @@ impl Heap {
     pub fn summaries(&self) -> Result<Vec<Listed>> {
         let st = self.state();
         let mut out = Vec::with_capacity(st.cat.count().min(1 << 20) as usize);
-        let mut add = |st: &State, l: tree::Listed| {
-            let summary = st.summary_of(&l);
+        let mut add = |st: &State, mut l: tree::Listed| {
+            let summary = st.summary_of(&mut l);
             out.push(Listed {
                 name: l.name,
                 created_ms: l.created_ms,

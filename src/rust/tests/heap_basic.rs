@@ -611,3 +611,59 @@ fn malloc_zeroed_reads_zeros_fresh_recycled_and_after_reopen() {
     assert!(read(&h, g, 64 << 20).iter().all(|&x| x == 0));
     h.check_invariants().unwrap();
 }
+
+#[test]
+fn writable_reopen_keeps_entries_with_block_lists_and_writes_nothing_twice() {
+    // Entries of 1, 8 (inline) and 12 blocks (a block list block), one
+    // block named twice: a writable open reads only where the blocks are
+    // (heap::load_live) and must rebuild exactly the live set.
+    let dir = TempDir::new("reopen-lists");
+    let p = dir.file("h.bin");
+    let mut offs = Vec::new();
+    {
+        let h = open(&p, 8 << 20);
+        for (name, k) in [("one", 1u64), ("eight", 8), ("twelve", 12)] {
+            let blocks: Vec<_> = (0..k)
+                .map(|i| {
+                    let off = h.malloc(100 + i * 10).unwrap();
+                    write(&h, off, &[k as u8; 100]);
+                    offs.push(off);
+                    raw(off, 100)
+                })
+                .collect();
+            let mut named = blocks.clone();
+            named.push(blocks[0].clone()); // the same block twice
+            h.put(name, &[k as u8; 3], &named, false).unwrap();
+            for b in &blocks {
+                h.release(b.offset).unwrap();
+            }
+        }
+        put_bytes(&h, "gone", 5000, 9);
+        h.remove("gone").unwrap();
+        h.check_invariants().unwrap();
+    }
+    let h = Heap::open(&p, &opts(0)).unwrap().0;
+    h.check_invariants().unwrap();
+    for (name, k) in [("one", 1usize), ("eight", 8), ("twelve", 12)] {
+        let e = h.get(name).unwrap();
+        assert_eq!(e.blocks.len(), k + 1);
+        for b in &e.blocks {
+            assert_eq!(read(&h, b.data_offset, 100), vec![k as u8; 100]);
+            assert!(h.is_named(b.offset));
+        }
+    }
+    // New allocations avoid every named block.
+    for _ in 0..50 {
+        let off = h.malloc(120).unwrap();
+        assert!(!offs.contains(&off));
+    }
+    drop(h);
+    // Reopened once with this version's headers, a further writable open
+    // and close leaves the file's bytes as they are.
+    drop(Heap::open(&p, &opts(0)).unwrap().0);
+    let before = std::fs::read(&p).unwrap();
+    let h = Heap::open(&p, &opts(0)).unwrap().0;
+    h.check_invariants().unwrap();
+    drop(h);
+    assert!(std::fs::read(&p).unwrap() == before);
+}

@@ -47,10 +47,16 @@
 //! header: freeing or splitting touches one line per block involved.
 //! `PREV_FREE` says the block before is free, so its footer (the word just
 //! before our header) gives its span. The check tag is a keyed hash of
-//! `(p, s)` with a key drawn at random for each `Allocator`: a header left
-//! behind by an earlier session, a freed block, or user data that happens to
-//! look like a header does not pass for a live block. Two free blocks are
-//! never adjacent.
+//! `(p, s)`: a freed block or user data that happens to look like a header
+//! does not pass for a live block. The key is drawn at random for each
+//! `Allocator` made by `new`; a heap's allocator uses a key fixed for that
+//! heap file (`with_key`), so that the headers of blocks that stay live
+//! from one session to the next are already right when a writable open
+//! rebuilds the allocator, which then leaves them (and their pages) as
+//! they are. Every word the allocator reads after a rebuild was written
+//! (or found equal) by that rebuild or later, so a stale header left in a
+//! free gap by an earlier session is never taken for a block. Two free
+//! blocks are never adjacent.
 //!
 //! # The cache
 //!
@@ -113,6 +119,7 @@ mod vec_mem;
 #[cfg(test)]
 mod tests;
 
+pub use rebuild::Layout;
 pub use vec_mem::VecMem;
 
 use class::{class_at_least, class_of, FL_COUNT, SL_COUNT};
@@ -137,6 +144,17 @@ pub const MAX_OFFSET: u64 = 1 << 62;
 pub trait Mem {
     fn load(&self, off: u64) -> u64;
     fn store(&mut self, off: u64, val: u64);
+    /// `store`, skipped when the word already holds `val`: a writable open
+    /// rebuilds every header this way, so the pages of headers that are
+    /// already right are read, never dirtied (see `add_arena_with_live`).
+    /// Implementations where a load may fault where a store would not (a
+    /// hole of a file) override it.
+    #[inline]
+    fn store_changed(&mut self, off: u64, val: u64) {
+        if self.load(off) != val {
+            self.store(off, val);
+        }
+    }
 }
 
 /// Totals over all arenas. `used_bytes` and `free_bytes` count block spans
@@ -274,7 +292,15 @@ fn random_key() -> u64 {
 }
 
 impl Allocator {
+    /// An allocator with a random tag key.
     pub fn new() -> Self {
+        Self::with_key(random_key())
+    }
+
+    /// An allocator whose check tags use `key` (made odd): one fixed for a
+    /// heap file, so that a rebuild finds the headers of blocks that stayed
+    /// live unchanged (see "check tag" above).
+    pub fn with_key(key: u64) -> Self {
         Allocator {
             arenas: Vec::new(),
             fresh: Vec::new(),
@@ -286,7 +312,7 @@ impl Allocator {
             cached: 0,
             last_merged: None,
             stats: Stats::default(),
-            key: random_key(),
+            key: key | 1,
             poisoned: None,
         }
     }

@@ -32,10 +32,13 @@ impl Allocator {
     ///
     /// A live block `(p, cap)` gets the span `malloc(cap)` would give it, so
     /// passing either the requested size or `usable_size` rebuilds the same
-    /// block. Headers are rewritten for every block (with this allocator's
-    /// tag key) and the sentinel; payload bytes are never touched except the
-    /// list links and footers of the free gaps. Nothing of the arena is
-    /// fresh space (its free gaps may hold old data) until `mark_fresh`.
+    /// block. Every header (with this allocator's tag key), the sentinel,
+    /// and the list links and footers of the free gaps are set to what this
+    /// layout needs; payload bytes are never touched otherwise. A word that
+    /// already holds its value is not written (`Mem::store_changed`): with
+    /// the heap's fixed key, reopening a heap whose blocks did not move
+    /// reads its headers and dirties no page of them. Nothing of the arena
+    /// is fresh space (its free gaps may hold old data) until `mark_fresh`.
     pub fn add_arena_with_live<M: Mem>(
         &mut self,
         mem: &mut M,
@@ -43,7 +46,29 @@ impl Allocator {
         end: u64,
         live: &[(u64, u64)],
     ) -> Result<(), String> {
-        self.add_arena_impl(mem, start, end, live, false)
+        self.add_arena_impl(&mut Changed(mem), start, end, live, false)
+    }
+
+    /// Checks, without memory, what `add_arena_with_live(start, end, live)`
+    /// checks (range, alignment, tiling: its only failures on an allocator
+    /// without arenas), so that a caller can refuse a file before writing
+    /// anything; `add_arena_with_layout` then rebuilds from the result
+    /// without checking the blocks again.
+    pub fn check_layout(start: u64, end: u64, live: &[(u64, u64)]) -> Result<Layout, String> {
+        let arena = Allocator::with_key(1).check_new_arena(start, end)?;
+        Ok(Layout {
+            arena,
+            blocks: check_live(arena, live)?,
+        })
+    }
+
+    /// `add_arena_with_live` of a layout `check_layout` checked.
+    pub fn add_arena_with_layout<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        layout: Layout,
+    ) -> Result<(), String> {
+        self.add_checked(&mut Changed(mem), layout, false)
     }
 
     fn add_arena_impl<M: Mem>(
@@ -59,6 +84,24 @@ impl Allocator {
         }
         let arena = self.check_new_arena(start, end)?;
         let blocks = check_live(arena, live)?;
+        self.add_checked(mem, Layout { arena, blocks }, fresh)
+    }
+
+    /// Adds the arena of `layout` around its checked blocks (see
+    /// `add_arena_impl`); fails only on a poisoned allocator or an arena
+    /// overlapping one it has.
+    fn add_checked<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        layout: Layout,
+        fresh: bool,
+    ) -> Result<(), String> {
+        if let Some(what) = &self.poisoned {
+            return Err(format!("allocator state is corrupt ({what})"));
+        }
+        let Layout { arena, blocks } = layout;
+        self.check_new_arena(arena.start, arena.end)?;
+        let (start, end) = (arena.start, arena.end);
 
         // Valid: from here on nothing fails.
         let at = self.arenas.partition_point(|a| a.start < start);
@@ -123,6 +166,27 @@ impl Allocator {
             }
         }
         Ok(Arena { start, end })
+    }
+}
+
+/// Live blocks `check_layout` found to tile an arena: sorted (payload,
+/// span). Only `check_layout` makes one.
+pub struct Layout {
+    arena: Arena,
+    blocks: Vec<(u64, u64)>,
+}
+
+/// A `Mem` whose stores skip words that already hold the value.
+struct Changed<'m, M>(&'m mut M);
+
+impl<M: Mem> Mem for Changed<'_, M> {
+    #[inline(always)]
+    fn load(&self, off: u64) -> u64 {
+        self.0.load(off)
+    }
+    #[inline(always)]
+    fn store(&mut self, off: u64, val: u64) {
+        self.0.store_changed(off, val);
     }
 }
 

@@ -289,27 +289,72 @@ fn check_block(what: &str, off: u64, cap: u64, heap_len: u64) -> Result<(), Stri
 /// Checks the blocks of one entry and adds them to `live`; errors start
 /// with ": " (the caller puts the entry's name before).
 fn entry_blocks(e: &StoredEntry, heap_len: u64, live: &mut Vec<(u64, u64)>) -> Result<(), String> {
-    if let Some((off, cap, _)) = e.blocks_at {
-        check_block(": block list", off, cap, heap_len)?;
-        live.push((off, cap));
-    }
-    if e.meta_off == 0 {
-        if e.meta_cap != 0 || e.meta_len != 0 {
-            return Err(": meta length without a meta block".into());
+    let where_ = EntryBlocks {
+        meta_off: e.meta_off,
+        meta_cap: e.meta_cap,
+        meta_len: e.meta_len,
+        list: e.blocks_at.map(|(off, cap, _)| (off, cap)),
+    };
+    where_.check(&e.blocks, heap_len, live)
+}
+
+/// Where an entry's blocks are, besides its data blocks: what
+/// [`live_blocks`] checks of an entry (from a decoded entry, or straight
+/// from a leaf record: `tree::Leaf::blocks`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryBlocks {
+    pub meta_off: u64,
+    pub meta_cap: u64,
+    pub meta_len: u64,
+    /// The block list block (offset, capacity), when not inline.
+    pub list: Option<(u64, u64)>,
+}
+
+impl EntryBlocks {
+    /// Checks the entry's meta, block list and data `blocks` and adds them
+    /// to `live` (a block named twice by the entry, once); errors start
+    /// with ": " (the caller puts the entry's name before).
+    pub(crate) fn check(
+        &self,
+        blocks: &[StoredBlock],
+        heap_len: u64,
+        live: &mut Vec<(u64, u64)>,
+    ) -> Result<(), String> {
+        if let Some((off, cap)) = self.list {
+            check_block(": block list", off, cap, heap_len)?;
+            live.push((off, cap));
         }
-    } else {
-        check_block("", e.meta_off, e.meta_cap, heap_len)?;
-        if e.meta_len > e.meta_cap {
-            return Err(": meta longer than its block".into());
+        if self.meta_off == 0 {
+            if self.meta_cap != 0 || self.meta_len != 0 {
+                return Err(": meta length without a meta block".into());
+            }
+        } else {
+            check_block("", self.meta_off, self.meta_cap, heap_len)?;
+            if self.meta_len > self.meta_cap {
+                return Err(": meta longer than its block".into());
+            }
+            live.push((self.meta_off, self.meta_cap));
         }
-        live.push((e.meta_off, e.meta_cap));
+        data_blocks(blocks, heap_len, live)
     }
+}
+
+/// Checks the data blocks of one entry and adds them to `live`.
+fn data_blocks(
+    blocks: &[StoredBlock],
+    heap_len: u64,
+    live: &mut Vec<(u64, u64)>,
+) -> Result<(), String> {
     // A block may appear twice in one entry (one vector referenced twice),
     // never in two entries.
-    let mut own: Vec<(u64, u64)> = Vec::new();
+    // Up to 16 blocks are compared in a fixed array (no allocation per
+    // entry: a writable open checks every entry), more in a map.
+    const FEW: usize = 16;
+    let mut own = [(0u64, 0u64); FEW];
+    let mut n_own = 0usize;
     let mut own_map: BTreeMap<u64, u64> = BTreeMap::new();
-    let many = e.blocks.len() > 16;
-    for k in &e.blocks {
+    let many = blocks.len() > FEW;
+    for k in blocks {
         check_block("", k.offset, k.capacity, heap_len)?;
         let data_bytes = k
             .length
@@ -326,9 +371,13 @@ fn entry_blocks(e: &StoredEntry, heap_len: u64, live: &mut Vec<(u64, u64)>) -> R
         let seen = if many {
             own_map.insert(k.offset, k.capacity)
         } else {
-            let s = own.iter().find(|b| b.0 == k.offset).map(|b| b.1);
+            let s = own[..n_own].iter().find(|b| b.0 == k.offset).map(|b| b.1);
             if s.is_none() {
-                own.push((k.offset, k.capacity));
+                // Always room: at most blocks.len() <= FEW are added.
+                if let Some(slot) = own.get_mut(n_own) {
+                    *slot = (k.offset, k.capacity);
+                    n_own += 1;
+                }
             }
             s
         };
@@ -351,13 +400,24 @@ pub fn live_blocks(
     heap_len: u64,
 ) -> Result<Vec<(u64, u64)>, String> {
     let mut live: Vec<(u64, u64)> = Vec::new();
-    for &(off, cap) in catalog {
-        check_block("catalog", off, cap, heap_len)?;
-        live.push((off, cap));
-    }
     for e in entries {
         // The entry's name is formatted only into an error.
         entry_blocks(e, heap_len, &mut live).map_err(|m| format!("entry '{}'{m}", e.name))?;
+    }
+    finish_live(live, catalog, heap_len)
+}
+
+/// Adds the catalog's own blocks to the blocks of the entries (`live`,
+/// each checked by `EntryBlocks::check`), sorts them and checks that no
+/// two overlap: the rest of [`live_blocks`].
+pub(crate) fn finish_live(
+    mut live: Vec<(u64, u64)>,
+    catalog: &[(u64, u64)],
+    heap_len: u64,
+) -> Result<Vec<(u64, u64)>, String> {
+    for &(off, cap) in catalog {
+        check_block("catalog", off, cap, heap_len)?;
+        live.push((off, cap));
     }
     live.sort_unstable();
     for w in live.windows(2) {

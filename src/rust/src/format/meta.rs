@@ -151,6 +151,27 @@ pub struct Summary {
     pub dim: Option<String>,
 }
 
+/// A [`Summary`] borrowing its text from the bytes it was decoded from
+/// (listing many objects decodes each summary without allocating).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SummaryRef<'a> {
+    pub type_name: &'a str,
+    pub class: &'a str,
+    pub length: f64,
+    pub dim: Option<&'a str>,
+}
+
+impl SummaryRef<'_> {
+    pub fn to_owned(&self) -> Summary {
+        Summary {
+            type_name: self.type_name.to_owned(),
+            class: self.class.to_owned(),
+            length: self.length,
+            dim: self.dim.map(str::to_owned),
+        }
+    }
+}
+
 /// A decoded meta: the summary and the nodes, root first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
@@ -350,9 +371,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn utf8(&mut self, len: usize, what: &str) -> Result<String, String> {
+    fn utf8(&mut self, len: usize, what: &str) -> Result<&'a str, String> {
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+        std::str::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8"))
     }
 }
 
@@ -394,6 +415,10 @@ fn header(meta: &[u8]) -> Result<(Reader<'_>, usize), String> {
 }
 
 fn summary(r: &mut Reader<'_>, s_len: usize) -> Result<Summary, String> {
+    summary_ref(r, s_len).map(|s| s.to_owned())
+}
+
+fn summary_ref<'a>(r: &mut Reader<'a>, s_len: usize) -> Result<SummaryRef<'a>, String> {
     let start = r.pos;
     let t = r.u16()? as usize;
     let type_name = r.utf8(t, "summary type")?;
@@ -414,7 +439,7 @@ fn summary(r: &mut Reader<'_>, s_len: usize) -> Result<Summary, String> {
     if r.pos - start != s_len {
         return Err("summary length does not match its fields".into());
     }
-    Ok(Summary {
+    Ok(SummaryRef {
         type_name,
         class,
         length,
@@ -440,8 +465,13 @@ pub fn summary_section(meta: &[u8]) -> Option<&[u8]> {
 
 /// Decodes a summary section on its own (as kept in a catalog entry).
 pub fn decode_summary_section(b: &[u8]) -> Result<Summary, String> {
+    decode_summary_ref(b).map(|s| s.to_owned())
+}
+
+/// [`decode_summary_section`] without allocating.
+pub fn decode_summary_ref(b: &[u8]) -> Result<SummaryRef<'_>, String> {
     let mut r = Reader { b, pos: 0 };
-    summary(&mut r, b.len())
+    summary_ref(&mut r, b.len())
 }
 
 /// One node's header and payload (not its attributes or elements).

@@ -958,6 +958,27 @@ impl Mem for Mapping {
             _ => debug_assert!(false, "allocator write outside the mapping at {off}"),
         }
     }
+
+    /// Like `store` (the page is reserved, or the word shadowed, first: a
+    /// load from a hole could fault where the store would not), then the
+    /// word is read and written only if it differs. A read fault on a file
+    /// mapping dirties nothing, so unchanged headers cost no write-back.
+    #[inline(always)]
+    fn store_changed(&mut self, off: u64, val: u64) {
+        if (!self.shadow.is_empty() || !self.in_reserved_chunk(off)) && self.store_slow(off, val) {
+            return;
+        }
+        match self.addr(off, 8) {
+            // SAFETY: as in `store`.
+            Some(p) if self.file.is_some() => unsafe {
+                let p = p as *mut u64;
+                if p.read() != val {
+                    p.write(val);
+                }
+            },
+            _ => debug_assert!(false, "allocator write outside the mapping at {off}"),
+        }
+    }
 }
 
 /// Read access to a heap file's bytes by offset: a [`Mapping`] (which may
@@ -993,8 +1014,8 @@ impl View for Mapping {
 }
 
 /// A `Mem` over a read-only view that keeps every store in memory: used to
-/// dry-run the allocator rebuild so that a file that fails it is never
-/// written.
+/// rebuild an allocator over a file without writing it (`fmalloc_check()`'s
+/// allocator walk, `check.rs`).
 pub struct Overlay<'a> {
     pub base: &'a [u8],
     pub writes: std::collections::HashMap<u64, u64>,

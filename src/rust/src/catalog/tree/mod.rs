@@ -289,7 +289,7 @@ fn read_page<'s, S: Store + ?Sized>(
         return invalid(off, "bad header");
     }
     let end = PAGE_HEADER + used;
-    if !trusted && b[end..].iter().any(|&c| c != 0) {
+    if !trusted && !all_zero(&b[end..]) {
         return invalid(off, "bytes after the records are not zero");
     }
     let fixed = if leaf { LEAF_FIXED } else { BRANCH_FIXED };
@@ -386,6 +386,12 @@ fn read_page<'s, S: Store + ?Sized>(
     Ok(page)
 }
 
+/// Whether every byte of `b` is 0 (eight at a time).
+fn all_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    words.all(|w| get_u64(w, 0) == 0) && words.remainder().iter().all(|&c| c == 0)
+}
+
 fn check_block_bytes(k: &[u8]) -> Result<StoredBlock, String> {
     let elem = ElemType::from_u8(k[32]).ok_or_else(|| format!("unknown element type {}", k[32]))?;
     if k[33..BLOCK_SIZE].iter().any(|&c| c != 0) {
@@ -418,7 +424,12 @@ pub struct Listed {
 fn listed(r: &[u8]) -> Listed {
     let n = usize::from(u16::from_le_bytes([r[0], r[1]]));
     let slen = u16::from_le_bytes([r[2], r[3]]);
-    let name = String::from_utf8_lossy(&r[LEAF_FIXED..LEAF_FIXED + n]).into_owned();
+    // Checked UTF-8 by read_page (lossy only as a guard).
+    let raw = &r[LEAF_FIXED..LEAF_FIXED + n];
+    let name = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    };
     let summary = (slen != NO_SUMMARY)
         .then(|| r[LEAF_FIXED + n..LEAF_FIXED + n + usize::from(slen)].to_vec());
     Listed {
@@ -433,41 +444,63 @@ fn listed(r: &[u8]) -> Listed {
     }
 }
 
-/// Decodes a checked leaf record into a full entry, reading (and checking)
-/// its block list block when the blocks are not inline.
-fn entry<S: Store + ?Sized>(s: &S, r: &[u8]) -> R<StoredEntry> {
-    let l = listed(r);
+/// The name of a checked leaf record (lossy: for messages).
+fn record_name(r: &[u8]) -> String {
+    let n = usize::from(u16::from_le_bytes([r[0], r[1]]));
+    String::from_utf8_lossy(&r[LEAF_FIXED..LEAF_FIXED + n]).into_owned()
+}
+
+/// Appends the data blocks of a checked leaf record to `blocks`, reading
+/// (and checking) its block list block when they are not inline; returns
+/// that block's reference, if any.
+fn record_blocks<S: Store + ?Sized>(
+    s: &S,
+    r: &[u8],
+    blocks: &mut Vec<StoredBlock>,
+) -> R<Option<PageRef>> {
     let k = get_u32(r, 4) as usize;
     let ext = PageRef {
         off: get_u64(r, 64),
         cap: get_u64(r, 72),
         sum: get_u64(r, 80),
     };
-    let mut blocks = Vec::new();
-    let blocks_at = if ext.off == 0 {
+    if ext.off == 0 {
         let n = usize::from(u16::from_le_bytes([r[0], r[1]]));
-        let base = LEAF_FIXED + n + l.summary.as_ref().map_or(0, Vec::len);
+        let slen = u16::from_le_bytes([r[2], r[3]]);
+        let slen = if slen == NO_SUMMARY {
+            0
+        } else {
+            usize::from(slen)
+        };
+        let base = LEAF_FIXED + n + slen;
         for j in 0..k {
             // Checked by read_page.
             let b = check_block_bytes(&r[base + j * BLOCK_SIZE..base + (j + 1) * BLOCK_SIZE])
                 .map_err(TreeError::Invalid)?;
             blocks.push(b);
         }
-        None
-    } else {
-        let what = format!("block list of '{}'", l.name);
-        let len = (k as u64)
-            .checked_mul(BLOCK_SIZE as u64)
-            .ok_or_else(|| TreeError::Invalid(format!("{what}: too long")))?;
-        let b = read_checked(s, &what, &ext, len)?;
-        blocks.reserve(k);
-        for j in 0..k {
-            let blk = check_block_bytes(&b[j * BLOCK_SIZE..(j + 1) * BLOCK_SIZE])
-                .map_err(|e| TreeError::Invalid(format!("{what}: {e}")))?;
-            blocks.push(blk);
-        }
-        Some((ext.off, ext.cap, ext.sum))
-    };
+        return Ok(None);
+    }
+    let what = || format!("block list of '{}'", record_name(r));
+    let len = (k as u64)
+        .checked_mul(BLOCK_SIZE as u64)
+        .ok_or_else(|| TreeError::Invalid(format!("{}: too long", what())))?;
+    let b = read_checked(s, &what(), &ext, len)?;
+    blocks.reserve(k);
+    for j in 0..k {
+        let blk = check_block_bytes(&b[j * BLOCK_SIZE..(j + 1) * BLOCK_SIZE])
+            .map_err(|e| TreeError::Invalid(format!("{}: {e}", what())))?;
+        blocks.push(blk);
+    }
+    Ok(Some(ext))
+}
+
+/// Decodes a checked leaf record into a full entry, reading (and checking)
+/// its block list block when the blocks are not inline.
+fn entry<S: Store + ?Sized>(s: &S, r: &[u8]) -> R<StoredEntry> {
+    let l = listed(r);
+    let mut blocks = Vec::new();
+    let blocks_at = record_blocks(s, r, &mut blocks)?.map(|e| (e.off, e.cap, e.sum));
     Ok(StoredEntry {
         name: l.name,
         created_ms: l.created_ms,
@@ -793,6 +826,27 @@ impl Leaf<'_> {
     }
     pub fn entry<S: Store + ?Sized>(&self, s: &S) -> R<StoredEntry> {
         entry(s, self.0)
+    }
+    /// Where the entry's blocks are, its data blocks put into `blocks`
+    /// (cleared first): what a writable open needs of an entry, without
+    /// decoding the rest of it.
+    pub(crate) fn blocks<S: Store + ?Sized>(
+        &self,
+        s: &S,
+        blocks: &mut Vec<StoredBlock>,
+    ) -> R<crate::catalog::EntryBlocks> {
+        blocks.clear();
+        let list = record_blocks(s, self.0, blocks)?;
+        Ok(crate::catalog::EntryBlocks {
+            meta_off: get_u64(self.0, 24),
+            meta_cap: get_u64(self.0, 32),
+            meta_len: get_u64(self.0, 40),
+            list: list.map(|e| (e.off, e.cap)),
+        })
+    }
+    /// The entry's name (lossy UTF-8: for messages).
+    pub fn name(&self) -> String {
+        record_name(self.0)
     }
 }
 

@@ -18,18 +18,15 @@
 
 use std::collections::HashSet;
 
-use savvy::{
-    savvy, ListSexp, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp,
-    OwnedRealSexp, OwnedStringSexp, RawSexp, Sexp,
-};
+use savvy::{savvy, ListSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, RawSexp, Sexp};
 
 use crate::error::Error;
-use crate::format::meta;
-use crate::heap::{Heap, Listed};
+use crate::heap::Heap;
 use crate::r::args::{heap_of, FmallocHeap};
 use crate::r::error::returned_form;
 use crate::r::named::assemble::assemble;
 use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap};
+use crate::r::named::listing::ls_columns;
 use crate::r::named::meta::encode_meta;
 
 /// Stores `leaves` under `name` with the meta encoded from `desc` (the flat
@@ -169,60 +166,15 @@ fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
     )
 }
 
-/// The catalog as columns: name, type, class, length, dim (from the
-/// summary each catalog entry keeps: no meta is decoded; NA for a summary
-/// that cannot be read), created, modified (seconds since the epoch),
-/// bytes (data bytes of all blocks), status.
+/// The catalog as a named list of columns, in `fmalloc_ls()`'s order:
+/// name, type, class, length, dim (from the summary each catalog entry
+/// keeps: no meta is decoded; NA for a summary that cannot be read), bytes
+/// (data bytes of all blocks), created, modified (seconds since the epoch),
+/// status (`r::named::listing`).
 /// @noRd
 #[savvy]
 fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
-    let heap = heap.heap()?;
-    let entries = heap.summaries()?;
-    // A damaged object keeps its row: NA fields and a status saying why.
-    let decoded: Vec<Result<meta::Summary, String>> = entries
-        .iter()
-        .map(|e| match &e.summary {
-            Err(why) => Err(why.clone()),
-            Ok(s) => meta::decode_summary_section(s),
-        })
-        .collect();
-    let status: Vec<String> = decoded
-        .iter()
-        .map(|r| match r {
-            Ok(_) => "ok".to_string(),
-            Err(why) => format!("damaged: {why}"),
-        })
-        .collect();
-    let summaries: Vec<Option<meta::Summary>> = decoded.into_iter().map(Result::ok).collect();
-    let text = |f: &dyn Fn(&meta::Summary) -> Option<&str>| {
-        let v: Vec<&str> = summaries
-            .iter()
-            .map(|s| s.as_ref().and_then(f).unwrap_or(<&str>::na()))
-            .collect();
-        OwnedStringSexp::try_from_slice(&v)
-    };
-    let seconds = |ms: i64| ms as f64 / 1000.0;
-    let mut out = OwnedListSexp::new(9, true)?;
-    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-    out.set_name_and_value(0, "name", OwnedStringSexp::try_from_slice(&names)?)?;
-    out.set_name_and_value(1, "type", text(&|s| Some(s.type_name.as_str()))?)?;
-    out.set_name_and_value(2, "class", text(&|s| Some(s.class.as_str()))?)?;
-    let lengths: Vec<f64> = summaries
-        .iter()
-        .map(|s| s.as_ref().map_or(<f64>::na(), |s| s.length))
-        .collect();
-    out.set_name_and_value(3, "length", OwnedRealSexp::try_from_slice(&lengths)?)?;
-    out.set_name_and_value(4, "dim", text(&|s| s.dim.as_deref())?)?;
-    let column = |f: &dyn Fn(&Listed) -> f64| {
-        let v: Vec<f64> = entries.iter().map(f).collect();
-        OwnedRealSexp::try_from_slice(&v)
-    };
-    out.set_name_and_value(5, "created", column(&|e| seconds(e.created_ms))?)?;
-    out.set_name_and_value(6, "modified", column(&|e| seconds(e.modified_ms))?)?;
-    out.set_name_and_value(7, "bytes", column(&|e| e.data_bytes as f64)?)?;
-    let status: Vec<&str> = status.iter().map(String::as_str).collect();
-    out.set_name_and_value(8, "status", OwnedStringSexp::try_from_slice(&status)?)?;
-    out.into()
+    ls_columns(&heap.heap()?.summaries()?)
 }
 
 /// @noRd
