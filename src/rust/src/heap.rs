@@ -1919,6 +1919,31 @@ impl Heap {
         })
     }
 
+    /// Copies `data` to `[off, off + data.len())`, a range of a block the
+    /// caller holds, in this writable heap: large runs through the file,
+    /// the rest through the mapping (see `Mapping::write_run`). `data` must
+    /// not point into this heap's mapping.
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        if self.shared.readonly {
+            return Err(Error::ReadOnly {
+                path: self.path().to_path_buf(),
+            });
+        }
+        if off < HEADER_SIZE {
+            return Err(Error::Invalid(format!("offset {off} is inside the header")));
+        }
+        let len = data.len() as u64;
+        let mut st = self.state();
+        if st.map.addr(off, len).is_none() {
+            return Err(Error::Invalid(format!(
+                "range [{off}, {off}+{len}) is not inside the heap"
+            )));
+        }
+        st.map
+            .write_run(off, data)
+            .map_err(|e| Error::io(self.path(), "write to", e))
+    }
+
     /// Reverse lookup: the file offset of an address inside this heap's mapping.
     pub fn offset_of(&self, addr: *const u8) -> Option<u64> {
         self.state()

@@ -447,6 +447,55 @@ fn ptr_refuses_the_header_and_ranges_outside() {
 }
 
 #[test]
+fn write_reaches_the_mapping_and_the_file_small_or_large() {
+    let d = TempDir::new("write");
+    let p = d.file("w.bin");
+    let h = open(&p, 8 << 20);
+    let off = h.malloc(3 << 20).unwrap();
+    // Touch the block through the mapping first: its pages are mapped
+    // when the large run goes through the file.
+    write(&h, off, &[1; 64]);
+    let big: Vec<u8> = (0..(2u32 << 20) + 5).map(|i| (i % 251) as u8).collect();
+    h.write(off + 3, &big).unwrap(); // a large run, not page-aligned
+    h.write(off + 1, &[7, 8]).unwrap(); // a small one
+    let mut want = vec![1u8; 3];
+    want[1..3].copy_from_slice(&[7, 8]);
+    want.extend_from_slice(&big);
+    assert_eq!(
+        read(&h, off, want.len() as u64),
+        want,
+        "the mapping sees both"
+    );
+    drop(h);
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[off as usize..off as usize + want.len()], &want[..]);
+}
+
+#[test]
+fn write_refuses_the_header_ranges_outside_and_readonly_heaps() {
+    let d = TempDir::new("wbad");
+    let p = d.file("b.bin");
+    let h = open(&p, 1 << 20);
+    assert!(matches!(h.write(0, &[1; 8]), Err(Error::Invalid(_))));
+    assert!(matches!(
+        h.write((1 << 20) - 4, &[1; 8]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(h.write(u64::MAX, &[1]), Err(Error::Invalid(_))));
+    let big = vec![1u8; 2 << 20];
+    assert!(matches!(h.write(4096, &big), Err(Error::Invalid(_))));
+    drop(h);
+    let before = std::fs::read(&p).unwrap();
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    assert!(matches!(
+        h.write(4096, &[1; 8]),
+        Err(Error::ReadOnly { .. })
+    ));
+    drop(h);
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
+#[test]
 fn info_reports_sizes() {
     let d = TempDir::new("info");
     let p = d.file("i.bin");
