@@ -632,6 +632,10 @@ pub(crate) fn recovery(
     Some(msg)
 }
 
+/// Blocks at least this large give the space of the free region they merge
+/// into back to the file system when freed (see `State::free_now`).
+const PUNCH_BLOCK_MIN: u64 = 1 << 20;
+
 /// `Error::Full` for an out-of-space condition, `Error::Io` otherwise.
 fn space_error(path: &Path, requested: u64, what: &str, e: std::io::Error) -> Error {
     use std::io::ErrorKind as K;
@@ -979,17 +983,32 @@ impl State {
         }
     }
 
-    /// Frees a block; when the free region it ends up in is big, that
-    /// space also goes back to the file system (`Mapping::punch`: `du` of
-    /// the file drops after `fmalloc_rm()`).
+    /// Frees a block; when the block is large and the free region it ends
+    /// up in is big, that space also goes back to the file system
+    /// (`Mapping::punch`: `du` of the file drops after `fmalloc_rm()`).
+    ///
+    /// Only a block of at least `PUNCH_BLOCK_MIN` bytes punches: space of
+    /// smaller blocks stays reserved and in the page cache for the next
+    /// allocations, as `free()` keeps small blocks for `malloc()`. Punching
+    /// it made churn of small vectors (create many, collect them, create
+    /// them again) pay for every chunk twice more: re-reserving it, and
+    /// page faults that zero its pages again (`bench/churn.R`, 200 000
+    /// classic vectors of 16 B - 4 KiB, each in page-padded blocks of 8
+    /// KiB or more: drop + gc 3.3x -> 1.7x `double(k)`, refill 3.6x ->
+    /// 2.4x; smaller blocks go to the allocator's cache and never punched).
+    /// Such space is punched later if a large block freed next to it
+    /// merges with it.
     fn free_now(&mut self, off: u64) {
         let State { map, alloc, .. } = self;
         if let Some(alloc) = alloc.as_mut() {
+            let large = alloc
+                .usable_size(map, off)
+                .is_ok_and(|cap| cap >= PUNCH_BLOCK_MIN);
             let r = alloc.free(map, off);
             debug_assert!(r.is_ok(), "free({off}): {r:?}");
-            // The whole free region, merged with free neighbours: many
+            // The whole free region, merged with free neighbours: large
             // blocks freed side by side (a data frame's columns) add up.
-            if let (Ok(()), Some((start, cap))) = (r, alloc.last_merged()) {
+            if let (true, Ok(()), Some((start, cap))) = (large, r, alloc.last_merged()) {
                 if cap >= 2 * crate::map::CHUNK {
                     map.punch(start, cap);
                 }

@@ -621,6 +621,46 @@ fn freeing_neighbours_punches_the_merged_region() {
     h.check_invariants().unwrap();
 }
 
+/// Blocks under 1 MiB freed side by side keep their space reserved for the
+/// next allocations (churn of small vectors must not re-reserve and
+/// re-fault it); a large block freed after them still punches its chunks.
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+#[test]
+fn small_blocks_keep_their_space_until_a_large_one_merges() {
+    const MIB: u64 = 1 << 20;
+    let d = TempDir::new("punch3");
+    let h = open(&d.file("p.bin"), 128 * MIB);
+    let small: Vec<u64> = (0..300).map(|_| h.malloc(64 << 10).unwrap()).collect();
+    let big = h.malloc(16 * MIB).unwrap();
+    for &b in &small {
+        write(&h, b, &[5u8; 64 << 10]);
+    }
+    write(&h, big, &vec![6u8; (16 * MIB) as usize]);
+    h.sync().unwrap();
+    let full = h.info().disk_bytes.unwrap();
+    for &b in &small {
+        h.release(b).unwrap();
+    }
+    let kept = h.info().disk_bytes.unwrap();
+    assert!(
+        kept + 4 * MIB > full,
+        "small frees punched: {full} -> {kept}"
+    );
+    h.check_invariants().unwrap();
+    // The space is reused as it is.
+    let again: Vec<u64> = (0..300).map(|_| h.malloc(64 << 10).unwrap()).collect();
+    for &b in &again {
+        write(&h, b, &[7u8; 64 << 10]);
+    }
+    for &b in &again {
+        h.release(b).unwrap();
+    }
+    h.release(big).unwrap();
+    let after = h.info().disk_bytes.unwrap();
+    assert!(after + 12 * MIB <= full, "disk use {full} -> {after}");
+    h.check_invariants().unwrap();
+}
+
 /// `malloc_zeroed` gives zeros in every case: fresh space (not written),
 /// a recycled block (zeroed on reuse), growth, and after a reopen, where
 /// the space an unnamed block of the last session used is no hole any
