@@ -416,20 +416,22 @@ impl Mapping {
     /// Writes at or past the file size limit (`RLIMIT_FSIZE`, where `write`
     /// raises SIGXFSZ) go through the mapping, which is not subject to it.
     pub fn write_run(&mut self, off: u64, data: &[u8]) -> io::Result<()> {
-        let len = data.len() as u64;
         #[cfg(unix)]
-        if len >= FILE_WRITE_MIN && off.saturating_add(len) <= crate::sys::file_size_limit() {
-            if self.addr(off, len).is_none() {
-                return Err(io::Error::other(format!("offset {off} is not mapped")));
+        {
+            let len = data.len() as u64;
+            if len >= FILE_WRITE_MIN && off.saturating_add(len) <= crate::sys::file_size_limit() {
+                if self.addr(off, len).is_none() {
+                    return Err(io::Error::other(format!("offset {off} is not mapped")));
+                }
+                let f = self
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("read-only mapping"))?;
+                std::os::unix::fs::FileExt::write_all_at(f, data, off)?;
+                #[cfg(target_os = "linux")]
+                start_writeback(f, off, len);
+                return Ok(());
             }
-            let f = self
-                .file
-                .as_ref()
-                .ok_or_else(|| io::Error::other("read-only mapping"))?;
-            std::os::unix::fs::FileExt::write_all_at(f, data, off)?;
-            #[cfg(target_os = "linux")]
-            start_writeback(f, off, len);
-            return Ok(());
         }
         self.write(off, data)
     }
