@@ -172,10 +172,16 @@ test_that("large runs (written through the file) reach the vectors, the bytes an
   fmalloc_write(heap, "v", 400001:600000, fmalloc_get("w", heap))
   want <- c(-1, -2, (3:n) * 0.5)
   want[400001:600000] <- -(1:2e5)
+  # A large run past the end is refused before anything is written.
+  expect_fmalloc_error(
+    fmalloc_write(heap, "v", (n - 99999):(n + 200000), as.double(1:300000)), "fmalloc_bounds"
+  )
+  expect_fmalloc_error(fmalloc_write(heap, "v", 0:299999, as.double(1:300000)), "fmalloc_bounds")
+  expect_fmalloc_error(fmalloc_write(heap, "v", 1:300000, as.character(1:300000)), "fmalloc_type")
   expect_identical(before, rep(0, 5))
-  expect_identical(v[], want) # the vector got earlier sees the writes
+  expect_true(identical(v[], want)) # the vector got earlier sees the writes
   where <- Rfmalloc:::.fmalloc_inspect(v)
-  expect_identical(file_bytes(path, where$offset, 8 * n), vector_bytes(want))
+  expect_true(identical(file_bytes(path, where$offset, 8 * n), vector_bytes(want)))
   rm(v, w)
   fmalloc_close(heap)
   invisible(gc())
@@ -183,7 +189,7 @@ test_that("large runs (written through the file) reach the vectors, the bytes an
     heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
     Rfmalloc::fmalloc_get("v", heap)[]
   }, args = list(path = path), libpath = .libPaths())
-  expect_identical(got, want)
+  expect_true(identical(got, want))
 })
 
 test_that("a large run past the file size limit (ulimit -f) is written, not a SIGXFSZ", {
@@ -209,7 +215,7 @@ test_that("a large run past the file size limit (ulimit -f) is written, not a SI
   heap <- fmalloc_open(path, readonly = TRUE)
   on.exit(fmalloc_close(heap))
   r <- 5.5e6 + 0:199999
-  expect_identical(fmalloc_get("big", heap)[r], r * 2)
+  expect_true(identical(fmalloc_get("big", heap)[r], r * 2))
 })
 
 test_that("matrix cells by (i, j), dimnames, a matrix index or positions", {
