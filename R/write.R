@@ -49,9 +49,18 @@
 #'
 #' A missing `i` (or `j`) stands for all rows (columns). `value` has one
 #' element per position, or one (written to every position). Writing a run
-#' of consecutive positions (`i = from:to`) copies the values in one block:
-#' a chunked fill of a vector bigger than memory, chunk by chunk, runs at
-#' the speed of memory.
+#' of consecutive positions (`i = from:to`) copies the values in one block.
+#' On Linux and macOS a run of 1 MiB or more (131072 doubles) is written to
+#' the file with one system call instead of through the memory map: no page
+#' faults, and no zeroing of pages about to be overwritten; every vector over
+#' the object sees the new values at once (the map and the file's page cache
+#' are the same memory). On Linux the run's write-back to disk also starts at
+#' once. So a chunked fill of a vector bigger than memory,
+#' `for (from in seq(1, n, by = 1e6)) fmalloc_write(heap, "x",
+#' from:min(from + 1e6 - 1, n), values)`, runs at the speed of the disk
+#' (`bench/out-of-core.R`): chunks of about 1e6 elements are a good size
+#' (R allocates each chunk's values; above 32 MiB every allocation costs a
+#' page fault per 4 KiB).
 #'
 #' **The stored type is kept.** A value is converted only when that is
 #' exact: integer or logical values into a double vector, whole numbers

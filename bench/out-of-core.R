@@ -1,34 +1,47 @@
 # Benchmark: a vector larger than memory, against the disk's own bandwidth.
 #
-#   Rscript bench/out-of-core.R [N] [methods] [chunk]
-#     N        doubles (default 4e9 = 32 GB)
-#     methods  "altrep", "classic" or "altrep,classic" (default: altrep)
-#     chunk    elements written per loop iteration (default 1e7 = 80 MB)
+#   Rscript bench/out-of-core.R [N] [ways] [chunk] [method]
+#     N       doubles (default 4e9 = 32 GB)
+#     ways    "loop", "write" or "loop,write" (default: both)
+#     chunk   elements written per loop iteration (default 1e6 = 8 MB)
+#     method  "altrep" or "classic" (default: altrep)
 #
 # Environment: RFMALLOC_BENCH_DIR chooses the directory of the heap file and
 # of dd's test file (default: tempdir()).
 #
 # In one run: dd's sequential write and read bandwidth with O_DIRECT (a
 # file of min(4 GiB, N * 8 bytes), written, read, deleted); then for each
-# method, in a new R process, `create_fmalloc_vector("double", N, name =)`
-# and the plain chunked fill `for (...) x[i:j] <- values` with no gc() call,
-# sampling R's anonymous and file-backed resident memory (RssAnon, RssFile)
-# at every chunk, then fmalloc_sync(); then, in another new process with the
-# file's pages dropped from the page cache (`dd iflag=nocache count=0`),
-# reopen and sum(). Each heap file is deleted when its method is done. Not
-# a test: the numbers depend on the disk and on whatever else runs (the
-# load average is printed).
+# way of filling, in a new R process, `create_fmalloc_vector("double", N,
+# name = "x")` and a chunked fill with no gc() call, either
+#   loop:  the plain loop `x[i:j] <- values`, or
+#   write: the documented chunked write `fmalloc_write(NULL, "x", i:j,
+#          values)`,
+# sampling R's anonymous and file-backed resident memory (RssAnon,
+# RssFile) at every chunk, then fmalloc_sync(); then, in another new process
+# with the file's pages dropped from the page cache (`dd iflag=nocache
+# count=0`), reopen and sum(). Each heap file is deleted when its way is
+# done. The values of a chunk are `(i:j) * 0.5`, computed by R in both ways
+# (their CPU time is part of the fill, as in real use).
 #
-# Needs free disk space for the vector plus 10 %; skips with a message when
-# there is less. The README's numbers: `Rscript bench/out-of-core.R | tee
-# bench/results/out-of-core.txt`.
+# The chunk: R allocates each chunk's values anew, and glibc's malloc gives
+# an allocation above 32 MiB fresh pages from the kernel every time (a page
+# fault per 4 KiB: 1e7 doubles, 80 MB, cost R 2.9 s of CPU per GB before
+# anything was written, 1e6 doubles 0.75 s). Chunks of about 1e6 elements
+# are the ones to use.
+#
+# Not a test: the numbers depend on the disk and on whatever else runs (the
+# load average is printed). Needs free disk space for the vector plus 10 %;
+# skips with a message when there is less. The README's numbers: `Rscript
+# bench/out-of-core.R | tee bench/results/out-of-core.txt`.
 
 suppressPackageStartupMessages(library(Rfmalloc))
 
 args <- commandArgs(trailingOnly = TRUE)
 N <- if (length(args) >= 1) as.numeric(args[[1]]) else 4e9
-methods <- if (length(args) >= 2) strsplit(args[[2]], ",")[[1]] else "altrep"
-chunk <- if (length(args) >= 3) as.numeric(args[[3]]) else 1e7
+ways <- if (length(args) >= 2) strsplit(args[[2]], ",")[[1]] else c("loop", "write")
+chunk <- if (length(args) >= 3) as.numeric(args[[3]]) else 1e6
+method <- if (length(args) >= 4) args[[4]] else "altrep"
+stopifnot(all(ways %in% c("loop", "write")), method %in% c("altrep", "classic"))
 dir <- Sys.getenv("RFMALLOC_BENCH_DIR", tempdir())
 bytes <- N * 8
 
@@ -63,12 +76,12 @@ dd_write <- dd("if=/dev/zero", paste0("of=", dd_file), "bs=16M",
 dd_read <- dd(paste0("if=", dd_file), "of=/dev/null", "bs=16M", "iflag=direct")
 unlink(dd_file)
 
-# One method: create + fill + sync in a new process, then sum() after a
+# One way: create + fill + sync in a new process, then sum() after a
 # reopen in another, with the file's pages dropped from the cache.
-run <- function(method) {
-  path <- file.path(dir, sprintf("rfmalloc-ooc-%d-%s.heap", Sys.getpid(), method))
+run <- function(way) {
+  path <- file.path(dir, sprintf("rfmalloc-ooc-%d-%s.heap", Sys.getpid(), way))
   on.exit(unlink(path))
-  fill <- callr::r(function(path, N, chunk, method) {
+  fill <- callr::r(function(path, N, chunk, method, way) {
     suppressPackageStartupMessages(library(Rfmalloc))
     status <- function() {
       s <- readLines("/proc/self/status")
@@ -87,7 +100,11 @@ run <- function(method) {
     t0 <- proc.time()[["elapsed"]]
     for (s in seq(1, N, by = chunk)) {
       e <- min(s + chunk - 1, N)
-      x[s:e] <- (s:e) * 0.5
+      if (way == "loop") {
+        x[s:e] <- (s:e) * 0.5
+      } else {
+        fmalloc_write(NULL, "x", s:e, (s:e) * 0.5)
+      }
       peak <- pmax(peak, status())
     }
     t_fill <- proc.time()[["elapsed"]] - t0
@@ -100,7 +117,7 @@ run <- function(method) {
     list(create = t_create, fill = t_fill, cpu_fill = cpu_fill, sync = t_sync, peak_anon = peak[["anon"]],
          peak_file = peak[["file"]], gc_used = g["Vcells", 2], gc_trigger = g["Vcells", 4],
          ok = ok)
-  }, args = list(path = path, N = N, chunk = chunk, method = method))
+  }, args = list(path = path, N = N, chunk = chunk, method = method, way = way))
   # Drop the file's pages from the page cache: a cold reopen.
   system2("dd", c(paste0("if=", path), "iflag=nocache", "count=0"), stdout = FALSE, stderr = FALSE)
   read <- callr::r(function(path, N) {
@@ -119,8 +136,8 @@ run <- function(method) {
 
 load0 <- readLines("/proc/loadavg")
 gb <- function(b) b / 1e9
-cat(sprintf("Out-of-core: %.0f doubles (%.1f GB), chunk %.0f, heap file in %s\n",
-            N, gb(bytes), chunk, dir))
+cat(sprintf("Out-of-core: %.0f doubles (%.1f GB), chunk %.0f, method %s, heap file in %s\n",
+            N, gb(bytes), chunk, method, dir))
 cat(sprintf("%s; %d cores, %.1f GiB RAM; load average at start %s\n",
             format(Sys.time(), "%Y-%m-%d %H:%M %Z"), parallel::detectCores(),
             as.numeric(sub("\\D+(\\d+).*", "\\1", grep("^MemTotal", readLines("/proc/meminfo"),
@@ -128,12 +145,13 @@ cat(sprintf("%s; %d cores, %.1f GiB RAM; load average at start %s\n",
             paste(strsplit(load0, " ")[[1]][1:3], collapse = " ")))
 cat(sprintf("dd (O_DIRECT, 16 MiB blocks, same run): write %.2f GB/s, read %.2f GB/s\n\n",
             gb(dd_write), gb(dd_read)))
-for (m in methods) {
-  r <- run(m)
+labels <- c(loop = "plain loop x[i:j] <- v", write = "fmalloc_write(NULL, \"x\", i:j, v)")
+for (w in ways) {
+  r <- run(w)
   wr <- bytes / (r$create + r$fill + r$sync)
-  cat(sprintf("%s:\n", m))
+  cat(sprintf("%s:\n", labels[[w]]))
   cat(sprintf("  create (name =)        %8.2f s\n", r$create))
-  cat(sprintf("  fill (plain loop)      %8.2f s  %.2f GB/s (CPU %.2f s)\n", r$fill,
+  cat(sprintf("  fill                   %8.2f s  %.2f GB/s (CPU %.2f s)\n", r$fill,
               gb(bytes / r$fill), r$cpu_fill))
   cat(sprintf("  sync                   %8.2f s\n", r$sync))
   cat(sprintf("  create + fill + sync   %8.2f s  %.2f GB/s = %3.0f %% of dd write (target >= 50 %%)\n",

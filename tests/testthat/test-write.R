@@ -155,6 +155,69 @@ test_that("ranges, scattered positions and recycled values reach the file's byte
   expect_identical(file_bytes(path, where$offset, 8 * 1e5), vector_bytes(want))
 })
 
+test_that("large runs (written through the file) reach the vectors, the bytes and a new process", {
+  skip_if_not_installed("callr")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  on.exit(fmalloc_close(heap))
+  n <- 7e5 # 5.6 MB; runs of 2.4 MB, not page-aligned in the file
+  v <- create_fmalloc_vector("double", n, heap = heap, name = "v")
+  before <- v[1:5] # pages of the vector mapped before the writes
+  runs <- list(3:300002, 300003:600002, 600003:n)
+  for (r in runs) fmalloc_write(heap, "v", r, r * 0.5)
+  fmalloc_write(heap, "v", 1:2, c(-1, -2))
+  # A large value that is itself in the heap is copied through the mapping.
+  w <- create_fmalloc_vector("double", 2e5, heap = heap, name = "w")
+  fmalloc_write(heap, "w", seq_len(2e5), -(1:2e5))
+  fmalloc_write(heap, "v", 400001:600000, fmalloc_get("w", heap))
+  want <- c(-1, -2, (3:n) * 0.5)
+  want[400001:600000] <- -(1:2e5)
+  # A large run past the end is refused before anything is written.
+  expect_fmalloc_error(
+    fmalloc_write(heap, "v", (n - 99999):(n + 200000), as.double(1:300000)), "fmalloc_bounds"
+  )
+  expect_fmalloc_error(fmalloc_write(heap, "v", 0:299999, as.double(1:300000)), "fmalloc_bounds")
+  expect_fmalloc_error(fmalloc_write(heap, "v", 1:300000, as.character(1:300000)), "fmalloc_type")
+  expect_identical(before, rep(0, 5))
+  expect_true(identical(v[], want)) # the vector got earlier sees the writes
+  where <- Rfmalloc:::.fmalloc_inspect(v)
+  expect_true(identical(file_bytes(path, where$offset, 8 * n), vector_bytes(want)))
+  rm(v, w)
+  fmalloc_close(heap)
+  invisible(gc())
+  got <- callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, readonly = TRUE)
+    Rfmalloc::fmalloc_get("v", heap)[]
+  }, args = list(path = path), libpath = .libPaths())
+  expect_true(identical(got, want))
+})
+
+test_that("a large run past the file size limit (ulimit -f) is written, not a SIGXFSZ", {
+  skip_on_os("windows")
+  skip_if(Sys.which("bash") == "", "no bash")
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.1)
+  create_fmalloc_vector("double", 6e6, heap = heap, name = "big") # 48 MB
+  fmalloc_close(heap)
+  invisible(gc())
+  # Under a limit of 40000 KiB: elements from 5.5e6 on lie past it.
+  field <- run_under_file_limit(c(
+    "library(Rfmalloc)",
+    "heap <- fmalloc_open(commandArgs(TRUE)[1])",
+    "r <- 5.5e6 + 0:199999",
+    "cat('write', tryCatch({ fmalloc_write(heap, 'big', r, r * 2); 'ok' },",
+    "  error = function(e) class(e)[1]), '\\n')",
+    "cat('sum', sum(fmalloc_get('big', heap)[r] - r * 2), '\\n')",
+    "fmalloc_close(heap)"
+  ), path)
+  expect_equal(field("write"), "ok")
+  expect_equal(field("sum"), "0")
+  heap <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(heap))
+  r <- 5.5e6 + 0:199999
+  expect_true(identical(fmalloc_get("big", heap)[r], r * 2))
+})
+
 test_that("matrix cells by (i, j), dimnames, a matrix index or positions", {
   skip_if_not_installed("callr")
   h <- local_objects()

@@ -447,6 +447,55 @@ fn ptr_refuses_the_header_and_ranges_outside() {
 }
 
 #[test]
+fn write_reaches_the_mapping_and_the_file_small_or_large() {
+    let d = TempDir::new("write");
+    let p = d.file("w.bin");
+    let h = open(&p, 8 << 20);
+    let off = h.malloc(3 << 20).unwrap();
+    // Touch the block through the mapping first: its pages are mapped
+    // when the large run goes through the file.
+    write(&h, off, &[1; 64]);
+    let big: Vec<u8> = (0..(2u32 << 20) + 5).map(|i| (i % 251) as u8).collect();
+    h.write(off + 3, &big).unwrap(); // a large run, not page-aligned
+    h.write(off + 1, &[7, 8]).unwrap(); // a small one
+    let mut want = vec![1u8; 3];
+    want[1..3].copy_from_slice(&[7, 8]);
+    want.extend_from_slice(&big);
+    assert_eq!(
+        read(&h, off, want.len() as u64),
+        want,
+        "the mapping sees both"
+    );
+    drop(h);
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[off as usize..off as usize + want.len()], &want[..]);
+}
+
+#[test]
+fn write_refuses_the_header_ranges_outside_and_readonly_heaps() {
+    let d = TempDir::new("wbad");
+    let p = d.file("b.bin");
+    let h = open(&p, 1 << 20);
+    assert!(matches!(h.write(0, &[1; 8]), Err(Error::Invalid(_))));
+    assert!(matches!(
+        h.write((1 << 20) - 4, &[1; 8]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(h.write(u64::MAX, &[1]), Err(Error::Invalid(_))));
+    let big = vec![1u8; 2 << 20];
+    assert!(matches!(h.write(4096, &big), Err(Error::Invalid(_))));
+    drop(h);
+    let before = std::fs::read(&p).unwrap();
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    assert!(matches!(
+        h.write(4096, &[1; 8]),
+        Err(Error::ReadOnly { .. })
+    ));
+    drop(h);
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
+#[test]
 fn info_reports_sizes() {
     let d = TempDir::new("info");
     let p = d.file("i.bin");
@@ -569,6 +618,46 @@ fn freeing_neighbours_punches_the_merged_region() {
     }
     let after = h.info().disk_bytes.unwrap();
     assert!(after + 40 * MIB <= full, "disk use {full} -> {after}");
+    h.check_invariants().unwrap();
+}
+
+/// Blocks under 1 MiB freed side by side keep their space reserved for the
+/// next allocations (churn of small vectors must not re-reserve and
+/// re-fault it); a large block freed after them still punches its chunks.
+#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+#[test]
+fn small_blocks_keep_their_space_until_a_large_one_merges() {
+    const MIB: u64 = 1 << 20;
+    let d = TempDir::new("punch3");
+    let h = open(&d.file("p.bin"), 128 * MIB);
+    let small: Vec<u64> = (0..300).map(|_| h.malloc(64 << 10).unwrap()).collect();
+    let big = h.malloc(16 * MIB).unwrap();
+    for &b in &small {
+        write(&h, b, &[5u8; 64 << 10]);
+    }
+    write(&h, big, &vec![6u8; (16 * MIB) as usize]);
+    h.sync().unwrap();
+    let full = h.info().disk_bytes.unwrap();
+    for &b in &small {
+        h.release(b).unwrap();
+    }
+    let kept = h.info().disk_bytes.unwrap();
+    assert!(
+        kept + 4 * MIB > full,
+        "small frees punched: {full} -> {kept}"
+    );
+    h.check_invariants().unwrap();
+    // The space is reused as it is.
+    let again: Vec<u64> = (0..300).map(|_| h.malloc(64 << 10).unwrap()).collect();
+    for &b in &again {
+        write(&h, b, &[7u8; 64 << 10]);
+    }
+    for &b in &again {
+        h.release(b).unwrap();
+    }
+    h.release(big).unwrap();
+    let after = h.info().disk_bytes.unwrap();
+    assert!(after + 12 * MIB <= full, "disk use {full} -> {after}");
     h.check_invariants().unwrap();
 }
 

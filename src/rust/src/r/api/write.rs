@@ -10,8 +10,9 @@
 //! vector (a column, a matrix), turns the user's indices into 1-based
 //! positions and the value into the stored type (or refuses it); this
 //! module scans the positions ([`fmalloc_write_scan`]: every one checked
-//! before anything is written) and copies: one `memmove` for a run of
-//! consecutive positions, element by element otherwise. Character vectors
+//! before anything is written) and copies: a run of consecutive positions
+//! in one piece (the heap writes a large one through the file:
+//! `Heap::write`), element by element otherwise. Character vectors
 //! are written through their shared string pool (`crate::pool`), which
 //! grows it when needed, or refuses a forked child's write that needs room.
 
@@ -27,7 +28,7 @@ use crate::r::ffi::*;
 use crate::r::named::leaf::{data_pointer, vector_over_block};
 use crate::r::types::char_elt;
 use crate::r::vector::altrep::vec_data_of;
-use crate::r::vector::data::{private_copy, VecData};
+use crate::r::vector::data::{private_copy, Store, VecData};
 use crate::strpool;
 
 /// Positions are read from R in chunks of this many (never expanding an
@@ -285,6 +286,18 @@ fn fmalloc_write_run(x: Sexp, first: f64, count: f64, value: Sexp) -> savvy::Res
     }
     let size = d.elem.size() as usize;
     let src = data_pointer(value.0, d.elem)? as *const u8;
+    if n == count && !d.heap.is_forked() && d.heap.offset_of(src).is_none() {
+        // A value in R's memory: the heap writes it (a large run through
+        // the file, without page faults). A forked child keeps copying
+        // through its mapping, where a classic vector's pages are its own.
+        if let Store::Block { data_off, .. } = &d.store {
+            // SAFETY: `src` holds `count` elements of `size` bytes (the
+            // value's data, alive for this call), outside the heap.
+            let data = unsafe { std::slice::from_raw_parts(src, count as usize * size) };
+            d.heap.write(data_off + start * size as u64, data)?;
+            return Ok(());
+        }
+    }
     // SAFETY: the target's elements [start, start + count) lie inside its
     // mapped block (checked above; mapped memory never moves while `x`
     // holds the heap); `src` holds `n` elements of the same size. `copy`
