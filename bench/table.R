@@ -22,7 +22,7 @@
 # the whole vector into memory for sum() (x[]), their usual idiom. The
 # files go to RFMALLOC_BENCH_DIR (default tempdir()) and are deleted. With
 # RFMALLOC_BENCH_SAVE=path the table is also written there (README.Rmd
-# shows bench/results/table.md). Not a test: the numbers depend on the
+# shows vignettes/bench-table.md). Not a test: the numbers depend on the
 # machine and its load (printed).
 
 args <- commandArgs(trailingOnly = TRUE)
