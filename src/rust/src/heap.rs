@@ -274,6 +274,11 @@ struct State {
     /// holding back a path of pages per commit (a forced sync every
     /// `MAX_DEFERRED` blocks, and write faults on every page it freed).
     since_durable: HashSet<u64>,
+    /// Blocks that an unsynced commit unnamed while a session vector still
+    /// held them: the last durable slot may name them, so when the last
+    /// vector goes they are held back like `deferred` (not freed) until
+    /// the next sync. Cleared by every durable commit or sync.
+    unnamed_held: HashSet<u64>,
     fail: Option<FailPoint>,
     /// A simulated crash happened: refuse everything, write nothing more.
     crashed: bool,
@@ -899,6 +904,7 @@ impl Shared {
             unsynced: v.slot.unsynced,
             deferred: Vec::new(),
             since_durable: HashSet::new(),
+            unnamed_held: HashSet::new(),
             fail: None,
             crashed: false,
             quarantine: Vec::new(),
@@ -988,6 +994,7 @@ impl Shared {
             unsynced: false,
             deferred: Vec::new(),
             since_durable: HashSet::new(),
+            unnamed_held: HashSet::new(),
             fail: None,
             crashed: false,
             quarantine: Vec::new(),
@@ -1557,12 +1564,16 @@ impl State {
                     // ever referenced it.
                     self.free_block(off);
                 }
+            } else if !r.named && orig && !durable {
+                // Still held by a session vector: `release` defers it.
+                self.unnamed_held.insert(off);
             }
         }
         if durable {
             self.durable_index = target;
             self.unsynced = false;
             self.since_durable.clear();
+            self.unnamed_held.clear();
             let held = std::mem::take(&mut self.deferred);
             for off in frees.into_iter().chain(held) {
                 self.free_block(off);
@@ -1663,6 +1674,7 @@ impl State {
         self.durable_index = target;
         self.unsynced = false;
         self.since_durable.clear();
+        self.unnamed_held.clear();
         for off in std::mem::take(&mut self.deferred) {
             self.free_block(off);
         }
@@ -2046,7 +2058,16 @@ impl Heap {
         // its commit or rollback.
         if r.count == 0 && !r.named && !st.txn.orig_named.contains_key(&off) {
             st.refs.remove(&off);
-            st.free_block(off);
+            if st.unnamed_held.remove(&off) {
+                // The last durable slot may name it (sync = "none").
+                st.deferred.push(off);
+                if st.deferred.len() > MAX_DEFERRED {
+                    // A failed sync only keeps them held.
+                    let _ = st.make_durable();
+                }
+            } else {
+                st.free_block(off);
+            }
         }
         Ok(())
     }
