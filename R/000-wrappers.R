@@ -130,10 +130,11 @@ NULL
   .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
 }
 
-#' The catalog as columns: name, type, class, length, dim (from the
-#' summary each catalog entry keeps: no meta is decoded; NA for a summary
-#' that cannot be read), created, modified (seconds since the epoch),
-#' bytes (data bytes of all blocks), status.
+#' The catalog as a named list of columns, in `fmalloc_ls()`'s order:
+#' name, type, class, length, dim (from the summary each catalog entry
+#' keeps: no meta is decoded; NA for a summary that cannot be read), bytes
+#' (data bytes of all blocks), created, modified (seconds since the epoch),
+#' status (`r::named::listing`).
 #' @noRd
 `fmalloc_named_list` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")

@@ -202,3 +202,44 @@ test_that("fmalloc_check() in a forked child is fmalloc_forked, not a false alar
   expect_true("fmalloc_forked" %in% res$child)
   expect_identical(res$parent, 0L)
 })
+
+test_that("a child can neither sync nor, by closing, write the parent's unsynced heap", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  path <- tempfile(fileext = ".bin")
+  on.exit(unlink(path))
+  # The parent's commit after the child's sync (or close) returned, then R
+  # dies: a new process must see that commit.
+  child_then_crash <- function(how) {
+    p <- callr::r_bg(function(path, how) {
+      library(Rfmalloc)
+      h <- fmalloc_open(path, size_gb = 0.01, sync = "none")
+      fmalloc_save(1, "x", h)
+      job <- parallel::mcparallel(
+        tryCatch({
+          if (how == "sync") fmalloc_sync(h) else fmalloc_close(h)
+          "ok"
+        }, error = function(e) class(e))
+      )
+      child <- parallel::mccollect(job)[[1]]
+      fmalloc_save(2, "x", h, overwrite = TRUE)
+      cat(child, sep = "\n", file = paste0(path, ".child"))
+      tools::pskill(Sys.getpid(), tools::SIGKILL)
+    }, args = list(path = path, how = how), libpath = .libPaths())
+    p$wait(60000) # milliseconds
+    child <- readLines(paste0(path, ".child"))
+    got <- callr::r(function(path) {
+      library(Rfmalloc)
+      h <- fmalloc_open(path, readonly = TRUE)
+      fmalloc_get("x", h)[[1]]
+    }, args = list(path = path), libpath = .libPaths())
+    unlink(c(path, paste0(path, ".child")))
+    list(child = child, got = got)
+  }
+  s <- child_then_crash("sync")
+  expect_true("fmalloc_forked" %in% s$child)
+  expect_identical(s$got, 2)
+  cl <- child_then_crash("close")
+  expect_identical(cl$child, "ok") # closing the child's handle is fine
+  expect_identical(cl$got, 2)
+})

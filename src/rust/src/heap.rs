@@ -2173,9 +2173,17 @@ impl Heap {
     /// Makes everything written so far durable: one flush of the file and,
     /// after unsynced commits (`SyncMode::None`), a durable slot. An open
     /// batch is not committed by this. A no-op for a read-only heap.
+    /// In a forked child it is `Error::Forked`: the child's slot would
+    /// carry the generation number the parent's next commit takes, and the
+    /// tie could hide that commit after a crash.
     pub fn sync(&self) -> Result<()> {
         if self.shared.readonly {
             return Ok(());
+        }
+        if self.shared.owner.is_forked() {
+            return Err(Error::Forked {
+                path: self.path().to_path_buf(),
+            });
         }
         let mut st = self.state();
         if st.crashed {

@@ -112,11 +112,13 @@ impl FmallocHeap {
         })
     }
 
-    /// Drops this handle's reference to the heap. Idempotent.
+    /// Drops this handle's reference to the heap (and makes its commits
+    /// durable; in a forked child nothing is written: the file is the
+    /// parent's). Idempotent.
     /// @noRd
     fn close(&mut self) -> savvy::Result<()> {
         if let Some(heap) = self.heap.take() {
-            if !heap.is_readonly() {
+            if !heap.is_readonly() && !heap.is_forked() {
                 heap.sync()?;
             }
         }
