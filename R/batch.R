@@ -12,9 +12,11 @@
 #'
 #' `fmalloc_batch()` evaluates `expr`; every [fmalloc_save()],
 #' [fmalloc_rm()] and [fmalloc_rename()] on `heap` inside it becomes part
-#' of one commit, made when `expr` returns. If `expr` signals an error (or
-#' is interrupted), none of its changes is committed: the catalog is
-#' exactly as before, and the space the new objects took is free again.
+#' of one commit, made when `expr` returns (also when it leaves early by
+#' `return()` or `break` of the code around it). If `expr` signals an error
+#' that it does not catch itself (or is interrupted), none of its changes is
+#' committed: the catalog is exactly as before, and the space the new
+#' objects took is free again.
 #' Inside the batch, [fmalloc_get()], [fmalloc_exists()] and [fmalloc_ls()]
 #' see the batch's changes; other processes and a crash see none of them
 #' until the batch commits.
@@ -49,9 +51,16 @@ fmalloc_batch <- function(heap, expr) {
   call <- sys.call()
   heap <- .fm_heap(heap, call)
   .rfm(fmalloc_batch_begin(heap), call)
+  # `expr` may leave without returning: an error or an interrupt that no
+  # handler inside it caught (rolled back), or a return()/break of the
+  # caller's code (committed, as when it returns: not an error).
   done <- FALSE
-  on.exit(if (!done) fmalloc_batch_abort(heap))
-  value <- expr
+  failed <- FALSE
+  on.exit(if (!done) {
+    if (failed) fmalloc_batch_abort(heap) else .rfm(fmalloc_batch_commit(heap), call)
+  })
+  fail <- function(cond) failed <<- TRUE
+  value <- withCallingHandlers(expr, error = fail, interrupt = fail)
   done <- TRUE
   .rfm(fmalloc_batch_commit(heap), call)
   invisible(value)

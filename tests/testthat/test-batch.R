@@ -58,6 +58,37 @@ test_that("an error inside a batch rolls all of its changes back", {
   expect_identical(fmalloc_ls(heap)$name, c("inner", "keep", "old", "outer"))
 })
 
+test_that("a batch left by return() or break commits; an error caught inside it does not roll back", {
+  heap <- local_heap()
+  f <- function() {
+    fmalloc_batch(heap, {
+      fmalloc_save(1, "a", heap)
+      return("early")
+    })
+    "late"
+  }
+  expect_identical(f(), "early")
+  for (i in 1:3) {
+    fmalloc_batch(heap, {
+      fmalloc_save(i, paste0("b", i), heap)
+      if (i == 2) break
+    })
+  }
+  fmalloc_batch(heap, {
+    fmalloc_save(3, "c", heap)
+    try(stop("handled inside"), silent = TRUE)
+    tryCatch(fmalloc_get("nothing", heap), fmalloc_error = function(e) NULL)
+  })
+  expect_identical(fmalloc_ls(heap)$name, c("a", "b1", "b2", "c"))
+  # Caught outside the batch: rolled back.
+  tryCatch(fmalloc_batch(heap, {
+    fmalloc_save(4, "d", heap)
+    stop("boom")
+  }), error = function(e) NULL)
+  expect_false(fmalloc_exists("d", heap))
+  expect_identical(fmalloc_check(heap)$problem, character())
+})
+
 test_that("sync must be \"commit\" or \"none\"", {
   path <- local_heap_path()
   expect_fmalloc_error(fmalloc_open(path, sync = "sometimes"), "fmalloc_invalid", "sync")
