@@ -1,5 +1,5 @@
 //! 64-bit FNV-1a: the checksum of the header, the slots, the catalog blob and
-//! the meta blobs. It detects torn writes and bit flips; it is not a defence
+//! the meta blobs; its word variant that of catalog v2 pages. It detects torn writes and bit flips; it is not a defence
 //! against a deliberate forger (nothing read from the file is trusted anyway).
 
 const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
@@ -52,6 +52,10 @@ mod tests {
         let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
         let base = super::fnv1a64_words(&data);
         assert_eq!(super::fnv1a64_words(b""), 0xcbf2_9ce4_8422_2325);
+        // The test vectors inst/FORMAT.md gives for catalog pages.
+        assert_eq!(super::fnv1a64_words(&[0u8; 4096]), 0x7da1_44b9_7d05_4b25);
+        let ramp: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        assert_eq!(super::fnv1a64_words(&ramp), 0xe10f_8d6d_1e1e_f325);
         for i in (0..data.len()).step_by(7) {
             let mut d = data.clone();
             d[i] ^= 1 << (i % 8);
