@@ -837,6 +837,9 @@ impl Shared {
             if let Some(h) = hole {
                 alloc.mark_fresh(&map, h);
             }
+            // The headers are now what a rebuild writes: a close before any
+            // change has none to settle (`State::settle_headers`).
+            alloc.clear_changed();
             (map, Some(alloc), None)
         };
         let mut refs = RefTable::default();
@@ -1016,8 +1019,39 @@ impl Drop for Shared {
         if !st.crashed {
             // An open batch is dropped (rolled back by not committing it:
             // its blocks are free at the next writable open).
-            let _ = st.make_durable();
+            if st.make_durable().is_ok() {
+                st.settle_headers();
+            }
         }
+    }
+}
+
+impl State {
+    /// At a clean close after allocator changes: writes the block headers
+    /// the next writable open's rebuild would write (from the catalog in
+    /// force, as the open reads it), so that the open finds them as they
+    /// are and changes no byte of the file. Without it, a block freed into
+    /// the allocator's cache, or free lists linked in another order, would
+    /// be rewritten by that open (the file's mtime changing though nothing
+    /// was done). Best effort and never needed for correctness: the
+    /// rebuild writes the same words. Skipped while forked children may
+    /// still read blocks this session freed (quarantine): the rebuild
+    /// writes free blocks' footers inside their old payload.
+    fn settle_headers(&mut self) {
+        let changed = self.alloc.as_ref().is_some_and(Allocator::changed);
+        if !changed || !self.quarantine.is_empty() {
+            return;
+        }
+        let len = self.map.len();
+        let Ok(v) = validate(&self.path, &self.map, len, true) else {
+            return;
+        };
+        let (Some(layout), None) = (v.layout, v.recovery) else {
+            return;
+        };
+        let mut alloc = Allocator::with_key(tag_key(&v.header.heap_id));
+        // Writes only the words that differ (as the open's rebuild does).
+        let _ = alloc.add_arena_with_layout(&mut self.map, layout);
     }
 }
 
