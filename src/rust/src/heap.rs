@@ -1038,19 +1038,34 @@ impl State {
     /// still read blocks this session freed (quarantine): the rebuild
     /// writes free blocks' footers inside their old payload.
     fn settle_headers(&mut self) {
-        let changed = self.alloc.as_ref().is_some_and(Allocator::changed);
-        if !changed || !self.quarantine.is_empty() {
+        let Some(key) = self
+            .alloc
+            .as_ref()
+            .filter(|a| a.changed())
+            .map(Allocator::key)
+        else {
+            return;
+        };
+        // (A v1 catalog is converted at the first change: not settled.)
+        if !self.quarantine.is_empty() || self.slot.kind != CATALOG_TREE {
             return;
         }
-        let len = self.map.len();
-        let Ok(v) = validate(&self.path, &self.map, len, true) else {
+        // What the open does (`validate`, read through the mapping, which
+        // after growth may be in pieces): the live blocks of the catalog
+        // in force, checked to tile the file.
+        let Ok(l) = load_live(&self.map, &self.slot) else {
             return;
         };
-        let (Some(layout), None) = (v.layout, v.recovery) else {
+        if l.geometry.is_some() {
+            return;
+        }
+        let Ok(live) = catalog::finish_live(l.live, &l.pages, self.slot.heap_len) else {
             return;
         };
-        let mut alloc = Allocator::with_key(tag_key(&v.header.heap_id));
-        // Writes only the words that differ (as the open's rebuild does).
+        let Ok(layout) = Allocator::check_layout(HEADER_SIZE, self.map.len(), &live) else {
+            return;
+        };
+        let mut alloc = Allocator::with_key(key);
         let _ = alloc.add_arena_with_layout(&mut self.map, layout);
     }
 }

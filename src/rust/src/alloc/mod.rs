@@ -333,6 +333,12 @@ impl Allocator {
         self.changed
     }
 
+    /// The key of the check tags (`with_key` of it makes an allocator
+    /// whose headers match this one's).
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Forgets earlier operations (`changed`): called after the rebuild at
     /// open.
     pub fn clear_changed(&mut self) {
