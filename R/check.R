@@ -25,7 +25,7 @@
 #' @returns A data frame with one row per problem and the character columns
 #'   `object` (the name of the object concerned, `NA` for the heap as a
 #'   whole), `part` (`"open"`, `"file"`, `"header"`, `"slot A"`, `"slot B"`,
-#'   `"catalog"`, `"recovery"`, `"allocator"`, or for an object `"meta"`,
+#'   `"catalog"`, `"recovery"`, `"allocator"`, or for an object `"meta"`, `"summary"`,
 #'   `"block 1"`, `"block 2"`, ..., `"string pool"`) and `problem` (what is
 #'   wrong). A heap without problems gives zero rows.
 #'

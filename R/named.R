@@ -397,7 +397,8 @@
 #'   e-notation either way, as is `bytes`), `dim`
 #'   (e.g. `"3x4"`, or `NA`), `bytes` (of the data in the heap), `created` and
 #'   `modified` (`POSIXct`) and `status`: `"ok"`, or `"damaged: "` and why
-#'   the object cannot be read (its other fields are then `NA`; a damaged
+#'   the object cannot be read (its `type`, `class`, `length`, `dim` and
+#'   `bytes` are then `NA`; [fmalloc_check()] reports it too; a damaged
 #'   object damages only itself: it can still be removed, renamed or
 #'   overwritten). `fmalloc_rm()` and `fmalloc_rename()` return `NULL`
 #'   invisibly.

@@ -424,4 +424,37 @@ test_that("a summary whose text holds a NUL byte lists as damaged, not as an err
   expect_identical(ls$status, c("ok", "damaged: summary text holds a NUL byte"))
   expect_identical(ls$type, c("integer", NA))
   expect_identical(ls$length, c(3L, NA))
+  expect_identical(ls$bytes, c(12L, NA))
+  # fmalloc_check() reports what fmalloc_ls() calls damaged.
+  problems <- fmalloc_check(heap)
+  expect_identical(problems$object, "nul")
+  expect_match(problems$problem, "summary text holds a NUL byte", fixed = TRUE)
+})
+
+test_that("a summary length that is not a whole number in [0, 2^52] is damaged, in ls and check", {
+  heap <- local_heap()
+  fmalloc_save(1:3, "good", heap)
+  for (len in c(1e300, 2.5, 2^53 + 2, 2^52 + 1)) {
+    fmalloc_save(1:3, "zbad", heap, overwrite = TRUE)
+    Rfmalloc:::fmalloc_named_put_raw_meta(heap, "zbad", hostile_meta(node(0),
+      summary = hostile_summary("integer", "integer", len)))
+    ls <- fmalloc_ls(heap)
+    shown <- c("1e300", "2.5", "9007199254740994", "4503599627370497")[
+      match(len, c(1e300, 2.5, 2^53 + 2, 2^52 + 1))]
+    expect_identical(ls$status[2], paste0("damaged: summary length ", shown,
+      " is not a whole number in [0, 2^52]"), info = len)
+    expect_identical(ls$length, c(3L, NA), info = len)
+    expect_identical(ls$bytes, c(12L, NA), info = len)
+    problems <- fmalloc_check(heap)
+    expect_identical(problems$object, "zbad", info = len)
+    expect_match(problems$problem, "not a whole number", fixed = TRUE, info = len)
+    expect_fmalloc_error(fmalloc_get("zbad", heap), "fmalloc_corrupt", "whole number")
+  }
+  # 2^52 itself (R's longest vector) lists, as a double printed in full.
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "zbad", hostile_meta(node(0),
+    summary = hostile_summary("integer", "integer", 2^52)))
+  ls <- fmalloc_ls(heap)
+  expect_identical(ls$status, c("ok", "ok"))
+  expect_identical(ls$length, c(3, 2^52))
+  expect_true(any(grepl("4503599627370496", capture.output(print(ls)), fixed = TRUE)))
 })

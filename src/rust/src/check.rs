@@ -18,6 +18,8 @@
 //! | `recovery`      | the heap is (or would be) opened at an older commit        |
 //! | `meta`          | per object: block geometry, length, checksum, decoding     |
 //! |                 | (`format::meta`), element types against the catalog        |
+//! | `summary`       | the catalog's copy of an object's summary: it decodes (as  |
+//! |                 | `fmalloc_ls()` decodes it) and equals the meta's summary   |
 //! | `block k`       | payload aligned and inside the heap, element range inside  |
 //! |                 | the block, a live allocator block of that capacity, no     |
 //! |                 | overlap with any other live block                          |
@@ -331,6 +333,25 @@ fn check_entry<V: View + ?Sized>(
                                 ),
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+    // The catalog's copy of the summary (what `fmalloc_ls()` shows): the
+    // same decoding as the listing, so what it lists as damaged is
+    // reported here; and the copy of the meta's summary section it is.
+    if let Some(s) = &e.summary {
+        match meta::decode_summary_ref(s) {
+            Err(why) => out.add(name, "summary", format!("the catalog's summary: {why}")),
+            Ok(_) => {
+                if let Some(own) = meta_bytes.and_then(meta::summary_section) {
+                    if own != s.as_slice() {
+                        out.add(
+                            name,
+                            "summary",
+                            "the catalog's summary differs from the metadata's",
+                        );
                     }
                 }
             }

@@ -842,6 +842,9 @@ impl Shared {
             if let Some(h) = hole {
                 alloc.mark_fresh(&map, h);
             }
+            // The headers are now what a rebuild writes: a close before any
+            // change has none to settle (`State::settle_headers`).
+            alloc.clear_changed();
             (map, Some(alloc), None)
         };
         let mut refs = RefTable::default();
@@ -1023,8 +1026,54 @@ impl Drop for Shared {
         if !st.crashed {
             // An open batch is dropped (rolled back by not committing it:
             // its blocks are free at the next writable open).
-            let _ = st.make_durable();
+            if st.make_durable().is_ok() {
+                st.settle_headers();
+            }
         }
+    }
+}
+
+impl State {
+    /// At a clean close after allocator changes: writes the block headers
+    /// the next writable open's rebuild would write (from the catalog in
+    /// force, as the open reads it), so that the open finds them as they
+    /// are and changes no byte of the file. Without it, a block freed into
+    /// the allocator's cache, or free lists linked in another order, would
+    /// be rewritten by that open (the file's mtime changing though nothing
+    /// was done). Best effort and never needed for correctness: the
+    /// rebuild writes the same words. Skipped while forked children may
+    /// still read blocks this session freed (quarantine): the rebuild
+    /// writes free blocks' footers inside their old payload.
+    fn settle_headers(&mut self) {
+        let Some(key) = self
+            .alloc
+            .as_ref()
+            .filter(|a| a.changed())
+            .map(Allocator::key)
+        else {
+            return;
+        };
+        // (A v1 catalog is converted at the first change: not settled.)
+        if !self.quarantine.is_empty() || self.slot.kind != CATALOG_TREE {
+            return;
+        }
+        // What the open does (`validate`, read through the mapping, which
+        // after growth may be in pieces): the live blocks of the catalog
+        // in force, checked to tile the file.
+        let Ok(l) = load_live(&self.map, &self.slot) else {
+            return;
+        };
+        if l.geometry.is_some() {
+            return;
+        }
+        let Ok(live) = catalog::finish_live(l.live, &l.pages, self.slot.heap_len) else {
+            return;
+        };
+        let Ok(layout) = Allocator::check_layout(HEADER_SIZE, self.map.len(), &live) else {
+            return;
+        };
+        let mut alloc = Allocator::with_key(key);
+        let _ = alloc.add_arena_with_layout(&mut self.map, layout);
     }
 }
 

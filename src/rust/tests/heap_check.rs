@@ -167,8 +167,10 @@ fn a_bad_string_element_names_its_object() {
     assert_eq!(places(&got), [(Some("strs"), "string pool")], "{got:#?}");
     assert!(got[0].problem.contains("element 2"), "{}", got[0].problem);
     assert!(got[0].problem.contains("flags"), "{}", got[0].problem);
-    // The same from the file, through a read-only open.
+    // The same from the file, through a read-only open. (The close writes
+    // the headers the next open's rebuild would write: read again.)
     drop(h);
+    let before = std::fs::read(&p).unwrap();
     assert_eq!(check_path(&p).unwrap(), got);
     assert!(
         std::fs::read(&p).unwrap() == before,
@@ -417,5 +419,52 @@ fn random_damage_never_panics() {
     for len in [0, 10, 4096, 4200, 65536, orig.len() - 64] {
         let got = check_image(&orig[..len]);
         assert!(!got.is_empty(), "truncation to {len} passed");
+    }
+}
+
+/// The catalog keeps a copy of each meta's summary (what `fmalloc_ls()`
+/// shows). A copy damaged with every checksum fixed (a NUL byte, invalid
+/// UTF-8, a length that is not a whole number in [0, 2^52]) is reported by
+/// the check with the same decoding the listing uses, and a copy that
+/// decodes but differs from the meta's is reported too.
+#[test]
+fn a_damaged_summary_copy_in_the_catalog_is_reported_as_the_listing_shows_it() {
+    let d = TempDir::new("check-summary");
+    let p = d.file("h.bin");
+    drop(sample(&p));
+    let orig = std::fs::read(&p).unwrap();
+    // The sample's summaries: type, an empty class, then the length.
+    fn length(s: &mut [u8], v: f64) {
+        let at = 2 + s[0] as usize + 4;
+        s[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    type Edit = fn(&mut Vec<u8>);
+    let cases: [(Edit, &str); 6] = [
+        (|s| s[2] = 0, "NUL byte"),
+        (|s| s[2] = 0xff, "not UTF-8"),
+        (|s| length(s, 1e300), "whole number"),
+        (|s| length(s, 2.5), "whole number"),
+        (|s| length(s, 2f64.powi(53) + 2.0), "whole number"),
+        (|s| length(s, 7.0), "differs"),
+    ];
+    for (edit, why) in cases {
+        let b = resigned(&orig, |entries| {
+            let e = entries.iter_mut().find(|e| e.name == "ints").unwrap();
+            edit(e.summary.as_mut().expect("the sample keeps summaries"));
+        });
+        std::fs::write(&p, &b).unwrap();
+        let got = check_path(&p).unwrap();
+        assert_eq!(places(&got), [(Some("ints"), "summary")], "{why}: {got:#?}");
+        assert!(got[0].problem.contains(why), "{why}: {}", got[0].problem);
+        // The listing calls the same entries damaged (except a copy that
+        // decodes: the listing does not read the metas).
+        let (h, _) = Heap::open(&p, &opts(0)).unwrap();
+        let listed = h.summaries().unwrap();
+        let ints = listed.iter().find(|l| l.name == "ints").unwrap();
+        let decoded = rfmalloc::format::meta::decode_summary_ref(ints.summary.as_ref().unwrap());
+        assert_eq!(decoded.is_err(), why != "differs", "{why}");
+        if let Err(e) = decoded {
+            assert!(got[0].problem.ends_with(&e), "{} / {e}", got[0].problem);
+        }
     }
 }

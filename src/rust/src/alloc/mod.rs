@@ -270,6 +270,9 @@ pub struct Allocator {
     key: u64,
     /// Set when an inconsistency was found; every later call fails.
     poisoned: Option<String>,
+    /// Whether an operation ran since `clear_changed` (it may have written
+    /// headers a rebuild would write otherwise: see `changed`).
+    changed: bool,
 }
 
 /// Span of a block with capacity for `size` bytes, `None` if too large.
@@ -314,13 +317,39 @@ impl Allocator {
             stats: Stats::default(),
             key: key | 1,
             poisoned: None,
+            changed: true,
         }
+    }
+
+    /// Whether any operation (malloc, free, resize, a new arena) ran since
+    /// the last `clear_changed`. The block headers in memory are then not
+    /// in general what a rebuild from the same live blocks writes: a cached
+    /// block is not merged with the free space around it, and free lists
+    /// are linked in the order blocks were freed, where a rebuild merges
+    /// every gap and links the gaps in address order. A heap closed after
+    /// changes rebuilds its headers at close (`Heap` drop), so that the
+    /// next writable open finds them as its rebuild would write them.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The key of the check tags (`with_key` of it makes an allocator
+    /// whose headers match this one's).
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Forgets earlier operations (`changed`): called after the rebuild at
+    /// open.
+    pub fn clear_changed(&mut self) {
+        self.changed = false;
     }
 
     /// Allocates at least `size` bytes (size 0 allowed); `None` when no arena
     /// has room (the caller then grows the heap by adding an arena), or when
     /// the allocator is poisoned (see `corruption()`).
     pub fn malloc<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<u64> {
+        self.changed = true;
         self.malloc_dirty(mem, size).map(|(p, _)| p)
     }
 
@@ -328,6 +357,7 @@ impl Allocator {
     /// returns `(p, dirty)` where the payload bytes `[p + dirty, p + cap)`
     /// read as zeros (`cap` = `usable_size`); see "Fresh space".
     pub fn malloc_dirty<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<(u64, u64)> {
+        self.changed = true;
         if self.poisoned.is_some() {
             return None;
         }
@@ -445,6 +475,7 @@ impl Allocator {
 
     /// Frees the block at payload offset `off`; coalesces with free neighbours.
     pub fn free<M: Mem>(&mut self, mem: &mut M, off: u64) -> Result<(), String> {
+        self.changed = true;
         let (arena, word) = self.live_block(mem, off)?;
         let span = word & SPAN_MASK;
         let units = (span / ALIGN) as usize;
@@ -558,6 +589,7 @@ impl Allocator {
         off: u64,
         new_size: u64,
     ) -> Result<bool, String> {
+        self.changed = true;
         let (mut arena, mut word) = self.live_block(mem, off)?;
         let span = word & SPAN_MASK;
         let Some(need) = span_for(new_size) else {
@@ -659,6 +691,7 @@ impl Allocator {
     /// operation and poisons the allocator if anything is inconsistent.
     #[inline(always)]
     fn after_op<M: Mem>(&mut self, mem: &M) {
+        self.changed = true;
         #[cfg(feature = "check-invariants")]
         if self.poisoned.is_none() {
             if let Err(e) = self.check_invariants(mem) {
@@ -850,6 +883,7 @@ impl Allocator {
     /// show free space merged as far as it goes.
     #[cold]
     pub fn flush_cache<M: Mem>(&mut self, mem: &mut M) -> Result<(), String> {
+        self.changed = true;
         let mut all = Vec::with_capacity(self.cached);
         for (u, bin) in self.cache.iter_mut().enumerate() {
             all.extend(bin.drain(..).map(|p| (p, u as u64 * ALIGN)));

@@ -104,6 +104,7 @@ impl Allocator {
         let (start, end) = (arena.start, arena.end);
 
         // Valid: from here on nothing fails.
+        self.changed = true;
         let at = self.arenas.partition_point(|a| a.start < start);
         self.arenas.insert(at, arena);
         self.fresh

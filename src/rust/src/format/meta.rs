@@ -20,7 +20,7 @@
 //! Summary (what fmalloc_ls() shows; strings are UTF-8)
 //!     +0     2  type length t (u16), then t bytes: typeof() ("list" for a data frame)
 //!      …     4  class length c (u32), then c bytes: class() joined by "/"
-//!      …     8  length (f64, finite, >= 0; rows for a data frame)
+//!      …     8  length (f64, a whole number in [0, 2^52]; rows for a data frame)
 //!      …     1  has dim (0 or 1); if 1: dim length d (u32), then d bytes ("3x4")
 //!
 //! Node (NODE_MIN = 6 bytes, then the kind's payload, then the attributes,
@@ -63,6 +63,10 @@ pub const META_VERSION: u32 = 2;
 pub const META_VERSION_SERIALIZE: u32 = 1;
 /// Deepest nesting of lists and attribute values.
 pub const MAX_DEPTH: usize = 1000;
+/// Largest summary length: R's longest vector (`R_XLEN_T_MAX`, 2^52).
+/// A summary length is a whole number in [0, 2^52], or the summary is
+/// damaged (every larger double would list in e-notation, or not exactly).
+pub const MAX_SUMMARY_LENGTH: f64 = 4_503_599_627_370_496.0;
 /// Longest attribute name in bytes (R's limit for symbol names).
 pub const MAX_ATTR_NAME: usize = 10_000;
 
@@ -428,6 +432,17 @@ fn summary_ref<'a>(r: &mut Reader<'a>, s_len: usize) -> Result<SummaryRef<'a>, S
     if !(length.is_finite() && length >= 0.0) {
         return Err("bad summary length field".into());
     }
+    if length.fract() != 0.0 || length > MAX_SUMMARY_LENGTH {
+        // Rust prints 1e300 with all its digits: such lengths in e-notation.
+        let shown = if length < 1e16 {
+            format!("{length}")
+        } else {
+            format!("{length:e}")
+        };
+        return Err(format!(
+            "summary length {shown} is not a whole number in [0, 2^52]"
+        ));
+    }
     let dim = match r.u8()? {
         0 => None,
         1 => {
@@ -438,6 +453,15 @@ fn summary_ref<'a>(r: &mut Reader<'a>, s_len: usize) -> Result<SummaryRef<'a>, S
     };
     if r.pos - start != s_len {
         return Err("summary length does not match its fields".into());
+    }
+    // R strings never hold a NUL (the writer's texts come from R), and R
+    // cannot make a string of one: such a summary is damaged.
+    if [Some(type_name), Some(class), dim]
+        .iter()
+        .flatten()
+        .any(|t| t.contains('\0'))
+    {
+        return Err("summary text holds a NUL byte".into());
     }
     Ok(SummaryRef {
         type_name,

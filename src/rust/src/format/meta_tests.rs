@@ -349,3 +349,35 @@ fn bad_values_are_refused() {
         assert!(decode(&encode(&m).unwrap(), 0).is_err());
     }
 }
+
+#[test]
+fn summary_lengths_are_whole_numbers_up_to_2_pow_52_and_texts_hold_no_nul() {
+    let with = |f: &dyn Fn(&mut Summary)| {
+        let mut s = summary();
+        f(&mut s);
+        let b = Writer::new(&s).unwrap().finish();
+        let section = summary_section(&b).map(<[u8]>::to_vec);
+        (decode_summary(&b), section)
+    };
+    for len in [2.5, 1e300, 2f64.powi(53) + 2.0, 2f64.powi(52) + 1.0, 0.5] {
+        let (r, section) = with(&|s| s.length = len);
+        let why = r.unwrap_err();
+        assert!(
+            why.contains("not a whole number in [0, 2^52]"),
+            "{len}: {why}"
+        );
+        assert!(section.is_none());
+    }
+    for len in [0.0, 3e9, 2f64.powi(52)] {
+        assert_eq!(with(&|s| s.length = len).0.unwrap().length, len);
+    }
+    for f in [
+        &(|s: &mut Summary| s.type_name = "a\0b".into()) as &dyn Fn(&mut Summary),
+        &|s| s.class = "\0".into(),
+        &|s| s.dim = Some("2\0x3".into()),
+    ] {
+        let (r, section) = with(f);
+        assert_eq!(r.unwrap_err(), "summary text holds a NUL byte");
+        assert!(section.is_none());
+    }
+}

@@ -42,29 +42,18 @@ impl Numbers {
 /// length `entries.len()`: name, type, class, dim and status character;
 /// length and bytes integer or double (`Numbers`); created and modified
 /// double seconds since the epoch. A damaged entry (its summary cannot be
-/// read) has NA type, class, length and dim, and status "damaged: why".
+/// read) has NA type, class, length, dim and bytes, and status
+/// "damaged: why".
 pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
+    // The one decoding (`meta::decode_summary_ref`) owns what a damaged
+    // summary is: `fmalloc_check()` reports the same entries. It refuses a
+    // NUL byte (Rf_mkCharLenCE would raise an R error on one; names never
+    // hold one: the catalog refuses them).
     let decoded: Vec<Result<SummaryRef<'_>, String>> = entries
         .iter()
         .map(|e| match &e.summary {
             Err(why) => Err(why.clone()),
             Ok(s) => meta::decode_summary_ref(s),
-        })
-        .collect();
-    // Text goes to Rf_mkCharLenCE, which raises an R error on a NUL byte:
-    // a summary holding one is listed as damaged instead (names never hold
-    // one: the catalog refuses them).
-    let decoded: Vec<Result<SummaryRef<'_>, String>> = decoded
-        .into_iter()
-        .map(|r| {
-            r.and_then(|s| {
-                let texts = [Some(s.type_name), Some(s.class), s.dim];
-                if texts.iter().flatten().any(|t| t.contains('\0')) {
-                    Err("summary text holds a NUL byte".into())
-                } else {
-                    Ok(s)
-                }
-            })
         })
         .collect();
     let status: Vec<std::borrow::Cow<'static, str>> = decoded
@@ -83,7 +72,15 @@ pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
             .map(|s| s.map_or(na_real, |s| s.length))
             .collect(),
     );
-    let bytes = Numbers::new(entries.iter().map(|e| e.data_bytes as f64).collect());
+    // A damaged entry's bytes are NA too: its record is what the damage
+    // concerns, so no field of it but the name is vouched for.
+    let bytes = Numbers::new(
+        entries
+            .iter()
+            .zip(&summaries)
+            .map(|(e, s)| s.map_or(na_real, |_| e.data_bytes as f64))
+            .collect(),
+    );
     let created: Vec<f64> = entries
         .iter()
         .map(|e| e.created_ms as f64 / 1000.0)
@@ -101,8 +98,8 @@ pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
     // SAFETY: allocations and element writes on vectors protected in this
     // closure; an R error (out of memory) longjmps into the unwind
     // protection past no Rust value owned by the closure (every vector
-    // above lives in this frame, outside it). Strings hold no NUL (checked
-    // above) and are shorter than 2^31 bytes (names: 255; summary texts:
+    // above lives in this frame, outside it). Strings hold no NUL (the decoder
+    // refused them) and are shorter than 2^31 bytes (names: 255; summary texts:
     // at most the 512 bytes a leaf record keeps, or a meta's u32 lengths,
     // which the decoder bounded by the bytes present; checked again).
     let out = unsafe {
