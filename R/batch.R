@@ -54,14 +54,24 @@ fmalloc_batch <- function(heap, expr) {
   # `expr` may leave without returning: an error or an interrupt that no
   # handler inside it caught (rolled back), or a return()/break of the
   # caller's code (committed, as when it returns: not an error).
+  # (No closure is made in this frame: it would keep the frame alive, and
+  # with it a second reference to the value, so that an in-place write to
+  # an object saved in `expr` would copy it instead of writing the file.)
   done <- FALSE
-  failed <- FALSE
+  seen <- new.env(parent = emptyenv())
+  seen$failed <- FALSE
   on.exit(if (!done) {
-    if (failed) fmalloc_batch_abort(heap) else .rfm(fmalloc_batch_commit(heap), call)
+    if (seen$failed) fmalloc_batch_abort(heap) else .rfm(fmalloc_batch_commit(heap), call)
   })
-  fail <- function(cond) failed <<- TRUE
+  fail <- .fm_flag_failure(seen)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail)
   done <- TRUE
   .rfm(fmalloc_batch_commit(heap), call)
   invisible(value)
+}
+
+# A condition handler that records in `seen$failed` that one was signalled.
+.fm_flag_failure <- function(seen) {
+  force(seen)
+  function(cond) seen$failed <- TRUE
 }

@@ -265,7 +265,10 @@ extern "C" {
 }
 /// The value bound to `sym` in the frame of `env` itself (no inherited
 /// frames), or `R_NilValue` when there is none or it is an active binding
-/// (whose function would run R code).
+/// (whose function would run R code). A promise comes back as it is below
+/// R 4.5, but `R_getVarEx` (R >= 4.5) forces it, running R code whose error
+/// would jump over Rust frames: callers refuse promise bindings in R first
+/// (`.is_live_handle()` in R/error.R).
 ///
 /// # Safety
 /// `env` must be an environment and `sym` a symbol.
