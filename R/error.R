@@ -163,15 +163,20 @@
 # into Rust (r::args::handle_in): it runs before every call that takes a
 # handle, several times per save.
 .is_live_handle <- function(x) {
-  # A promise bound to `.ptr` (delayedAssign(), or an unserialized
-  # environment) is refused unforced: from R 4.5 on, the C lookup Rust uses
-  # would run it. substitute() gives a promise's expression, a value as it
-  # is; active bindings are refused by Rust without being called.
-  if (is.environment(x) && exists(".ptr", envir = x, inherits = FALSE) &&
-      !bindingIsActive(".ptr", x) && typeof(substitute(.ptr, x)) != "externalptr") {
+  if (.ptr_unforced(x)) {
     return(FALSE)
   }
   .Call(savvy_fmalloc_handle_live__impl, x)
+}
+
+# Whether `x` is an environment whose `.ptr` is a promise (delayedAssign(),
+# or an unserialized environment). Such a handle is refused unforced before
+# any call into Rust: from R 4.5 on, the C lookup Rust uses would run it.
+# substitute() gives a promise's expression, a value as it is; active
+# bindings are refused by Rust without being called.
+.ptr_unforced <- function(x) {
+  is.environment(x) && exists(".ptr", envir = x, inherits = FALSE) &&
+    !bindingIsActive(".ptr", x) && typeof(substitute(.ptr, x)) != "externalptr"
 }
 
 # Replaces savvy's generated helper of the same name (R/000-wrappers.R, which
