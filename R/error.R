@@ -163,17 +163,23 @@
 # into Rust (r::args::handle_in): it runs before every call that takes a
 # handle, several times per save.
 .is_live_handle <- function(x) {
-  if (.ptr_unforced(x)) {
+  if (.promise_lookup && .ptr_unforced(x)) {
     return(FALSE)
   }
   .Call(savvy_fmalloc_handle_live__impl, x)
 }
 
 # Whether `x` is an environment whose `.ptr` is a promise (delayedAssign(),
-# or an unserialized environment). Such a handle is refused unforced before
-# any call into Rust: from R 4.5 on, the C lookup Rust uses would run it.
+# or an unserialized environment), for builds for R 4.5 only. Rust's
+# lookup of `.ptr` (`frame_value()` in src/rust/src/r/ffi.rs) refuses a
+# promise without forcing it on R >= 4.6 (R_GetBindingType) and below 4.5
+# (where the lookup returns the promise itself); R 4.5's lookup,
+# R_getVarEx, would run it, so there the handle is refused here first.
 # substitute() gives a promise's expression, a value as it is; active
-# bindings are refused by Rust without being called.
+# bindings are refused by Rust without being called. `.promise_lookup`, which
+# callers test first, is fixed when the package is installed, by the R that
+# configure asked.
+.promise_lookup <- getRversion() >= "4.5.0" && getRversion() < "4.6.0"
 .ptr_unforced <- function(x) {
   is.environment(x) && exists(".ptr", envir = x, inherits = FALSE) &&
     !bindingIsActive(".ptr", x) && typeof(substitute(.ptr, x)) != "externalptr"

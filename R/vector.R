@@ -97,7 +97,7 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
   # src/rust/src/r/vector.rs) instead of raising it; a new vector has no
   # class, and is.object() is inlined by the byte compiler (is.list() is a
   # call).
-  if (is.environment(heap) && .ptr_unforced(heap)) {
+  if (.promise_lookup && .ptr_unforced(heap)) {
     .check_heap(heap, call = sys.call()) # fmalloc_invalid, the promise not run
   }
   x <- .Call(savvy_fmalloc_vector_create__impl,

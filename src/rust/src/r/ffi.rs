@@ -263,32 +263,58 @@ extern "C" {
     fn Rf_findVarInFrame(rho: SEXP, sym: SEXP) -> SEXP;
     static mut R_UnboundValue: SEXP;
 }
+// R >= 4.6 (feature `r-4-6`): the kind of a binding, read without forcing
+// a promise or calling an active binding's function. The C enum
+// `R_BindingType_t` is an `int` in the ABI; its values are R's.
+#[cfg(feature = "r-4-6")]
+extern "C" {
+    fn R_GetBindingType(sym: SEXP, env: SEXP) -> std::os::raw::c_int;
+}
+#[cfg(feature = "r-4-6")]
+const R_BINDING_TYPE_VALUE: std::os::raw::c_int = 1;
+
 /// The value bound to `sym` in the frame of `env` itself (no inherited
-/// frames), or `R_NilValue` when there is none or it is an active binding
-/// (whose function would run R code). A promise comes back as it is below
-/// R 4.5, but `R_getVarEx` (R >= 4.5) forces it, running R code whose error
-/// would jump over Rust frames: callers refuse promise bindings in R first
-/// (`.is_live_handle()` in R/error.R).
+/// frames), or `R_NilValue` when there is none, when it is an active
+/// binding (whose function would run R code) or a promise (forced or not):
+/// no R code runs. R >= 4.6 reads the binding's kind first
+/// (`R_GetBindingType`). Below R 4.5 a promise comes back as the promise
+/// itself (which is no value a caller accepts). R 4.5 has neither: its
+/// `R_getVarEx` forces a promise, running R code whose error would jump
+/// over Rust frames, so builds for R 4.5 refuse promise bindings in R
+/// before calling in (`.ptr_unforced()` in R/error.R).
 ///
 /// # Safety
 /// `env` must be an environment and `sym` a symbol.
 pub unsafe fn frame_value(env: SEXP, sym: SEXP) -> SEXP {
-    // SAFETY: forwarded; the functions only look the binding up.
+    // SAFETY: forwarded; the functions only look the binding up, and
+    // `R_getVarEx` is called on a plain value binding only, which it
+    // returns without evaluating anything.
     unsafe {
-        if R_existsVarInFrame(env, sym) == 0 || R_BindingIsActive(sym, env) != 0 {
-            return R_NilValue;
-        }
-        #[cfg(feature = "r-4-5")]
+        #[cfg(feature = "r-4-6")]
         {
-            R_getVarEx(sym, env, FALSE, R_NilValue)
-        }
-        #[cfg(not(feature = "r-4-5"))]
-        {
-            let v = Rf_findVarInFrame(env, sym);
-            if v == R_UnboundValue {
-                R_NilValue
+            if R_GetBindingType(sym, env) == R_BINDING_TYPE_VALUE {
+                R_getVarEx(sym, env, FALSE, R_NilValue)
             } else {
-                v
+                R_NilValue
+            }
+        }
+        #[cfg(not(feature = "r-4-6"))]
+        {
+            if R_existsVarInFrame(env, sym) == 0 || R_BindingIsActive(sym, env) != 0 {
+                return R_NilValue;
+            }
+            #[cfg(feature = "r-4-5")]
+            {
+                R_getVarEx(sym, env, FALSE, R_NilValue)
+            }
+            #[cfg(not(feature = "r-4-5"))]
+            {
+                let v = Rf_findVarInFrame(env, sym);
+                if v == R_UnboundValue {
+                    R_NilValue
+                } else {
+                    v
+                }
             }
         }
     }
