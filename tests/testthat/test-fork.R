@@ -243,3 +243,47 @@ test_that("a child can neither sync nor, by closing, write the parent's unsynced
   expect_identical(cl$child, "ok") # closing the child's handle is fine
   expect_identical(cl$got, 2)
 })
+
+test_that("a worker's fmalloc_write() to an object whose classic vector the parent holds stays in the worker", {
+  # Documented (vignette, ?fmalloc_write): the classic vector's pages are
+  # private to a forked child as a whole, so no write through any vector or
+  # through fmalloc_write() reaches the parent or the file, whether the run
+  # is large (>= 1 MiB, which the parent writes through the file) or not.
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    path <- tempfile(fileext = ".fm")
+    heap <- fmalloc_open(path, size_gb = 0.05)
+    n <- 262144L # 2 MiB of doubles
+    cl <- create_fmalloc_vector("double", n, heap = heap, method = "classic", name = "xc")
+    for (k in 1:3) fmalloc_save(runif(1e5), paste0("o", k), heap) # the heap grows
+    seen <- list()
+    for (mode in c("run", "fill", "small", "inplace-after-gc")) {
+      job <- parallel::mcparallel({
+        if (mode == "run") fmalloc_write(heap, "xc", 1:n, as.double(seq_len(n)))
+        if (mode == "fill") fmalloc_write(heap, "xc", 1:n, 6)
+        if (mode == "small") fmalloc_write(heap, "xc", 1:10, 5)
+        if (mode == "inplace-after-gc") { gc(); cl[1] <- 42; fmalloc_write(heap, "xc", 2, 7) }
+        sum(fmalloc_get("xc", heap)) # the worker sees its own writes
+      })
+      seen[[mode]] <- c(worker = parallel::mccollect(job)[[1]],
+                        parent = sum(cl), parent_get = sum(fmalloc_get("xc", heap)))
+    }
+    rm(cl)
+    gc()
+    fmalloc_close(heap)
+    reopened <- callr::r(function(p) {
+      library(Rfmalloc)
+      sum(fmalloc_get("xc", fmalloc_open(p, readonly = TRUE)))
+    }, list(path), libpath = .libPaths())
+    list(seen = seen, file = reopened)
+  })
+  n <- 262144
+  expect_identical(res$seen$run, c(worker = n * (n + 1) / 2, parent = 0, parent_get = 0))
+  expect_identical(res$seen$fill, c(worker = 6 * n, parent = 0, parent_get = 0))
+  expect_identical(res$seen$small, c(worker = 50, parent = 0, parent_get = 0))
+  expect_identical(res$seen[["inplace-after-gc"]], c(worker = 49, parent = 0, parent_get = 0))
+  expect_identical(res$file, 0)
+})
