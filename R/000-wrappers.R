@@ -333,8 +333,8 @@ NULL
 
 ### associated functions for FmallocHeap
 
-`FmallocHeap`$`open` <- function(`path`, `readonly`, `size_bytes` = NULL) {
-  .savvy_wrap_FmallocHeap(.Call(savvy_FmallocHeap_open__impl, `path`, `readonly`, `size_bytes`))
+`FmallocHeap`$`open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL) {
+  .savvy_wrap_FmallocHeap(.Call(savvy_FmallocHeap_open__impl, `path`, `readonly`, `recover`, `size_bytes`))
 }
 
 

@@ -13,7 +13,15 @@
 #' it, or the file was damaged), the heap opens at the previous commit with
 #' a warning of class `fmalloc_recovered` that says which objects the lost
 #' commit had saved, changed or removed; a writable heap's next commit
-#' replaces the damaged record. Nothing is recovered silently.
+#' replaces the damaged record. Nothing is recovered silently. A commit
+#' that was flushed to disk (the default `sync = "commit"`, or
+#' [fmalloc_sync()]) cannot be torn by a crash: when its catalog is damaged
+#' anyway (a bad sector, a changed byte), a writable open would lose it for
+#' good at its next commit, so it is refused with an error of class
+#' `fmalloc_corrupt` and the file is left unchanged. Open such a file with
+#' `readonly = TRUE` to read the objects that are intact (those in a
+#' damaged part of the catalog give `fmalloc_corrupt` errors), and with
+#' `recover = TRUE` to write to it from the previous commit on.
 #'
 #' `fmalloc_close()` releases the handle and runs R's garbage collector, so
 #' that vectors nothing refers to any more let go of the file. Vectors still
@@ -48,6 +56,11 @@
 #'   the last synced commit or a later one, never torn. Ignored for
 #'   `readonly = TRUE`. See [fmalloc_batch()] to group changes into one
 #'   commit.
+#' @param recover Open for writing even when the newest commit is damaged,
+#'   at the previous commit (see Details); the warning of class
+#'   `fmalloc_recovered` says what is lost. Without effect for a heap whose
+#'   newest commit reads back, and for `readonly = TRUE` (which falls back
+#'   by itself, changing nothing).
 #' @param verbose Print what was done. Defaults to the option
 #'   `fmalloc.verbose`, which defaults to `FALSE`.
 #' @param heap A heap handle returned by `fmalloc_open()`. For
@@ -110,15 +123,16 @@ NULL
 #' @export
 fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
                          verbose = getOption("fmalloc.verbose", FALSE),
-                         sync = c("commit", "none")) {
+                         sync = c("commit", "none"), recover = FALSE) {
   .check_string(path, "path")
   .check_size_gb(size_gb)
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
+  .check_flag(recover, "recover")
   sync <- .fm_sync_arg(sync, sys.call())
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
-  heap <- .rfm(FmallocHeap$open(.absolute_path(path), readonly, size_bytes))
+  heap <- .rfm(FmallocHeap$open(.absolute_path(path), readonly, recover, size_bytes))
   .Call(savvy_fmalloc_handle_register__impl, heap$.ptr)
   class(heap) <- c("fmalloc_heap", class(heap))
   attr(heap, "created") <- heap$created()

@@ -214,8 +214,8 @@ SEXP savvy_FmallocHeap_is_closed__impl(SEXP self__) {
     return handle_result(res);
 }
 
-SEXP savvy_FmallocHeap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__size_bytes) {
-    SEXP res = savvy_FmallocHeap_open__ffi(c_arg__path, c_arg__readonly, c_arg__size_bytes);
+SEXP savvy_FmallocHeap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes) {
+    SEXP res = savvy_FmallocHeap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes);
     return handle_result(res);
 }
 
@@ -265,7 +265,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_FmallocHeap_created__impl", (DL_FUNC) &savvy_FmallocHeap_created__impl, 1},
     {"savvy_FmallocHeap_info__impl", (DL_FUNC) &savvy_FmallocHeap_info__impl, 1},
     {"savvy_FmallocHeap_is_closed__impl", (DL_FUNC) &savvy_FmallocHeap_is_closed__impl, 1},
-    {"savvy_FmallocHeap_open__impl", (DL_FUNC) &savvy_FmallocHeap_open__impl, 3},
+    {"savvy_FmallocHeap_open__impl", (DL_FUNC) &savvy_FmallocHeap_open__impl, 4},
     {"savvy_FmallocHeap_path__impl", (DL_FUNC) &savvy_FmallocHeap_path__impl, 1},
     {"savvy_FmallocHeap_sync__impl", (DL_FUNC) &savvy_FmallocHeap_sync__impl, 1},
     {NULL, NULL, 0}

@@ -35,6 +35,6 @@ SEXP savvy_FmallocHeap_close__ffi(SEXP self__);
 SEXP savvy_FmallocHeap_created__ffi(SEXP self__);
 SEXP savvy_FmallocHeap_info__ffi(SEXP self__);
 SEXP savvy_FmallocHeap_is_closed__ffi(SEXP self__);
-SEXP savvy_FmallocHeap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__size_bytes);
+SEXP savvy_FmallocHeap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes);
 SEXP savvy_FmallocHeap_path__ffi(SEXP self__);
 SEXP savvy_FmallocHeap_sync__ffi(SEXP self__);

@@ -394,6 +394,52 @@ test_that("a damaged newest commit opens the previous one with an fmalloc_recove
   fmalloc_close(heap)
 })
 
+test_that("a damaged durable commit is not given up by a writable open unless recover = TRUE", {
+  # A flushed commit cannot be torn by a crash: a byte changed in one of its
+  # catalog pages afterwards made a writable open fall back to the previous
+  # commit, and that open's next commit replaced the newest one for good.
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_batch(heap, for (i in 1:300) fmalloc_save(i, sprintf("an-object-with-a-long-name-%03d", i), heap))
+  fmalloc_save(42L, "the-last-one", heap)
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  bytes <- readBin(path, "raw", file.size(path))
+  at <- grepRaw("the-last-one", bytes, fixed = TRUE, all = TRUE)
+  expect_length(at, 1) # in one leaf page, of the newest commit only
+  bytes[at] <- xor(bytes[at], as.raw(0x01))
+  writeBin(bytes, path)
+  mtime <- file.mtime(path)
+  # Writable: refused, nothing written.
+  err <- expect_error(fmalloc_open(path), class = "fmalloc_corrupt")
+  expect_match(conditionMessage(err), "newest commit", fixed = TRUE)
+  expect_match(conditionMessage(err), "recover = TRUE", fixed = TRUE)
+  expect_identical(readBin(path, "raw", file.size(path)), bytes)
+  expect_identical(file.mtime(path), mtime)
+  # Read-only: the newest commit, its intact objects readable.
+  heap <- fmalloc_open(path, readonly = TRUE)
+  expect_identical(fmalloc_get("an-object-with-a-long-name-007", heap)[], 7L)
+  expect_error(fmalloc_get("the-last-one", heap), class = "fmalloc_corrupt")
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  expect_identical(readBin(path, "raw", file.size(path)), bytes)
+  # recover = TRUE: writable at the previous commit, with a warning.
+  w <- expect_warning(heap <- fmalloc_open(path, recover = TRUE), class = "fmalloc_recovered")
+  expect_match(conditionMessage(w), "newest commit (generation 3) cannot be read", fixed = TRUE)
+  expect_false(fmalloc_exists("the-last-one", heap))
+  fmalloc_save(43L, "after", heap)
+  fmalloc_close(heap)
+  rm(heap)
+  invisible(gc())
+  expect_no_warning(heap <- fmalloc_open(path))
+  expect_identical(fmalloc_get("after", heap)[], 43L)
+  expect_identical(fmalloc_get("an-object-with-a-long-name-300", heap)[], 300L)
+  fmalloc_close(heap)
+  expect_error(fmalloc_open(path, recover = NA), class = "fmalloc_invalid")
+})
+
 test_that("a new heap file at the path of a deleted open one is a new heap", {
   # Issue 9, item 7: the in-process registry was keyed by path, so opening
   # the new file returned the old (deleted) heap and saves into it were lost.

@@ -72,7 +72,7 @@ pub(crate) enum Recovery<'a> {
 pub fn check_path(path: &Path) -> Result<Vec<Problem>> {
     let opts = OpenOptions {
         readonly: true,
-        initial_size: None,
+        ..OpenOptions::default()
     };
     match Heap::open(path, &opts) {
         Ok((heap, _)) => Ok(heap.check()),

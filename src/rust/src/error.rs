@@ -10,6 +10,10 @@ pub enum Error {
     /// The file is not an Rfmalloc heap, or its metadata fail validation.
     /// The file was not modified.
     Corrupt { path: PathBuf, what: String },
+    /// A heap whose newest commit is damaged, refused by a writable open
+    /// that was not asked to fall back to the previous commit (class
+    /// `fmalloc_corrupt` too). The file was not modified.
+    Damaged { path: PathBuf, what: String },
     /// Operating-system I/O failure (open, map, sync, ...).
     Io {
         path: PathBuf,
@@ -43,7 +47,7 @@ impl Error {
     /// The R condition subclass (added after `fmalloc_error`).
     pub fn class(&self) -> &'static str {
         match self {
-            Error::Corrupt { .. } => "fmalloc_corrupt",
+            Error::Corrupt { .. } | Error::Damaged { .. } => "fmalloc_corrupt",
             Error::Io { .. } => "fmalloc_io",
             Error::Locked { .. } => "fmalloc_locked",
             Error::Full { .. } => "fmalloc_full",
@@ -83,6 +87,11 @@ impl fmt::Display for Error {
             Error::Corrupt { path, what } => write!(
                 f,
                 "Rfmalloc: '{}' is not a valid Rfmalloc heap ({what}); nothing was changed",
+                file_name(path)
+            ),
+            Error::Damaged { path, what } => write!(
+                f,
+                "Rfmalloc: heap '{}' is damaged: {what}; nothing was changed",
                 file_name(path)
             ),
             Error::Io { path, op, source } => {

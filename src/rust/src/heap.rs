@@ -106,6 +106,12 @@ pub struct OpenOptions {
     pub readonly: bool,
     /// Size of a newly created heap in bytes (sparse). `None`: default.
     pub initial_size: Option<u64>,
+    /// A writable open of a file whose newest commit was written durably
+    /// but whose catalog is damaged (no crash leaves that: a bad sector, a
+    /// changed byte) falls back to the previous commit, which the next
+    /// commit then replaces for good, only when this is set; otherwise it
+    /// is refused and nothing is written (see `validate`).
+    pub recover: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -385,7 +391,22 @@ struct Validated {
 /// written. A read-only open of a tree whose
 /// slot was written durably checks the root page alone: the other pages are
 /// checked as they are read (each against the checksum its parent holds).
-fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Validated> {
+///
+/// Falling back from a damaged catalog to the previous commit is what a
+/// crash can call for only where the newest slot is *unsynced* (its pages
+/// were not flushed before it). A durable slot was written after its pages
+/// were on disk, so its catalog's damage came later, and a writable open
+/// that fell back would let the next commit overwrite the only copy of the
+/// objects the newest commit holds: that open is refused unless `recover`
+/// (a read-only open changes nothing and still falls back, or, lazily,
+/// reads what is intact).
+fn validate(
+    path: &Path,
+    ro: &Mapping,
+    len: u64,
+    writable: bool,
+    recover: bool,
+) -> Result<Validated> {
     let bad = corrupt(path);
     check_file_len(len).map_err(&bad)?;
     let all = ro
@@ -405,7 +426,9 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
     }
     candidates.sort_by_key(|&(_, s)| std::cmp::Reverse(s.generation));
     let mut chosen = None;
-    for (i, s) in candidates {
+    // A durable newest commit that a writable open would give up.
+    let mut refused = None;
+    for (k, &(i, s)) in candidates.iter().enumerate() {
         let lazy = !writable && s.kind == CATALOG_TREE && !s.unsynced;
         let r = if lazy {
             check_root(all, &s).map(|()| Got::Root)
@@ -419,8 +442,16 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
                 chosen = Some((i, s, got));
                 break;
             }
-            // Damage (a torn or flipped catalog): the older commit may do.
-            Err(CatalogError::Damaged(e)) => why.push(format!("slot {}: {e}", ["A", "B"][i])),
+            // Damage (a torn or flipped catalog): the older commit may do,
+            // but a writable open gives up a durable newest commit only
+            // when asked to (see above).
+            Err(CatalogError::Damaged(e)) => {
+                let e = format!("slot {}: {e}", ["A", "B"][i]);
+                if k == 0 && writable && !recover && !s.unsynced {
+                    refused = Some((s.generation, e.clone()));
+                }
+                why.push(e)
+            }
             // A catalog that matches its checksum but makes no sense was
             // written that way: refused, not worked around.
             Err(CatalogError::Invalid(e)) => return Err(bad(e)),
@@ -429,6 +460,19 @@ fn validate(path: &Path, ro: &Mapping, len: u64, writable: bool) -> Result<Valid
     let Some((slot_index, slot, got)) = chosen else {
         return Err(bad(format!("no valid catalog slot ({})", why.join("; "))));
     };
+    if let Some((newest, e)) = refused {
+        return Err(Error::Damaged {
+            path: path.to_path_buf(),
+            what: format!(
+                "its newest commit (generation {newest}) cannot be read ({e}), and a writable \
+                 open would give it up for the previous commit (generation {}). Open it with \
+                 readonly = TRUE to read the objects that are intact, or with recover = TRUE \
+                 to open it writable at the previous commit, whose next commit replaces the \
+                 damaged one",
+                slot.generation
+            ),
+        });
+    }
     let (loaded, named, live) = match got {
         Got::Root => (None, None, Vec::new()),
         Got::All(l) => {
@@ -806,7 +850,7 @@ impl Shared {
             return Self::create(path, canon, file, opts).map(|s| (s, true));
         }
         let ro = Mapping::open_ro(&file, len).map_err(|e| Error::io(path, "map", e))?;
-        let mut v = validate(path, &ro, len, !opts.readonly)?;
+        let mut v = validate(path, &ro, len, !opts.readonly, opts.recover)?;
         let (map, alloc, lock_file) = if opts.readonly {
             (ro, None, Some(file))
         } else {
@@ -2657,8 +2701,8 @@ impl Heap {
 #[doc(hidden)]
 pub fn debug_write_v1_heap(path: &Path, objects: &[(&str, &[u8], u64)]) -> Result<()> {
     let opts = OpenOptions {
-        readonly: false,
         initial_size: Some(1 << 20),
+        ..OpenOptions::default()
     };
     let (h, _) = Heap::open(path, &opts)?;
     for &(name, meta, len) in objects {

@@ -371,6 +371,7 @@ fn default_size() -> rfmalloc::heap::OpenOptions {
     rfmalloc::heap::OpenOptions {
         readonly: false,
         initial_size: None,
+        ..Default::default()
     }
 }
 

@@ -183,6 +183,7 @@ impl ApiHeap {
         let opts = HeapOptions {
             readonly: false,
             initial_size: Some(len),
+            ..Default::default()
         };
         let (heap, _) = Heap::open(Path::new(&path), &opts).expect("open the heap");
         ApiHeap {

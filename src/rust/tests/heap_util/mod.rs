@@ -36,6 +36,7 @@ pub fn opts(size: u64) -> OpenOptions {
     OpenOptions {
         readonly: false,
         initial_size: Some(size),
+        ..Default::default()
     }
 }
 
@@ -43,6 +44,7 @@ pub fn ro() -> OpenOptions {
     OpenOptions {
         readonly: true,
         initial_size: None,
+        ..Default::default()
     }
 }
 

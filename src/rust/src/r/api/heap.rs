@@ -94,7 +94,12 @@ fn fmalloc_handle_live(x: Sexp) -> savvy::Result<Sexp> {
 impl FmallocHeap {
     /// Opens or creates the heap file at `path`.
     /// @noRd
-    fn open(path: &str, readonly: bool, size_bytes: Option<f64>) -> savvy::Result<Self> {
+    fn open(
+        path: &str,
+        readonly: bool,
+        recover: bool,
+        size_bytes: Option<f64>,
+    ) -> savvy::Result<Self> {
         let initial_size = match size_bytes {
             Some(x) => Some(bytes_from_f64(x, "size")?),
             None => None,
@@ -102,6 +107,7 @@ impl FmallocHeap {
         let opts = OpenOptions {
             readonly,
             initial_size,
+            recover,
         };
         let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
             .map_err(|e| super::holders::explain_conflict(e, readonly))?;
