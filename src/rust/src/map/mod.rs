@@ -1025,12 +1025,19 @@ impl Mem for Mapping {
         }
     }
 
-    /// Like `store` (the page is reserved, or the word shadowed, first: a
-    /// load from a hole could fault where the store would not), then the
-    /// word is read and written only if it differs. A read fault on a file
-    /// mapping dirties nothing, so unchanged headers cost no write-back.
+    /// Like `store`, but the word is read first and written only if it
+    /// differs (the page is reserved, or the word shadowed, before a
+    /// write). A read fault on a file mapping dirties nothing, so unchanged
+    /// headers cost no write-back and no reservation.
     #[inline(always)]
     fn store_changed(&mut self, off: u64, val: u64) {
+        if self.shadow.is_empty() && !self.in_reserved_chunk(off) && self.load(off) == val {
+            // Unchanged: nothing to reserve (a read of a hole inside the
+            // file is no fault: it reads zeros), so a writable open that
+            // finds every header right makes no fallocate call (each of
+            // which sets the file's modification time).
+            return;
+        }
         if (!self.shadow.is_empty() || !self.in_reserved_chunk(off)) && self.store_slow(off, val) {
             return;
         }
