@@ -60,7 +60,11 @@
 #' @param name If not `NULL`, the vector is also saved under this name in
 #'   the heap, without a copy: `create_fmalloc_vector(type, n, name = "v")`
 #'   is `fmalloc_save(create_fmalloc_vector(type, n), "v")` (see
-#'   [fmalloc_save()]; an existing name is an error).
+#'   [fmalloc_save()]; an existing name is an error). Like `fmalloc_save()`,
+#'   it returns the object as `fmalloc_get("v")` does: an ALTREP vector over
+#'   the new data, whatever the `method`; a classic vector made for it is
+#'   dropped (and lingers until R's next garbage collection, which matters
+#'   for forked workers: see the vignette's section on them).
 #'
 #' @returns A vector of the given type and length.
 #' @seealso [is_fmalloc()]

@@ -83,10 +83,11 @@
 #' ([parallel::mclapply()]) can call `fmalloc_write()` on the parent's heap
 #' (pass the handle): writes of numbers, logicals and raw bytes reach the
 #' file and the parent, so workers can fill disjoint ranges of one object in
-#' parallel. Except for an object whose classic vector
-#' (`method = "classic"`) is alive in the parent when it forks: that
-#' object's pages are the worker's own copy, and its writes stay in the
-#' worker (see the vignette's section on forks). A character write that needs more room in the string pool (a
+#' parallel. Except for an object over which a classic vector
+#' (`method = "classic"`) exists in the parent when it forks -- one in use,
+#' or one dropped that R has not garbage collected yet: that object's pages
+#' are the worker's own copy, and its writes stay in the worker (see the
+#' vignette's section on forks). A character write that needs more room in the string pool (a
 #' longer string) cannot be done in a worker: it is an `fmalloc_forked`
 #' error and, when all values of one call could not be written in place,
 #' nothing is written.

@@ -287,3 +287,26 @@ test_that("a worker's fmalloc_write() to an object whose classic vector the pare
   expect_identical(res$seen[["inplace-after-gc"]], c(worker = 49, parent = 0, parent_get = 0))
   expect_identical(res$file, 0)
 })
+
+test_that("create_fmalloc_vector(method = 'classic', name =) returns an ALTREP vector; after gc() workers' writes reach the parent", {
+  # The attack's report: the vector looked classic, and whether a worker's
+  # write reached the parent depended on whether a garbage collection had
+  # run (the dropped classic vector kept the object's pages private to
+  # workers until then). Documented now, with gc() as the way to be sure.
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".fm"), size_gb = 0.01)
+    cv <- create_fmalloc_vector("double", 10, heap = heap, method = "classic", name = "cv")
+    method <- Rfmalloc:::.fmalloc_inspect(cv)$method
+    invisible(gc())
+    job <- parallel::mcparallel({ cv[1] <- 5; fmalloc_write(heap, "cv", 2, 6); 1 })
+    parallel::mccollect(job)
+    list(method = method, parent = cv[1:3], get = fmalloc_get("cv", heap)[1:3])
+  })
+  expect_identical(res$method, "altrep")
+  expect_identical(res$parent, c(5, 6, 0))
+  expect_identical(res$get, c(5, 6, 0))
+})
