@@ -428,6 +428,7 @@ fn validate(
     let mut chosen = None;
     // A durable newest commit that a writable open would give up.
     let mut refused = None;
+    let mut damaged = false;
     for (k, &(i, s)) in candidates.iter().enumerate() {
         let lazy = !writable && s.kind == CATALOG_TREE && !s.unsynced;
         let r = if lazy {
@@ -447,6 +448,7 @@ fn validate(
             // when asked to (see above).
             Err(CatalogError::Damaged(e)) => {
                 let e = format!("slot {}: {e}", ["A", "B"][i]);
+                damaged = true;
                 if k == 0 && writable && !recover && !s.unsynced {
                     refused = Some((s.generation, e.clone()));
                 }
@@ -458,7 +460,17 @@ fn validate(
         }
     }
     let Some((slot_index, slot, got)) = chosen else {
-        return Err(bad(format!("no valid catalog slot ({})", why.join("; "))));
+        // A writable open reads the whole tree: a read-only one reads pages
+        // as they are needed, so it may still serve what is intact.
+        let hint = if writable && damaged {
+            "; open it with readonly = TRUE to read the objects outside the damaged part"
+        } else {
+            ""
+        };
+        return Err(bad(format!(
+            "no valid catalog slot ({}){hint}",
+            why.join("; ")
+        )));
     };
     if let Some((newest, e)) = refused {
         return Err(Error::Damaged {

@@ -573,3 +573,35 @@ fn a_damaged_durable_commit_is_not_given_up_by_a_writable_open() {
     assert!(h.get("late").is_err());
     assert!(h.get("object-with-a-long-name-0399").is_ok());
 }
+
+/// A damaged page that both commits share: no commit can be opened for
+/// writing, but a read-only open reads what is outside that page, and the
+/// refusal says so.
+#[test]
+fn a_page_damaged_in_both_commits_points_to_a_read_only_open() {
+    let d = TempDir::new("shared");
+    let p = d.file("h.bin");
+    {
+        let h = open(&p, 1 << 20);
+        for i in 0..400 {
+            put_bytes(&h, &format!("object-with-a-long-name-{i:04}"), 16, 2);
+        }
+    }
+    let mut b = std::fs::read(&p).unwrap();
+    let name = b"object-with-a-long-name-0123";
+    let at = b.windows(name.len()).position(|w| w == name).unwrap();
+    b[at + 3] ^= 0x01;
+    std::fs::write(&p, &b).unwrap();
+    for recover in [false, true] {
+        let o = OpenOptions {
+            recover,
+            ..Default::default()
+        };
+        let e = Heap::open(&p, &o).err().expect("refused");
+        assert!(e.to_string().contains("readonly = TRUE"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b);
+    }
+    let (r, _) = Heap::open(&p, &ro()).unwrap();
+    assert!(r.get("object-with-a-long-name-0399").is_ok());
+    assert!(r.get("object-with-a-long-name-0123").is_err());
+}
