@@ -87,6 +87,42 @@ NULL
   .Call(savvy_fmalloc_heap_check__impl, `heap`)
 }
 
+#' Drops this handle's reference to the heap (and makes its commits
+#' durable; in a forked child nothing is written: the file is the
+#' parent's). Idempotent.
+#' @noRd
+`fmalloc_heap_close` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_heap_close__impl, `heap`))
+}
+
+#' Whether `open` initialised a new heap in the file.
+#' @noRd
+`fmalloc_heap_created` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_created__impl, `heap`)
+}
+
+#' A named list: path, heap_id, readonly, size, disk (NA when unknown),
+#' used, free, objects.
+#' @noRd
+`fmalloc_heap_info` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_info__impl, `heap`)
+}
+
+#' @noRd
+`fmalloc_heap_is_closed` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_is_closed__impl, `heap`)
+}
+
+#' @noRd
+`fmalloc_heap_path` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_path__impl, `heap`)
+}
+
 #' Why opening fell back to an older commit (the newest could not be read),
 #' or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
 #' @noRd
@@ -100,6 +136,13 @@ NULL
 `fmalloc_heap_set_sync` <- function(`heap`, `mode`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   invisible(.Call(savvy_fmalloc_heap_set_sync__impl, `heap`, `mode`))
+}
+
+#' Makes everything written so far durable.
+#' @noRd
+`fmalloc_heap_sync` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_heap_sync__impl, `heap`))
 }
 
 #' A vector over the block described by a reference (serializing by value,
@@ -123,10 +166,11 @@ NULL
 #' Errors take the returned form (`r::error::returned_form`: a string of class
 #' `fmalloc_failure`): raising would make R/named.R wrap the call in
 #' `.rfm()`, whose promise would make the result look shared (see
-#' `.fm_assemble()` there).
+#' `.fm_assemble()` there). `heap` is the handle R/named.R has checked
+#' (resolved again here, as every call into Rust does): called with
+#' `.Call()`, without the generated wrapper's second R-level check.
 #' @noRd
 `fmalloc_named_get` <- function(`heap`, `name`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
 }
 
@@ -277,51 +321,11 @@ NULL
 
 ### wrapper functions for FmallocHeap
 
-`FmallocHeap_close` <- function(self) {
-  function() {
-    invisible(.Call(savvy_FmallocHeap_close__impl, `self`))
-  }
-}
-
-`FmallocHeap_created` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_created__impl, `self`)
-  }
-}
-
-`FmallocHeap_info` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_info__impl, `self`)
-  }
-}
-
-`FmallocHeap_is_closed` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_is_closed__impl, `self`)
-  }
-}
-
-`FmallocHeap_path` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_path__impl, `self`)
-  }
-}
-
-`FmallocHeap_sync` <- function(self) {
-  function() {
-    invisible(.Call(savvy_FmallocHeap_sync__impl, `self`))
-  }
-}
 
 `.savvy_wrap_FmallocHeap` <- function(ptr) {
   e <- new.env(parent = emptyenv())
   e$.ptr <- ptr
-  e$`close` <- `FmallocHeap_close`(ptr)
-  e$`created` <- `FmallocHeap_created`(ptr)
-  e$`info` <- `FmallocHeap_info`(ptr)
-  e$`is_closed` <- `FmallocHeap_is_closed`(ptr)
-  e$`path` <- `FmallocHeap_path`(ptr)
-  e$`sync` <- `FmallocHeap_sync`(ptr)
+
 
   class(e) <- c("Rfmalloc::FmallocHeap", "FmallocHeap", "savvy_Rfmalloc__sealed")
   e

@@ -287,8 +287,9 @@
 # keeps an extra count. So the Rust call is not wrapped in .rfm() -- it
 # returns failures as a value (the returned form, see R/error.R) -- and the result is returned directly by
 # every function on the way back to the user (fmalloc_get(), fmalloc_save()).
+# `heap` has been checked (.fm_heap()); Rust resolves it again.
 .fm_assemble <- function(heap, name, call) {
-  obj <- fmalloc_named_get(heap, name)
+  obj <- .Call(savvy_fmalloc_named_get__impl, heap, name)
   if (inherits(obj, "fmalloc_failure")) {
     .fmalloc_raise(unclass(obj), call)
   }
@@ -503,7 +504,8 @@ fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
     return(.fm_data_table(.rfm(fmalloc_write_copy(.fm_assemble(heap, name, call)), call)))
   }
   # Returned directly: see .fm_assemble().
-  .fm_data_table(.fm_assemble(heap, name, call))
+  x <- .fm_assemble(heap, name, call)
+  if (inherits(x, "data.table")) .fm_data_table(x) else x
 }
 
 # A data.table is stored without its self-reference (an external pointer);

@@ -3,7 +3,7 @@
 //! integer), type names, methods and flags, and the heap handle.
 //!
 //! The heap handle R holds is `FmallocHeap`, a savvy external pointer
-//! around a core [`Heap`] (its `#[savvy]` methods are in `r::api::heap`;
+//! around a core [`Heap`] (its `#[savvy]` functions are in `r::api::heap`;
 //! R/heap.R gives it the class `fmalloc_heap` and the user API). Anything
 //! can sit where R code expects one, so a handle is dereferenced only after
 //! the lookup [`handle_at`] found its address among the live ones.
