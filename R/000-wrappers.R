@@ -65,13 +65,6 @@ NULL
   .Call(savvy_fmalloc_handle_live__impl, `x`)
 }
 
-#' Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
-#' @noRd
-`fmalloc_handle_register` <- function(`heap`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_handle_register__impl, `heap`))
-}
-
 #' Whether this build has the classic path (see `r::vector::classic`).
 #' @noRd
 `fmalloc_has_classic` <- function() {
@@ -115,6 +108,18 @@ NULL
 `fmalloc_heap_is_closed` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_heap_is_closed__impl, `heap`)
+}
+
+#' Opens or creates the heap file at `path`: the external pointer of a new
+#' handle, registered (`r::args::register_handle`), which R/heap.R makes a
+#' handle with savvy's `.savvy_wrap_FmallocHeap()`.
+#'
+#' Errors take the returned form (`r::error::returned_form`), so that
+#' `fmalloc_open()` needs no `.rfm()`: R lazy-loads every function at its
+#' first call, and that is most of what a session's first open costs.
+#' @noRd
+`fmalloc_heap_open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL) {
+  .Call(savvy_fmalloc_heap_open__impl, `path`, `readonly`, `recover`, `size_bytes`)
 }
 
 #' @noRd
@@ -337,9 +342,6 @@ NULL
 
 ### associated functions for FmallocHeap
 
-`FmallocHeap`$`open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL) {
-  .savvy_wrap_FmallocHeap(.Call(savvy_FmallocHeap_open__impl, `path`, `readonly`, `recover`, `size_bytes`))
-}
 
 
 class(`FmallocHeap`) <- c("Rfmalloc::FmallocHeap__bundle", "savvy_Rfmalloc__sealed")

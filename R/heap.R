@@ -132,15 +132,16 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
   .check_flag(recover, "recover")
-  sync <- .fm_sync_arg(sync, sys.call())
+  sync <- if (missing(sync)) "commit" else .fm_sync_arg(sync, sys.call())
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
-  heap <- .rfm(FmallocHeap$open(.absolute_path(path), readonly, recover, size_bytes))
+  # Errors in the returned form (see R/error.R), so no .rfm() here.
+  ptr <- .Call(savvy_fmalloc_heap_open__impl, .absolute_path(path), readonly, recover, size_bytes)
+  if (inherits(ptr, "fmalloc_failure")) .fmalloc_raise(unclass(ptr), sys.call())
+  heap <- .savvy_wrap_FmallocHeap(ptr)
+  class(heap) <- c("fmalloc_heap", class(heap))
   # The pointer of the handle just made goes to Rust as it is: the
   # wrappers' check of the handle would only find it valid.
-  ptr <- heap$.ptr
-  .Call(savvy_fmalloc_handle_register__impl, ptr)
-  class(heap) <- c("fmalloc_heap", class(heap))
   attr(heap, "created") <- .Call(savvy_fmalloc_heap_created__impl, ptr)
   if (!readonly) .rfm(fmalloc_heap_set_sync(heap, sync))
   why <- .Call(savvy_fmalloc_heap_recovery__impl, ptr)

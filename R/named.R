@@ -499,12 +499,18 @@ fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
   call <- sys.call()
   name <- .check_name(name, "name")
   .check_flag(copy, "copy")
-  heap <- .fm_heap(heap, call)
   if (copy) {
+    heap <- .fm_heap(heap, call)
     return(.fm_data_table(.rfm(fmalloc_write_copy(.fm_assemble(heap, name, call)), call)))
   }
+  # The common path calls few functions (R lazy-loads each at its first
+  # call: most of what a session's first get costs): .fm_heap() and
+  # .fm_assemble() written out.
+  if (is.null(heap)) heap <- .fmalloc_default_heap(call)
+  .check_heap(heap, call = call)
+  x <- .Call(savvy_fmalloc_named_get__impl, heap, name)
+  if (inherits(x, "fmalloc_failure")) .fmalloc_raise(unclass(x), call)
   # Returned directly: see .fm_assemble().
-  x <- .fm_assemble(heap, name, call)
   if (inherits(x, "data.table")) .fm_data_table(x) else x
 }
 

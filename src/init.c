@@ -59,11 +59,6 @@ SEXP savvy_fmalloc_handle_live__impl(SEXP c_arg__x) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
-    return handle_result(res);
-}
-
 SEXP savvy_fmalloc_has_classic__impl(void) {
     SEXP res = savvy_fmalloc_has_classic__ffi();
     return handle_result(res);
@@ -91,6 +86,11 @@ SEXP savvy_fmalloc_heap_info__impl(SEXP c_arg__heap) {
 
 SEXP savvy_fmalloc_heap_is_closed__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_is_closed__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes) {
+    SEXP res = savvy_fmalloc_heap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes);
     return handle_result(res);
 }
 
@@ -224,10 +224,6 @@ SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg__dll_info) {
     return handle_result(res);
 }
 
-SEXP savvy_FmallocHeap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes) {
-    SEXP res = savvy_FmallocHeap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes);
-    return handle_result(res);
-}
 
 
 static const R_CallMethodDef CallEntries[] = {
@@ -235,13 +231,13 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_batch_begin__impl", (DL_FUNC) &savvy_fmalloc_batch_begin__impl, 1},
     {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 1},
     {"savvy_fmalloc_handle_live__impl", (DL_FUNC) &savvy_fmalloc_handle_live__impl, 1},
-    {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
     {"savvy_fmalloc_heap_close__impl", (DL_FUNC) &savvy_fmalloc_heap_close__impl, 1},
     {"savvy_fmalloc_heap_created__impl", (DL_FUNC) &savvy_fmalloc_heap_created__impl, 1},
     {"savvy_fmalloc_heap_info__impl", (DL_FUNC) &savvy_fmalloc_heap_info__impl, 1},
     {"savvy_fmalloc_heap_is_closed__impl", (DL_FUNC) &savvy_fmalloc_heap_is_closed__impl, 1},
+    {"savvy_fmalloc_heap_open__impl", (DL_FUNC) &savvy_fmalloc_heap_open__impl, 4},
     {"savvy_fmalloc_heap_path__impl", (DL_FUNC) &savvy_fmalloc_heap_path__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
     {"savvy_fmalloc_heap_set_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_set_sync__impl, 2},
@@ -267,7 +263,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_write_run__impl", (DL_FUNC) &savvy_fmalloc_write_run__impl, 4},
     {"savvy_fmalloc_write_scan__impl", (DL_FUNC) &savvy_fmalloc_write_scan__impl, 2},
     {"savvy_fmalloc_write_view__impl", (DL_FUNC) &savvy_fmalloc_write_view__impl, 1},
-    {"savvy_FmallocHeap_open__impl", (DL_FUNC) &savvy_FmallocHeap_open__impl, 4},
+
     {NULL, NULL, 0}
 };
 

@@ -38,8 +38,8 @@ pub struct FmallocHeap {
 /// pointers. Anything can sit in a `.ptr` binding (a forged environment, a
 /// handle restored by `readRDS()` whose pointer is NULL), so an address is
 /// dereferenced only when it is in this list: [`handle_at`]. An address
-/// enters when R/heap.R registers a freshly opened handle
-/// (`fmalloc_handle_register()`) and leaves when savvy's finalizer drops it.
+/// enters when `fmalloc_heap_open()` has made a handle, and leaves when
+/// savvy's finalizer drops it.
 static HANDLES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 fn handles() -> std::sync::MutexGuard<'static, Vec<usize>> {

@@ -3,21 +3,56 @@
 //! are `r::args`).
 
 use savvy::{
-    savvy, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp,
+    savvy, IntoExtPtrSexp, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp,
+    OwnedStringSexp, Sexp,
 };
 
 use crate::check::{self, Problem};
 use crate::error::Error;
 use crate::heap::{Heap, OpenOptions};
 use crate::r::args::{bytes_from_f64, handle_in, register_handle, FmallocHeap};
+use crate::r::error::returned_form;
+use crate::r::ffi::R_ExternalPtrAddr;
 use crate::r::types::hex;
 
-/// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
+/// Opens or creates the heap file at `path`: the external pointer of a new
+/// handle, registered (`r::args::register_handle`), which R/heap.R makes a
+/// handle with savvy's `.savvy_wrap_FmallocHeap()`.
+///
+/// Errors take the returned form (`r::error::returned_form`), so that
+/// `fmalloc_open()` needs no `.rfm()`: R lazy-loads every function at its
+/// first call, and that is most of what a session's first open costs.
 /// @noRd
 #[savvy]
-fn fmalloc_handle_register(heap: &FmallocHeap) -> savvy::Result<()> {
-    register_handle(heap);
-    Ok(())
+fn fmalloc_heap_open(
+    path: &str,
+    readonly: bool,
+    recover: bool,
+    size_bytes: Option<f64>,
+) -> savvy::Result<Sexp> {
+    returned_form((|| {
+        let initial_size = match size_bytes {
+            Some(x) => Some(bytes_from_f64(x, "size")?),
+            None => None,
+        };
+        let opts = OpenOptions {
+            readonly,
+            initial_size,
+            recover,
+        };
+        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
+            .map_err(|e| super::holders::explain_conflict(e, readonly))?;
+        let handle = FmallocHeap {
+            path: heap.path().to_path_buf(),
+            heap: Some(heap),
+            created,
+        };
+        let ptr = handle.into_external_pointer();
+        // SAFETY: `ptr` is the external pointer savvy just made around the
+        // boxed handle, alive while `ptr` is (R is single-threaded).
+        register_handle(unsafe { &*(R_ExternalPtrAddr(ptr.0) as *const FmallocHeap) });
+        Ok(ptr)
+    })())
 }
 
 /// Why opening fell back to an older commit (the newest could not be read),
@@ -88,35 +123,6 @@ fn fmalloc_handle_live(x: Sexp) -> savvy::Result<Sexp> {
     // SAFETY: x is a SEXP R passed in.
     let ok = unsafe { handle_in(x.0) }.is_some();
     OwnedLogicalSexp::try_from(ok)?.into()
-}
-
-#[savvy]
-impl FmallocHeap {
-    /// Opens or creates the heap file at `path`.
-    /// @noRd
-    fn open(
-        path: &str,
-        readonly: bool,
-        recover: bool,
-        size_bytes: Option<f64>,
-    ) -> savvy::Result<Self> {
-        let initial_size = match size_bytes {
-            Some(x) => Some(bytes_from_f64(x, "size")?),
-            None => None,
-        };
-        let opts = OpenOptions {
-            readonly,
-            initial_size,
-            recover,
-        };
-        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
-            .map_err(|e| super::holders::explain_conflict(e, readonly))?;
-        Ok(FmallocHeap {
-            path: heap.path().to_path_buf(),
-            heap: Some(heap),
-            created,
-        })
-    }
 }
 
 // The handle's operations are free functions, not methods: savvy gives each
