@@ -65,13 +65,6 @@ NULL
   .Call(savvy_fmalloc_handle_live__impl, `x`)
 }
 
-#' Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
-#' @noRd
-`fmalloc_handle_register` <- function(`heap`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_handle_register__impl, `heap`))
-}
-
 #' Whether this build has the classic path (see `r::vector::classic`).
 #' @noRd
 `fmalloc_has_classic` <- function() {
@@ -87,6 +80,54 @@ NULL
   .Call(savvy_fmalloc_heap_check__impl, `heap`)
 }
 
+#' Drops this handle's reference to the heap (and makes its commits
+#' durable; in a forked child nothing is written: the file is the
+#' parent's). Idempotent.
+#' @noRd
+`fmalloc_heap_close` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_heap_close__impl, `heap`))
+}
+
+#' Whether `open` initialised a new heap in the file.
+#' @noRd
+`fmalloc_heap_created` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_created__impl, `heap`)
+}
+
+#' A named list: path, heap_id, readonly, size, disk (NA when unknown),
+#' used, free, objects.
+#' @noRd
+`fmalloc_heap_info` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_info__impl, `heap`)
+}
+
+#' @noRd
+`fmalloc_heap_is_closed` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_is_closed__impl, `heap`)
+}
+
+#' Opens or creates the heap file at `path`: the external pointer of a new
+#' handle, registered (`r::args::register_handle`), which R/heap.R makes a
+#' handle with savvy's `.savvy_wrap_FmallocHeap()`.
+#'
+#' Errors take the returned form (`r::error::returned_form`), so that
+#' `fmalloc_open()` needs no `.rfm()`: R lazy-loads every function at its
+#' first call, and that is most of what a session's first open costs.
+#' @noRd
+`fmalloc_heap_open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL) {
+  .Call(savvy_fmalloc_heap_open__impl, `path`, `readonly`, `recover`, `size_bytes`)
+}
+
+#' @noRd
+`fmalloc_heap_path` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_path__impl, `heap`)
+}
+
 #' Why opening fell back to an older commit (the newest could not be read),
 #' or NULL: R/heap.R turns it into an `fmalloc_recovered` warning.
 #' @noRd
@@ -100,6 +141,13 @@ NULL
 `fmalloc_heap_set_sync` <- function(`heap`, `mode`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   invisible(.Call(savvy_fmalloc_heap_set_sync__impl, `heap`, `mode`))
+}
+
+#' Makes everything written so far durable.
+#' @noRd
+`fmalloc_heap_sync` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_heap_sync__impl, `heap`))
 }
 
 #' A vector over the block described by a reference (serializing by value,
@@ -123,10 +171,11 @@ NULL
 #' Errors take the returned form (`r::error::returned_form`: a string of class
 #' `fmalloc_failure`): raising would make R/named.R wrap the call in
 #' `.rfm()`, whose promise would make the result look shared (see
-#' `.fm_assemble()` there).
+#' `.fm_assemble()` there). `heap` is the handle R/named.R has checked
+#' (resolved again here, as every call into Rust does): called with
+#' `.Call()`, without the generated wrapper's second R-level check.
 #' @noRd
 `fmalloc_named_get` <- function(`heap`, `name`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_named_get__impl, `heap`, `name`)
 }
 
@@ -277,51 +326,11 @@ NULL
 
 ### wrapper functions for FmallocHeap
 
-`FmallocHeap_close` <- function(self) {
-  function() {
-    invisible(.Call(savvy_FmallocHeap_close__impl, `self`))
-  }
-}
-
-`FmallocHeap_created` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_created__impl, `self`)
-  }
-}
-
-`FmallocHeap_info` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_info__impl, `self`)
-  }
-}
-
-`FmallocHeap_is_closed` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_is_closed__impl, `self`)
-  }
-}
-
-`FmallocHeap_path` <- function(self) {
-  function() {
-    .Call(savvy_FmallocHeap_path__impl, `self`)
-  }
-}
-
-`FmallocHeap_sync` <- function(self) {
-  function() {
-    invisible(.Call(savvy_FmallocHeap_sync__impl, `self`))
-  }
-}
 
 `.savvy_wrap_FmallocHeap` <- function(ptr) {
   e <- new.env(parent = emptyenv())
   e$.ptr <- ptr
-  e$`close` <- `FmallocHeap_close`(ptr)
-  e$`created` <- `FmallocHeap_created`(ptr)
-  e$`info` <- `FmallocHeap_info`(ptr)
-  e$`is_closed` <- `FmallocHeap_is_closed`(ptr)
-  e$`path` <- `FmallocHeap_path`(ptr)
-  e$`sync` <- `FmallocHeap_sync`(ptr)
+
 
   class(e) <- c("Rfmalloc::FmallocHeap", "FmallocHeap", "savvy_Rfmalloc__sealed")
   e
@@ -333,9 +342,6 @@ NULL
 
 ### associated functions for FmallocHeap
 
-`FmallocHeap`$`open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL) {
-  .savvy_wrap_FmallocHeap(.Call(savvy_FmallocHeap_open__impl, `path`, `readonly`, `recover`, `size_bytes`))
-}
 
 
 class(`FmallocHeap`) <- c("Rfmalloc::FmallocHeap__bundle", "savvy_Rfmalloc__sealed")

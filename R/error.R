@@ -7,9 +7,11 @@
 #   * raised by a savvy call: every exported function calls into Rust
 #     through .rfm(), whose handler passes tagged messages to
 #     .fmalloc_raise();
-#   * returned, as a string of class "fmalloc_failure", by the two calls that
-#     cannot be wrapped in .rfm() (create_fmalloc_vector()'s hot path and
-#     fmalloc_get(), see r::error::returned_form): the caller passes it to
+#   * returned, as a string of class "fmalloc_failure", by the calls that
+#     cannot be wrapped in .rfm() (create_fmalloc_vector()'s hot path,
+#     fmalloc_get() and fmalloc_save(), see r::error::returned_form) and by
+#     fmalloc_open()'s, which need not (a session's first open is mostly R
+#     lazy-loading the functions it calls): the caller passes it to
 #     .fmalloc_raise();
 #   * from ALTREP methods, which R calls itself: Rust calls .fmalloc_raise()
 #     (r::error::guard).
@@ -103,33 +105,50 @@
           typeof(x), length(x))
 }
 
+# The checks are on the path of every call, and R lazy-loads a function at
+# its first call (most of what a session's first fmalloc_open() and
+# fmalloc_get() cost): each check's error is built by a function of its own,
+# loaded only when the check fails.
+
 .check_string <- function(x, arg, call = sys.call(-1L)) {
   if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
-    .invalid(sprintf("`%s` must be a single non-empty string, not %s", arg,
-                     .describe_value(x)), call)
+    .invalid_string(x, arg, call)
   }
   invisible(x)
+}
+
+.invalid_string <- function(x, arg, call) {
+  .invalid(sprintf("`%s` must be a single non-empty string, not %s", arg,
+                   .describe_value(x)), call)
 }
 
 # An object name: a single non-empty string, returned in UTF-8 (the catalog's
 # encoding), whatever its marked encoding (latin1 names were read as empty).
 .check_name <- function(x, arg, call = sys.call(-1L)) {
   .check_string(x, arg, call)
-  if (Encoding(x) == "bytes") {
-    .invalid(sprintf("`%s` must be text, not a string marked as bytes", arg), call)
-  }
-  x <- enc2utf8(x)
-  if (!validUTF8(x)) {
-    .invalid(sprintf("`%s` is not valid text in its encoding", arg), call)
+  if (Encoding(x) == "bytes" || !validUTF8(x <- enc2utf8(x))) {
+    .invalid_name(x, arg, call)
   }
   x
 }
 
+.invalid_name <- function(x, arg, call) {
+  .invalid(sprintf(if (Encoding(x) == "bytes") {
+    "`%s` must be text, not a string marked as bytes"
+  } else {
+    "`%s` is not valid text in its encoding"
+  }, arg), call)
+}
+
 .check_flag <- function(x, arg, call = sys.call(-1L)) {
   if (!is.logical(x) || length(x) != 1L || is.na(x)) {
-    .invalid(sprintf("`%s` must be TRUE or FALSE, not %s", arg, .describe_value(x)), call)
+    .invalid_flag(x, arg, call)
   }
   invisible(x)
+}
+
+.invalid_flag <- function(x, arg, call) {
+  .invalid(sprintf("`%s` must be TRUE or FALSE, not %s", arg, .describe_value(x)), call)
 }
 
 .check_size_gb <- function(x, arg = "size_gb", call = sys.call(-1L)) {
@@ -144,17 +163,21 @@
 }
 
 .check_heap <- function(x, arg = "heap", call = sys.call(-1L)) {
+  if (!inherits(x, "fmalloc_heap") || !.is_live_handle(x)) {
+    .invalid_heap(x, arg, call)
+  }
+  invisible(x)
+}
+
+.invalid_heap <- function(x, arg, call) {
   if (!inherits(x, "fmalloc_heap")) {
     .invalid(sprintf("`%s` must be a heap handle from fmalloc_open(), not %s", arg,
                      .describe_value(x)), call)
   }
-  if (!.is_live_handle(x)) {
-    .invalid(sprintf(paste(
-      "`%s` is not a heap handle of this R session (handles cannot be saved",
-      "and restored, e.g. with saveRDS() or a workspace image: open the file",
-      "again with fmalloc_open())"), arg), call)
-  }
-  invisible(x)
+  .invalid(sprintf(paste(
+    "`%s` is not a heap handle of this R session (handles cannot be saved",
+    "and restored, e.g. with saveRDS() or a workspace image: open the file",
+    "again with fmalloc_open())"), arg), call)
 }
 
 # Whether `x` holds the external pointer of a handle fmalloc_open() made in

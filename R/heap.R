@@ -124,36 +124,49 @@ NULL
 fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
                          verbose = getOption("fmalloc.verbose", FALSE),
                          sync = c("commit", "none"), recover = FALSE) {
+  # The first open of a session is mostly R lazy-loading the functions it
+  # calls (bench/catalog.R, open+get): the common path calls few, and what
+  # only some opens need is in functions of its own.
   .check_string(path, "path")
-  .check_size_gb(size_gb)
+  if (!is.null(size_gb)) .check_size_gb(size_gb)
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
   .check_flag(recover, "recover")
-  sync <- .fm_sync_arg(sync, sys.call())
+  sync <- if (missing(sync)) "commit" else .fm_sync_arg(sync, sys.call())
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
-  heap <- .rfm(FmallocHeap$open(.absolute_path(path), readonly, recover, size_bytes))
-  .Call(savvy_fmalloc_handle_register__impl, heap$.ptr)
+  # Errors in the returned form (see R/error.R), so no .rfm() here.
+  ptr <- .Call(savvy_fmalloc_heap_open__impl, .absolute_path(path), readonly, recover, size_bytes)
+  if (inherits(ptr, "fmalloc_failure")) .fmalloc_raise(unclass(ptr), sys.call())
+  heap <- .savvy_wrap_FmallocHeap(ptr)
   class(heap) <- c("fmalloc_heap", class(heap))
-  attr(heap, "created") <- heap$created()
+  # The pointer of the handle just made goes to Rust as it is: the
+  # wrappers' check of the handle would only find it valid.
+  attr(heap, "created") <- .Call(savvy_fmalloc_heap_created__impl, ptr)
   if (!readonly) .rfm(fmalloc_heap_set_sync(heap, sync))
-  why <- fmalloc_heap_recovery(heap)
-  if (!is.null(why)) {
-    warning(structure(
-      class = c("fmalloc_recovered", "fmalloc_warning", "warning", "condition"),
-      list(message = sprintf("Rfmalloc: heap '%s': %s", heap$path(), why), call = sys.call())
-    ))
-  }
-  if (verbose) {
-    info <- .rfm(heap$info())
-    message(sprintf(
-      "Rfmalloc: %s heap '%s' (%s, %s used)%s",
-      if (attr(heap, "created")) "created" else "opened", info$path,
-      .format_bytes(info$size), .format_bytes(info$used),
-      if (readonly) ", read-only" else ""
-    ))
-  }
+  why <- .Call(savvy_fmalloc_heap_recovery__impl, ptr)
+  if (!is.null(why)) .fmalloc_warn_recovered(heap, why, sys.call())
+  if (verbose) .fmalloc_say_opened(heap, readonly, sys.call())
   heap
+}
+
+# fmalloc_open()'s warning that the newest commit could not be read (`why`).
+.fmalloc_warn_recovered <- function(heap, why, call) {
+  warning(structure(
+    class = c("fmalloc_recovered", "fmalloc_warning", "warning", "condition"),
+    list(message = sprintf("Rfmalloc: heap '%s': %s", fmalloc_heap_path(heap), why), call = call)
+  ))
+}
+
+# fmalloc_open(verbose = TRUE)'s message.
+.fmalloc_say_opened <- function(heap, readonly, call) {
+  info <- .rfm(fmalloc_heap_info(heap), call)
+  message(sprintf(
+    "Rfmalloc: %s heap '%s' (%s, %s used)%s",
+    if (attr(heap, "created")) "created" else "opened", info$path,
+    .format_bytes(info$size), .format_bytes(info$used),
+    if (readonly) ", read-only" else ""
+  ))
 }
 
 #' @rdname fmalloc_open
@@ -161,11 +174,11 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
 fmalloc_close <- function(heap, verbose = getOption("fmalloc.verbose", FALSE)) {
   .check_heap(heap)
   .check_flag(verbose, "verbose")
-  if (.heap_method(heap, "is_closed")()) {
+  if (fmalloc_heap_is_closed(heap)) {
     return(invisible(NULL))
   }
-  path <- .heap_method(heap, "path")()
-  .rfm(.heap_method(heap, "close")())
+  path <- fmalloc_heap_path(heap)
+  .rfm(fmalloc_heap_close(heap))
   if (verbose) {
     message(sprintf("Rfmalloc: closed heap '%s'", path))
   }
@@ -267,7 +280,7 @@ with_fmalloc_heap <- function(path, code, size_gb = NULL, readonly = FALSE,
 #' @export
 fmalloc_info <- function(heap = NULL) {
   heap <- .heap_or_default(heap)
-  info <- .rfm(heap$info())
+  info <- .rfm(fmalloc_heap_info(heap))
   as.data.frame(info, stringsAsFactors = FALSE)
 }
 
@@ -275,7 +288,7 @@ fmalloc_info <- function(heap = NULL) {
 #' @export
 fmalloc_sync <- function(heap = NULL) {
   heap <- .heap_or_default(heap)
-  .rfm(heap$sync())
+  .rfm(fmalloc_heap_sync(heap))
   invisible(NULL)
 }
 
@@ -361,11 +374,11 @@ summary.fmalloc_heap <- function(object, ...) {
             n_objects = na, objects = NULL)
   if (!.is_live_handle(object)) {
     s$path <- "(not a heap handle of this R session: open the file again with fmalloc_open())"
-  } else if (.heap_method(object, "is_closed")()) {
-    s$path <- .heap_method(object, "path")()
+  } else if (fmalloc_heap_is_closed(object)) {
+    s$path <- fmalloc_heap_path(object)
     s$closed <- TRUE
   } else {
-    info <- .rfm(.heap_method(object, "info")())
+    info <- .rfm(fmalloc_heap_info(object))
     s$path <- info$path
     s$heap_id <- info$heap_id
     s$mode <- if (info$readonly) "read-only" else "read-write"
@@ -392,34 +405,20 @@ print.summary.fmalloc_heap <- function(x, ...) {
   invisible(x)
 }
 
-# A heap handle is an environment made by savvy whose bindings are the
-# Rust methods (close, info, path, ...): the package's own code reaches them
-# with `heap$path()` or .heap_method(); for users `$` and `[[` get objects
-# by name. Which one a call means is told by where it comes from: code of
-# this namespace, or anywhere else.
-.heap_method <- function(heap, name) {
-  get(name, envir = heap, inherits = FALSE)
-}
-
-.called_from_here <- function(env) {
-  identical(topenv(env), topenv(environment(.called_from_here)))
-}
+# A heap handle is an environment made by savvy that holds the external
+# pointer `.ptr` (no methods: the package's code passes the handle to the
+# free functions of r::api::heap, such as fmalloc_heap_path()), so for
+# everyone `$` and `[[` get objects by name.
 
 #' @rdname fmalloc_heap-methods
 #' @export
 `$.fmalloc_heap` <- function(x, name) {
-  if (.called_from_here(parent.frame())) {
-    return(.heap_method(x, name))
-  }
   fmalloc_get(name, x)
 }
 
 #' @rdname fmalloc_heap-methods
 #' @export
 `[[.fmalloc_heap` <- function(x, i, ...) {
-  if (.called_from_here(parent.frame())) {
-    return(.heap_method(x, i))
-  }
   fmalloc_get(i, x)
 }
 

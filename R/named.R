@@ -287,8 +287,9 @@
 # keeps an extra count. So the Rust call is not wrapped in .rfm() -- it
 # returns failures as a value (the returned form, see R/error.R) -- and the result is returned directly by
 # every function on the way back to the user (fmalloc_get(), fmalloc_save()).
+# `heap` has been checked (.fm_heap()); Rust resolves it again.
 .fm_assemble <- function(heap, name, call) {
-  obj <- fmalloc_named_get(heap, name)
+  obj <- .Call(savvy_fmalloc_named_get__impl, heap, name)
   if (inherits(obj, "fmalloc_failure")) {
     .fmalloc_raise(unclass(obj), call)
   }
@@ -498,12 +499,19 @@ fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
   call <- sys.call()
   name <- .check_name(name, "name")
   .check_flag(copy, "copy")
-  heap <- .fm_heap(heap, call)
   if (copy) {
+    heap <- .fm_heap(heap, call)
     return(.fm_data_table(.rfm(fmalloc_write_copy(.fm_assemble(heap, name, call)), call)))
   }
+  # The common path calls few functions (R lazy-loads each at its first
+  # call: most of what a session's first get costs): .fm_heap() and
+  # .fm_assemble() written out.
+  if (is.null(heap)) heap <- .fmalloc_default_heap(call)
+  .check_heap(heap, call = call)
+  x <- .Call(savvy_fmalloc_named_get__impl, heap, name)
+  if (inherits(x, "fmalloc_failure")) .fmalloc_raise(unclass(x), call)
   # Returned directly: see .fm_assemble().
-  .fm_data_table(.fm_assemble(heap, name, call))
+  if (inherits(x, "data.table")) .fm_data_table(x) else x
 }
 
 # A data.table is stored without its self-reference (an external pointer);

@@ -59,11 +59,6 @@ SEXP savvy_fmalloc_handle_live__impl(SEXP c_arg__x) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_handle_register__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_handle_register__ffi(c_arg__heap);
-    return handle_result(res);
-}
-
 SEXP savvy_fmalloc_has_classic__impl(void) {
     SEXP res = savvy_fmalloc_has_classic__ffi();
     return handle_result(res);
@@ -74,6 +69,36 @@ SEXP savvy_fmalloc_heap_check__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_heap_close__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_close__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_created__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_created__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_info__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_info__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_is_closed__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_is_closed__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes) {
+    SEXP res = savvy_fmalloc_heap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_path__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_path__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_recovery__ffi(c_arg__heap);
     return handle_result(res);
@@ -81,6 +106,11 @@ SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
 
 SEXP savvy_fmalloc_heap_set_sync__impl(SEXP c_arg__heap, SEXP c_arg__mode) {
     SEXP res = savvy_fmalloc_heap_set_sync__ffi(c_arg__heap, c_arg__mode);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_sync__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_sync__ffi(c_arg__heap);
     return handle_result(res);
 }
 
@@ -194,40 +224,6 @@ SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg__dll_info) {
     return handle_result(res);
 }
 
-SEXP savvy_FmallocHeap_close__impl(SEXP self__) {
-    SEXP res = savvy_FmallocHeap_close__ffi(self__);
-    return handle_result(res);
-}
-
-SEXP savvy_FmallocHeap_created__impl(SEXP self__) {
-    SEXP res = savvy_FmallocHeap_created__ffi(self__);
-    return handle_result(res);
-}
-
-SEXP savvy_FmallocHeap_info__impl(SEXP self__) {
-    SEXP res = savvy_FmallocHeap_info__ffi(self__);
-    return handle_result(res);
-}
-
-SEXP savvy_FmallocHeap_is_closed__impl(SEXP self__) {
-    SEXP res = savvy_FmallocHeap_is_closed__ffi(self__);
-    return handle_result(res);
-}
-
-SEXP savvy_FmallocHeap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes) {
-    SEXP res = savvy_FmallocHeap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes);
-    return handle_result(res);
-}
-
-SEXP savvy_FmallocHeap_path__impl(SEXP self__) {
-    SEXP res = savvy_FmallocHeap_path__ffi(self__);
-    return handle_result(res);
-}
-
-SEXP savvy_FmallocHeap_sync__impl(SEXP self__) {
-    SEXP res = savvy_FmallocHeap_sync__ffi(self__);
-    return handle_result(res);
-}
 
 
 static const R_CallMethodDef CallEntries[] = {
@@ -235,11 +231,17 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_batch_begin__impl", (DL_FUNC) &savvy_fmalloc_batch_begin__impl, 1},
     {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 1},
     {"savvy_fmalloc_handle_live__impl", (DL_FUNC) &savvy_fmalloc_handle_live__impl, 1},
-    {"savvy_fmalloc_handle_register__impl", (DL_FUNC) &savvy_fmalloc_handle_register__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
+    {"savvy_fmalloc_heap_close__impl", (DL_FUNC) &savvy_fmalloc_heap_close__impl, 1},
+    {"savvy_fmalloc_heap_created__impl", (DL_FUNC) &savvy_fmalloc_heap_created__impl, 1},
+    {"savvy_fmalloc_heap_info__impl", (DL_FUNC) &savvy_fmalloc_heap_info__impl, 1},
+    {"savvy_fmalloc_heap_is_closed__impl", (DL_FUNC) &savvy_fmalloc_heap_is_closed__impl, 1},
+    {"savvy_fmalloc_heap_open__impl", (DL_FUNC) &savvy_fmalloc_heap_open__impl, 4},
+    {"savvy_fmalloc_heap_path__impl", (DL_FUNC) &savvy_fmalloc_heap_path__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
     {"savvy_fmalloc_heap_set_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_set_sync__impl, 2},
+    {"savvy_fmalloc_heap_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_sync__impl, 1},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
     {"savvy_fmalloc_named_get__impl", (DL_FUNC) &savvy_fmalloc_named_get__impl, 2},
@@ -261,13 +263,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_write_run__impl", (DL_FUNC) &savvy_fmalloc_write_run__impl, 4},
     {"savvy_fmalloc_write_scan__impl", (DL_FUNC) &savvy_fmalloc_write_scan__impl, 2},
     {"savvy_fmalloc_write_view__impl", (DL_FUNC) &savvy_fmalloc_write_view__impl, 1},
-    {"savvy_FmallocHeap_close__impl", (DL_FUNC) &savvy_FmallocHeap_close__impl, 1},
-    {"savvy_FmallocHeap_created__impl", (DL_FUNC) &savvy_FmallocHeap_created__impl, 1},
-    {"savvy_FmallocHeap_info__impl", (DL_FUNC) &savvy_FmallocHeap_info__impl, 1},
-    {"savvy_FmallocHeap_is_closed__impl", (DL_FUNC) &savvy_FmallocHeap_is_closed__impl, 1},
-    {"savvy_FmallocHeap_open__impl", (DL_FUNC) &savvy_FmallocHeap_open__impl, 4},
-    {"savvy_FmallocHeap_path__impl", (DL_FUNC) &savvy_FmallocHeap_path__impl, 1},
-    {"savvy_FmallocHeap_sync__impl", (DL_FUNC) &savvy_FmallocHeap_sync__impl, 1},
+
     {NULL, NULL, 0}
 };
 

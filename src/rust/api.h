@@ -2,11 +2,17 @@ SEXP savvy_fmalloc_batch_abort__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_batch_begin__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_batch_commit__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_handle_live__ffi(SEXP c_arg__x);
-SEXP savvy_fmalloc_handle_register__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_has_classic__ffi(void);
 SEXP savvy_fmalloc_heap_check__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_close__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_created__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_info__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_is_closed__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes);
+SEXP savvy_fmalloc_heap_path__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_recovery__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_set_sync__ffi(SEXP c_arg__heap, SEXP c_arg__mode);
+SEXP savvy_fmalloc_heap_sync__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length);
 SEXP savvy_fmalloc_named_exists__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_get__ffi(SEXP c_arg__heap, SEXP c_arg__name);
@@ -29,12 +35,3 @@ SEXP savvy_fmalloc_write_run__ffi(SEXP c_arg__x, SEXP c_arg__first, SEXP c_arg__
 SEXP savvy_fmalloc_write_scan__ffi(SEXP c_arg__index, SEXP c_arg__len);
 SEXP savvy_fmalloc_write_view__ffi(SEXP c_arg__x);
 SEXP savvy_init_rfmalloc__ffi(DllInfo* c_arg__dll_info);
-
-// methods and associated functions for FmallocHeap
-SEXP savvy_FmallocHeap_close__ffi(SEXP self__);
-SEXP savvy_FmallocHeap_created__ffi(SEXP self__);
-SEXP savvy_FmallocHeap_info__ffi(SEXP self__);
-SEXP savvy_FmallocHeap_is_closed__ffi(SEXP self__);
-SEXP savvy_FmallocHeap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes);
-SEXP savvy_FmallocHeap_path__ffi(SEXP self__);
-SEXP savvy_FmallocHeap_sync__ffi(SEXP self__);

@@ -3,7 +3,7 @@
 //! integer), type names, methods and flags, and the heap handle.
 //!
 //! The heap handle R holds is `FmallocHeap`, a savvy external pointer
-//! around a core [`Heap`] (its `#[savvy]` methods are in `r::api::heap`;
+//! around a core [`Heap`] (its `#[savvy]` functions are in `r::api::heap`;
 //! R/heap.R gives it the class `fmalloc_heap` and the user API). Anything
 //! can sit where R code expects one, so a handle is dereferenced only after
 //! the lookup [`handle_at`] found its address among the live ones.
@@ -38,8 +38,8 @@ pub struct FmallocHeap {
 /// pointers. Anything can sit in a `.ptr` binding (a forged environment, a
 /// handle restored by `readRDS()` whose pointer is NULL), so an address is
 /// dereferenced only when it is in this list: [`handle_at`]. An address
-/// enters when R/heap.R registers a freshly opened handle
-/// (`fmalloc_handle_register()`) and leaves when savvy's finalizer drops it.
+/// enters when `fmalloc_heap_open()` has made a handle, and leaves when
+/// savvy's finalizer drops it.
 static HANDLES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 fn handles() -> std::sync::MutexGuard<'static, Vec<usize>> {

@@ -16,7 +16,9 @@
 //! **The returned form.** Where a call must not be wrapped in `.rfm()` (the
 //! hot path of `create_fmalloc_vector()`, whose wrapper would cost more than
 //! making a small vector; `fmalloc_get()`, whose wrapper's promise would make
-//! the result look shared and defeat in-place writes), the `#[savvy]`
+//! the result look shared and defeat in-place writes; `fmalloc_open()`, whose
+//! first call in a session is mostly R lazy-loading the functions it calls,
+//! `.rfm()` among them), the `#[savvy]`
 //! function returns the same tagged message instead of raising it: a string
 //! of class `fmalloc_failure`, made by [`returned_form`] only. The R caller tests
 //! for it and hands it to `.fmalloc_raise()`, the same decoder `.rfm()` and

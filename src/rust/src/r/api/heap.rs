@@ -1,23 +1,58 @@
-//! The heap handle's `#[savvy]` methods and functions: open, close, info,
-//! sync, check, and the handle registry R/heap.R uses (the handle type and
-//! its lookup are `r::args`).
+//! The heap handle's `#[savvy]` functions: open, close, info, sync, check,
+//! and the handle registry R/heap.R uses (the handle type and its lookup
+//! are `r::args`).
 
 use savvy::{
-    savvy, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp, OwnedStringSexp, Sexp,
+    savvy, IntoExtPtrSexp, NotAvailableValue, OwnedListSexp, OwnedLogicalSexp, OwnedRealSexp,
+    OwnedStringSexp, Sexp,
 };
 
 use crate::check::{self, Problem};
 use crate::error::Error;
 use crate::heap::{Heap, OpenOptions};
 use crate::r::args::{bytes_from_f64, handle_in, register_handle, FmallocHeap};
+use crate::r::error::returned_form;
+use crate::r::ffi::R_ExternalPtrAddr;
 use crate::r::types::hex;
 
-/// Registers a handle just made by `FmallocHeap$open()` (R/heap.R).
+/// Opens or creates the heap file at `path`: the external pointer of a new
+/// handle, registered (`r::args::register_handle`), which R/heap.R makes a
+/// handle with savvy's `.savvy_wrap_FmallocHeap()`.
+///
+/// Errors take the returned form (`r::error::returned_form`), so that
+/// `fmalloc_open()` needs no `.rfm()`: R lazy-loads every function at its
+/// first call, and that is most of what a session's first open costs.
 /// @noRd
 #[savvy]
-fn fmalloc_handle_register(heap: &FmallocHeap) -> savvy::Result<()> {
-    register_handle(heap);
-    Ok(())
+fn fmalloc_heap_open(
+    path: &str,
+    readonly: bool,
+    recover: bool,
+    size_bytes: Option<f64>,
+) -> savvy::Result<Sexp> {
+    returned_form((|| {
+        let initial_size = match size_bytes {
+            Some(x) => Some(bytes_from_f64(x, "size")?),
+            None => None,
+        };
+        let opts = OpenOptions {
+            readonly,
+            initial_size,
+            recover,
+        };
+        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
+            .map_err(|e| super::holders::explain_conflict(e, readonly))?;
+        let handle = FmallocHeap {
+            path: heap.path().to_path_buf(),
+            heap: Some(heap),
+            created,
+        };
+        let ptr = handle.into_external_pointer();
+        // SAFETY: `ptr` is the external pointer savvy just made around the
+        // boxed handle, alive while `ptr` is (R is single-threaded).
+        register_handle(unsafe { &*(R_ExternalPtrAddr(ptr.0) as *const FmallocHeap) });
+        Ok(ptr)
+    })())
 }
 
 /// Why opening fell back to an older commit (the newest could not be read),
@@ -90,90 +125,72 @@ fn fmalloc_handle_live(x: Sexp) -> savvy::Result<Sexp> {
     OwnedLogicalSexp::try_from(ok)?.into()
 }
 
+// The handle's operations are free functions, not methods: savvy gives each
+// method a closure in every handle's environment, made when the handle is
+// (and each of their generators is lazy-loaded by the first open of a
+// session), which is most of what a first `fmalloc_open()` costs in R.
+
+/// Drops this handle's reference to the heap (and makes its commits
+/// durable; in a forked child nothing is written: the file is the
+/// parent's). Idempotent.
+/// @noRd
 #[savvy]
-impl FmallocHeap {
-    /// Opens or creates the heap file at `path`.
-    /// @noRd
-    fn open(
-        path: &str,
-        readonly: bool,
-        recover: bool,
-        size_bytes: Option<f64>,
-    ) -> savvy::Result<Self> {
-        let initial_size = match size_bytes {
-            Some(x) => Some(bytes_from_f64(x, "size")?),
-            None => None,
-        };
-        let opts = OpenOptions {
-            readonly,
-            initial_size,
-            recover,
-        };
-        let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
-            .map_err(|e| super::holders::explain_conflict(e, readonly))?;
-        Ok(FmallocHeap {
-            path: heap.path().to_path_buf(),
-            heap: Some(heap),
-            created,
-        })
-    }
-
-    /// Drops this handle's reference to the heap (and makes its commits
-    /// durable; in a forked child nothing is written: the file is the
-    /// parent's). Idempotent.
-    /// @noRd
-    fn close(&mut self) -> savvy::Result<()> {
-        if let Some(heap) = self.heap.take() {
-            if !heap.is_readonly() && !heap.is_forked() {
-                heap.sync()?;
-            }
+fn fmalloc_heap_close(heap: &mut FmallocHeap) -> savvy::Result<()> {
+    if let Some(heap) = heap.heap.take() {
+        if !heap.is_readonly() && !heap.is_forked() {
+            heap.sync()?;
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// @noRd
-    fn is_closed(&self) -> savvy::Result<Sexp> {
-        OwnedLogicalSexp::try_from(self.heap.is_none())?.into()
-    }
+/// @noRd
+#[savvy]
+fn fmalloc_heap_is_closed(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    OwnedLogicalSexp::try_from(heap.heap.is_none())?.into()
+}
 
-    /// Whether `open` initialised a new heap in the file.
-    /// @noRd
-    fn created(&self) -> savvy::Result<Sexp> {
-        OwnedLogicalSexp::try_from(self.created)?.into()
-    }
+/// Whether `open` initialised a new heap in the file.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_created(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    OwnedLogicalSexp::try_from(heap.created)?.into()
+}
 
-    /// @noRd
-    fn path(&self) -> savvy::Result<Sexp> {
-        OwnedStringSexp::try_from(self.path.to_string_lossy().as_ref())?.into()
-    }
+/// @noRd
+#[savvy]
+fn fmalloc_heap_path(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    OwnedStringSexp::try_from(heap.path.to_string_lossy().as_ref())?.into()
+}
 
-    /// A named list: path, heap_id, readonly, size, disk (NA when unknown),
-    /// used, free, objects.
-    /// @noRd
-    fn info(&self) -> savvy::Result<Sexp> {
-        let info = self.heap()?.info();
-        let mut out = OwnedListSexp::new(8, true)?;
-        let path = info.path.to_string_lossy();
-        out.set_name_and_value(0, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
-        out.set_name_and_value(1, "heap_id", OwnedStringSexp::try_from(hex(&info.heap_id))?)?;
-        out.set_name_and_value(2, "readonly", OwnedLogicalSexp::try_from(info.readonly)?)?;
-        let numbers = [
-            ("size", Some(info.file_bytes)),
-            ("disk", info.disk_bytes),
-            ("used", Some(info.used_bytes)),
-            ("free", Some(info.free_bytes)),
-            ("objects", Some(info.objects)),
-        ];
-        for (i, (name, value)) in numbers.into_iter().enumerate() {
-            let value = value.map_or(f64::na(), |v| v as f64);
-            out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value)?)?;
-        }
-        out.into()
+/// A named list: path, heap_id, readonly, size, disk (NA when unknown),
+/// used, free, objects.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_info(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    let info = heap.heap()?.info();
+    let mut out = OwnedListSexp::new(8, true)?;
+    let path = info.path.to_string_lossy();
+    out.set_name_and_value(0, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
+    out.set_name_and_value(1, "heap_id", OwnedStringSexp::try_from(hex(&info.heap_id))?)?;
+    out.set_name_and_value(2, "readonly", OwnedLogicalSexp::try_from(info.readonly)?)?;
+    let numbers = [
+        ("size", Some(info.file_bytes)),
+        ("disk", info.disk_bytes),
+        ("used", Some(info.used_bytes)),
+        ("free", Some(info.free_bytes)),
+        ("objects", Some(info.objects)),
+    ];
+    for (i, (name, value)) in numbers.into_iter().enumerate() {
+        let value = value.map_or(f64::na(), |v| v as f64);
+        out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value)?)?;
     }
+    out.into()
+}
 
-    /// Makes everything written so far durable.
-    /// @noRd
-    fn sync(&self) -> savvy::Result<()> {
-        Ok(self.heap()?.sync()?)
-    }
+/// Makes everything written so far durable.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_sync(heap: &FmallocHeap) -> savvy::Result<()> {
+    Ok(heap.heap()?.sync()?)
 }

@@ -155,15 +155,17 @@ fn fmalloc_named_put_raw_meta(heap: &FmallocHeap, name: &str, meta: RawSexp) -> 
 /// Errors take the returned form (`r::error::returned_form`: a string of class
 /// `fmalloc_failure`): raising would make R/named.R wrap the call in
 /// `.rfm()`, whose promise would make the result look shared (see
-/// `.fm_assemble()` there).
+/// `.fm_assemble()` there). `heap` is the handle R/named.R has checked
+/// (resolved again here, as every call into Rust does): called with
+/// `.Call()`, without the generated wrapper's second R-level check.
 /// @noRd
 #[savvy]
-fn fmalloc_named_get(heap: &FmallocHeap, name: &str) -> savvy::Result<Sexp> {
-    returned_form(
-        heap.heap()
-            .and_then(|heap| Ok((heap.get(name)?, heap)))
-            .and_then(|(entry, heap)| assemble(&heap, &entry)),
-    )
+fn fmalloc_named_get(heap: Sexp, name: &str) -> savvy::Result<Sexp> {
+    returned_form((|| {
+        // SAFETY: heap is a SEXP R passed in.
+        let heap = unsafe { heap_of(heap.0) }?;
+        assemble(&heap, &heap.get(name)?)
+    })())
 }
 
 /// The catalog as a named list of columns, in `fmalloc_ls()`'s order:
