@@ -183,7 +183,9 @@ NULL
 #' name, type, class, length, dim (from the summary each catalog entry
 #' keeps: no meta is decoded; NA for a summary that cannot be read), bytes
 #' (data bytes of all blocks), created, modified (seconds since the epoch),
-#' status (`r::named::listing`).
+#' status (`r::named::listing`). When damaged catalog pages were skipped,
+#' the list has attribute `damaged`: what they hide (`heap::Unlisted`),
+#' which `fmalloc_ls()` gives as a warning.
 #' @noRd
 `fmalloc_named_list` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")

@@ -62,9 +62,13 @@
 #' reading or writing an element of a heap vector (`x[i]`, `x[i] <- v`),
 #' asking for its data, duplicating or serializing it.
 #'
-#' One warning class: `fmalloc_recovered` (also `fmalloc_warning`), given by
-#' [fmalloc_open()] when the newest commit in the file cannot be read and
-#' the heap was opened at the previous one; its message names what was lost.
+#' Two warning classes (both also `fmalloc_warning`): `fmalloc_recovered`,
+#' given by [fmalloc_open()] when the newest commit in the file cannot be
+#' read and the heap was opened at the previous one (its message names what
+#' was lost); `fmalloc_damaged`, given by [fmalloc_ls()] (and so `names()`,
+#' `print()` and `summary()` of a heap) when pages of a read-only heap's
+#' catalog are damaged: the objects of the readable pages are listed, the
+#' message says how many are not.
 #'
 #' One message class: `fmalloc_pinned` (also `fmalloc_message`), given by
 #' [fmalloc_close()] when vectors of the session still hold the file open;

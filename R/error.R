@@ -62,6 +62,17 @@
   stop(.fmalloc_condition(message, class, call))
 }
 
+# Warnings: the one way Rfmalloc warns. `class` is the warning's own class
+# ("fmalloc_recovered", "fmalloc_damaged"); the condition is of class
+# c(class, "fmalloc_warning", "warning", "condition"). `why` comes from Rust
+# (untagged: a warning is not an error); the message names the heap.
+.fmalloc_warn <- function(heap_path, why, class, call = sys.call(-1L)) {
+  warning(structure(
+    class = unique(c(class, "fmalloc_warning", "warning", "condition")),
+    list(message = sprintf("Rfmalloc: heap '%s': %s", heap_path, why), call = call)
+  ))
+}
+
 # Argument checks: fmalloc_invalid errors raised from the exported function
 # that received the argument (`call` is that function's call).
 

@@ -152,10 +152,7 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
 
 # fmalloc_open()'s warning that the newest commit could not be read (`why`).
 .fmalloc_warn_recovered <- function(heap, why, call) {
-  warning(structure(
-    class = c("fmalloc_recovered", "fmalloc_warning", "warning", "condition"),
-    list(message = sprintf("Rfmalloc: heap '%s': %s", fmalloc_heap_path(heap), why), call = call)
-  ))
+  .fmalloc_warn(fmalloc_heap_path(heap), why, "fmalloc_recovered", call)
 }
 
 # fmalloc_open(verbose = TRUE)'s message.

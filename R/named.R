@@ -377,6 +377,14 @@
 #' (O(log n) in the number of objects); `fmalloc_ls()` reads the catalog
 #' alone, not the objects' metadata.
 #'
+#' A heap opened with `readonly = TRUE` checks the catalog's pages as it
+#' reads them. If some are damaged (e.g. a heap whose newest commit a
+#' writable open refuses), `fmalloc_ls()` lists the objects of every page
+#' it can read, and warns (class `fmalloc_damaged`, also `fmalloc_warning`)
+#' naming the damaged pages and how many objects they hide; so do `names()`,
+#' `print()` and `summary()` of the heap. The objects listed read normally
+#' with `fmalloc_get()`; [fmalloc_check()] reports the damaged pages.
+#'
 #' @param x An object to save.
 #' @param name The object's name in the heap: a single non-empty string.
 #' @param heap A heap handle from [fmalloc_open()], or `NULL` for the
@@ -548,6 +556,14 @@ fmalloc_ls <- function(heap = NULL) {
   # error. The data frame is made directly (what data.frame() would make,
   # without its per-column checks).
   cols <- .rfm(fmalloc_named_list(heap), call)
+  # Damaged catalog pages (met after a read-only open, which checks the root
+  # page only): the rows of the readable pages, and a warning saying what
+  # the others hide.
+  damaged <- attr(cols, "damaged")
+  if (!is.null(damaged)) {
+    attr(cols, "damaged") <- NULL
+    .fmalloc_warn(fmalloc_heap_path(heap), damaged, "fmalloc_damaged", call)
+  }
   cols$created <- .POSIXct(cols$created)
   cols$modified <- .POSIXct(cols$modified)
   cols <- .fmalloc_ls_frame(cols)

@@ -157,3 +157,68 @@ test_that("fmalloc_check() finds strings of a pool that share bytes", {
   expect_identical(problems$part, "string pool")
   expect_match(problems$problem, "elements 1 and 3: their strings share bytes", fixed = TRUE)
 })
+
+# The names in the leaf page at `off` (catalog v2, inst/FORMAT.md "Leaf
+# record") of the file at `path`.
+leaf_names <- function(path, off) {
+  page <- readBin(path, "raw", off + 4096)[off + 1:4096]
+  u16 <- function(at) as.integer(page[at + 1L]) + 256L * as.integer(page[at + 2L])
+  u32 <- function(at) u16(at) + 65536 * u16(at + 2L)
+  stopifnot(identical(page[1:8], c(charToRaw("RFMCATP"), as.raw(0))), page[9] == as.raw(1))
+  at <- 32L
+  out <- character(u16(10L))
+  for (i in seq_along(out)) {
+    n <- u16(at)
+    s <- u16(at + 2L)
+    k <- u32(at + 4L)
+    inline <- all(page[at + 64L + 1:8] == as.raw(0))
+    out[[i]] <- rawToChar(page[at + 88L + seq_len(n)])
+    at <- at + 88L + n + (if (s == 65535L) 0L else s) + (if (inline) 40L * k else 0L)
+  }
+  out
+}
+
+test_that("a damaged catalog leaf: a read-only listing gives the other leaves and warns", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  all <- sprintf("obj%04d", 1:300)
+  for (i in 1:300) fmalloc_save(i, all[[i]], heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  # The slot in force (highest generation), its root page (a branch), the
+  # child of its second record (the first is 32 bytes): a leaf. One bit of
+  # the leaf's records flipped.
+  con <- file(path, "r+b")
+  u64 <- function(o) { seek(con, o); sum(readBin(con, "integer", 2, size = 4) * c(1, 2^32)) }
+  slot <- if (u64(64) > u64(128)) 64 else 128
+  root <- u64(slot + 8)
+  seek(con, root + 8); expect_identical(readBin(con, "raw", 1), as.raw(2))
+  leaf <- u64(root + 64 + 8)
+  hidden <- leaf_names(path, leaf)
+  expect_true(length(hidden) > 0L && length(hidden) < 300L)
+  seek(con, leaf + 100); b <- readBin(con, "raw", 1)
+  seek(con, leaf + 100, rw = "write"); writeBin(xor(b, as.raw(1)), con)
+  close(con)
+
+  expect_error(fmalloc_open(path), class = "fmalloc_corrupt")
+  h <- fmalloc_open(path, readonly = TRUE)
+  on.exit(fmalloc_close(h))
+  expect_warning(ls <- fmalloc_ls(h), class = "fmalloc_damaged")
+  expect_identical(ls$name, setdiff(all, hidden))
+  expect_true(all(ls$status == "ok"))
+  expect_null(attr(ls, "damaged"))
+  w <- tryCatch(fmalloc_ls(h), warning = identity)
+  expect_s3_class(w, "fmalloc_warning")
+  expect_match(conditionMessage(w), format(leaf, scientific = FALSE), fixed = TRUE)
+  expect_match(conditionMessage(w), sprintf("%d of the 300 objects", length(hidden)), fixed = TRUE)
+  expect_warning(expect_identical(names(h), setdiff(all, hidden)), class = "fmalloc_damaged")
+  expect_warning(out <- capture.output(print(h)), class = "fmalloc_damaged")
+  expect_true(any(grepl("objects: 300", out, fixed = TRUE)))
+  expect_identical(fmalloc_info(h)$objects, 300)
+  kept <- setdiff(all, hidden)
+  expect_true(fmalloc_exists(kept[[1]], h))
+  expect_identical(fmalloc_get(kept[[length(kept)]], h), match(kept[[length(kept)]], all))
+  expect_error(fmalloc_get(hidden[[1]], h), class = "fmalloc_corrupt")
+  res <- fmalloc_check(h)
+  expect_true(any(grepl(format(leaf, scientific = FALSE), res$problem, fixed = TRUE)))
+})

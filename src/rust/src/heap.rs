@@ -196,6 +196,52 @@ pub struct Listed {
     pub summary: std::result::Result<Vec<u8>, String>,
 }
 
+/// A listing: every row the catalog's readable pages hold, and what it
+/// could not read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    /// Sorted by name (byte order).
+    pub rows: Vec<Listed>,
+    /// Catalog pages that could not be read, `None` when the listing is
+    /// whole.
+    pub unlisted: Option<Unlisted>,
+}
+
+/// Damaged catalog pages a listing skipped (a read-only open checks the
+/// root page only; every other page is checked when read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unlisted {
+    /// Payload offsets of the damaged pages, in key order.
+    pub pages: Vec<u64>,
+    /// Objects the catalog counts (its slot's entry count) that the listing
+    /// lacks: those the skipped pages hold.
+    pub missing: u64,
+    /// Objects the catalog counts.
+    pub total: u64,
+}
+
+impl Unlisted {
+    /// What a listing says about it (R: a warning of class
+    /// `fmalloc_damaged`).
+    pub fn message(&self) -> String {
+        let n = self.pages.len();
+        let offsets: Vec<String> = self.pages.iter().take(5).map(|o| o.to_string()).collect();
+        let (pages, at) = if n == 1 {
+            ("page is", "offset")
+        } else {
+            ("pages are", "offsets")
+        };
+        format!(
+            "{n} catalog {pages} damaged (at {at} {}{}): {} of the {} objects are not listed. \
+             The listed objects read normally; fmalloc_check() reports the damage",
+            offsets.join(", "),
+            if n > 5 { ", ..." } else { "" },
+            self.missing,
+            self.total,
+        )
+    }
+}
+
 /// Session references to a block handed out by (or named in) this heap.
 #[derive(Debug, Clone, Copy)]
 struct Ref {
@@ -2489,10 +2535,14 @@ impl Heap {
 
     /// What `fmalloc_ls()` shows of every object, sorted by name, from the
     /// catalog's leaf records: no meta is read (except for entries whose
-    /// summary the catalog does not keep: v1 catalogs, odd metas).
-    pub fn summaries(&self) -> Result<Vec<Listed>> {
+    /// summary the catalog does not keep: v1 catalogs, odd metas). A
+    /// damaged page below the root (met after a lazy read-only open) is
+    /// skipped with its subtree and reported in `Listing::unlisted`: the
+    /// readable rows are still listed.
+    pub fn summaries(&self) -> Result<Listing> {
         let st = self.state();
         let mut out = Vec::with_capacity(st.cat.count().min(1 << 20) as usize);
+        let mut unlisted = None;
         let mut add = |st: &State, mut l: tree::Listed| {
             let summary = st.summary_of(&mut l);
             out.push(Listed {
@@ -2521,21 +2571,31 @@ impl Heap {
                     );
                 }
             }
-            Catalog::Tree { root, .. } => {
+            Catalog::Tree { root, count } => {
                 let mut rows = Vec::new();
-                tree::walk(&*st, *root, &mut |x| {
+                let skipped = tree::walk_readable(&*st, *root, &mut |x| {
                     if let tree::Visit::Leaf(l) = x {
                         rows.push(l.listed());
                     }
                     Ok(())
                 })
                 .map_err(|e| st.tree_err(e))?;
+                if !skipped.is_empty() {
+                    unlisted = Some(Unlisted {
+                        pages: skipped.iter().map(|r| r.off).collect(),
+                        missing: count.saturating_sub(rows.len() as u64),
+                        total: *count,
+                    });
+                }
                 for l in rows {
                     add(&st, l);
                 }
             }
         }
-        Ok(out)
+        Ok(Listing {
+            rows: out,
+            unlisted,
+        })
     }
 
     /// Removes the name atomically; its blocks are freed unless a session

@@ -45,6 +45,8 @@ fn verify(h: &Heap, m: &Model) {
     }
     assert!(!h.contains("zz-not-there").unwrap());
     let sums = h.summaries().unwrap();
+    assert!(sums.unlisted.is_none());
+    let sums = sums.rows;
     assert_eq!(sums.len(), m.len());
 }
 

@@ -459,7 +459,7 @@ fn a_damaged_summary_copy_in_the_catalog_is_reported_as_the_listing_shows_it() {
         // The listing calls the same entries damaged (except a copy that
         // decodes: the listing does not read the metas).
         let (h, _) = Heap::open(&p, &opts(0)).unwrap();
-        let listed = h.summaries().unwrap();
+        let listed = h.summaries().unwrap().rows;
         let ints = listed.iter().find(|l| l.name == "ints").unwrap();
         let decoded = rfmalloc::format::meta::decode_summary_ref(ints.summary.as_ref().unwrap());
         assert_eq!(decoded.is_err(), why != "differs", "{why}");

@@ -605,3 +605,69 @@ fn a_page_damaged_in_both_commits_points_to_a_read_only_open() {
     assert!(r.get("object-with-a-long-name-0399").is_ok());
     assert!(r.get("object-with-a-long-name-0123").is_err());
 }
+
+/// One damaged leaf below the root (a read-only open checks the root only):
+/// the listing gives the rows of every other leaf and says which page it
+/// skipped and how many objects that hides; lookups in intact leaves work,
+/// the check still reports the page. Before: the whole listing failed.
+#[test]
+fn a_damaged_leaf_hides_only_its_own_rows_from_a_listing() {
+    let d = TempDir::new("ls8");
+    let p = d.file("h.bin");
+    let all: Vec<String> = (1..=300).map(|i| format!("obj{i:04}")).collect();
+    {
+        let h = open(&p, 1 << 20);
+        for n in &all {
+            put_bytes(&h, n, 8, 1);
+        }
+    }
+    let mut b = std::fs::read(&p).unwrap();
+    let (_, slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
+    let root = slot.catalog_off as usize;
+    let page = tree::PAGE_SIZE;
+    // The root is a branch (kind 2); its second record (the first is 32
+    // bytes: key length 0) points to the second leaf, at record +8.
+    assert_eq!(b[root + 8], 2, "the catalog has more than one leaf");
+    let at = root + 32 + 32 + 8;
+    let leaf = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let hidden: Vec<String> = tree::debug_leaf_entries(&b[leaf..leaf + page])
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(!hidden.is_empty() && hidden.len() < all.len());
+    b[leaf + 100] ^= 0x01;
+    std::fs::write(&p, &b).unwrap();
+
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    let l = h.summaries().unwrap();
+    let listed: Vec<&str> = l.rows.iter().map(|r| r.name.as_str()).collect();
+    let expect: Vec<&str> = all
+        .iter()
+        .filter(|n| !hidden.contains(n))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(listed, expect);
+    let u = l.unlisted.expect("the damaged page is reported");
+    assert_eq!(u.pages, [leaf as u64]);
+    assert_eq!(u.missing, hidden.len() as u64);
+    assert_eq!(u.total, 300);
+    let msg = u.message();
+    assert!(msg.contains(&leaf.to_string()), "{msg}");
+    assert!(
+        msg.contains(&format!("{} of the 300 objects", hidden.len())),
+        "{msg}"
+    );
+    // Lookups: intact leaves read, the damaged one is Corrupt.
+    assert!(h.contains(expect[0]).unwrap());
+    assert!(h.get(expect[expect.len() - 1]).is_ok());
+    assert!(matches!(h.get(&hidden[0]), Err(Error::Corrupt { .. })));
+    // The check reports the page, as before.
+    let problems = h.check();
+    assert!(
+        problems
+            .iter()
+            .any(|q| q.problem.contains(&leaf.to_string())),
+        "{problems:?}"
+    );
+}

@@ -856,14 +856,48 @@ pub fn walk<S: Store + ?Sized>(
     root: Option<PageRef>,
     f: &mut dyn FnMut(Visit<'_>) -> R<()>,
 ) -> R<()> {
+    walk_pages(s, root, None, f)
+}
+
+/// [`walk`], except that a page below the root that is *damaged* (out of
+/// the file or failing the checksum its parent holds) is skipped with
+/// everything under it: what a listing of a lazily opened heap reads. The
+/// skipped pages are returned, in key order; an invalid page (checksum
+/// right, structure wrong) is still an error, and so is a damaged root.
+pub fn walk_readable<S: Store + ?Sized>(
+    s: &S,
+    root: Option<PageRef>,
+    f: &mut dyn FnMut(Visit<'_>) -> R<()>,
+) -> R<Vec<PageRef>> {
+    let mut skipped = Vec::new();
+    walk_pages(s, root, Some(&mut skipped), f)?;
+    Ok(skipped)
+}
+
+fn walk_pages<S: Store + ?Sized>(
+    s: &S,
+    root: Option<PageRef>,
+    mut skipped: Option<&mut Vec<PageRef>>,
+    f: &mut dyn FnMut(Visit<'_>) -> R<()>,
+) -> R<()> {
     fn go<S: Store + ?Sized>(
         s: &S,
         r: &PageRef,
         level: Option<u8>,
         kb: Bounds<'_>,
+        skipped: &mut Option<&mut Vec<PageRef>>,
         f: &mut dyn FnMut(Visit<'_>) -> R<()>,
     ) -> R<()> {
-        let p = read_page(s, r, level, kb)?;
+        let p = match read_page(s, r, level, kb) {
+            Ok(p) => p,
+            Err(TreeError::Damaged(_)) if level.is_some() && skipped.is_some() => {
+                if let Some(v) = skipped.as_deref_mut() {
+                    v.push(*r);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         f(Visit::Page(*r))?;
         for i in 0..p.recs.len() {
             if p.leaf {
@@ -875,14 +909,21 @@ pub fn walk<S: Store + ?Sized>(
                 } else {
                     kb.hi
                 };
-                go(s, &p.child(i), Some(p.level - 1), Bounds { lo, hi }, f)?;
+                go(
+                    s,
+                    &p.child(i),
+                    Some(p.level - 1),
+                    Bounds { lo, hi },
+                    skipped,
+                    f,
+                )?;
             }
         }
         Ok(())
     }
     match root {
         None => Ok(()),
-        Some(r) => go(s, &r, None, UNBOUNDED, f),
+        Some(r) => go(s, &r, None, UNBOUNDED, &mut skipped, f),
     }
 }
 

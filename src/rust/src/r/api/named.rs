@@ -172,11 +172,15 @@ fn fmalloc_named_get(heap: Sexp, name: &str) -> savvy::Result<Sexp> {
 /// name, type, class, length, dim (from the summary each catalog entry
 /// keeps: no meta is decoded; NA for a summary that cannot be read), bytes
 /// (data bytes of all blocks), created, modified (seconds since the epoch),
-/// status (`r::named::listing`).
+/// status (`r::named::listing`). When damaged catalog pages were skipped,
+/// the list has attribute `damaged`: what they hide (`heap::Unlisted`),
+/// which `fmalloc_ls()` gives as a warning.
 /// @noRd
 #[savvy]
 fn fmalloc_named_list(heap: &FmallocHeap) -> savvy::Result<Sexp> {
-    ls_columns(&heap.heap()?.summaries()?)
+    let l = heap.heap()?.summaries()?;
+    let damaged = l.unlisted.as_ref().map(|u| u.message());
+    ls_columns(&l.rows, damaged.as_deref())
 }
 
 /// @noRd

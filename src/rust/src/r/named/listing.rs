@@ -43,8 +43,9 @@ impl Numbers {
 /// length and bytes integer or double (`Numbers`); created and modified
 /// double seconds since the epoch. A damaged entry (its summary cannot be
 /// read) has NA type, class, length, dim and bytes, and status
-/// "damaged: why".
-pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
+/// "damaged: why". `damaged`, if given, becomes the list's attribute of
+/// that name (a one-string character vector).
+pub(crate) fn ls_columns(entries: &[Listed], damaged: Option<&str>) -> savvy::Result<Sexp> {
     // The one decoding (`meta::decode_summary_ref`) owns what a damaged
     // summary is: `fmalloc_check()` reports the same entries. It refuses a
     // NUL byte (Rf_mkCharLenCE would raise an R error on one; names never
@@ -120,6 +121,13 @@ pub(crate) fn ls_columns(entries: &[Listed]) -> savvy::Result<Sexp> {
             SET_VECTOR_ELT(out, 6, real_column(&created));
             SET_VECTOR_ELT(out, 7, real_column(&modified));
             SET_VECTOR_ELT(out, 8, text_column(&status));
+            if let Some(d) = damaged {
+                Rf_setAttrib(
+                    out,
+                    Rf_install(c"damaged".as_ptr()),
+                    text_column(&[Some(d)]),
+                );
+            }
             Rf_unprotect(1);
             out
         })?
