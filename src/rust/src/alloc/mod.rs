@@ -103,6 +103,20 @@
 //! a block carved from fresh space costs no page touch, and a recycled
 //! block (below `fresh`) is zeroed on reuse.
 //!
+//! # The catalog region
+//!
+//! `set_catalog_region(end)` keeps the payload offsets below `end` (the
+//! first bytes of the heap, next to the file header) for the catalog's
+//! blocks: `malloc_catalog` takes the lowest-addressed free block there
+//! that fits (a walk over the block headers, bounded by the region), and
+//! falls back to `malloc_dirty` when none does; `malloc_dirty` leaves the
+//! region alone as long as a free block outside it fits (a free block that
+//! reaches past `end` is split there), and blocks freed in the region are
+//! merged at once, never cached. So a reader that faults in the header
+//! page finds the catalog in the same read-around (see `place.rs`). It is
+//! a placement preference only: nothing of it is stored, every block may
+//! lie anywhere, and a heap whose region is already taken works as before.
+//!
 //! Everything read from memory is untrusted: spans are checked against the
 //! arena before they are followed, list links must be block positions inside
 //! an arena, and a block taken from a list must be a free block of that
@@ -113,6 +127,7 @@
 
 mod check;
 mod class;
+mod place;
 mod rebuild;
 mod vec_mem;
 
@@ -273,6 +288,9 @@ pub struct Allocator {
     /// Whether an operation ran since `clear_changed` (it may have written
     /// headers a rebuild would write otherwise: see `changed`).
     changed: bool,
+    /// Payload offsets below this are the catalog region (0: none); see
+    /// "The catalog region".
+    low_end: u64,
 }
 
 /// Span of a block with capacity for `size` bytes, `None` if too large.
@@ -318,6 +336,7 @@ impl Allocator {
             key: key | 1,
             poisoned: None,
             changed: true,
+            low_end: 0,
         }
     }
 
@@ -357,6 +376,17 @@ impl Allocator {
     /// returns `(p, dirty)` where the payload bytes `[p + dirty, p + cap)`
     /// read as zeros (`cap` = `usable_size`); see "Fresh space".
     pub fn malloc_dirty<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<(u64, u64)> {
+        self.malloc_any(mem, size, true)
+    }
+
+    /// `malloc_dirty`; `avoid_low`: keep out of the catalog region while a
+    /// free block elsewhere fits.
+    fn malloc_any<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        size: u64,
+        avoid_low: bool,
+    ) -> Option<(u64, u64)> {
         self.changed = true;
         if self.poisoned.is_some() {
             return None;
@@ -382,7 +412,10 @@ impl Allocator {
             }
             fit => fit,
         };
-        let (f, s, p) = fit?;
+        let (mut f, mut s, mut p) = fit?;
+        if avoid_low && p < self.low_end {
+            (f, s, p) = self.fit_outside_low(mem, span, (f, s, p));
+        }
         let bspan = match self.free_block_span(mem, p) {
             Some(b) if b >= span && class_of(b / ALIGN) == (f, s) => b,
             _ => {
@@ -393,29 +426,57 @@ impl Allocator {
         if self.unlink(mem, p, f, s).is_err() {
             return None;
         }
-        let rest = bspan - span;
+        // A block reaching past the catalog region is split at its end:
+        // the part in the region stays free.
+        let front = if avoid_low && p < self.low_end {
+            self.low_front(p, bspan, span)
+        } else {
+            0
+        };
+        let p = self.carve(mem, p, bspan, span, front);
+        debug_assert!(p.is_multiple_of(ALIGN) && span - HEADER >= size);
+        let dirty = self.hand_out(mem, p, span, bspan - front == span);
+        self.after_op(mem);
+        Some((p, dirty))
+    }
+
+    /// Makes a used block of span `span` out of the free block `p` of span
+    /// `bspan` (already out of its list): at `p + front` (`front`: 0, or a
+    /// multiple of `ALIGN` of at least `MIN_SPAN` that stays a free block);
+    /// the tail after it stays free. Returns the new block's payload offset.
+    /// (No `hand_out`, no `after_op`: the caller's.)
+    #[inline]
+    fn carve<M: Mem>(&mut self, mem: &mut M, p: u64, bspan: u64, span: u64, front: u64) -> u64 {
+        debug_assert!(front == 0 || (front >= MIN_SPAN && front.is_multiple_of(ALIGN)));
+        debug_assert!(front + span <= bspan);
+        if front > 0 {
+            write_free(mem, p, front);
+            self.insert(mem, p, front);
+            self.stats.free_blocks += 1;
+        }
+        let b = p + front;
+        let rest = bspan - front - span;
         if rest > 0 {
             // Split: the tail stays free; the block after it keeps PREV_FREE.
-            let r = p + span;
+            let r = b + span;
             write_free(mem, r, rest);
             self.insert(mem, r, rest);
             self.stats.free_bytes -= span;
         } else {
-            let n = p + bspan;
+            let n = b + span;
             let w = mem.load(span_at(n));
             mem.store(span_at(n), w & !PREV_FREE);
             self.stats.free_bytes -= span;
             self.stats.free_blocks -= 1;
         }
-        // The block before a free block is never free: no PREV_FREE here.
-        mem.store(span_at(p), span);
-        mem.store(tag_at(p), self.tag(p, span));
+        // The block before a free block is never free: PREV_FREE only after
+        // a front part.
+        let prev = if front > 0 { PREV_FREE } else { 0 };
+        mem.store(span_at(b), span | prev);
+        mem.store(tag_at(b), self.tag(b, span));
         self.stats.used_bytes += span;
         self.stats.used_blocks += 1;
-        debug_assert!(p % ALIGN == 0 && span - HEADER >= size);
-        let dirty = self.hand_out(mem, p, span, rest == 0);
-        self.after_op(mem);
-        Some((p, dirty))
+        b
     }
 
     /// Moves `fresh` past the block `(p, span)` being handed out and the
@@ -479,7 +540,9 @@ impl Allocator {
         let (arena, word) = self.live_block(mem, off)?;
         let span = word & SPAN_MASK;
         let units = (span / ALIGN) as usize;
-        if units <= CACHE_UNITS {
+        // Blocks of the catalog region merge at once: the cache would hand
+        // them to any malloc of their span.
+        if units <= CACHE_UNITS && off >= self.low_end {
             let mut word = word;
             if self.cached >= CACHE_MAX {
                 self.flush_cache(mem)?;
