@@ -852,7 +852,7 @@ impl Shared {
                 let _ = map.reserve(off, cap);
             }
             let mut alloc = Allocator::with_key(tag_key(&v.header.heap_id));
-            alloc.set_catalog_region(CATALOG_REGION_END);
+            alloc.set_catalog_region(&map, CATALOG_REGION_END);
             let layout = v
                 .layout
                 .take()
@@ -994,7 +994,7 @@ impl Shared {
         }
         let mut map = Mapping::open_rw(rw, size).map_err(|e| Error::io(path, "map", e))?;
         let mut alloc = Allocator::with_key(tag_key(&header.heap_id));
-        alloc.set_catalog_region(CATALOG_REGION_END);
+        alloc.set_catalog_region(&map, CATALOG_REGION_END);
         alloc
             .try_add_arena(&mut map, HEADER_SIZE, size)
             .map_err(Error::Invalid)?;

@@ -96,7 +96,7 @@ impl World {
         // property holds either way).
         if w.rng.chance(50) {
             let end = ALIGN * w.rng.below(w.room / ALIGN + 64);
-            w.alloc.set_catalog_region(end);
+            w.alloc.set_catalog_region(&w.mem, end);
         }
         w
     }
@@ -372,7 +372,7 @@ impl World {
                 .collect();
             fresh.add_arena_with_live(&mut self.mem, s, e, &live)?;
         }
-        fresh.set_catalog_region(self.alloc.catalog_region());
+        fresh.set_catalog_region(&self.mem, self.alloc.catalog_region());
         self.alloc = fresh;
         // A block's span is always exactly that of its last requested size,
         // so sizes and capacities rebuild the same layout.

@@ -107,15 +107,17 @@
 //!
 //! `set_catalog_region(end)` keeps the payload offsets below `end` (the
 //! first bytes of the heap, next to the file header) for the catalog's
-//! blocks: `malloc_catalog` takes the lowest-addressed free block there
-//! that fits (a walk over the block headers, bounded by the region), and
-//! falls back to `malloc_dirty` when none does; `malloc_dirty` leaves the
+//! blocks: `malloc_catalog` takes a cached block of the region of its span,
+//! else the lowest-addressed free block there that fits (`low_free`: the
+//! region's free blocks by address), and falls back to `malloc_dirty` when
+//! none does; `malloc_dirty` of a large block (64 KiB or more) leaves the
 //! region alone as long as a free block outside it fits (a free block that
-//! reaches past `end` is split there), and blocks freed in the region are
-//! merged at once, never cached. So a reader that faults in the header
-//! page finds the catalog in the same read-around (see `place.rs`). It is
-//! a placement preference only: nothing of it is stored, every block may
-//! lie anywhere, and a heap whose region is already taken works as before.
+//! reaches past `end` is split there), and small blocks freed in the region go to a cache of their own
+//! (`low_cache`) that only `malloc_catalog` takes from. So a reader that
+//! faults in the header page finds the catalog in the same read-around
+//! (see `place.rs`). It is a placement preference only: nothing of it is
+//! stored, every block may lie anywhere, and a heap whose region is already
+//! taken works as before.
 //!
 //! Everything read from memory is untrusted: spans are checked against the
 //! arena before they are followed, list links must be block positions inside
@@ -135,6 +137,8 @@ mod vec_mem;
 mod tests;
 
 pub use rebuild::Layout;
+
+use std::collections::BTreeSet;
 pub use vec_mem::VecMem;
 
 use class::{class_at_least, class_of, FL_COUNT, SL_COUNT};
@@ -291,6 +295,12 @@ pub struct Allocator {
     /// Payload offsets below this are the catalog region (0: none); see
     /// "The catalog region".
     low_end: u64,
+    /// The free blocks (listed or pending) whose payload lies in the
+    /// catalog region, by address.
+    low_free: BTreeSet<u64>,
+    /// Cached blocks (payload offset, span) in the catalog region: kept
+    /// apart from `cache`, for `malloc_catalog` only (counted in `cached`).
+    low_cache: Vec<(u64, u64)>,
 }
 
 /// Span of a block with capacity for `size` bytes, `None` if too large.
@@ -337,6 +347,8 @@ impl Allocator {
             poisoned: None,
             changed: true,
             low_end: 0,
+            low_free: BTreeSet::new(),
+            low_cache: Vec::new(),
         }
     }
 
@@ -379,8 +391,9 @@ impl Allocator {
         self.malloc_any(mem, size, true)
     }
 
-    /// `malloc_dirty`; `avoid_low`: keep out of the catalog region while a
-    /// free block elsewhere fits.
+    /// `malloc_dirty`; `avoid_low`: a block of at least `place::AVOID_MIN`
+    /// bytes keeps out of the catalog region while a free block elsewhere
+    /// fits.
     fn malloc_any<M: Mem>(
         &mut self,
         mem: &mut M,
@@ -413,6 +426,7 @@ impl Allocator {
             fit => fit,
         };
         let (mut f, mut s, mut p) = fit?;
+        let avoid_low = avoid_low && span >= place::AVOID_MIN;
         if avoid_low && p < self.low_end {
             (f, s, p) = self.fit_outside_low(mem, span, (f, s, p));
         }
@@ -540,9 +554,7 @@ impl Allocator {
         let (arena, word) = self.live_block(mem, off)?;
         let span = word & SPAN_MASK;
         let units = (span / ALIGN) as usize;
-        // Blocks of the catalog region merge at once: the cache would hand
-        // them to any malloc of their span.
-        if units <= CACHE_UNITS && off >= self.low_end {
+        if units <= CACHE_UNITS {
             let mut word = word;
             if self.cached >= CACHE_MAX {
                 self.flush_cache(mem)?;
@@ -550,7 +562,12 @@ impl Allocator {
                 word = mem.load(span_at(off));
             }
             mem.store(span_at(off), word | CACHED);
-            self.cache[units].push(off);
+            if off < self.low_end {
+                // Only a catalog block takes it again.
+                self.low_cache.push((off, span));
+            } else {
+                self.cache[units].push(off);
+            }
             self.cached += 1;
             self.last_merged = None;
             self.stats.used_bytes -= span;
@@ -624,6 +641,9 @@ impl Allocator {
                 self.list_pending(mem).ok_or("corrupt pending free block")?;
             }
             self.pending = b;
+            if b < self.low_end {
+                self.low_free.insert(b);
+            }
         }
         self.stats.used_bytes -= span;
         self.stats.used_blocks -= 1;
@@ -951,6 +971,7 @@ impl Allocator {
         for (u, bin) in self.cache.iter_mut().enumerate() {
             all.extend(bin.drain(..).map(|p| (p, u as u64 * ALIGN)));
         }
+        all.append(&mut self.low_cache);
         self.cached = 0;
         all.sort_unstable();
         // Touch the headers after the blocks first: independent loads the
@@ -987,6 +1008,9 @@ impl Allocator {
     fn take_free<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) -> Result<(), String> {
         if p == self.pending {
             self.pending = 0;
+            if p < self.low_end {
+                self.low_free.remove(&p);
+            }
             return Ok(());
         }
         let (f, s) = class_of(span / ALIGN);
@@ -1021,6 +1045,9 @@ impl Allocator {
         self.heads[f][s] = p;
         self.fl_bitmap |= 1 << f;
         self.sl_bitmap[f] |= 1 << s;
+        if p < self.low_end {
+            self.low_free.insert(p);
+        }
     }
 
     /// Removes the free block `p` from list `(f, s)`, validating its links.
@@ -1053,6 +1080,9 @@ impl Allocator {
         }
         if next != 0 {
             mem.store(prev_at(next), prev);
+        }
+        if p < self.low_end {
+            self.low_free.remove(&p);
         }
         Ok(())
     }

@@ -456,7 +456,7 @@ fn setup_region(bytes: u64, end: u64) -> (Allocator, VecMem) {
     let mut mem = VecMem::new(bytes);
     let mut a = Allocator::new();
     a.try_add_arena(&mut mem, 4096, bytes).unwrap();
-    a.set_catalog_region(end);
+    a.set_catalog_region(&mem, end);
     (a, mem)
 }
 
@@ -470,19 +470,22 @@ fn catalog_blocks_go_to_the_region_and_data_past_it() {
     let (d, dirty) = a.malloc_dirty(&mut mem, 500_000).unwrap();
     assert_eq!(d, REGION);
     assert_eq!(dirty, 0, "fresh space past the region reads as zeros");
-    let small = a.malloc(&mut mem, 100).unwrap();
-    assert!(small >= REGION, "small data also keeps out: {small}");
+    let d2 = a.malloc(&mut mem, 1 << 16).unwrap();
+    assert!(d2 > d, "large blocks keep out: {d2}");
     let (c1, _) = a.malloc_catalog(&mut mem, PAGE).unwrap();
     let (c2, _) = a.malloc_catalog(&mut mem, 200).unwrap();
     assert_eq!(c1, 4096 + ALIGN, "lowest address first");
     assert!(c2 > c1 && c2 < REGION, "{c2}");
+    // Small blocks go where the free lists say, the region included.
+    let small = a.malloc(&mut mem, 100).unwrap();
+    assert!(small < REGION, "{small}");
     a.check_invariants(&mem).unwrap();
-    // A freed catalog block is merged (not cached) and taken again by the
-    // next catalog block, never by data of its span.
+    // A freed catalog block of the region is cached for the next catalog
+    // block of its span, never handed to data of that span.
     a.free(&mut mem, c1).unwrap();
     a.check_invariants(&mem).unwrap();
-    let d2 = a.malloc(&mut mem, PAGE).unwrap();
-    assert!(d2 >= REGION, "{d2}");
+    let d3 = a.malloc(&mut mem, PAGE).unwrap();
+    assert_ne!(d3, c1);
     assert_eq!(a.malloc_catalog(&mut mem, PAGE).unwrap().0, c1);
     a.check_invariants(&mem).unwrap();
 }
@@ -490,7 +493,7 @@ fn catalog_blocks_go_to_the_region_and_data_past_it() {
 #[test]
 fn a_full_region_falls_back_to_anywhere() {
     let (mut a, mut mem) = setup_region(1 << 20, REGION);
-    let d = a.malloc(&mut mem, 10_000).unwrap();
+    let d = a.malloc(&mut mem, 100_000).unwrap();
     assert_eq!(d, REGION);
     let mut pages = Vec::new();
     loop {
@@ -506,11 +509,25 @@ fn a_full_region_falls_back_to_anywhere() {
     assert!(pages[..22].windows(2).all(|w| w[1] == w[0] + PAGE + ALIGN));
     assert!(*pages.last().unwrap() > d);
     a.check_invariants(&mem).unwrap();
-    // Room made in the region is used again first, lowest address first.
+    // Room made in the region is used again first: freed pages are cached
+    // for catalog blocks of their span (data of that span keeps out) ...
     a.free(&mut mem, pages[7]).unwrap();
     a.free(&mut mem, pages[3]).unwrap();
-    assert_eq!(a.malloc_catalog(&mut mem, PAGE).unwrap().0, pages[3]);
-    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, pages[7]);
+    a.check_invariants(&mem).unwrap();
+    assert!(a.malloc(&mut mem, PAGE).unwrap() > d);
+    let mut again = [
+        a.malloc_catalog(&mut mem, PAGE).unwrap().0,
+        a.malloc_catalog(&mut mem, PAGE).unwrap().0,
+    ];
+    again.sort_unstable();
+    assert_eq!(again, [pages[3], pages[7]]);
+    // ... and once merged, free space is taken lowest address first.
+    a.free(&mut mem, pages[7]).unwrap();
+    a.free(&mut mem, pages[3]).unwrap();
+    a.flush_cache(&mut mem).unwrap();
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, pages[3]);
+    assert_eq!(a.malloc_catalog(&mut mem, PAGE).unwrap().0, pages[7]);
     a.check_invariants(&mem).unwrap();
 }
 
@@ -527,10 +544,10 @@ fn data_uses_the_region_only_when_nothing_else_fits() {
     a.check_invariants(&mem).unwrap();
     // Outside space too small for a request: the region is used rather
     // than none (the heap would grow otherwise).
-    let (mut a, mut mem) = setup_region(REGION + 8192, REGION);
-    let p = a.malloc(&mut mem, 20_000).unwrap();
-    assert!(p < REGION, "{p}");
-    let q = a.malloc(&mut mem, 4000).unwrap();
+    let (mut a, mut mem) = setup_region(REGION + 80 * 1024, REGION);
+    let p = a.malloc(&mut mem, 100_000).unwrap();
+    assert_eq!(p, 4096 + ALIGN);
+    let q = a.malloc(&mut mem, 70_000).unwrap();
     assert!(q >= REGION, "{q}");
     a.check_invariants(&mem).unwrap();
 }
@@ -551,12 +568,12 @@ fn the_region_survives_a_rebuild() {
     let mut b = Allocator::with_key(a.key());
     b.add_arena_with_live(&mut mem, 4096, 1 << 20, &live)
         .unwrap();
-    b.set_catalog_region(REGION);
+    b.set_catalog_region(&mem, REGION);
     b.check_invariants(&mem).unwrap();
     assert_eq!(b.malloc_catalog(&mut mem, PAGE).unwrap().0, c[0]);
     assert_eq!(b.malloc_catalog(&mut mem, 100).unwrap().0, c[2]);
-    // Data keeps out of the gap left after c[3] in the region.
-    let e = b.malloc(&mut mem, 1000).unwrap();
+    // A large block keeps out of the gap left after c[3] in the region.
+    let e = b.malloc(&mut mem, 70_000).unwrap();
     assert!(e >= REGION, "{e}");
     b.check_invariants(&mem).unwrap();
     // A heap whose region is taken by an old data block (written before
@@ -570,18 +587,48 @@ fn the_region_survives_a_rebuild() {
     let mut b = Allocator::with_key(old.key());
     b.add_arena_with_live(&mut mem, 4096, 1 << 20, &[(big, cap)])
         .unwrap();
-    b.set_catalog_region(REGION);
+    b.set_catalog_region(&mem, REGION);
     let c = b.malloc_catalog(&mut mem, PAGE).unwrap().0;
     assert!(c > big + cap, "{c}");
     b.check_invariants(&mem).unwrap();
 }
 
 #[test]
-fn region_walk_stops_at_a_corrupt_header() {
+fn a_corrupt_free_block_of_the_region_poisons() {
     let (mut a, mut mem) = setup_region(1 << 20, REGION);
     let c = a.malloc_catalog(&mut mem, 100).unwrap().0;
-    a.malloc(&mut mem, 1000).unwrap();
-    mem.store(c - HEADER, 8); // span 0 with a flag: the walk cannot go on
+    a.malloc_catalog(&mut mem, 100).unwrap();
+    a.free(&mut mem, c).unwrap();
+    a.flush_cache(&mut mem).unwrap();
+    a.check_invariants(&mem).unwrap();
+    mem.store(c - HEADER, 8); // no longer a free block's header
     assert_eq!(a.malloc_catalog(&mut mem, 100), None);
     assert!(a.corruption().is_some());
+    // A corrupt header met by the walk of `set_catalog_region` too.
+    let (mut a, mut mem) = setup_region(1 << 20, 0);
+    let c = a.malloc(&mut mem, 100).unwrap();
+    a.malloc(&mut mem, 100).unwrap();
+    mem.store(c - HEADER, 8);
+    a.set_catalog_region(&mem, REGION);
+    assert!(a.corruption().is_some());
+}
+
+#[test]
+fn setting_the_region_late_finds_its_free_and_cached_blocks() {
+    let (mut a, mut mem) = setup_region(1 << 20, 0);
+    let ps: Vec<u64> = (0..6).map(|_| a.malloc(&mut mem, 100).unwrap()).collect();
+    a.free(&mut mem, ps[1]).unwrap(); // cached
+    a.free(&mut mem, ps[3]).unwrap(); // cached
+    a.flush_cache(&mut mem).unwrap();
+    a.free(&mut mem, ps[4]).unwrap(); // cached, merged with nothing
+    a.set_catalog_region(&mem, REGION);
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, ps[4]);
+    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, ps[1]);
+    assert!(a.malloc(&mut mem, 100_000).unwrap() >= REGION);
+    // Turned off: everything is ordinary again.
+    a.set_catalog_region(&mem, 0);
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.malloc(&mut mem, 100).unwrap(), ps[3]);
+    a.check_invariants(&mem).unwrap();
 }
