@@ -112,10 +112,10 @@
 //! region's free blocks by address), and falls back to `malloc_dirty` when
 //! none does; `malloc_dirty` of a large block (64 KiB or more) leaves the
 //! region alone as long as a free block outside it fits (a free block that
-//! reaches past `end` is split there), and small blocks freed in the region go to a cache of their own
-//! (`low_cache`) that only `malloc_catalog` takes from. So a reader that
-//! faults in the header page finds the catalog in the same read-around
-//! (see `place.rs`). It is a placement preference only: nothing of it is
+//! reaches past `end` is split there), and small blocks freed in the
+//! region go to a cache of their own (`low_cache`) that only
+//! `malloc_catalog` takes from. So a reader that faults in the header page
+//! finds the catalog in the same read-around (see `place.rs`). It is a placement preference only: nothing of it is
 //! stored, every block may lie anywhere, and a heap whose region is already
 //! taken works as before.
 //!

@@ -6,7 +6,8 @@
 //! mmap read-around, `read_ahead_kb`, 128 KiB by default, from the start of
 //! the file for the header page). Catalog blocks placed after a large data
 //! block, at the far end of the file, cost a second disk read; placed next
-//! to the header they come with the first one.
+//! to the header they come with the first one (and a read-only open asks
+//! for the first 128 KiB at once: `WILLNEED_BYTES` in `heap.rs`).
 //!
 //! The rule, with `end` the region's end:
 //! - `malloc_catalog` (catalog pages, metas, block lists): a block of its
