@@ -1,7 +1,8 @@
 # Benchmark: the catalog at scale (issue 8), against a directory of .rds files.
 #
 #   Rscript bench/catalog.R [sizes] [reps] [dir]
-#     sizes: comma-separated numbers of objects (default 10,1000,10000,100000)
+#     sizes: comma-separated numbers of objects (default 10,1000,10000,100000);
+#            "cold": only the cold reopen at the end (reps runs of it, default 7)
 #     reps:  repetitions per timed operation (default 15); medians are shown
 #     dir:   where the files go (default tempdir())
 #
@@ -28,8 +29,9 @@
 suppressPackageStartupMessages(library(Rfmalloc))
 
 args <- commandArgs(trailingOnly = TRUE)
-sizes <- if (length(args) >= 1) as.numeric(strsplit(args[[1]], ",")[[1]]) else c(10, 1000, 10000, 1e5)
-reps <- if (length(args) >= 2) as.integer(args[[2]]) else 15L
+cold_only <- length(args) >= 1 && identical(args[[1]], "cold")
+sizes <- if (cold_only) numeric(0) else if (length(args) >= 1) as.numeric(strsplit(args[[1]], ",")[[1]]) else c(10, 1000, 10000, 1e5)
+reps <- if (length(args) >= 2) as.integer(args[[2]]) else if (cold_only) 7L else 15L
 dir <- if (length(args) >= 3) args[[3]] else tempdir()
 
 # Sys.time() has microsecond resolution (proc.time() only milliseconds).
@@ -145,8 +147,10 @@ for (n in sizes) {
 tab <- as.data.frame(do.call(rbind, rows), stringsAsFactors = FALSE)
 cat(sprintf("\n%s, R %s, %d reps (medians; ms, build in s, size in MiB)\n\n",
             format(Sys.time(), "%Y-%m-%d %H:%M UTC", tz = "UTC"), getRversion(), reps))
+if (length(sizes)) {
 cat("| n | store | save1 | rm | ls | exists | open+get | rw open | build (s) | size (MiB) |\n")
 cat("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+}
 for (i in seq_len(nrow(tab))) {
   r <- tab[i, ]
   f <- function(v) if (is.na(v) || v == "NA") "–" else v
@@ -180,6 +184,11 @@ if (has_ff) {
   saveRDS(x, ffrds)
   rm(x)
 }
+# Every file each open reads starts cold: the heap file (header, catalog and
+# data are all inside it), and for ff both its data file and the .rds file
+# that readRDS() reads to rebuild the ff object (ff's catalog, kept beside
+# its data).
+cold_files <- c(big, fff, if (has_ff) ffrds)
 drop_caches <- function(files) {
   # Evict the files' pages (POSIX_FADV_DONTNEED through dd), so that each
   # run starts cold; falls back to warm when dd cannot.
@@ -217,15 +226,16 @@ cold <- function(which) {
   }, args = list(which = which, big = big, fff = fff), libpath = .libPaths())
 }
 res <- list()
-for (k in seq_len(7)) {
-  drop_caches(c(big, fff))
+n_cold <- if (cold_only) reps else 7L
+for (k in seq_len(n_cold)) {
+  drop_caches(cold_files)
   res$rfmalloc <- rbind(res$rfmalloc, cold("rfmalloc"))
   if (has_ff) {
-    drop_caches(c(big, fff))
+    drop_caches(cold_files)
     res$ff <- rbind(res$ff, cold("ff"))
   }
 }
-cat("\nCold reopen of a 1e8-double vector in a new process (ms, medians of 7):\n")
+cat(sprintf("\nCold reopen of a 1e8-double vector in a new process (ms, medians of %d):\n", n_cold))
 for (nm in names(res)) {
   m <- apply(res[[nm]], 2, stats::median)
   cat(sprintf("  %-9s library %6.1f  open %6.1f  get %6.1f  first element %6.1f  | total %6.1f, after library %6.1f\n",

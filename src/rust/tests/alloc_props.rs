@@ -52,6 +52,8 @@ struct Counts {
     rebuild: u64,
     bogus: u64,
     arenas: u64,
+    /// Of `malloc`: `malloc_catalog` calls (a catalog region set).
+    catalog: u64,
     /// Bytes handed out as fresh (known zeros, not written).
     fresh_bytes: u64,
 }
@@ -66,6 +68,7 @@ impl Counts {
         self.rebuild += o.rebuild;
         self.bogus += o.bogus;
         self.arenas += o.arenas;
+        self.catalog += o.catalog;
         self.fresh_bytes += o.fresh_bytes;
     }
 }
@@ -88,6 +91,12 @@ impl World {
         let n = 1 + w.rng.below(2);
         for _ in 0..n {
             w.add_arena();
+        }
+        // Half the sequences keep a catalog region (placement only: every
+        // property holds either way).
+        if w.rng.chance(50) {
+            let end = ALIGN * w.rng.below(w.room / ALIGN + 64);
+            w.alloc.set_catalog_region(&w.mem, end);
         }
         w
     }
@@ -209,7 +218,13 @@ impl World {
         match r {
             0..=44 => {
                 let size = self.random_size();
-                match self.alloc.malloc_dirty(&mut self.mem, size) {
+                let got = if self.alloc.catalog_region() > 0 && self.rng.chance(30) {
+                    self.count.catalog += 1;
+                    self.alloc.malloc_catalog(&mut self.mem, size)
+                } else {
+                    self.alloc.malloc_dirty(&mut self.mem, size)
+                };
+                match got {
                     Some((off, dirty)) => {
                         // Past its dirty prefix a new block reads as zeros
                         // (every block handed out is filled with a
@@ -357,6 +372,7 @@ impl World {
                 .collect();
             fresh.add_arena_with_live(&mut self.mem, s, e, &live)?;
         }
+        fresh.set_catalog_region(&self.mem, self.alloc.catalog_region());
         self.alloc = fresh;
         // A block's span is always exactly that of its last requested size,
         // so sizes and capacities rebuild the same layout.

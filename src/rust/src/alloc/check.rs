@@ -161,16 +161,33 @@ impl Allocator {
                 listed.len()
             ));
         }
+        // The catalog region's free blocks, exactly.
+        let mut low: Vec<u64> = free.keys().copied().filter(|&p| p < self.low_end).collect();
+        low.sort_unstable();
+        if !low.iter().eq(self.low_free.iter()) {
+            return Err(format!(
+                "catalog region: free blocks {low:?} but {:?} recorded",
+                self.low_free
+            ));
+        }
         let mut in_cache = 0;
         for (u, bin) in self.cache.iter().enumerate() {
             for &p in bin {
-                if cached.remove(&p) != Some(u as u64 * ALIGN) {
+                if p < self.low_end || cached.remove(&p) != Some(u as u64 * ALIGN) {
                     return Err(format!(
-                        "cache bin {u} holds {p}: not a cached block of its span"
+                        "cache bin {u} holds {p}: not a cached block of its span outside the catalog region"
                     ));
                 }
                 in_cache += 1;
             }
+        }
+        for &(p, span) in &self.low_cache {
+            if p >= self.low_end || cached.remove(&p) != Some(span) {
+                return Err(format!(
+                    "catalog region cache holds {p}: not a cached block of span {span} in the region"
+                ));
+            }
+            in_cache += 1;
         }
         if !cached.is_empty() || in_cache != self.cached {
             return Err(format!(

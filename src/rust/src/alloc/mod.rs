@@ -103,6 +103,22 @@
 //! a block carved from fresh space costs no page touch, and a recycled
 //! block (below `fresh`) is zeroed on reuse.
 //!
+//! # The catalog region
+//!
+//! `set_catalog_region(end)` keeps the payload offsets below `end` (the
+//! first bytes of the heap, next to the file header) for the catalog's
+//! blocks: `malloc_catalog` takes a cached block of the region of its span,
+//! else the lowest-addressed free block there that fits (`low_free`: the
+//! region's free blocks by address), and falls back to `malloc_dirty` when
+//! none does; `malloc_dirty` of a large block (64 KiB or more) leaves the
+//! region alone as long as a free block outside it fits (a free block that
+//! reaches past `end` is split there), and small blocks freed in the
+//! region go to a cache of their own (`low_cache`) that only
+//! `malloc_catalog` takes from. So a reader that faults in the header page
+//! finds the catalog in the same read-around (see `place.rs`). It is a placement preference only: nothing of it is
+//! stored, every block may lie anywhere, and a heap whose region is already
+//! taken works as before.
+//!
 //! Everything read from memory is untrusted: spans are checked against the
 //! arena before they are followed, list links must be block positions inside
 //! an arena, and a block taken from a list must be a free block of that
@@ -113,6 +129,7 @@
 
 mod check;
 mod class;
+mod place;
 mod rebuild;
 mod vec_mem;
 
@@ -120,6 +137,8 @@ mod vec_mem;
 mod tests;
 
 pub use rebuild::Layout;
+
+use std::collections::BTreeSet;
 pub use vec_mem::VecMem;
 
 use class::{class_at_least, class_of, FL_COUNT, SL_COUNT};
@@ -273,6 +292,15 @@ pub struct Allocator {
     /// Whether an operation ran since `clear_changed` (it may have written
     /// headers a rebuild would write otherwise: see `changed`).
     changed: bool,
+    /// Payload offsets below this are the catalog region (0: none); see
+    /// "The catalog region".
+    low_end: u64,
+    /// The free blocks (listed or pending) whose payload lies in the
+    /// catalog region, by address.
+    low_free: BTreeSet<u64>,
+    /// Cached blocks (payload offset, span) in the catalog region: kept
+    /// apart from `cache`, for `malloc_catalog` only (counted in `cached`).
+    low_cache: Vec<(u64, u64)>,
 }
 
 /// Span of a block with capacity for `size` bytes, `None` if too large.
@@ -318,6 +346,9 @@ impl Allocator {
             key: key | 1,
             poisoned: None,
             changed: true,
+            low_end: 0,
+            low_free: BTreeSet::new(),
+            low_cache: Vec::new(),
         }
     }
 
@@ -357,6 +388,18 @@ impl Allocator {
     /// returns `(p, dirty)` where the payload bytes `[p + dirty, p + cap)`
     /// read as zeros (`cap` = `usable_size`); see "Fresh space".
     pub fn malloc_dirty<M: Mem>(&mut self, mem: &mut M, size: u64) -> Option<(u64, u64)> {
+        self.malloc_any(mem, size, true)
+    }
+
+    /// `malloc_dirty`; `avoid_low`: a block of at least `place::AVOID_MIN`
+    /// bytes keeps out of the catalog region while a free block elsewhere
+    /// fits.
+    fn malloc_any<M: Mem>(
+        &mut self,
+        mem: &mut M,
+        size: u64,
+        avoid_low: bool,
+    ) -> Option<(u64, u64)> {
         self.changed = true;
         if self.poisoned.is_some() {
             return None;
@@ -382,7 +425,11 @@ impl Allocator {
             }
             fit => fit,
         };
-        let (f, s, p) = fit?;
+        let (mut f, mut s, mut p) = fit?;
+        let avoid_low = avoid_low && span >= place::AVOID_MIN;
+        if avoid_low && p < self.low_end {
+            (f, s, p) = self.fit_outside_low(mem, span, (f, s, p));
+        }
         let bspan = match self.free_block_span(mem, p) {
             Some(b) if b >= span && class_of(b / ALIGN) == (f, s) => b,
             _ => {
@@ -393,29 +440,57 @@ impl Allocator {
         if self.unlink(mem, p, f, s).is_err() {
             return None;
         }
-        let rest = bspan - span;
+        // A block reaching past the catalog region is split at its end:
+        // the part in the region stays free.
+        let front = if avoid_low && p < self.low_end {
+            self.low_front(p, bspan, span)
+        } else {
+            0
+        };
+        let p = self.carve(mem, p, bspan, span, front);
+        debug_assert!(p.is_multiple_of(ALIGN) && span - HEADER >= size);
+        let dirty = self.hand_out(mem, p, span, bspan - front == span);
+        self.after_op(mem);
+        Some((p, dirty))
+    }
+
+    /// Makes a used block of span `span` out of the free block `p` of span
+    /// `bspan` (already out of its list): at `p + front` (`front`: 0, or a
+    /// multiple of `ALIGN` of at least `MIN_SPAN` that stays a free block);
+    /// the tail after it stays free. Returns the new block's payload offset.
+    /// (No `hand_out`, no `after_op`: the caller's.)
+    #[inline]
+    fn carve<M: Mem>(&mut self, mem: &mut M, p: u64, bspan: u64, span: u64, front: u64) -> u64 {
+        debug_assert!(front == 0 || (front >= MIN_SPAN && front.is_multiple_of(ALIGN)));
+        debug_assert!(front + span <= bspan);
+        if front > 0 {
+            write_free(mem, p, front);
+            self.insert(mem, p, front);
+            self.stats.free_blocks += 1;
+        }
+        let b = p + front;
+        let rest = bspan - front - span;
         if rest > 0 {
             // Split: the tail stays free; the block after it keeps PREV_FREE.
-            let r = p + span;
+            let r = b + span;
             write_free(mem, r, rest);
             self.insert(mem, r, rest);
             self.stats.free_bytes -= span;
         } else {
-            let n = p + bspan;
+            let n = b + span;
             let w = mem.load(span_at(n));
             mem.store(span_at(n), w & !PREV_FREE);
             self.stats.free_bytes -= span;
             self.stats.free_blocks -= 1;
         }
-        // The block before a free block is never free: no PREV_FREE here.
-        mem.store(span_at(p), span);
-        mem.store(tag_at(p), self.tag(p, span));
+        // The block before a free block is never free: PREV_FREE only after
+        // a front part.
+        let prev = if front > 0 { PREV_FREE } else { 0 };
+        mem.store(span_at(b), span | prev);
+        mem.store(tag_at(b), self.tag(b, span));
         self.stats.used_bytes += span;
         self.stats.used_blocks += 1;
-        debug_assert!(p % ALIGN == 0 && span - HEADER >= size);
-        let dirty = self.hand_out(mem, p, span, rest == 0);
-        self.after_op(mem);
-        Some((p, dirty))
+        b
     }
 
     /// Moves `fresh` past the block `(p, span)` being handed out and the
@@ -487,7 +562,12 @@ impl Allocator {
                 word = mem.load(span_at(off));
             }
             mem.store(span_at(off), word | CACHED);
-            self.cache[units].push(off);
+            if off < self.low_end {
+                // Only a catalog block takes it again.
+                self.low_cache.push((off, span));
+            } else {
+                self.cache[units].push(off);
+            }
             self.cached += 1;
             self.last_merged = None;
             self.stats.used_bytes -= span;
@@ -561,6 +641,9 @@ impl Allocator {
                 self.list_pending(mem).ok_or("corrupt pending free block")?;
             }
             self.pending = b;
+            if b < self.low_end {
+                self.low_free.insert(b);
+            }
         }
         self.stats.used_bytes -= span;
         self.stats.used_blocks -= 1;
@@ -888,6 +971,7 @@ impl Allocator {
         for (u, bin) in self.cache.iter_mut().enumerate() {
             all.extend(bin.drain(..).map(|p| (p, u as u64 * ALIGN)));
         }
+        all.append(&mut self.low_cache);
         self.cached = 0;
         all.sort_unstable();
         // Touch the headers after the blocks first: independent loads the
@@ -924,6 +1008,9 @@ impl Allocator {
     fn take_free<M: Mem>(&mut self, mem: &mut M, p: u64, span: u64) -> Result<(), String> {
         if p == self.pending {
             self.pending = 0;
+            if p < self.low_end {
+                self.low_free.remove(&p);
+            }
             return Ok(());
         }
         let (f, s) = class_of(span / ALIGN);
@@ -958,6 +1045,9 @@ impl Allocator {
         self.heads[f][s] = p;
         self.fl_bitmap |= 1 << f;
         self.sl_bitmap[f] |= 1 << s;
+        if p < self.low_end {
+            self.low_free.insert(p);
+        }
     }
 
     /// Removes the free block `p` from list `(f, s)`, validating its links.
@@ -990,6 +1080,9 @@ impl Allocator {
         }
         if next != 0 {
             mem.store(prev_at(next), prev);
+        }
+        if p < self.low_end {
+            self.low_free.remove(&p);
         }
         Ok(())
     }

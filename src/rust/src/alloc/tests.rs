@@ -448,3 +448,187 @@ fn a_full_cache_is_flushed_and_malloc_uses_cached_space() {
     assert!(a.malloc(&mut mem, (1 << 20) - 64 - HEADER).is_some());
     a.check_invariants(&mem).unwrap();
 }
+
+// ----- the catalog region (place.rs) ------------------------------------------
+
+/// An arena `[4096, bytes)` (as a heap's) with a catalog region below `end`.
+fn setup_region(bytes: u64, end: u64) -> (Allocator, VecMem) {
+    let mut mem = VecMem::new(bytes);
+    let mut a = Allocator::new();
+    a.try_add_arena(&mut mem, 4096, bytes).unwrap();
+    a.set_catalog_region(&mem, end);
+    (a, mem)
+}
+
+const REGION: u64 = 96 * 1024;
+const PAGE: u64 = 4096;
+
+#[test]
+fn catalog_blocks_go_to_the_region_and_data_past_it() {
+    let (mut a, mut mem) = setup_region(1 << 20, REGION);
+    // Data first, as when a big vector is made before it is saved.
+    let (d, dirty) = a.malloc_dirty(&mut mem, 500_000).unwrap();
+    assert_eq!(d, REGION);
+    assert_eq!(dirty, 0, "fresh space past the region reads as zeros");
+    let d2 = a.malloc(&mut mem, 1 << 16).unwrap();
+    assert!(d2 > d, "large blocks keep out: {d2}");
+    let (c1, _) = a.malloc_catalog(&mut mem, PAGE).unwrap();
+    let (c2, _) = a.malloc_catalog(&mut mem, 200).unwrap();
+    assert_eq!(c1, 4096 + ALIGN, "lowest address first");
+    assert!(c2 > c1 && c2 < REGION, "{c2}");
+    // Small blocks go where the free lists say, the region included.
+    let small = a.malloc(&mut mem, 100).unwrap();
+    assert!(small < REGION, "{small}");
+    a.check_invariants(&mem).unwrap();
+    // A freed catalog block of the region is cached for the next catalog
+    // block of its span, never handed to data of that span.
+    a.free(&mut mem, c1).unwrap();
+    a.check_invariants(&mem).unwrap();
+    let d3 = a.malloc(&mut mem, PAGE).unwrap();
+    assert_ne!(d3, c1);
+    assert_eq!(a.malloc_catalog(&mut mem, PAGE).unwrap().0, c1);
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn a_full_region_falls_back_to_anywhere() {
+    let (mut a, mut mem) = setup_region(1 << 20, REGION);
+    let d = a.malloc(&mut mem, 100_000).unwrap();
+    assert_eq!(d, REGION);
+    let mut pages = Vec::new();
+    loop {
+        let (p, _) = a.malloc_catalog(&mut mem, PAGE).unwrap();
+        pages.push(p);
+        if p >= REGION {
+            break;
+        }
+    }
+    // 92 KiB of region hold 22 pages of span 4160; the next goes after the
+    // data block, like any block.
+    assert_eq!(pages.len(), 23);
+    assert!(pages[..22].windows(2).all(|w| w[1] == w[0] + PAGE + ALIGN));
+    assert!(*pages.last().unwrap() > d);
+    a.check_invariants(&mem).unwrap();
+    // Room made in the region is used again first: freed pages are cached
+    // for catalog blocks of their span (data of that span keeps out) ...
+    a.free(&mut mem, pages[7]).unwrap();
+    a.free(&mut mem, pages[3]).unwrap();
+    a.check_invariants(&mem).unwrap();
+    assert!(a.malloc(&mut mem, PAGE).unwrap() > d);
+    let mut again = [
+        a.malloc_catalog(&mut mem, PAGE).unwrap().0,
+        a.malloc_catalog(&mut mem, PAGE).unwrap().0,
+    ];
+    again.sort_unstable();
+    assert_eq!(again, [pages[3], pages[7]]);
+    // ... and once merged, free space is taken lowest address first.
+    a.free(&mut mem, pages[7]).unwrap();
+    a.free(&mut mem, pages[3]).unwrap();
+    a.flush_cache(&mut mem).unwrap();
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, pages[3]);
+    assert_eq!(a.malloc_catalog(&mut mem, PAGE).unwrap().0, pages[7]);
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn data_uses_the_region_only_when_nothing_else_fits() {
+    // An arena smaller than the region: it all is region, nothing changes.
+    let (mut a, mut mem) = setup_region(64 * 1024, REGION);
+    let p = a.malloc(&mut mem, 1000).unwrap();
+    assert_eq!(p, 4096 + ALIGN);
+    assert_eq!(
+        a.malloc_catalog(&mut mem, 1000).unwrap().0,
+        p + 1024 + ALIGN
+    );
+    a.check_invariants(&mem).unwrap();
+    // Outside space too small for a request: the region is used rather
+    // than none (the heap would grow otherwise).
+    let (mut a, mut mem) = setup_region(REGION + 80 * 1024, REGION);
+    let p = a.malloc(&mut mem, 100_000).unwrap();
+    assert_eq!(p, 4096 + ALIGN);
+    let q = a.malloc(&mut mem, 70_000).unwrap();
+    assert!(q >= REGION, "{q}");
+    a.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn the_region_survives_a_rebuild() {
+    let (mut a, mut mem) = setup_region(1 << 20, REGION);
+    let d = a.malloc(&mut mem, 300_000).unwrap();
+    let c: Vec<u64> = (0..4)
+        .map(|_| a.malloc_catalog(&mut mem, PAGE).unwrap().0)
+        .collect();
+    // Reopen: the live set is the data block and catalog blocks 1 and 3
+    // (0 and 2 were superseded); nothing of the region is stored.
+    let live: Vec<(u64, u64)> = [d, c[1], c[3]]
+        .iter()
+        .map(|&p| (p, a.usable_size(&mem, p).unwrap()))
+        .collect();
+    let mut b = Allocator::with_key(a.key());
+    b.add_arena_with_live(&mut mem, 4096, 1 << 20, &live)
+        .unwrap();
+    b.set_catalog_region(&mem, REGION);
+    b.check_invariants(&mem).unwrap();
+    assert_eq!(b.malloc_catalog(&mut mem, PAGE).unwrap().0, c[0]);
+    assert_eq!(b.malloc_catalog(&mut mem, 100).unwrap().0, c[2]);
+    // A large block keeps out of the gap left after c[3] in the region.
+    let e = b.malloc(&mut mem, 70_000).unwrap();
+    assert!(e >= REGION, "{e}");
+    b.check_invariants(&mem).unwrap();
+    // A heap whose region is taken by an old data block (written before
+    // the rule): catalog blocks simply go elsewhere.
+    let mut mem = VecMem::new(1 << 20);
+    let mut old = Allocator::new();
+    old.try_add_arena(&mut mem, 4096, 1 << 20).unwrap();
+    let big = old.malloc(&mut mem, 500_000).unwrap();
+    assert_eq!(big, 4096 + ALIGN);
+    let cap = old.usable_size(&mem, big).unwrap();
+    let mut b = Allocator::with_key(old.key());
+    b.add_arena_with_live(&mut mem, 4096, 1 << 20, &[(big, cap)])
+        .unwrap();
+    b.set_catalog_region(&mem, REGION);
+    let c = b.malloc_catalog(&mut mem, PAGE).unwrap().0;
+    assert!(c > big + cap, "{c}");
+    b.check_invariants(&mem).unwrap();
+}
+
+#[test]
+fn a_corrupt_free_block_of_the_region_poisons() {
+    let (mut a, mut mem) = setup_region(1 << 20, REGION);
+    let c = a.malloc_catalog(&mut mem, 100).unwrap().0;
+    a.malloc_catalog(&mut mem, 100).unwrap();
+    a.free(&mut mem, c).unwrap();
+    a.flush_cache(&mut mem).unwrap();
+    a.check_invariants(&mem).unwrap();
+    mem.store(c - HEADER, 8); // no longer a free block's header
+    assert_eq!(a.malloc_catalog(&mut mem, 100), None);
+    assert!(a.corruption().is_some());
+    // A corrupt header met by the walk of `set_catalog_region` too.
+    let (mut a, mut mem) = setup_region(1 << 20, 0);
+    let c = a.malloc(&mut mem, 100).unwrap();
+    a.malloc(&mut mem, 100).unwrap();
+    mem.store(c - HEADER, 8);
+    a.set_catalog_region(&mem, REGION);
+    assert!(a.corruption().is_some());
+}
+
+#[test]
+fn setting_the_region_late_finds_its_free_and_cached_blocks() {
+    let (mut a, mut mem) = setup_region(1 << 20, 0);
+    let ps: Vec<u64> = (0..6).map(|_| a.malloc(&mut mem, 100).unwrap()).collect();
+    a.free(&mut mem, ps[1]).unwrap(); // cached
+    a.free(&mut mem, ps[3]).unwrap(); // cached
+    a.flush_cache(&mut mem).unwrap();
+    a.free(&mut mem, ps[4]).unwrap(); // cached, merged with nothing
+    a.set_catalog_region(&mem, REGION);
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, ps[4]);
+    assert_eq!(a.malloc_catalog(&mut mem, 100).unwrap().0, ps[1]);
+    assert!(a.malloc(&mut mem, 100_000).unwrap() >= REGION);
+    // Turned off: everything is ordinary again.
+    a.set_catalog_region(&mem, 0);
+    a.check_invariants(&mem).unwrap();
+    assert_eq!(a.malloc(&mut mem, 100).unwrap(), ps[3]);
+    a.check_invariants(&mem).unwrap();
+}

@@ -270,6 +270,25 @@ pub(crate) fn punch_hole(file: &File, off: u64, len: u64) -> io::Result<bool> {
     }
 }
 
+/// Asks the system to start reading `[off, off + len)` of `file` into the
+/// page cache now, without waiting (a hint: errors are ignored). Linux:
+/// `posix_fadvise(POSIX_FADV_WILLNEED)`; elsewhere nothing.
+pub(crate) fn will_need(file: &File, off: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) {
+            // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+            let _ =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), o, l, libc::POSIX_FADV_WILLNEED) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, off, len);
+    }
+}
+
 /// Bytes `file` takes on disk (its allocated blocks; less than its size
 /// when it has holes). Unix: `st_blocks`; Windows: the size minus the
 /// holes [`next_hole`] finds.
