@@ -1,11 +1,14 @@
 # Batches: many saves, removals and renames as one atomic commit.
 
 .fm_sync_arg <- function(sync, call = NULL) {
-  if (!is.character(sync) || length(sync) < 1L || anyNA(sync) ||
-      !sync[[1L]] %in% c("commit", "none")) {
-    .fmalloc_abort("Rfmalloc: `sync` must be \"commit\" or \"none\"", "fmalloc_invalid", call)
+  # One value: a vector given explicitly is a mistake, not a choice of its
+  # first element (c("none", "commit") silently meant no flushes).
+  if (!is.character(sync) || length(sync) != 1L || is.na(sync) ||
+      !sync %in% c("commit", "none")) {
+    .fmalloc_abort(sprintf("Rfmalloc: `sync` must be \"commit\" or \"none\", not %s",
+                           .describe_value(sync)), "fmalloc_invalid", call)
   }
-  sync[[1L]]
+  sync
 }
 
 #' Group changes into one atomic commit
@@ -60,8 +63,14 @@ fmalloc_batch <- function(heap, expr) {
   done <- FALSE
   seen <- new.env(parent = emptyenv())
   seen$failed <- FALSE
+  # (A heap closed inside `expr` has no batch left to roll back: the
+  # error that is leaving is then the one to see.)
   on.exit(if (!done) {
-    if (seen$failed) fmalloc_batch_abort(heap) else .rfm(fmalloc_batch_commit(heap), call)
+    if (!seen$failed) {
+      .rfm(fmalloc_batch_commit(heap), call)
+    } else if (!fmalloc_heap_is_closed(heap)) {
+      .rfm(fmalloc_batch_abort(heap), call)
+    }
   })
   fail <- .fm_flag_failure(seen)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail)

@@ -170,3 +170,29 @@ test_that("kill -9 after unsynced commits and batches loses nothing committed", 
   expect_identical(fmalloc_check(heap)$problem, character())
   expect_identical(nrow(fmalloc_ls(heap)), 199L)
 })
+
+test_that("an error after the heap was closed inside a batch is the one the user sees", {
+  # Before, the rollback of the closed heap's batch raised its own error,
+  # without a class ("<fmalloc_closed> ..."), in place of the user's.
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  err <- tryCatch(fmalloc_batch(heap, { fmalloc_close(heap); stop("user's error") }),
+                  error = function(e) e)
+  expect_identical(conditionMessage(err), "user's error")
+  # Left by return(): the commit finds the heap closed, a classed error.
+  heap <- fmalloc_open(path)
+  f <- function() fmalloc_batch(heap, { fmalloc_close(heap); return(1) })
+  expect_error(f(), class = "fmalloc_closed")
+})
+
+test_that("fmalloc_open(sync =) takes one value", {
+  path <- local_heap_path()
+  # c("none", "commit") silently meant "none": no flush at any commit.
+  err <- expect_error(fmalloc_open(path, size_gb = 0.01, sync = c("none", "commit")),
+                      class = "fmalloc_invalid")
+  expect_match(conditionMessage(err), "`sync`", fixed = TRUE)
+  expect_match(conditionMessage(err), "character vector of length 2", fixed = TRUE)
+  expect_error(fmalloc_open(path, size_gb = 0.01, sync = NA_character_), class = "fmalloc_invalid")
+  expect_error(fmalloc_open(path, size_gb = 0.01, sync = "n"), class = "fmalloc_invalid")
+  expect_false(file.exists(path) && file.size(path) > 0)
+})

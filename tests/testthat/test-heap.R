@@ -552,3 +552,13 @@ test_that("a damaged allocator header of a named block is repaired at a writable
   expect_identical(nrow(fmalloc_check(heap)), 0L)
   fmalloc_close(heap)
 })
+
+test_that("a pseudo-file that reports length 0 is refused before anything is written", {
+  # /proc/self/comm (the process's name) reads as length 0 and takes
+  # writes: creating a heap there wrote the header into it (as root,
+  # /proc/sys files would have taken it too) before failing.
+  skip_if_not(file.exists("/proc/self/comm"))
+  before <- readLines("/proc/self/comm")
+  expect_error(fmalloc_open("/proc/self/comm", size_gb = 0.01), class = "fmalloc_error")
+  expect_identical(readLines("/proc/self/comm"), before)
+})

@@ -1085,8 +1085,22 @@ impl Shared {
         };
         // Sparse before it grows: `size` costs no disk until used.
         crate::map::make_sparse(&rw);
-        let written = rw
-            .set_len(size)
+        // A file that does not take the new length is no file a heap can
+        // live in (a pseudo-file of /proc or /sys reports length 0 and
+        // ignores truncation: writing the header there would write to the
+        // kernel): refused before anything is written.
+        let sized = rw.set_len(size).and_then(|()| {
+            let len = rw.metadata()?.len();
+            if len == size {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "the file does not take a length of {size} bytes (it reports {len}): \
+                     not a regular file on a disk"
+                )))
+            }
+        });
+        let written = sized
             .and_then(|()| rw.write_all(&header.encode_page(&slot)))
             .and_then(|()| crate::sys::sync_file(&rw));
         if let Err(e) = written {

@@ -344,6 +344,18 @@ fn read_page<'s, S: Store + ?Sized>(
         level: lvl,
         recs,
     };
+    if trusted {
+        // Checked before, but perhaps under other bounds (a page that two
+        // branch records point to): its keys are in order, so its first
+        // and last keys tell whether it lies inside these ones.
+        let first = if leaf { 0 } else { 1 };
+        if count > first {
+            let (a, z) = (page.key(first), page.key(count - 1));
+            if kb.lo.is_some_and(|lo| a < lo) || kb.hi.is_some_and(|hi| z >= hi) {
+                return invalid(off, "its names lie outside its parent's key range");
+            }
+        }
+    }
     for i in 0..if trusted { 0 } else { count } {
         let key = page.key(i);
         if !leaf && i == 0 {
