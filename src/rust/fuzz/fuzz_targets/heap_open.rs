@@ -28,6 +28,7 @@ fn seed() -> &'static [u8] {
         let opts = OpenOptions {
             readonly: false,
             initial_size: Some(256 << 10),
+            recover: false,
         };
         {
             let (h, _) = Heap::open(&p, &opts).unwrap();
@@ -52,11 +53,14 @@ fn seed() -> &'static [u8] {
 }
 
 fn probe(file: &PathBuf, bytes: &[u8]) {
-    for readonly in [true, false] {
+    // A writable open refused for a damaged durable commit (`Damaged`) is
+    // tried again with `recover`, as a user told so would.
+    for (readonly, recover) in [(true, false), (false, false), (false, true)] {
         std::fs::write(file, bytes).unwrap();
         let opts = OpenOptions {
             readonly,
             initial_size: Some(64 << 10),
+            recover,
         };
         match Heap::open(file, &opts) {
             Ok((h, _)) => {
@@ -78,7 +82,11 @@ fn probe(file: &PathBuf, bytes: &[u8]) {
             Err(e) => {
                 // An empty file is created by a writable open, refused
                 // read-only; anything else refused must be untouched.
-                assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                assert!(
+                    matches!(e, Error::Corrupt { .. } | Error::Damaged { .. }),
+                    "{e}"
+                );
+                assert!(!recover || !matches!(e, Error::Damaged { .. }), "{e}");
                 assert_eq!(
                     std::fs::read(file).unwrap(),
                     bytes,
