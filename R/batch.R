@@ -63,14 +63,8 @@ fmalloc_batch <- function(heap, expr) {
   done <- FALSE
   seen <- new.env(parent = emptyenv())
   seen$failed <- FALSE
-  # (A heap closed inside `expr` has no batch left to roll back: the
-  # error that is leaving is then the one to see.)
   on.exit(if (!done) {
-    if (!seen$failed) {
-      .rfm(fmalloc_batch_commit(heap), call)
-    } else if (!fmalloc_heap_is_closed(heap)) {
-      .rfm(fmalloc_batch_abort(heap), call)
-    }
+    if (seen$failed) fmalloc_batch_abort(heap) else .rfm(fmalloc_batch_commit(heap), call)
   })
   fail <- .fm_flag_failure(seen)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail)

@@ -145,14 +145,9 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   attr(heap, "created") <- .Call(savvy_fmalloc_heap_created__impl, ptr)
   if (!readonly) .rfm(fmalloc_heap_set_sync(heap, sync))
   why <- .Call(savvy_fmalloc_heap_recovery__impl, ptr)
-  if (!is.null(why)) .fmalloc_warn_recovered(heap, why, sys.call())
+  if (!is.null(why)) .fmalloc_warn(fmalloc_heap_path(heap), why, "fmalloc_recovered", sys.call())
   if (verbose) .fmalloc_say_opened(heap, readonly, sys.call())
   heap
-}
-
-# fmalloc_open()'s warning that the newest commit could not be read (`why`).
-.fmalloc_warn_recovered <- function(heap, why, call) {
-  .fmalloc_warn(fmalloc_heap_path(heap), why, "fmalloc_recovered", call)
 }
 
 # fmalloc_open(verbose = TRUE)'s message.
