@@ -185,3 +185,44 @@ test_that("a new vector reads as zeros in fresh and in recycled heap space", {
     gc()
   }
 })
+
+test_that("small vectors of every type keep their values under gctorture and return their space", {
+  # Each new ALTREP vector's heap data are owned by an R node whose
+  # collection releases the block (no finalizer per vector, issue 7): a GC
+  # at every allocation must neither lose a live vector's block nor keep a
+  # dead one's.
+  local_default_heap()
+  gc()
+  used0 <- heap_used()
+  types <- c("logical", "integer", "double", "complex", "raw", "character")
+  value <- list(logical = c(TRUE, NA, FALSE), integer = c(1L, NA, 3L),
+                double = c(1.5, NA, -2), complex = c(1i, NA, 2 + 0i),
+                raw = as.raw(c(1, 0, 255)), character = c("a", NA, "\u00e9"))
+  kept <- list()
+  gctorture(TRUE)
+  for (i in 1:4) {
+    for (type in types) {
+      x <- create_fmalloc_vector(type, 3)
+      x[] <- value[[type]]
+      if (i %% 2 == 0) kept[[length(kept) + 1]] <- x
+    }
+  }
+  gctorture(FALSE)
+  rm(x)
+  expect_length(kept, 2 * length(types))
+  for (x in kept) {
+    expect_true(is_fmalloc(x))
+    expect_identical(x[], value[[typeof(x)]])
+  }
+  rm(x, kept)
+  gc()
+  expect_identical(heap_used(), used0)
+  # Many more: every block comes back.
+  for (type in types) {
+    v <- lapply(1:2000, function(i) create_fmalloc_vector(type, i %% 64 + 1))
+    expect_gt(heap_used(), used0)
+    rm(v)
+    gc()
+    expect_identical(heap_used(), used0, label = paste("used bytes after gc,", type))
+  }
+})

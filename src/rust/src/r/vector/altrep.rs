@@ -5,20 +5,25 @@
 //!
 //! What an instance holds:
 //!
-//! - **data1**: an external pointer to a boxed [`VecData`]: a clone of the
+//! - **data1**: the node that owns a boxed [`VecData`] (see
+//!   [`new_instance`]: a raw vector of one pointer that R allocates through
+//!   a custom allocator over `malloc`, or an external pointer in builds
+//!   without `Rf_allocVector3`): a clone of the
 //!   [`Heap`] (which keeps the mapping alive, invariant 3), where the
 //!   elements are ([`Store`]: a block and the offset of element 0, or the
 //!   shared [`Pool`] of a character vector), the length, the element type
-//!   and whether the heap is read-only. Its C finalizer runs when the vector
-//!   is collected: it releases the vector's reference to the block (the
-//!   allocator frees an unnamed block, so GC returns heap space) and drops
-//!   the heap clone (the last clone of a closed heap unmaps it). Every
+//!   and whether the heap is read-only. When R collects the vector, the
+//!   owner's collection drops the data: it releases the vector's reference
+//!   to the block (the allocator frees an unnamed block, so GC returns heap
+//!   space) and drops the heap clone (the last clone of a closed heap
+//!   unmaps it). Every
 //!   vector over one string pool shares one [`Pool`] (`crate::pool`): where
 //!   the pool lives is never copied into a vector, so growth through one
 //!   handle is seen by all.
 //!
-//!   Both nodes (the ALTREP instance and the external pointer) are ordinary
-//!   nodes in R's own heap; the heap block holds the elements only. That is
+//!   Both nodes (the ALTREP instance and the owner) are in process memory
+//!   (R's heap, and `malloc` for the owner), never in the file; the heap
+//!   block holds the elements only. That is
 //!   what makes forks safe (invariant 6): a forked child's garbage
 //!   collector writes mark bits and GC links into its own copy-on-write
 //!   copies of these nodes, never into the shared file mapping. (Fresh
@@ -55,19 +60,17 @@
 //! every Rust value of the body has been dropped.
 
 use std::os::raw::{c_char, c_int, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::heap::{BlockDesc, ElemType, Heap};
 use crate::pool::{Hold, Pool};
-use crate::r::error::{guard, internal, protected};
+use crate::r::error::{guard, internal};
 use crate::r::ffi::*;
 use crate::r::types::{class_index, sexptype, TYPES};
-use crate::r::vector::alloc::returned;
 use crate::r::vector::altstring;
-use crate::r::vector::data::{cur, data_of, private_copy, vd, Store, VecData};
+use crate::r::vector::data::{cur, data_of, new_instance, private_copy, vd, Store, VecData};
 use crate::r::vector::serialize;
 use crate::strpool;
 
@@ -285,59 +288,15 @@ fn describe_block(heap: &Heap, desc: &BlockDesc) -> Result<VecData, Error> {
     })
 }
 
-/// Wraps `data` in a new ALTREP instance. The R allocations happen first,
-/// under unwind protection, with a null external pointer whose finalizer is
-/// already registered; the box is attached only when nothing can fail any
-/// more. On an R error `data` is dropped, which releases its block.
+/// Wraps `data` in a new ALTREP instance of its class (data1 owns `data`:
+/// see [`new_instance`]). On an error `data` is dropped, which releases its
+/// block.
 fn wrap(data: VecData) -> savvy::Result<SEXP> {
-    let cls = match class_of(data.elem) {
-        Some(c) => c,
-        None => {
-            data.release_block();
-            return Err(internal("the ALTREP classes are not registered"));
-        }
-    };
-    // SAFETY: plain R allocations; on an R error they longjmp back into
-    // unwind_protect, not across Rust frames owning values.
-    let made = unsafe {
-        protected(|| {
-            let ext = Rf_protect(R_MakeExternalPtr(ptr::null_mut(), R_NilValue, R_NilValue));
-            R_RegisterCFinalizerEx(ext, Some(finalize), FALSE);
-            let x = R_new_altrep(cls, ext, R_NilValue);
-            Rf_unprotect(1);
-            x
-        })
-    };
-    let x = match made {
-        Ok(x) => x,
-        Err(e) => {
-            data.release_block();
-            return Err(e);
-        }
-    };
-    let raw = Box::into_raw(Box::new(data));
-    // SAFETY: x is the fresh instance (not yet visible to R code, so no GC
-    // can run before we return it); setting the address does not allocate.
-    unsafe { R_SetExternalPtrAddr(R_altrep_data1(x), raw as *mut c_void) };
-    Ok(x)
-}
-
-/// data1's finalizer: releases the block reference and the heap clone.
-unsafe extern "C" fn finalize(ext: SEXP) {
-    // SAFETY: ext is the external pointer made by `wrap`.
-    let p = unsafe { R_ExternalPtrAddr(ext) } as *mut VecData;
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: clearing first makes a second call a no-op; p came from
-    // Box::into_raw in `wrap` and is reclaimed exactly once here.
-    unsafe { R_ClearExternalPtr(ext) };
-    let data = unsafe { Box::from_raw(p) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
+    let Some(cls) = class_of(data.elem) else {
         data.release_block();
-        returned(data.counted);
-        drop(data);
-    }));
+        return Err(internal("the ALTREP classes are not registered"));
+    };
+    new_instance(cls, data)
 }
 
 // ---------------------------------------------------------------------------
