@@ -24,13 +24,18 @@
 #' `Rf_allocVector3()` is the only way for a package to choose where R puts
 #' a whole vector, and it is not part of R's API: "Writing R Extensions"
 #' does not list it, and `R CMD check` on R >= 4.5 reports it as a non-API
-#' call. It is Rfmalloc's only non-API call, used by the `"classic"` method
-#' alone. Installing with the environment variable `RFMALLOC_CLASSIC=false`
-#' (e.g. `Sys.setenv(RFMALLOC_CLASSIC = "false")` before
-#' `install.packages()`, or `RFMALLOC_CLASSIC=false R CMD INSTALL ...`)
-#' builds the package without it: `method = "classic"` then gives an error
-#' of class `fmalloc_unsupported`, everything else works the same, and
-#' [fmalloc_has_classic()] returns `FALSE`.
+#' call. It is Rfmalloc's only non-API call. The `"classic"` method needs
+#' it; `"altrep"` vectors use it too, for a small node in process memory
+#' (never in the file) whose collection by R releases the vector's heap
+#' block, which costs less than a finalizer per vector. Installing with the
+#' environment variable `RFMALLOC_CLASSIC=false` (e.g.
+#' `Sys.setenv(RFMALLOC_CLASSIC = "false")` before `install.packages()`, or
+#' `RFMALLOC_CLASSIC=false R CMD INSTALL ...`) builds the package without
+#' it: `method = "classic"` then gives an error of class
+#' `fmalloc_unsupported`, ALTREP vectors release their block through a
+#' finalizer (making and collecting many small vectors costs more),
+#' everything else works the same, and [fmalloc_has_classic()] returns
+#' `FALSE`.
 #'
 #' Character vectors (`"altrep"`) keep their strings in a string pool in the
 #' heap; element reads and writes preserve `NA` and the encoding (UTF-8,
@@ -162,7 +167,8 @@ is_fmalloc <- function(x) {
 #' `FALSE` when Rfmalloc was installed with `RFMALLOC_CLASSIC=false`, which
 #' leaves out `create_fmalloc_vector(method = "classic")` and with it the
 #' package's only call into R that is not part of R's API
-#' (`Rf_allocVector3()`; see [create_fmalloc_vector()]).
+#' (`Rf_allocVector3()`, which ALTREP vectors also use when it is there;
+#' see [create_fmalloc_vector()]).
 #'
 #' @returns `TRUE` or `FALSE`.
 #' @examples

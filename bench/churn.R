@@ -8,7 +8,7 @@
 # that load from other processes hits all three alike:
 #   alloc        create the n vectors in a fresh heap
 #   drop + gc    rm() the list and gc(): R collects them (for fmalloc
-#                vectors: their finalizers free the blocks)
+#                vectors: collecting them frees their blocks)
 #   refill       create n vectors again (recycled space)
 #   drop again   rm() + gc() once more
 # Each phase is timed in CPU seconds (user + system; elapsed in brackets):

@@ -1271,28 +1271,27 @@ impl State {
         };
         let mut held = Vec::new();
         let mut next = Some(first);
-        let mut result = Err(Error::Full {
-            requested: size,
-            detail: "no free block with disk space behind it".into(),
-        });
+        // Set by every way out of the loop but running out of retries (the
+        // error is built only then: this runs for every malloc).
+        let mut result = None;
         while let Some((off, dirty)) = next {
             let cap = match alloc.usable_size(map, off) {
                 Ok(cap) => cap,
                 Err(e) => {
                     held.push(off);
-                    result = Err(Error::corrupt(path, e));
+                    result = Some(Err(Error::corrupt(path, e)));
                     break;
                 }
             };
             match map.reserve_block(off, cap) {
                 Ok(()) => {
-                    result = Ok((off, cap, dirty));
+                    result = Some(Ok((off, cap, dirty)));
                     break;
                 }
                 Err(e) => {
                     held.push(off);
                     if held.len() == 1 {
-                        result = Err(space_error(path, size, "cannot reserve disk space", e));
+                        result = Some(Err(space_error(path, size, "cannot reserve disk space", e)));
                     }
                     next = if held.len() > SPACE_RETRIES {
                         None
@@ -1305,7 +1304,12 @@ impl State {
         for off in held {
             let _ = alloc.free(map, off);
         }
-        result
+        result.unwrap_or_else(|| {
+            Err(Error::Full {
+                requested: size,
+                detail: "no free block with disk space behind it".into(),
+            })
+        })
     }
 
     /// Frees a block, or quarantines it while a forked child may still
