@@ -49,7 +49,7 @@
 #' @export
 fmalloc_check <- function(heap) {
   if (is.character(heap)) {
-    .check_string(heap, "heap")
+    .check_path(heap, "heap")
     res <- .rfm(fmalloc_path_check(.absolute_path(heap)))
   } else {
     if (!inherits(heap, "fmalloc_heap")) {

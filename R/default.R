@@ -41,7 +41,7 @@
 #' @export
 init_fmalloc <- function(filepath, size_gb = NULL,
                          verbose = getOption("fmalloc.verbose", FALSE)) {
-  .check_string(filepath, "filepath")
+  .check_path(filepath, "filepath")
   .check_size_gb(size_gb)
   .check_flag(verbose, "verbose")
   heap <- fmalloc_open(filepath, size_gb = size_gb, verbose = verbose)

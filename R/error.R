@@ -133,6 +133,39 @@
                    .describe_value(x)), call)
 }
 
+# A file name: a single non-empty string that R can translate to UTF-8 (R's
+# own file functions stop with an unclassed error on the others: a string
+# marked "bytes", or invalid in the session's encoding).
+.check_path <- function(x, arg, call = sys.call(-1L)) {
+  .check_string(x, arg, call)
+  if (Encoding(x) == "bytes" || (!validUTF8(x) && !.translatable(x))) {
+    .invalid_path(x, arg, call)
+  }
+  invisible(x)
+}
+
+# Whether a string that is not valid UTF-8 as it is becomes a valid file
+# name in UTF-8: latin1 does; so may a native string in a session whose
+# encoding is not UTF-8 (in a UTF-8 session its invalid bytes are what
+# makes R's file functions fail).
+.translatable <- function(x) {
+  Encoding(x) == "latin1" ||
+    (Encoding(x) == "unknown" && !isTRUE(l10n_info()[["UTF-8"]]) &&
+       isTRUE(tryCatch(validUTF8(enc2utf8(x)), error = function(e) FALSE)))
+}
+
+.invalid_path <- function(x, arg, call) {
+  bytes <- as.integer(charToRaw(x))
+  shown <- vapply(bytes, function(b) {
+    if (b < 128L) rawToChar(as.raw(b)) else sprintf("<%02x>", b)
+  }, "")
+  .invalid(sprintf(
+    "`%s` must be a file name that R can translate to UTF-8, not \"%s\" (bytes marked %s)",
+    arg, paste(shown, collapse = ""),
+    if (Encoding(x) == "bytes") "\"bytes\"" else "as the session's encoding, but invalid in it"
+  ), call)
+}
+
 # An object name: a single non-empty string, returned in UTF-8 (the catalog's
 # encoding), whatever its marked encoding (latin1 names were read as empty).
 .check_name <- function(x, arg, call = sys.call(-1L)) {

@@ -127,7 +127,7 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   # The first open of a session is mostly R lazy-loading the functions it
   # calls (bench/catalog.R, open+get): the common path calls few, and what
   # only some opens need is in functions of its own.
-  .check_string(path, "path")
+  .check_path(path, "path")
   if (!is.null(size_gb)) .check_size_gb(size_gb)
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")

@@ -239,6 +239,33 @@ test_that("argument errors name the argument and show the bad value", {
   check(create_fmalloc_vector("double", 3, heap = 1:2), "not an integer vector of length 2")
 })
 
+test_that("a file name R cannot translate is an fmalloc_invalid error, and no file is made", {
+  # R's own file functions stop on these with an unclassed error.
+  dir <- withr::local_tempdir()
+  bytes <- paste0(dir, "/heap\xff.bin")
+  Encoding(bytes) <- "bytes"
+  bad <- paste0(dir, "/heap\xff.bin") # invalid in a UTF-8 session
+  cases <- list(bytes)
+  if (l10n_info()[["UTF-8"]]) cases <- c(cases, bad)
+  for (p in cases) {
+    for (open in list(function(p) fmalloc_open(p, size_gb = 0.01),
+                      function(p) init_fmalloc(p, size_gb = 0.01),
+                      function(p) fmalloc_check(p))) {
+      err <- expect_fmalloc_error(open(p), "fmalloc_invalid")
+      expect_match(conditionMessage(err), "must be a file name that R can translate to UTF-8, not ",
+                   fixed = TRUE)
+      expect_match(conditionMessage(err), "heap<ff>.bin", fixed = TRUE)
+    }
+  }
+  expect_identical(list.files(dir), character(0))
+  # A latin1 name is translated, and works.
+  latin1 <- paste0(dir, "/heap\xe9.bin")
+  Encoding(latin1) <- "latin1"
+  heap <- fmalloc_open(latin1, size_gb = 0.01)
+  expect_true(file.exists(enc2utf8(latin1)))
+  fmalloc_close(heap)
+})
+
 test_that("no default heap: the message says how to get one", {
   skip_if(!is.null(Rfmalloc:::.fmalloc_state$heap), "a default heap is open")
   err <- expect_fmalloc_error(create_fmalloc_vector("double", 3), "fmalloc_closed")
