@@ -266,6 +266,14 @@ test_that("a file name R cannot translate is an fmalloc_invalid error, and no fi
   fmalloc_close(heap)
 })
 
+test_that("a refused creation leaves no file behind", {
+  path <- withr::local_tempfile(fileext = ".bin")
+  expect_fmalloc_error(fmalloc_open(path, size_gb = 1e9), "fmalloc_full") # 1 EB
+  expect_false(file.exists(path))
+  expect_fmalloc_error(init_fmalloc(path, size_gb = 1e9), "fmalloc_full")
+  expect_false(file.exists(path))
+})
+
 test_that("no default heap: the message says how to get one", {
   skip_if(!is.null(Rfmalloc:::.fmalloc_state$heap), "a default heap is open")
   err <- expect_fmalloc_error(create_fmalloc_vector("double", 3), "fmalloc_closed")

@@ -382,15 +382,18 @@ fn corrupt(path: &Path) -> impl Fn(String) -> Error + '_ {
     move |what| Error::corrupt(path, what)
 }
 
-/// The canonical path of `path`, creating an empty file for a writable open.
-fn canonical_path(path: &Path, readonly: bool) -> Result<PathBuf> {
+/// The canonical path of `path`, creating an empty file for a writable open;
+/// also whether this call created it (a refused creation removes it again,
+/// see `Shared::create`).
+fn canonical_path(path: &Path, readonly: bool) -> Result<(PathBuf, bool)> {
+    let mut made = false;
     if !readonly && !path.exists() {
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
         {
-            Ok(_) => {}
+            Ok(_) => made = true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(path, "create", e)),
         }
@@ -406,7 +409,7 @@ fn canonical_path(path: &Path, readonly: bool) -> Result<PathBuf> {
             path.display()
         )));
     }
-    Ok(canon)
+    Ok((canon, made))
 }
 
 /// What validation of an existing file found; nothing has been written.
@@ -894,7 +897,8 @@ fn space_error(path: &Path, requested: u64, what: &str, e: std::io::Error) -> Er
 }
 
 impl Shared {
-    fn open(path: &Path, canon: &Path, opts: &OpenOptions) -> Result<(Shared, bool)> {
+    /// `made`: this open created the (empty) file at `canon`.
+    fn open(path: &Path, canon: &Path, made: bool, opts: &OpenOptions) -> Result<(Shared, bool)> {
         // Lock before validating (validation must not race a writer), and
         // lock the descriptor that will write, so that the lock lives as
         // long as the mapping's file. Opening for writing changes nothing in
@@ -920,7 +924,7 @@ impl Shared {
                     "the file is empty; open it with readonly = FALSE to create a heap",
                 ));
             }
-            return Self::create(path, canon, file, opts).map(|s| (s, true));
+            return Self::create(path, canon, made, file, opts).map(|s| (s, true));
         }
         if opts.readonly {
             // The header, the catalog region and the first bytes after it,
@@ -1051,7 +1055,23 @@ impl Shared {
     }
 
     /// Formats the empty (and exclusively locked) file at `canon`.
-    fn create(path: &Path, canon: &Path, mut rw: File, opts: &OpenOptions) -> Result<Shared> {
+    ///
+    /// A creation refused before anything was written leaves the file empty,
+    /// and removes it when this open made it (`made`): while `rw` still
+    /// holds the lock, so that no other process can have begun a heap in it.
+    fn create(
+        path: &Path,
+        canon: &Path,
+        made: bool,
+        mut rw: File,
+        opts: &OpenOptions,
+    ) -> Result<Shared> {
+        let refused = |e: Error| {
+            if made {
+                let _ = std::fs::remove_file(canon);
+            }
+            e
+        };
         // Under a file size limit (ulimit -f) the default size shrinks to
         // fit; an explicit size past it is refused (extending the file
         // there would raise SIGXFSZ).
@@ -1061,16 +1081,16 @@ impl Shared {
             .unwrap_or_else(|| DEFAULT_SIZE.min(limit / FILE_GRANULE * FILE_GRANULE));
         let size = round_up(want, FILE_GRANULE)
             .filter(|&s| s <= alloc::MAX_OFFSET)
-            .ok_or_else(|| Error::Invalid(format!("heap size {want} is too large")))?
+            .ok_or_else(|| refused(Error::Invalid(format!("heap size {want} is too large"))))?
             .max(FILE_GRANULE);
         if size > limit {
-            return Err(Error::Full {
+            return Err(refused(Error::Full {
                 requested: size,
                 detail: format!(
                     "cannot create the heap file: the file size limit of this process \
                      (ulimit -f) is {limit} bytes"
                 ),
-            });
+            }));
         }
         let header = Header {
             heap_id: new_heap_id(),
@@ -1106,7 +1126,12 @@ impl Shared {
         if let Err(e) = written {
             // Leave the file empty, as it was.
             let _ = rw.set_len(0);
-            return Err(space_error(path, size, "cannot create the heap file", e));
+            return Err(refused(space_error(
+                path,
+                size,
+                "cannot create the heap file",
+                e,
+            )));
         }
         let mut map = Mapping::open_rw(rw, size).map_err(|e| Error::io(path, "map", e))?;
         let mut alloc = Allocator::with_key(tag_key(&header.heap_id));
@@ -1928,7 +1953,7 @@ impl Heap {
         // From now on the process knows when it has forked children (see
         // `State::quarantine`).
         fork::watch();
-        let canon = canonical_path(path, opts.readonly)?;
+        let (canon, made) = canonical_path(path, opts.readonly)?;
         let id = crate::sys::file_id(&canon).map_err(|e| Error::io(path, "open", e))?;
         let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         reg.retain(|_, w| w.strong_count() > 0);
@@ -1952,7 +1977,7 @@ impl Heap {
                 detail,
             });
         }
-        let (shared, created) = Shared::open(path, &canon, opts)?;
+        let (shared, created) = Shared::open(path, &canon, made, opts)?;
         let shared = Arc::new(shared);
         reg.insert(id, Arc::downgrade(&shared));
         Ok((Heap { shared }, created))

@@ -805,3 +805,25 @@ fn the_first_writable_reopen_after_a_clean_close_changes_no_byte() {
         );
     }
 }
+
+#[test]
+fn a_refused_creation_leaves_no_file_it_made_and_an_empty_file_empty() {
+    let d = TempDir::new("refused");
+    // More than any file system here takes (1 EiB): set_len fails.
+    let huge = opts(1 << 60);
+    let p = d.file("new.bin");
+    let err = Heap::open(&p, &huge).err().expect("refused");
+    assert!(matches!(err, Error::Full { .. }), "{err:?}");
+    assert!(!p.exists(), "the file this open made is removed");
+    // A file that was there (empty) stays, empty.
+    let q = d.file("empty.bin");
+    std::fs::write(&q, b"").unwrap();
+    let err = Heap::open(&q, &huge).err().expect("refused");
+    assert!(matches!(err, Error::Full { .. }), "{err:?}");
+    assert_eq!(std::fs::metadata(&q).unwrap().len(), 0);
+    // The same path then makes a heap.
+    let (h, created) = Heap::open(&p, &opts(1 << 20)).unwrap();
+    assert!(created);
+    drop(h);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+}
