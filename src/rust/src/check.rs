@@ -39,7 +39,7 @@ use crate::format::meta::{self, Payload};
 use crate::format::{
     bounds, check_file_len, fnv1a64, read_slots, slot_offset, Header, Slot, HEADER_SIZE, SLOT_SIZE,
 };
-use crate::heap::{load_catalog, CatalogError, ElemType, Heap, OpenOptions};
+use crate::heap::{damaged_pages, load_catalog, CatalogError, ElemType, Heap, OpenOptions};
 use crate::map::{Mapping, Overlay, View};
 use crate::strpool;
 
@@ -204,6 +204,17 @@ fn catalog_in_force<V: View + ?Sized>(
                     SLOT_NAMES[i],
                     format!("its catalog cannot be read: {e}"),
                 );
+                // Every other damaged page too (the first is `e`).
+                for r in damaged_pages(v, &s).unwrap_or_default().iter().skip(1) {
+                    out.add(
+                        None,
+                        SLOT_NAMES[i],
+                        format!(
+                            "its catalog page at offset {} ({} bytes) cannot be read either",
+                            r.off, r.cap
+                        ),
+                    );
+                }
                 why.push(format!("{}: {e}", SLOT_NAMES[i]));
             }
             Err(CatalogError::Invalid(e)) => {

@@ -711,6 +711,22 @@ fn check_root<V: View + ?Sized>(all: &V, s: &Slot) -> std::result::Result<(), Ca
     }
 }
 
+/// The damaged pages of a tree slot's catalog (out of the file, or failing
+/// the checksum their parent holds), in key order: every page
+/// [`load_catalog`] would stop at, not only the first. `None` when the
+/// tree cannot be walked around them (a damaged root, an invalid page) or
+/// the slot is no tree.
+pub(crate) fn damaged_pages<V: View + ?Sized>(all: &V, s: &Slot) -> Option<Vec<PageRef>> {
+    if s.kind != CATALOG_TREE {
+        return None;
+    }
+    let st = ViewStore {
+        v: all,
+        heap_len: s.heap_len,
+    };
+    tree::walk_readable(&st, root_of(s), &mut |_| Ok(())).ok()
+}
+
 /// The whole catalog slot `s` points to, every byte checked.
 pub(crate) fn load_catalog<V: View + ?Sized>(
     all: &V,

@@ -672,6 +672,54 @@ fn a_damaged_leaf_hides_only_its_own_rows_from_a_listing() {
     );
 }
 
+/// Two damaged leaves: the check names each page (it named the first only,
+/// where its documentation promises every problem), and the listing
+/// skips both.
+#[test]
+fn the_check_names_every_damaged_catalog_page() {
+    let d = TempDir::new("check-pages");
+    let p = d.file("h.bin");
+    {
+        let h = open(&p, 1 << 20);
+        for i in 1..=300 {
+            put_bytes(&h, &format!("obj{i:04}"), 8, 1);
+        }
+    }
+    let mut b = std::fs::read(&p).unwrap();
+    let (_, slot) = pick_slot(&b[..HEADER_SIZE as usize], b.len() as u64).unwrap();
+    let root = slot.catalog_off as usize;
+    assert_eq!(b[root + 8], 2, "the catalog has more than one leaf");
+    // The root's records (32 bytes, then the key) point to the leaves at
+    // record +8; the first and the third are damaged.
+    let mut at = root + 32;
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        let key = u16::from_le_bytes(b[at..at + 2].try_into().unwrap()) as usize;
+        children.push(u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap()) as usize);
+        at += 32 + key;
+    }
+    let leaves = [children[0], children[2]];
+    assert_ne!(leaves[0], leaves[1]);
+    for &leaf in &leaves {
+        b[leaf + 100] ^= 0x01;
+    }
+    std::fs::write(&p, &b).unwrap();
+    let (h, _) = Heap::open(&p, &ro()).unwrap();
+    let problems = h.check();
+    for leaf in leaves {
+        assert!(
+            problems
+                .iter()
+                .any(|q| q.problem.contains(&leaf.to_string())),
+            "page {leaf} not named: {problems:#?}"
+        );
+    }
+    assert_eq!(
+        h.summaries().unwrap().unlisted.unwrap().pages,
+        leaves.map(|l| l as u64)
+    );
+}
+
 /// A branch record that points to its left sibling's page (the root
 /// re-signed, so every checksum matches): the page was checked under the
 /// sibling's key range first, and a page checked once was trusted after,
