@@ -37,7 +37,9 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
-#' Rolls back everything since the outermost batch began.
+#' Rolls back everything since the outermost batch began. A closed handle
+#' has nothing left to roll back (closed inside the batch): the error that
+#' is leaving the batch is the one to see, so this is no error.
 #' @noRd
 `fmalloc_batch_abort` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
@@ -118,8 +120,8 @@ NULL
 #' `fmalloc_open()` needs no `.rfm()`: R lazy-loads every function at its
 #' first call, and that is most of what a session's first open costs.
 #' @noRd
-`fmalloc_heap_open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL) {
-  .Call(savvy_fmalloc_heap_open__impl, `path`, `readonly`, `recover`, `size_bytes`)
+`fmalloc_heap_open` <- function(`path`, `readonly`, `recover`, `size_bytes` = NULL, `sync` = NULL) {
+  .Call(savvy_fmalloc_heap_open__impl, `path`, `readonly`, `recover`, `size_bytes`, `sync`)
 }
 
 #' @noRd
@@ -134,13 +136,6 @@ NULL
 `fmalloc_heap_recovery` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_heap_recovery__impl, `heap`)
-}
-
-#' `mode`: "commit" or "none" (checked in R).
-#' @noRd
-`fmalloc_heap_set_sync` <- function(`heap`, `mode`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_heap_set_sync__impl, `heap`, `mode`))
 }
 
 #' Makes everything written so far durable.

@@ -21,6 +21,10 @@
 #'   are written, and the heap grows when it runs out of space.
 #' @param verbose Print what was done. Defaults to the option
 #'   `fmalloc.verbose`, which defaults to `FALSE`.
+#' @param recover `TRUE` to open a heap whose newest commit is damaged at the
+#'   previous commit (with a warning), as [fmalloc_open()] does; by default
+#'   such a heap is refused (class `fmalloc_corrupt`), so that nothing of the
+#'   newest commit is given up.
 #'
 #' @returns `init_fmalloc()` returns, invisibly, `TRUE` when the file was
 #'   newly initialised, `FALSE` when an existing heap was opened.
@@ -40,11 +44,12 @@
 #' unlink(alloc_file)
 #' @export
 init_fmalloc <- function(filepath, size_gb = NULL,
-                         verbose = getOption("fmalloc.verbose", FALSE)) {
+                         verbose = getOption("fmalloc.verbose", FALSE),
+                         recover = FALSE) {
   .check_path(filepath, "filepath")
   .check_size_gb(size_gb)
   .check_flag(verbose, "verbose")
-  heap <- fmalloc_open(filepath, size_gb = size_gb, verbose = verbose)
+  heap <- fmalloc_open(filepath, size_gb = size_gb, verbose = verbose, recover = recover)
   old <- .fmalloc_state$heap
   .fmalloc_state$heap <- heap
   if (!is.null(old)) {

@@ -55,7 +55,10 @@
 #'   operating system writes it), and after a power loss the heap opens at
 #'   the last synced commit or a later one, never torn. Ignored for
 #'   `readonly = TRUE`. See [fmalloc_batch()] to group changes into one
-#'   commit.
+#'   commit. The handles of one file in a session share one open heap and
+#'   its mode: an open beside other open handles takes their mode when
+#'   `sync` is not given, and asking for the other mode there is an error
+#'   (class `fmalloc_invalid`; close the other handles first).
 #' @param recover Open for writing even when the newest commit is damaged,
 #'   at the previous commit (see Details); the warning of class
 #'   `fmalloc_recovered` says what is lost. Without effect for a heap whose
@@ -132,18 +135,19 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
   .check_flag(recover, "recover")
-  sync <- if (missing(sync)) "commit" else .fm_sync_arg(sync, sys.call())
+  # NULL: not chosen (the heap's mode when other handles have it open).
+  sync <- if (missing(sync) || is.null(sync)) NULL else .fm_sync_arg(sync, sys.call())
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   # Errors in the returned form (see R/error.R), so no .rfm() here.
-  ptr <- .Call(savvy_fmalloc_heap_open__impl, .absolute_path(path), readonly, recover, size_bytes)
+  ptr <- .Call(savvy_fmalloc_heap_open__impl, .absolute_path(path), readonly, recover, size_bytes,
+               sync)
   if (inherits(ptr, "fmalloc_failure")) .fmalloc_raise(unclass(ptr), sys.call())
   heap <- .savvy_wrap_FmallocHeap(ptr)
   class(heap) <- c("fmalloc_heap", class(heap))
   # The pointer of the handle just made goes to Rust as it is: the
   # wrappers' check of the handle would only find it valid.
   attr(heap, "created") <- .Call(savvy_fmalloc_heap_created__impl, ptr)
-  if (!readonly) .rfm(fmalloc_heap_set_sync(heap, sync))
   why <- .Call(savvy_fmalloc_heap_recovery__impl, ptr)
   if (!is.null(why)) .fmalloc_warn(fmalloc_heap_path(heap), why, "fmalloc_recovered", sys.call())
   if (verbose) .fmalloc_say_opened(heap, readonly, sys.call())
@@ -224,6 +228,7 @@ fmalloc_close <- function(heap, verbose = getOption("fmalloc.verbose", FALSE)) {
 #' @export
 local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
                                verbose = getOption("fmalloc.verbose", FALSE),
+                               sync = c("commit", "none"), recover = FALSE,
                                .local_envir = parent.frame()) {
   if (!is.environment(.local_envir)) {
     .invalid(sprintf("`.local_envir` must be an environment, not %s",
@@ -236,7 +241,8 @@ local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
       "with_fmalloc_heap(path, code)"
     ), sys.call())
   }
-  heap <- fmalloc_open(path, size_gb = size_gb, readonly = readonly, verbose = verbose)
+  heap <- fmalloc_open(path, size_gb = size_gb, readonly = readonly, verbose = verbose,
+                       sync = if (missing(sync)) NULL else sync, recover = recover)
   old <- .fmalloc_state$heap
   .fmalloc_state$heap <- heap
   .defer(.fmalloc_restore_default(heap, old, verbose), .local_envir)
@@ -246,8 +252,10 @@ local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
 #' @rdname fmalloc_open
 #' @export
 with_fmalloc_heap <- function(path, code, size_gb = NULL, readonly = FALSE,
-                              verbose = getOption("fmalloc.verbose", FALSE)) {
-  local_fmalloc_heap(path, size_gb = size_gb, readonly = readonly, verbose = verbose)
+                              verbose = getOption("fmalloc.verbose", FALSE),
+                              sync = c("commit", "none"), recover = FALSE) {
+  local_fmalloc_heap(path, size_gb = size_gb, readonly = readonly, verbose = verbose,
+                     sync = if (missing(sync)) NULL else sync, recover = recover)
   force(code)
 }
 

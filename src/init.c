@@ -89,8 +89,8 @@ SEXP savvy_fmalloc_heap_is_closed__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_heap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes) {
-    SEXP res = savvy_fmalloc_heap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes);
+SEXP savvy_fmalloc_heap_open__impl(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes, SEXP c_arg__sync) {
+    SEXP res = savvy_fmalloc_heap_open__ffi(c_arg__path, c_arg__readonly, c_arg__recover, c_arg__size_bytes, c_arg__sync);
     return handle_result(res);
 }
 
@@ -101,11 +101,6 @@ SEXP savvy_fmalloc_heap_path__impl(SEXP c_arg__heap) {
 
 SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_recovery__ffi(c_arg__heap);
-    return handle_result(res);
-}
-
-SEXP savvy_fmalloc_heap_set_sync__impl(SEXP c_arg__heap, SEXP c_arg__mode) {
-    SEXP res = savvy_fmalloc_heap_set_sync__ffi(c_arg__heap, c_arg__mode);
     return handle_result(res);
 }
 
@@ -237,10 +232,9 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_heap_created__impl", (DL_FUNC) &savvy_fmalloc_heap_created__impl, 1},
     {"savvy_fmalloc_heap_info__impl", (DL_FUNC) &savvy_fmalloc_heap_info__impl, 1},
     {"savvy_fmalloc_heap_is_closed__impl", (DL_FUNC) &savvy_fmalloc_heap_is_closed__impl, 1},
-    {"savvy_fmalloc_heap_open__impl", (DL_FUNC) &savvy_fmalloc_heap_open__impl, 4},
+    {"savvy_fmalloc_heap_open__impl", (DL_FUNC) &savvy_fmalloc_heap_open__impl, 5},
     {"savvy_fmalloc_heap_path__impl", (DL_FUNC) &savvy_fmalloc_heap_path__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
-    {"savvy_fmalloc_heap_set_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_set_sync__impl, 2},
     {"savvy_fmalloc_heap_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_sync__impl, 1},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},

@@ -310,3 +310,32 @@ test_that("create_fmalloc_vector(method = 'classic', name =) returns an ALTREP v
   expect_identical(res$parent, c(5, 6, 0))
   expect_identical(res$get, c(5, 6, 0))
 })
+
+test_that("a forked worker reads a reference unserialized there; space freed meanwhile shows as free once it exited", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  res <- in_fresh_r(function() {
+    library(Rfmalloc)
+    h <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.1)
+    fmalloc_save(1:1000, "n", h)
+    ref <- serialize(fmalloc_ref(fmalloc_get("n", h)), NULL)
+    # A reference unserialized in a worker of the writer opens the heap the
+    # worker inherited (it was refused as an allocation in a forked child).
+    got <- parallel::mclapply(1:2, function(i) {
+      tryCatch(sum(unserialize(ref)), error = function(e) class(e)[[1]])
+    }, mc.cores = 2)
+    # Freed while a worker runs: held back from reuse, then free once the
+    # worker has exited (it stayed counted until the next allocation).
+    used0 <- fmalloc_info(h)$used
+    x <- create_fmalloc_vector("double", 3e6, heap = h)
+    job <- parallel::mcparallel({ Sys.sleep(1); sum(x) })
+    Sys.sleep(0.2)
+    rm(x)
+    invisible(gc())
+    invisible(parallel::mccollect(job))
+    invisible(gc())
+    list(got = got, used0 = used0, used = fmalloc_info(h)$used)
+  })
+  expect_identical(res$got, list(500500L, 500500L))
+  expect_identical(res$used, res$used0)
+})

@@ -440,6 +440,50 @@ test_that("a damaged durable commit is not given up by a writable open unless re
   expect_error(fmalloc_open(path, recover = NA), class = "fmalloc_invalid")
 })
 
+test_that("init_fmalloc(), local_fmalloc_heap() and with_fmalloc_heap() take recover (and sync)", {
+  # Each session helper opens a damaged durable commit only when asked,
+  # as fmalloc_open() does.
+  damaged <- function() {
+    path <- local_heap_path(env = parent.frame())
+    heap <- fmalloc_open(path, size_gb = 0.01)
+    fmalloc_batch(heap, for (i in 1:300) fmalloc_save(i, sprintf("an-object-with-a-long-name-%03d", i), heap))
+    fmalloc_save(42L, "the-last-one", heap)
+    fmalloc_close(heap)
+    rm(heap)
+    invisible(gc())
+    bytes <- readBin(path, "raw", file.size(path))
+    at <- grepRaw("the-last-one", bytes, fixed = TRUE)
+    bytes[at] <- xor(bytes[at], as.raw(0x01))
+    writeBin(bytes, path)
+    path
+  }
+  path <- damaged()
+  expect_error(init_fmalloc(path), class = "fmalloc_corrupt")
+  expect_warning(init_fmalloc(path, recover = TRUE), class = "fmalloc_recovered")
+  expect_identical(fmalloc_get("an-object-with-a-long-name-300")[], 300L)
+  cleanup_fmalloc()
+  path <- damaged()
+  expect_error(with_fmalloc_heap(path, 1), class = "fmalloc_corrupt")
+  got <- NULL
+  expect_warning(
+    got <- with_fmalloc_heap(path, fmalloc_get("an-object-with-a-long-name-001")[], recover = TRUE),
+    class = "fmalloc_recovered"
+  )
+  expect_identical(got, 1L)
+  path <- damaged()
+  f <- function(...) {
+    local_fmalloc_heap(path, ...)
+    fmalloc_save(5L, "five")
+    fmalloc_exists("the-last-one")
+  }
+  expect_error(f(), class = "fmalloc_corrupt")
+  expect_false(suppressWarnings(f(recover = TRUE, sync = "none")))
+  expect_error(f(sync = "sometimes"), class = "fmalloc_invalid")
+  heap <- fmalloc_open(path, readonly = TRUE)
+  expect_identical(fmalloc_get("five", heap)[], 5L)
+  fmalloc_close(heap)
+})
+
 test_that("a new heap file at the path of a deleted open one is a new heap", {
   # Issue 9, item 7: the in-process registry was keyed by path, so opening
   # the new file returned the old (deleted) heap and saves into it were lost.
@@ -561,4 +605,50 @@ test_that("a pseudo-file that reports length 0 is refused before anything is wri
   before <- readLines("/proc/self/comm")
   expect_error(fmalloc_open("/proc/self/comm", size_gb = 0.01), class = "fmalloc_error")
   expect_identical(readLines("/proc/self/comm"), before)
+})
+
+# Whether the newest catalog slot of the heap at `path` carries the unsynced
+# flag (inst/FORMAT.md: slots at 64 and 128, generation at +0, flags at +52).
+newest_slot_unsynced <- function(path) {
+  b <- readBin(path, "raw", 192L)
+  gen <- function(at) sum(as.numeric(b[at + 1:8]) * 256^(0:7))
+  at <- if (gen(64) >= gen(128)) 64 else 128
+  bitwAnd(as.integer(b[at + 53L]), 1L) == 1L
+}
+
+test_that("the handles of one file share its sync mode: another open does not change it", {
+  # The last open won: a second fmalloc_open(sync = "none"), closed at
+  # once, left a durable handle's commits unflushed, and a reference
+  # unserialized in the writer (which opens the heap) made an unsynced
+  # heap flush every commit.
+  path <- local_heap_path()
+  h <- fmalloc_open(path, size_gb = 0.01) # "commit"
+  err <- expect_fmalloc_error(fmalloc_open(path, sync = "none"), "fmalloc_invalid")
+  expect_match(conditionMessage(err), 'open already with sync = "commit"', fixed = TRUE)
+  h2 <- fmalloc_open(path) # shares the mode
+  fmalloc_close(h2)
+  fmalloc_save(1, "a", h)
+  expect_false(newest_slot_unsynced(path))
+  x <- unserialize(serialize(fmalloc_ref(fmalloc_get("a", h)), NULL))
+  fmalloc_save(2, "b", h)
+  expect_false(newest_slot_unsynced(path))
+  fmalloc_close(h)
+  # The other way round: an unsynced handle stays unsynced.
+  h <- fmalloc_open(path, sync = "none")
+  y <- unserialize(serialize(fmalloc_ref(fmalloc_get("a", h)), NULL))
+  h2 <- fmalloc_open(path, sync = "none")
+  fmalloc_close(h2)
+  h2 <- fmalloc_open(path)
+  fmalloc_close(h2)
+  fmalloc_save(3, "c", h)
+  expect_true(newest_slot_unsynced(path))
+  expect_fmalloc_error(fmalloc_open(path, sync = "commit"), "fmalloc_invalid")
+  fmalloc_close(h)
+  # No handle open (vectors may still hold the heap): the next open chooses.
+  h <- fmalloc_open(path)
+  fmalloc_save(4, "d", h)
+  expect_false(newest_slot_unsynced(path))
+  fmalloc_close(h)
+  rm(x, y)
+  invisible(gc())
 })

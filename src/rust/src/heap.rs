@@ -183,6 +183,16 @@ pub enum SyncMode {
     None,
 }
 
+impl SyncMode {
+    /// The name R uses (`fmalloc_open(sync = )`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Commit => "commit",
+            SyncMode::None => "none",
+        }
+    }
+}
+
 /// One row of a listing: what `fmalloc_ls()` shows, read from the
 /// catalog (the meta is read only for entries that keep no summary).
 #[derive(Debug, Clone, PartialEq)]
@@ -2391,7 +2401,13 @@ impl Heap {
     }
 
     pub fn info(&self) -> Info {
-        let st = self.state();
+        let mut st = self.state();
+        if !self.shared.owner.is_forked() {
+            // Blocks freed while forked children ran come back once they
+            // have exited; without this they waited for the next
+            // allocation, and the figures below still counted them.
+            st.end_quarantine();
+        }
         let file_bytes = st.map.len();
         let (used_bytes, free_bytes) = match &st.alloc {
             Some(a) => {
@@ -2448,6 +2464,11 @@ impl Heap {
     /// When commits are flushed (see [`SyncMode`]); for this open heap, in
     /// this process. Switching to `Commit` makes everything durable first.
     pub fn set_sync(&self, mode: SyncMode) -> Result<()> {
+        if self.sync_mode() == mode {
+            // Nothing changes (so no writer is needed: a forked child may
+            // open the heap it inherited).
+            return Ok(());
+        }
         let mut st = self.writer()?;
         if mode == SyncMode::Commit && st.sync == SyncMode::None {
             st.make_durable()?;

@@ -1,10 +1,10 @@
 //! Batches and durability: the savvy functions behind `fmalloc_batch()`
 //! and `fmalloc_open(sync = )` (R/batch.R). The core does the work
-//! (`Heap::begin_batch`, `commit_batch`, `abort_batch`, `set_sync`).
+//! (`Heap::begin_batch`, `commit_batch`, `abort_batch`; `set_sync` from
+//! `r::api::heap`).
 
 use savvy::savvy;
 
-use crate::heap::SyncMode;
 use crate::r::args::FmallocHeap;
 
 /// @noRd
@@ -29,15 +29,4 @@ fn fmalloc_batch_abort(heap: &FmallocHeap) -> savvy::Result<()> {
         h.abort_batch();
     }
     Ok(())
-}
-
-/// `mode`: "commit" or "none" (checked in R).
-/// @noRd
-#[savvy]
-fn fmalloc_heap_set_sync(heap: &FmallocHeap, mode: &str) -> savvy::Result<()> {
-    let mode = match mode {
-        "none" => SyncMode::None,
-        _ => SyncMode::Commit,
-    };
-    Ok(heap.heap()?.set_sync(mode)?)
 }

@@ -9,8 +9,8 @@ use savvy::{
 
 use crate::check::{self, Problem};
 use crate::error::Error;
-use crate::heap::{Heap, OpenOptions};
-use crate::r::args::{bytes_from_f64, handle_in, register_handle, FmallocHeap};
+use crate::heap::{Heap, OpenOptions, SyncMode};
+use crate::r::args::{bytes_from_f64, handle_in, open_handles_on, register_handle, FmallocHeap};
 use crate::r::error::returned_form;
 use crate::r::ffi::R_ExternalPtrAddr;
 use crate::r::types::hex;
@@ -29,6 +29,7 @@ fn fmalloc_heap_open(
     readonly: bool,
     recover: bool,
     size_bytes: Option<f64>,
+    sync: Option<&str>,
 ) -> savvy::Result<Sexp> {
     returned_form((|| {
         let initial_size = match size_bytes {
@@ -42,6 +43,9 @@ fn fmalloc_heap_open(
         };
         let (heap, created) = Heap::open(std::path::Path::new(path), &opts)
             .map_err(|e| super::holders::explain_conflict(e, readonly))?;
+        if !readonly {
+            set_sync(&heap, sync)?;
+        }
         let handle = FmallocHeap {
             path: heap.path().to_path_buf(),
             heap: Some(heap),
@@ -53,6 +57,37 @@ fn fmalloc_heap_open(
         register_handle(unsafe { &*(R_ExternalPtrAddr(ptr.0) as *const FmallocHeap) });
         Ok(ptr)
     })())
+}
+
+/// The sync mode of a heap just opened for writing: `sync` is "commit" or
+/// "none" (checked in R), or `None` when the caller did not choose.
+///
+/// The mode is the open heap's, shared by every handle of the file in this
+/// process (they share one `Heap`). So a new handle sets it only when no
+/// other handle is open on the heap (to `sync`, or the default "commit");
+/// beside open handles it takes their mode, and asking for another one is
+/// an error (the open makes no handle then). The last open used to win:
+/// a second open with `sync = "none"`, closed at once, left a durable
+/// handle's commits unflushed, and the reverse.
+fn set_sync(heap: &Heap, sync: Option<&str>) -> Result<(), Error> {
+    let want = sync.map(|m| match m {
+        "none" => SyncMode::None,
+        _ => SyncMode::Commit,
+    });
+    if open_handles_on(heap) == 0 {
+        return heap.set_sync(want.unwrap_or(SyncMode::Commit));
+    }
+    let now = heap.sync_mode();
+    match want {
+        Some(m) if m != now => Err(Error::Invalid(format!(
+            "this session has '{}' open already with sync = \"{}\": the handles of \
+             one file share its sync mode; open it with that mode (or without \
+             `sync`), or close the other handles first",
+            heap.path().display(),
+            now.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Why opening fell back to an older commit (the newest could not be read),
