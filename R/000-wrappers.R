@@ -37,25 +37,29 @@ NULL
   stop(class, " cannot be modified", call. = FALSE)
 }
 
-#' Rolls back everything since the outermost batch began. A closed handle
-#' has nothing left to roll back (closed inside the batch): the error that
-#' is leaving the batch is the one to see, so this is no error.
+#' Rolls back everything since the outermost batch began (a no-op when the
+#' batch has ended).
 #' @noRd
-`fmalloc_batch_abort` <- function(`heap`) {
-  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_batch_abort__impl, `heap`))
+`fmalloc_batch_abort` <- function(`batch`) {
+  `batch` <- .savvy_extract_ptr(`batch`, "Rfmalloc::FmallocBatch")
+  invisible(.Call(savvy_fmalloc_batch_abort__impl, `batch`))
 }
 
 #' @noRd
 `fmalloc_batch_begin` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_batch_begin__impl, `heap`))
+  .savvy_wrap_FmallocBatch(.Call(savvy_fmalloc_batch_begin__impl, `heap`))
 }
 
+#' Ends the batch with a commit (the outermost batch commits). If `heap`,
+#' the handle it began on, was closed inside it, the batch is rolled back
+#' instead and the error is `fmalloc_closed`: closing the handle ends its
+#' batch, as when no other handle keeps the heap open.
 #' @noRd
-`fmalloc_batch_commit` <- function(`heap`) {
+`fmalloc_batch_commit` <- function(`batch`, `heap`) {
+  `batch` <- .savvy_extract_ptr(`batch`, "Rfmalloc::FmallocBatch")
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  invisible(.Call(savvy_fmalloc_batch_commit__impl, `heap`))
+  invisible(.Call(savvy_fmalloc_batch_commit__impl, `batch`, `heap`))
 }
 
 #' Whether `x` is a handle of this session that is still alive: an
@@ -98,8 +102,8 @@ NULL
   .Call(savvy_fmalloc_heap_created__impl, `heap`)
 }
 
-#' A named list: path, heap_id, readonly, size, disk (NA when unknown),
-#' used, free, objects.
+#' A named list: path, heap_id, readonly, sync (NA when read-only), size,
+#' disk (NA when unknown), used, free, objects.
 #' @noRd
 `fmalloc_heap_info` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
@@ -136,6 +140,16 @@ NULL
 `fmalloc_heap_recovery` <- function(`heap`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
   .Call(savvy_fmalloc_heap_recovery__impl, `heap`)
+}
+
+#' Drops this handle's reference to the heap, without the sync of
+#' `fmalloc_heap_close`: for the handle an unserialized reference opens for
+#' a moment (R/serialize.R), whose close must not flush a `sync = "none"`
+#' heap.
+#' @noRd
+`fmalloc_heap_release` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  invisible(.Call(savvy_fmalloc_heap_release__impl, `heap`))
 }
 
 #' Makes everything written so far durable.
@@ -319,6 +333,33 @@ NULL
 #' @noRd
 `fmalloc_write_view` <- function(`x`) {
   .Call(savvy_fmalloc_write_view__impl, `x`)
+}
+
+### wrapper functions for FmallocBatch
+
+
+`.savvy_wrap_FmallocBatch` <- function(ptr) {
+  e <- new.env(parent = emptyenv())
+  e$.ptr <- ptr
+
+
+  class(e) <- c("Rfmalloc::FmallocBatch", "FmallocBatch", "savvy_Rfmalloc__sealed")
+  e
+}
+
+
+
+`FmallocBatch` <- new.env(parent = emptyenv())
+
+### associated functions for FmallocBatch
+
+
+
+class(`FmallocBatch`) <- c("Rfmalloc::FmallocBatch__bundle", "savvy_Rfmalloc__sealed")
+
+#' @export
+`print.Rfmalloc::FmallocBatch__bundle` <- function(x, ...) {
+  cat('Rfmalloc::FmallocBatch\n')
 }
 
 ### wrapper functions for FmallocHeap

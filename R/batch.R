@@ -53,7 +53,7 @@
 fmalloc_batch <- function(heap, expr) {
   call <- sys.call()
   heap <- .fm_heap(heap, call)
-  .rfm(fmalloc_batch_begin(heap), call)
+  batch <- .rfm(fmalloc_batch_begin(heap), call)
   # `expr` may leave without returning: an error or an interrupt that no
   # handler inside it caught (rolled back), or a return()/break of the
   # caller's code (committed, as when it returns: not an error).
@@ -64,12 +64,12 @@ fmalloc_batch <- function(heap, expr) {
   seen <- new.env(parent = emptyenv())
   seen$failed <- FALSE
   on.exit(if (!done) {
-    if (seen$failed) fmalloc_batch_abort(heap) else .rfm(fmalloc_batch_commit(heap), call)
+    if (seen$failed) fmalloc_batch_abort(batch) else .rfm(fmalloc_batch_commit(batch, heap), call)
   })
   fail <- .fm_flag_failure(seen)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail)
   done <- TRUE
-  .rfm(fmalloc_batch_commit(heap), call)
+  .rfm(fmalloc_batch_commit(batch, heap), call)
   invisible(value)
 }
 

@@ -56,9 +56,10 @@
 #'   the last synced commit or a later one, never torn. Ignored for
 #'   `readonly = TRUE`. See [fmalloc_batch()] to group changes into one
 #'   commit. The handles of one file in a session share one open heap and
-#'   its mode: an open beside other open handles takes their mode when
-#'   `sync` is not given, and asking for the other mode there is an error
-#'   (class `fmalloc_invalid`; close the other handles first).
+#'   its mode (`fmalloc_info()` shows it): an open beside other open handles
+#'   takes their mode when `sync` is not given (or is `NULL`, or the default
+#'   `c("commit", "none")` as such), and asking for the other mode there is
+#'   an error (class `fmalloc_invalid`; close the other handles first).
 #' @param recover Open for writing even when the newest commit is damaged,
 #'   at the previous commit (see Details); the warning of class
 #'   `fmalloc_recovered` says what is lost. Without effect for a heap whose
@@ -80,7 +81,8 @@
 #'   `fmalloc_close()` and `fmalloc_sync()` return `NULL` invisibly;
 #'   `fmalloc_sync()` returns once everything written so far is on disk.
 #'   `fmalloc_info()` returns a one-row data frame with columns `path`,
-#'   `heap_id` (the heap's random identity, hex), `readonly`, `size` (bytes of
+#'   `heap_id` (the heap's random identity, hex), `readonly`, `sync` (the
+#'   open heap's sync mode, `"commit"` or `"none"`; `NA` when read-only), `size` (bytes of
 #'   the heap file), `disk` (bytes the file takes on disk: less than `size`
 #'   where the file is sparse; `NA` when the system cannot say), `used` and
 #'   `free` (bytes inside it) and `objects` (the number of named objects).
@@ -135,8 +137,14 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
   .check_flag(recover, "recover")
-  # NULL: not chosen (the heap's mode when other handles have it open).
-  sync <- if (missing(sync) || is.null(sync)) NULL else .fm_sync_arg(sync, sys.call())
+  # NULL: not chosen (the heap's mode when other handles have it open). The
+  # default vector passed on explicitly (a wrapper's own default, as for
+  # match.arg()) is not a choice either.
+  sync <- if (missing(sync) || is.null(sync) || identical(sync, c("commit", "none"))) {
+    NULL
+  } else {
+    .fm_sync_arg(sync, sys.call())
+  }
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   # Errors in the returned form (see R/error.R), so no .rfm() here.

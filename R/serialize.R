@@ -111,9 +111,10 @@ fmalloc_ref <- function(x) {
     fmalloc_open(path, readonly = TRUE),
     fmalloc_locked = function(e) fmalloc_open(path)
   )
-  # The vector holds the heap, not this handle: closed at once, it counts
-  # as no open handle of the file (see fmalloc_open()'s `sync`).
-  on.exit(suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned"))
+  # The vector holds the heap, not this handle: released at once (without
+  # the sync of a close), it counts as no open handle of the file (see
+  # fmalloc_open()'s `sync`).
+  on.exit(fmalloc_heap_release(heap))
   id <- fmalloc_info(heap)$heap_id
   if (!identical(id, state$heap_id)) {
     .fmalloc_abort(sprintf(

@@ -39,8 +39,8 @@ SEXP handle_result(SEXP res_) {
     return (SEXP)res;
 }
 
-SEXP savvy_fmalloc_batch_abort__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_batch_abort__ffi(c_arg__heap);
+SEXP savvy_fmalloc_batch_abort__impl(SEXP c_arg__batch) {
+    SEXP res = savvy_fmalloc_batch_abort__ffi(c_arg__batch);
     return handle_result(res);
 }
 
@@ -49,8 +49,8 @@ SEXP savvy_fmalloc_batch_begin__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_batch_commit__impl(SEXP c_arg__heap) {
-    SEXP res = savvy_fmalloc_batch_commit__ffi(c_arg__heap);
+SEXP savvy_fmalloc_batch_commit__impl(SEXP c_arg__batch, SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_batch_commit__ffi(c_arg__batch, c_arg__heap);
     return handle_result(res);
 }
 
@@ -101,6 +101,11 @@ SEXP savvy_fmalloc_heap_path__impl(SEXP c_arg__heap) {
 
 SEXP savvy_fmalloc_heap_recovery__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_recovery__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
+SEXP savvy_fmalloc_heap_release__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_release__ffi(c_arg__heap);
     return handle_result(res);
 }
 
@@ -221,10 +226,11 @@ SEXP savvy_init_rfmalloc__impl(DllInfo* c_arg__dll_info) {
 
 
 
+
 static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_batch_abort__impl", (DL_FUNC) &savvy_fmalloc_batch_abort__impl, 1},
     {"savvy_fmalloc_batch_begin__impl", (DL_FUNC) &savvy_fmalloc_batch_begin__impl, 1},
-    {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 1},
+    {"savvy_fmalloc_batch_commit__impl", (DL_FUNC) &savvy_fmalloc_batch_commit__impl, 2},
     {"savvy_fmalloc_handle_live__impl", (DL_FUNC) &savvy_fmalloc_handle_live__impl, 1},
     {"savvy_fmalloc_has_classic__impl", (DL_FUNC) &savvy_fmalloc_has_classic__impl, 0},
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
@@ -235,6 +241,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_heap_open__impl", (DL_FUNC) &savvy_fmalloc_heap_open__impl, 5},
     {"savvy_fmalloc_heap_path__impl", (DL_FUNC) &savvy_fmalloc_heap_path__impl, 1},
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
+    {"savvy_fmalloc_heap_release__impl", (DL_FUNC) &savvy_fmalloc_heap_release__impl, 1},
     {"savvy_fmalloc_heap_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_sync__impl, 1},
     {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
@@ -257,6 +264,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_write_run__impl", (DL_FUNC) &savvy_fmalloc_write_run__impl, 4},
     {"savvy_fmalloc_write_scan__impl", (DL_FUNC) &savvy_fmalloc_write_scan__impl, 2},
     {"savvy_fmalloc_write_view__impl", (DL_FUNC) &savvy_fmalloc_write_view__impl, 1},
+
 
     {NULL, NULL, 0}
 };

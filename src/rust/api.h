@@ -1,6 +1,6 @@
-SEXP savvy_fmalloc_batch_abort__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_batch_abort__ffi(SEXP c_arg__batch);
 SEXP savvy_fmalloc_batch_begin__ffi(SEXP c_arg__heap);
-SEXP savvy_fmalloc_batch_commit__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_batch_commit__ffi(SEXP c_arg__batch, SEXP c_arg__heap);
 SEXP savvy_fmalloc_handle_live__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_has_classic__ffi(void);
 SEXP savvy_fmalloc_heap_check__ffi(SEXP c_arg__heap);
@@ -11,6 +11,7 @@ SEXP savvy_fmalloc_heap_is_closed__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes, SEXP c_arg__sync);
 SEXP savvy_fmalloc_heap_path__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_recovery__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_release__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_sync__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length);
 SEXP savvy_fmalloc_named_exists__ffi(SEXP c_arg__heap, SEXP c_arg__name);

@@ -196,3 +196,41 @@ test_that("fmalloc_open(sync =) takes one value", {
   expect_error(fmalloc_open(path, size_gb = 0.01, sync = "n"), class = "fmalloc_invalid")
   expect_false(file.exists(path) && file.size(path) > 0)
 })
+
+test_that("closing a batch's handle inside the batch rolls it back; later saves through another handle commit", {
+  # The handles of one file share one heap and its batch: the closed
+  # handle could not end the batch, so the heap stayed in it, and no later
+  # save of the session reached the file (not even after fmalloc_sync()).
+  path <- local_heap_path()
+  h1 <- fmalloc_open(path, size_gb = 0.01)
+  h2 <- fmalloc_open(path)
+  expect_fmalloc_error(fmalloc_batch(h1, {
+    fmalloc_save(1, "a", h2)
+    fmalloc_close(h1)
+    fmalloc_save(2, "b", h2)
+  }), "fmalloc_closed")
+  expect_false(fmalloc_exists("a", h2))
+  expect_false(fmalloc_exists("b", h2))
+  fmalloc_save(3, "c", h2)
+  # An error after the close: rolled back too.
+  h1 <- fmalloc_open(path)
+  expect_error(fmalloc_batch(h1, { fmalloc_save(4, "d", h2); fmalloc_close(h1); stop("boom") }), "boom")
+  expect_false(fmalloc_exists("d", h2))
+  fmalloc_save(5, "e", h2)
+  fmalloc_close(h2)
+  invisible(gc())
+  h <- fmalloc_open(path, readonly = TRUE)
+  expect_setequal(fmalloc_ls(h)$name, c("c", "e"))
+  fmalloc_close(h)
+  # The default heap opened again inside a batch on it (init_fmalloc()
+  # closes the old handle).
+  init_fmalloc(path)
+  expect_fmalloc_error(fmalloc_batch(NULL, { fmalloc_save(6, "f"); init_fmalloc(path); fmalloc_save(7, "g") }),
+                       "fmalloc_closed")
+  fmalloc_save(8, "h")
+  cleanup_fmalloc()
+  invisible(gc())
+  h <- fmalloc_open(path, readonly = TRUE)
+  expect_setequal(fmalloc_ls(h)$name, c("c", "e", "h"))
+  fmalloc_close(h)
+})

@@ -274,6 +274,17 @@ test_that("a refused creation leaves no file behind", {
   expect_false(file.exists(path))
 })
 
+test_that("a dangling symbolic link is refused with a message that says so", {
+  skip_on_os("windows")
+  dir <- withr::local_tempdir()
+  link <- file.path(dir, "heap.bin")
+  file.symlink(file.path(dir, "missing-target.bin"), link)
+  err <- expect_fmalloc_error(fmalloc_open(link, size_gb = 0.01), "fmalloc_io")
+  expect_match(conditionMessage(err), "symbolic link to", fixed = TRUE)
+  expect_match(conditionMessage(err), "missing-target.bin', which does not exist", fixed = TRUE)
+  expect_false(file.exists(file.path(dir, "missing-target.bin")))
+})
+
 test_that("no default heap: the message says how to get one", {
   skip_if(!is.null(Rfmalloc:::.fmalloc_state$heap), "a default heap is open")
   err <- expect_fmalloc_error(create_fmalloc_vector("double", 3), "fmalloc_closed")

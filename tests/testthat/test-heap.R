@@ -70,7 +70,7 @@ test_that("fmalloc_info returns one row with the documented columns", {
   expect_identical(nrow(info), 1L)
   expect_identical(
     names(info),
-    c("path", "heap_id", "readonly", "size", "disk", "used", "free", "objects")
+    c("path", "heap_id", "readonly", "sync", "size", "disk", "used", "free", "objects")
   )
   expect_type(info$path, "character")
   expect_type(info$heap_id, "character")
@@ -626,6 +626,10 @@ test_that("the handles of one file share its sync mode: another open does not ch
   err <- expect_fmalloc_error(fmalloc_open(path, sync = "none"), "fmalloc_invalid")
   expect_match(conditionMessage(err), 'open already with sync = "commit"', fixed = TRUE)
   h2 <- fmalloc_open(path) # shares the mode
+  expect_identical(fmalloc_info(h2)$sync, "commit")
+  fmalloc_close(h2)
+  # The default vector passed on explicitly chooses nothing (match.arg()).
+  h2 <- fmalloc_open(path, sync = c("commit", "none"))
   fmalloc_close(h2)
   fmalloc_save(1, "a", h)
   expect_false(newest_slot_unsynced(path))
@@ -642,6 +646,10 @@ test_that("the handles of one file share its sync mode: another open does not ch
   fmalloc_close(h2)
   fmalloc_save(3, "c", h)
   expect_true(newest_slot_unsynced(path))
+  expect_identical(fmalloc_info(h)$sync, "none")
+  # Unserializing a reference in the writer does not flush it either.
+  z <- unserialize(serialize(fmalloc_ref(fmalloc_get("c", h)), NULL))
+  expect_true(newest_slot_unsynced(path))
   expect_fmalloc_error(fmalloc_open(path, sync = "commit"), "fmalloc_invalid")
   fmalloc_close(h)
   # No handle open (vectors may still hold the heap): the next open chooses.
@@ -649,6 +657,6 @@ test_that("the handles of one file share its sync mode: another open does not ch
   fmalloc_save(4, "d", h)
   expect_false(newest_slot_unsynced(path))
   fmalloc_close(h)
-  rm(x, y)
+  rm(x, y, z)
   invisible(gc())
 })

@@ -210,8 +210,9 @@ fn catalog_in_force<V: View + ?Sized>(
                         None,
                         SLOT_NAMES[i],
                         format!(
-                            "its catalog page at offset {} ({} bytes) cannot be read either",
-                            r.off, r.cap
+                            "its catalog cannot be read either: catalog page at {} is damaged \
+                             (outside the file, or it fails its checksum)",
+                            r.off
                         ),
                     );
                 }

@@ -119,6 +119,8 @@ pub struct Info {
     pub path: std::path::PathBuf,
     pub heap_id: [u8; 16],
     pub readonly: bool,
+    /// When commits are flushed (`None` for a read-only heap).
+    pub sync: Option<SyncMode>,
     pub file_bytes: u64,
     /// Bytes the file takes on disk (`None` when the system cannot say).
     pub disk_bytes: Option<u64>,
@@ -396,6 +398,23 @@ fn corrupt(path: &Path) -> impl Fn(String) -> Error + '_ {
 /// also whether this call created it (a refused creation removes it again,
 /// see `Shared::create`).
 fn canonical_path(path: &Path, readonly: bool) -> Result<(PathBuf, bool)> {
+    if let Ok(target) = std::fs::read_link(path) {
+        if !path.exists() {
+            // Not created: where the link points may be meant for something
+            // else (and `create_new` does not follow it).
+            return Err(Error::io(
+                path,
+                "open",
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "it is a symbolic link to '{}', which does not exist",
+                        target.display()
+                    ),
+                ),
+            ));
+        }
+    }
     let mut made = false;
     if !readonly && !path.exists() {
         match std::fs::OpenOptions::new()
@@ -2429,6 +2448,7 @@ impl Heap {
             path: self.shared.path.clone(),
             heap_id: self.shared.heap_id,
             readonly: self.shared.readonly,
+            sync: (!self.shared.readonly).then_some(st.sync),
             file_bytes,
             disk_bytes: file.and_then(|f| crate::sys::disk_usage(f).ok()),
             used_bytes,

@@ -179,6 +179,17 @@ fn fmalloc_heap_close(heap: &mut FmallocHeap) -> savvy::Result<()> {
     Ok(())
 }
 
+/// Drops this handle's reference to the heap, without the sync of
+/// `fmalloc_heap_close`: for the handle an unserialized reference opens for
+/// a moment (R/serialize.R), whose close must not flush a `sync = "none"`
+/// heap.
+/// @noRd
+#[savvy]
+fn fmalloc_heap_release(heap: &mut FmallocHeap) -> savvy::Result<()> {
+    heap.heap = None;
+    Ok(())
+}
+
 /// @noRd
 #[savvy]
 fn fmalloc_heap_is_closed(heap: &FmallocHeap) -> savvy::Result<Sexp> {
@@ -198,17 +209,23 @@ fn fmalloc_heap_path(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     OwnedStringSexp::try_from(heap.path.to_string_lossy().as_ref())?.into()
 }
 
-/// A named list: path, heap_id, readonly, size, disk (NA when unknown),
-/// used, free, objects.
+/// A named list: path, heap_id, readonly, sync (NA when read-only), size,
+/// disk (NA when unknown), used, free, objects.
 /// @noRd
 #[savvy]
 fn fmalloc_heap_info(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     let info = heap.heap()?.info();
-    let mut out = OwnedListSexp::new(8, true)?;
+    let mut out = OwnedListSexp::new(9, true)?;
     let path = info.path.to_string_lossy();
     out.set_name_and_value(0, "path", OwnedStringSexp::try_from(path.as_ref())?)?;
     out.set_name_and_value(1, "heap_id", OwnedStringSexp::try_from(hex(&info.heap_id))?)?;
     out.set_name_and_value(2, "readonly", OwnedLogicalSexp::try_from(info.readonly)?)?;
+    let mut sync = OwnedStringSexp::new(1)?;
+    match info.sync {
+        Some(m) => sync.set_elt(0, m.name())?,
+        None => sync.set_na(0)?,
+    }
+    out.set_name_and_value(3, "sync", sync)?;
     let numbers = [
         ("size", Some(info.file_bytes)),
         ("disk", info.disk_bytes),
@@ -218,7 +235,7 @@ fn fmalloc_heap_info(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     ];
     for (i, (name, value)) in numbers.into_iter().enumerate() {
         let value = value.map_or(f64::na(), |v| v as f64);
-        out.set_name_and_value(i + 3, name, OwnedRealSexp::try_from(value)?)?;
+        out.set_name_and_value(i + 4, name, OwnedRealSexp::try_from(value)?)?;
     }
     out.into()
 }

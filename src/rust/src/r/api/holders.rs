@@ -63,12 +63,12 @@ fn session_detail(open_readonly: bool, readonly_wanted: bool, handles: usize, re
              it first)"
             .into(),
         (false, true) => format!(
-            "this R session closed its heap handle, but {vectors} still alive and keep \
+            "this R session closed its heap handle, but {vectors} still alive, holding \
              the file open {mode}; rm() them (or let them go out of scope) and run gc(), \
              then open it for writing"
         ),
         (false, false) => format!(
-            "this R session closed its heap handle, but {vectors} still alive and keep \
+            "this R session closed its heap handle, but {vectors} still alive, holding \
              the file open {mode}; open it without readonly = TRUE to keep using it, or \
              rm() them and run gc() first"
         ),

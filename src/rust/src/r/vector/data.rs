@@ -148,8 +148,9 @@ pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
     let Some(p) = (unsafe { data_of(x) }) else {
         return guard(|| Err(Failure::internal("a vector whose heap data were released")));
     };
-    // SAFETY: a non-null address is the Box<VecData> made by `new_altrep`,
-    // alive until the finalizer clears it; R is single-threaded.
+    // SAFETY: a non-null address is the Box<VecData> made by
+    // `new_instance`, alive until R collects the instance's data1 (which
+    // it does only with the instance); R is single-threaded.
     unsafe { &mut *p }
 }
 
@@ -171,9 +172,8 @@ pub(crate) unsafe fn vd<'a>(x: SEXP) -> &'a mut VecData {
 /// vectors for it, walks the list of all of them at every collection, and
 /// runs each in a top-level context of its own; for many small vectors that
 /// was most of their cost (issue 7: creating and collecting 200 000 of
-/// them cost 2.5-3.5x `double(k)`). The node is not in R's vector heap
-/// (R does not count custom-allocated nodes as used), so `gc()` reports
-/// what it did before.
+/// them cost 2.5-3.5x `double(k)`). The node's payload is one pointer, so
+/// what `gc()` reports barely changes.
 ///
 /// Without `Rf_allocVector3` (a build with `RFMALLOC_CLASSIC=false`) data1
 /// is an external pointer with a C finalizer, doing the same.
