@@ -394,11 +394,11 @@ test_that("a damaged newest commit opens the previous one with an fmalloc_recove
   fmalloc_close(heap)
 })
 
-test_that("a damaged durable commit is not given up by a writable open unless recover = TRUE", {
-  # A flushed commit cannot be torn by a crash: a byte changed in one of its
-  # catalog pages afterwards made a writable open fall back to the previous
-  # commit, and that open's next commit replaced the newest one for good.
-  path <- local_heap_path()
+# A heap (file removed when the calling test ends) of 300 objects committed
+# in a batch, then "the-last-one" in a durable commit, one byte of whose leaf
+# page is then changed: the newest commit is damaged, the previous intact.
+local_damaged_heap <- function(env = parent.frame()) {
+  path <- local_heap_path(env)
   heap <- fmalloc_open(path, size_gb = 0.01)
   fmalloc_batch(heap, for (i in 1:300) fmalloc_save(i, sprintf("an-object-with-a-long-name-%03d", i), heap))
   fmalloc_save(42L, "the-last-one", heap)
@@ -407,9 +407,18 @@ test_that("a damaged durable commit is not given up by a writable open unless re
   invisible(gc())
   bytes <- readBin(path, "raw", file.size(path))
   at <- grepRaw("the-last-one", bytes, fixed = TRUE, all = TRUE)
-  expect_length(at, 1) # in one leaf page, of the newest commit only
+  stopifnot(length(at) == 1) # in one leaf page, of the newest commit only
   bytes[at] <- xor(bytes[at], as.raw(0x01))
   writeBin(bytes, path)
+  path
+}
+
+test_that("a damaged durable commit is not given up by a writable open unless recover = TRUE", {
+  # A flushed commit cannot be torn by a crash: a byte changed in one of its
+  # catalog pages afterwards made a writable open fall back to the previous
+  # commit, and that open's next commit replaced the newest one for good.
+  path <- local_damaged_heap()
+  bytes <- readBin(path, "raw", file.size(path))
   mtime <- file.mtime(path)
   # Writable: refused, nothing written.
   err <- expect_error(fmalloc_open(path), class = "fmalloc_corrupt")
@@ -443,26 +452,12 @@ test_that("a damaged durable commit is not given up by a writable open unless re
 test_that("init_fmalloc(), local_fmalloc_heap() and with_fmalloc_heap() take recover (and sync)", {
   # Each session helper opens a damaged durable commit only when asked,
   # as fmalloc_open() does.
-  damaged <- function() {
-    path <- local_heap_path(env = parent.frame())
-    heap <- fmalloc_open(path, size_gb = 0.01)
-    fmalloc_batch(heap, for (i in 1:300) fmalloc_save(i, sprintf("an-object-with-a-long-name-%03d", i), heap))
-    fmalloc_save(42L, "the-last-one", heap)
-    fmalloc_close(heap)
-    rm(heap)
-    invisible(gc())
-    bytes <- readBin(path, "raw", file.size(path))
-    at <- grepRaw("the-last-one", bytes, fixed = TRUE)
-    bytes[at] <- xor(bytes[at], as.raw(0x01))
-    writeBin(bytes, path)
-    path
-  }
-  path <- damaged()
+  path <- local_damaged_heap()
   expect_error(init_fmalloc(path), class = "fmalloc_corrupt")
   expect_warning(init_fmalloc(path, recover = TRUE), class = "fmalloc_recovered")
   expect_identical(fmalloc_get("an-object-with-a-long-name-300")[], 300L)
   cleanup_fmalloc()
-  path <- damaged()
+  path <- local_damaged_heap()
   expect_error(with_fmalloc_heap(path, 1), class = "fmalloc_corrupt")
   got <- NULL
   expect_warning(
@@ -470,7 +465,7 @@ test_that("init_fmalloc(), local_fmalloc_heap() and with_fmalloc_heap() take rec
     class = "fmalloc_recovered"
   )
   expect_identical(got, 1L)
-  path <- damaged()
+  path <- local_damaged_heap()
   f <- function(...) {
     local_fmalloc_heap(path, ...)
     fmalloc_save(5L, "five")
