@@ -43,6 +43,8 @@
 #'   \item{`fmalloc_not_found`, `fmalloc_exists`}{no object, or already an
 #'     object, of that name.}
 #'   \item{`fmalloc_closed`}{the heap handle has been closed.}
+#'   \item{`fmalloc_rolled_back`}{a batch inside the open one was rolled
+#'     back, and with it the open one's changes ([fmalloc_batch()]).}
 #'   \item{`fmalloc_io`}{the operating system refused an operation.}
 #'   \item{`fmalloc_invalid`}{an argument is not valid.}
 #'   \item{`fmalloc_bounds`}{[fmalloc_write()] was given a position outside

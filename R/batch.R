@@ -27,7 +27,20 @@
 #' A batch costs one commit (two flushes with `sync = "commit"`) however
 #' many objects it changes, so saving many small objects in a batch is much
 #' faster than saving them one by one. Batches nest: only the outermost one
-#' commits.
+#' commits. There are no savepoints: a batch inside another that is rolled
+#' back (an error left it) rolls back every change since the outermost
+#' batch began. When the outer code catches that error and goes on, its
+#' further changes are refused with an error of class
+#' `fmalloc_rolled_back`, and each outer batch ends with that error,
+#' committing nothing, so that no part of the outer batch is committed
+#' without the rest.
+#'
+#' Writes into the data of objects ([fmalloc_write()], in-place changes of
+#' vectors) are not part of a batch: they reach the file at once and a
+#' rollback does not undo them. A value written there that relies on a
+#' change of the same batch (a label of a factor level added in the batch
+#' with [fmalloc_set_attr()]) stays when the batch rolls back: add the
+#' level in a batch of its own, or outside one, first.
 #'
 #' @param heap A heap handle from [fmalloc_open()], or `NULL` for the
 #'   session's default heap.

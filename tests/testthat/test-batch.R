@@ -234,3 +234,45 @@ test_that("closing a batch's handle inside the batch rolls it back; later saves 
   expect_setequal(fmalloc_ls(h)$name, c("c", "e", "h"))
   fmalloc_close(h)
 })
+
+test_that("an inner batch rolled back holds the outer batches: no part of them commits", {
+  # The rollback of an inner batch undid the outer batch's changes and
+  # closed it: outer code that caught the inner error went on outside any
+  # batch, its earlier saves silently gone, its later ones committed.
+  path <- local_heap_path()
+  h <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(0, "before", h)
+  err <- expect_fmalloc_error(fmalloc_batch(h, {
+    fmalloc_save(1, "a", h)
+    try(fmalloc_batch(h, { fmalloc_save(9, "inner", h); stop("inner") }), silent = TRUE)
+    expect_false(fmalloc_exists("a", h))
+    expect_fmalloc_error(fmalloc_save(2, "b", h), "fmalloc_rolled_back")
+    expect_fmalloc_error(fmalloc_rm("before", h), "fmalloc_rolled_back")
+  }), "fmalloc_rolled_back")
+  expect_match(conditionMessage(err), "nothing of it was committed", fixed = TRUE)
+  # Three levels, the innermost rolled back and caught by the middle one.
+  expect_fmalloc_error(fmalloc_batch(h, {
+    fmalloc_save(1, "a", h)
+    fmalloc_batch(h, {
+      try(fmalloc_batch(h, stop("innermost")), silent = TRUE)
+    })
+  }), "fmalloc_rolled_back")
+  # Two handles of one file: the same.
+  h2 <- fmalloc_open(path)
+  expect_fmalloc_error(fmalloc_batch(h, {
+    fmalloc_save(1, "a", h)
+    try(fmalloc_batch(h2, stop("inner")), silent = TRUE)
+  }), "fmalloc_rolled_back")
+  fmalloc_close(h2)
+  # Afterwards batches and saves work again, and an uncaught inner error
+  # rolls back plainly.
+  expect_error(fmalloc_batch(h, { fmalloc_save(1, "a", h); fmalloc_batch(h, stop("x")) }), "x")
+  fmalloc_batch(h, { fmalloc_save(3, "c", h); fmalloc_batch(h, fmalloc_save(4, "d", h)) })
+  fmalloc_save(5, "e", h)
+  expect_setequal(fmalloc_ls(h)$name, c("before", "c", "d", "e"))
+  fmalloc_close(h)
+  invisible(gc())
+  h <- fmalloc_open(path, readonly = TRUE)
+  expect_setequal(fmalloc_ls(h)$name, c("before", "c", "d", "e"))
+  fmalloc_close(h)
+})

@@ -35,6 +35,10 @@ pub enum Error {
     Exists { name: String },
     /// The heap handle was closed.
     Closed { path: PathBuf },
+    /// A batch inside the open one was rolled back, and with it every
+    /// change of the open one: further changes are refused until it ends
+    /// (`ended`: it has, committing nothing).
+    RolledBack { ended: bool },
     /// A caller passed an invalid argument (bad name, bad offset, ...).
     Invalid(String),
     /// Something this build or this kind of object cannot do.
@@ -56,6 +60,7 @@ impl Error {
             Error::NotFound { .. } => "fmalloc_not_found",
             Error::Exists { .. } => "fmalloc_exists",
             Error::Closed { .. } => "fmalloc_closed",
+            Error::RolledBack { .. } => "fmalloc_rolled_back",
             Error::Invalid(_) => "fmalloc_invalid",
             Error::Unsupported(_) => "fmalloc_unsupported",
         }
@@ -124,6 +129,16 @@ impl fmt::Display for Error {
             Error::Closed { path } => {
                 write!(f, "Rfmalloc: heap '{}' has been closed", file_name(path))
             }
+            Error::RolledBack { ended: false } => write!(
+                f,
+                "Rfmalloc: a batch inside this batch was rolled back by an error, and with it \
+                 every change of this batch: no change is accepted until this batch ends"
+            ),
+            Error::RolledBack { ended: true } => write!(
+                f,
+                "Rfmalloc: a batch inside this batch was rolled back by an error, and with it \
+                 every change of this batch: nothing of it was committed"
+            ),
             Error::Invalid(msg) | Error::Unsupported(msg) => write!(f, "Rfmalloc: {msg}"),
         }
     }

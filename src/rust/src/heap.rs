@@ -285,6 +285,13 @@ impl Catalog {
 struct Txn {
     /// Open batches (0: each change commits at once).
     depth: u32,
+    /// An inner batch was rolled back (and with it the outer batches'
+    /// changes): the outer batches stay open but refuse changes, and each
+    /// of them ends with `Error::RolledBack`, until the outermost has
+    /// ended. Before, the rollback closed them all, so the outer batch's
+    /// code that caught the inner error went on outside any batch: its
+    /// earlier changes silently gone, its later ones committed one by one.
+    rolled_back: bool,
     changed: bool,
     /// Blocks allocated since the last commit (pages, metas, block lists):
     /// freed at once when superseded, all of them on rollback.
@@ -2517,17 +2524,35 @@ impl Heap {
             return Err(Error::Invalid("no batch is open".into()));
         }
         st.txn.depth -= 1;
+        if st.txn.rolled_back {
+            st.txn.rolled_back = st.txn.depth > 0;
+            return Err(Error::RolledBack { ended: true });
+        }
         st.finish()
     }
 
-    /// Rolls back every change since the outermost batch began and closes
-    /// all batches. A no-op when no batch is open.
+    /// Ends the innermost batch by rolling back every change since the
+    /// outermost batch began (there are no savepoints). The outer batches
+    /// stay open, refusing changes (`Txn::rolled_back`). A no-op when no
+    /// batch is open.
     pub fn abort_batch(&self) {
         let mut st = self.state();
-        if st.txn.depth > 0 && !st.crashed {
+        let depth = st.txn.depth;
+        if depth > 0 && !st.crashed {
+            // (Resets the transaction, its depth included.)
             st.rollback();
         }
-        st.txn.depth = 0;
+        st.txn.depth = depth.saturating_sub(1);
+        st.txn.rolled_back = st.txn.depth > 0;
+    }
+
+    /// `Error::RolledBack` while an inner batch's rollback holds the open
+    /// batches (see `Txn::rolled_back`).
+    fn refuse_rolled_back(st: &State) -> Result<()> {
+        if st.txn.rolled_back {
+            return Err(Error::RolledBack { ended: false });
+        }
+        Ok(())
     }
 
     /// Open batches (0: none).
@@ -2549,6 +2574,7 @@ impl Heap {
         catalog::check_name(name).map_err(Error::Invalid)?;
         let mut guard = self.writer()?;
         let st = &mut *guard;
+        Self::refuse_rolled_back(st)?;
         if let Err(e) = st.ensure_tree() {
             return Err(st.failed(e));
         }
@@ -2744,6 +2770,7 @@ impl Heap {
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut guard = self.writer()?;
         let st = &mut *guard;
+        Self::refuse_rolled_back(st)?;
         if let Err(e) = st.ensure_tree() {
             return Err(st.failed(e));
         }
@@ -2774,6 +2801,7 @@ impl Heap {
         catalog::check_name(to).map_err(Error::Invalid)?;
         let mut guard = self.writer()?;
         let st = &mut *guard;
+        Self::refuse_rolled_back(st)?;
         if let Err(e) = st.ensure_tree() {
             return Err(st.failed(e));
         }
