@@ -206,6 +206,14 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
   if (is.atomic(x) && length(x) > 0L && is_fmalloc(x)) {
     x <- .rfm(fmalloc_write_view(x), call)
   }
+  if (identical(which, "levels") && is.factor(x) && length(value) < nlevels(x)) {
+    # As levels<- of a factor: fewer levels would leave codes pointing past
+    # them (a malformed factor, in the file).
+    .invalid(sprintf(
+      "cannot set attribute \"levels\" of %s: it has %d levels, %d given (levels can be added, not removed)",
+      what, nlevels(x), length(value)
+    ), call)
+  }
   tryCatch(
     attr(x, which) <- value,
     error = function(e) {

@@ -452,3 +452,16 @@ test_that("data.table objects are saved and come back as working data.tables", {
   expect_identical(res$after$DT$twice, c(7, 5, 198))
   expect_identical(res$after$sel, 2.5)
 })
+
+test_that("fmalloc_set_attr() refuses fewer levels than a factor has (codes would point past them)", {
+  heap <- local_heap()
+  fmalloc_save(factor(c("x", "y")), "f", heap)
+  err <- expect_fmalloc_error(fmalloc_set_attr(heap, "f", "levels", "x"), "fmalloc_invalid")
+  expect_match(conditionMessage(err), "it has 2 levels, 1 given", fixed = TRUE)
+  expect_identical(as.character(fmalloc_get("f", heap)), c("x", "y"))
+  fmalloc_set_attr(heap, "f", "levels", c("x", "y", "z")) # adding is fine
+  expect_identical(levels(fmalloc_get("f", heap)), c("x", "y", "z"))
+  # In a data frame column too.
+  fmalloc_save(data.frame(g = factor(c("a", "b"))), "d", heap)
+  expect_fmalloc_error(fmalloc_set_attr(heap, "d", "levels", "a", j = "g"), "fmalloc_invalid")
+})
