@@ -1,8 +1,14 @@
 # Batches: many saves, removals and renames as one atomic commit.
 
+# `sync` as given to fmalloc_open(): "commit", "none", or NULL when not
+# chosen (NULL, or the default vector passed on as it is: a wrapper's own
+# default, as match.arg() takes it).
 .fm_sync_arg <- function(sync, call = NULL) {
-  # One value: a vector given explicitly is a mistake, not a choice of its
-  # first element (c("none", "commit") silently meant no flushes).
+  if (is.null(sync) || identical(sync, c("commit", "none"))) {
+    return(NULL)
+  }
+  # One value: another vector is a mistake, not a choice of its first
+  # element (c("none", "commit") silently meant no flushes).
   if (!is.character(sync) || length(sync) != 1L || is.na(sync) ||
       !sync %in% c("commit", "none")) {
     .fmalloc_abort(sprintf("Rfmalloc: `sync` must be \"commit\" or \"none\", not %s",

@@ -137,14 +137,8 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   .check_flag(readonly, "readonly")
   .check_flag(verbose, "verbose")
   .check_flag(recover, "recover")
-  # NULL: not chosen (the heap's mode when other handles have it open). The
-  # default vector passed on explicitly (a wrapper's own default, as for
-  # match.arg()) is not a choice either.
-  sync <- if (missing(sync) || is.null(sync) || identical(sync, c("commit", "none"))) {
-    NULL
-  } else {
-    .fm_sync_arg(sync, sys.call())
-  }
+  # NULL: not chosen (the heap's mode when other handles have it open).
+  sync <- if (missing(sync)) NULL else .fm_sync_arg(sync, sys.call())
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   # Errors in the returned form (see R/error.R), so no .rfm() here.
@@ -250,7 +244,7 @@ local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
     ), sys.call())
   }
   heap <- fmalloc_open(path, size_gb = size_gb, readonly = readonly, verbose = verbose,
-                       sync = if (missing(sync)) NULL else sync, recover = recover)
+                       sync = sync, recover = recover)
   old <- .fmalloc_state$heap
   .fmalloc_state$heap <- heap
   .defer(.fmalloc_restore_default(heap, old, verbose), .local_envir)
@@ -263,7 +257,7 @@ with_fmalloc_heap <- function(path, code, size_gb = NULL, readonly = FALSE,
                               verbose = getOption("fmalloc.verbose", FALSE),
                               sync = c("commit", "none"), recover = FALSE) {
   local_fmalloc_heap(path, size_gb = size_gb, readonly = readonly, verbose = verbose,
-                     sync = if (missing(sync)) NULL else sync, recover = recover)
+                     sync = sync, recover = recover)
   force(code)
 }
 

@@ -1348,27 +1348,30 @@ impl State {
         };
         let mut held = Vec::new();
         let mut next = Some(first);
-        // Set by every way out of the loop but running out of retries (the
-        // error is built only then: this runs for every malloc).
-        let mut result = None;
+        // Always replaced by the first pass (no String is built: this runs
+        // for every malloc).
+        let mut result = Err(Error::Full {
+            requested: size,
+            detail: String::new(),
+        });
         while let Some((off, dirty)) = next {
             let cap = match alloc.usable_size(map, off) {
                 Ok(cap) => cap,
                 Err(e) => {
                     held.push(off);
-                    result = Some(Err(Error::corrupt(path, e)));
+                    result = Err(Error::corrupt(path, e));
                     break;
                 }
             };
             match map.reserve_block(off, cap) {
                 Ok(()) => {
-                    result = Some(Ok((off, cap, dirty)));
+                    result = Ok((off, cap, dirty));
                     break;
                 }
                 Err(e) => {
                     held.push(off);
                     if held.len() == 1 {
-                        result = Some(Err(space_error(path, size, "cannot reserve disk space", e)));
+                        result = Err(space_error(path, size, "cannot reserve disk space", e));
                     }
                     next = if held.len() > SPACE_RETRIES {
                         None
@@ -1381,12 +1384,7 @@ impl State {
         for off in held {
             let _ = alloc.free(map, off);
         }
-        result.unwrap_or_else(|| {
-            Err(Error::Full {
-                requested: size,
-                detail: "no free block with disk space behind it".into(),
-            })
-        })
+        result
     }
 
     /// Frees a block, or quarantines it while a forked child may still
@@ -1750,6 +1748,15 @@ impl State {
             self.rollback();
         }
         e
+    }
+
+    /// `Error::RolledBack` while an inner batch's rollback holds the open
+    /// batches (see `Txn::rolled_back`): for every change of the catalog.
+    fn refuse_rolled_back(&self) -> Result<()> {
+        if self.txn.rolled_back {
+            return Err(Error::RolledBack { ended: false });
+        }
+        Ok(())
     }
 
     /// Ends a change: commits it unless a batch is open; a failed commit
@@ -2546,15 +2553,6 @@ impl Heap {
         st.txn.rolled_back = st.txn.depth > 0;
     }
 
-    /// `Error::RolledBack` while an inner batch's rollback holds the open
-    /// batches (see `Txn::rolled_back`).
-    fn refuse_rolled_back(st: &State) -> Result<()> {
-        if st.txn.rolled_back {
-            return Err(Error::RolledBack { ended: false });
-        }
-        Ok(())
-    }
-
     /// Open batches (0: none).
     pub fn batch_depth(&self) -> u32 {
         self.state().txn.depth
@@ -2574,7 +2572,7 @@ impl Heap {
         catalog::check_name(name).map_err(Error::Invalid)?;
         let mut guard = self.writer()?;
         let st = &mut *guard;
-        Self::refuse_rolled_back(st)?;
+        st.refuse_rolled_back()?;
         if let Err(e) = st.ensure_tree() {
             return Err(st.failed(e));
         }
@@ -2770,7 +2768,7 @@ impl Heap {
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut guard = self.writer()?;
         let st = &mut *guard;
-        Self::refuse_rolled_back(st)?;
+        st.refuse_rolled_back()?;
         if let Err(e) = st.ensure_tree() {
             return Err(st.failed(e));
         }
@@ -2801,7 +2799,7 @@ impl Heap {
         catalog::check_name(to).map_err(Error::Invalid)?;
         let mut guard = self.writer()?;
         let st = &mut *guard;
-        Self::refuse_rolled_back(st)?;
+        st.refuse_rolled_back()?;
         if let Err(e) = st.ensure_tree() {
             return Err(st.failed(e));
         }
