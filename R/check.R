@@ -4,8 +4,10 @@
 #' the file header, both catalog slots, the catalog, the allocator's blocks
 #' (inside the heap, aligned, no two overlapping), and for every named object
 #' its metadata (checksum and decoding), each block it uses (inside the heap,
-#' inside a block of the allocator, its elements inside the block) and its
-#' string pools (every element of a character vector). It also reports when
+#' inside a block of the allocator, its elements inside the block), its
+#' string pools (every element of a character vector) and the codes of its
+#' factors (each `NA` or a level: R refuses to print a factor with any other
+#' code, a "malformed factor"). It also reports when
 #' the heap was opened at an older commit because the newest one could not be
 #' read (see [fmalloc_open()]).
 #'

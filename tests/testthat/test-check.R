@@ -222,3 +222,29 @@ test_that("a damaged catalog leaf: a read-only listing gives the other leaves an
   res <- fmalloc_check(h)
   expect_true(any(grepl(format(leaf, scientific = FALSE), res$problem, fixed = TRUE)))
 })
+
+test_that("a factor code that is not a level is a row naming the object and block", {
+  heap <- local_heap()
+  fmalloc_save(factor(c("a", "b", "a")), "f", heap)
+  fmalloc_save(data.frame(g = factor(c("x", "y"))), "df", heap)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  # The documented way to a malformed factor: a level added in a batch that
+  # rolls back, with a code for it written meanwhile (data writes are not
+  # part of a batch).
+  expect_error(fmalloc_batch(heap, {
+    fmalloc_set_attr(heap, "f", "levels", c("a", "b", "c"))
+    fmalloc_write(heap, "f", 2:3, c("c", "c"))
+    stop("give up")
+  }), "give up")
+  expect_identical(levels(fmalloc_get("f", heap)), c("a", "b"))
+  res <- fmalloc_check(heap)
+  expect_identical(res$object, "f")
+  expect_identical(res$part, "block 1")
+  expect_match(res$problem, "2 factor code(s) are not a level (1 to 2), the first 3 at element 2",
+               fixed = TRUE)
+  # The same from the path (a read-only open for the check).
+  path <- fmalloc_info(heap)$path
+  gc() # the vector fmalloc_get() made keeps the file open until collected
+  fmalloc_close(heap)
+  expect_identical(fmalloc_check(path), res)
+})

@@ -24,6 +24,7 @@
 //! |                 | the block, a live allocator block of that capacity, no     |
 //! |                 | overlap with any other live block                          |
 //! | `string pool`   | header (`strpool::layout`) and every element (`get`)       |
+//! | `block k`       | a factor's codes: each NA or a level                       |
 //! | `allocator`     | `Allocator::check_invariants`; the live blocks tile it     |
 //!
 //! Every offset, length and count comes from the file and goes through
@@ -325,11 +326,22 @@ fn check_entry<V: View + ?Sized>(
             }
         }
     }
+    // Factors whose codes are in a block: (block index, number of levels).
+    let mut factors: Vec<(usize, u64)> = Vec::new();
     if let Some(b) = meta_bytes {
         match meta::decode(b, e.blocks.len()) {
             Err(why) => out.add(name, "meta", format!("the metadata do not decode: {why}")),
             Ok(m) => {
                 for node in &m.nodes {
+                    if let Some(levels) = factor_levels(&m, node, e) {
+                        match &node.payload {
+                            Payload::Block { index, .. } => factors.push((*index as usize, levels)),
+                            Payload::Integer(codes) => {
+                                check_codes(codes.iter().copied(), levels, "meta", name, out)
+                            }
+                            _ => {}
+                        }
+                    }
                     let Payload::Block { index, elem } = node.payload else {
                         continue;
                     };
@@ -435,6 +447,69 @@ fn check_entry<V: View + ?Sized>(
                 None => out.add(name, "string pool", format!("block {}: not mapped", k + 1)),
             }
         }
+        if let Some(&(_, levels)) = factors.iter().find(|&&(i, _)| i == k) {
+            if b.elem == ElemType::Integer {
+                if let Some(data) = v.bytes_at(b.data_offset, end - b.data_offset) {
+                    let codes = data
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                    check_codes(codes, levels, &part, name, out);
+                }
+            }
+        }
+    }
+}
+
+/// The number of levels of `node` if it is a factor (class "factor",
+/// character levels): inline, or the length of the string block.
+fn factor_levels(m: &meta::Meta, node: &meta::Node, e: &StoredEntry) -> Option<u64> {
+    let attr = |want: &[u8]| {
+        node.attrs
+            .iter()
+            .find(|(k, _)| k == want)
+            .and_then(|&(_, v)| m.nodes.get(v))
+            .map(|n| &n.payload)
+    };
+    let is_factor = matches!(attr(b"class"), Some(Payload::Character(c))
+        if c.iter().any(|c| matches!(c, Some((b, _)) if b == b"factor")));
+    if !is_factor {
+        return None;
+    }
+    match attr(b"levels")? {
+        Payload::Character(l) => Some(l.len() as u64),
+        Payload::Block {
+            index,
+            elem: ElemType::String,
+        } => e.blocks.get(*index as usize).map(|b| b.length),
+        _ => None,
+    }
+}
+
+/// A factor's codes are NA or a level (1 to `levels`): R refuses to print
+/// or convert a factor with any other code ("malformed factor").
+fn check_codes(
+    codes: impl Iterator<Item = i32>,
+    levels: u64,
+    part: &str,
+    name: Option<&str>,
+    out: &mut Out,
+) {
+    let mut bad = 0u64;
+    let mut first = None;
+    for (i, c) in codes.enumerate() {
+        if c != i32::MIN && (c < 1 || c as u64 > levels) {
+            bad += 1;
+            first.get_or_insert((i as u64 + 1, c));
+        }
+    }
+    if let Some((at, c)) = first {
+        out.add(
+            name,
+            part,
+            format!(
+                "{bad} factor code(s) are not a level (1 to {levels}), the first {c} at element {at}"
+            ),
+        );
     }
 }
 
