@@ -324,6 +324,13 @@
 #' to any depth. Other objects (environments, functions, external pointers,
 #' calls, ...) are refused with an error of class `fmalloc_unsupported` that
 #' names the part that failed, and nothing is written.
+#' Objects whose class R's own methods fail on, and which a read would
+#' therefore refuse as damaged, are refused too (class `fmalloc_invalid`,
+#' nothing is written): a factor without character levels, a data frame
+#' whose row names do not match its columns, a `POSIXct` whose time zone is
+#' not character. So is an object with a class of a package that is not
+#' loaded (`fmalloc_unsupported`): it could not be read back without loading
+#' that package, which Rfmalloc never does.
 #'
 #' Saving costs no copy for vectors whose data already live in the heap
 #' (created by [create_fmalloc_vector()], either method): the saved object

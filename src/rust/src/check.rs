@@ -17,7 +17,8 @@
 //! | `catalog`       | a slot in force; its block's geometry, checksum, structure |
 //! | `recovery`      | the heap is (or would be) opened at an older commit        |
 //! | `meta`          | per object: block geometry, length, checksum, decoding     |
-//! |                 | (`format::meta`), element types against the catalog        |
+//! |                 | (`format::meta`), element types against the catalog, the  |
+//! |                 | attributes a read refuses (`format::readable`)             |
 //! | `summary`       | the catalog's copy of an object's summary: it decodes (as  |
 //! |                 | `fmalloc_ls()` decodes it) and equals the meta's summary   |
 //! | `block k`       | payload aligned and inside the heap, element range inside  |
@@ -37,6 +38,7 @@ use crate::alloc::{Allocator, ALIGN};
 use crate::catalog::StoredEntry;
 use crate::error::{Error, Result};
 use crate::format::meta::{self, Payload};
+use crate::format::readable;
 use crate::format::{
     bounds, check_file_len, fnv1a64, read_slots, slot_offset, Header, Slot, HEADER_SIZE, SLOT_SIZE,
 };
@@ -332,6 +334,19 @@ fn check_entry<V: View + ?Sized>(
         match meta::decode(b, e.blocks.len()) {
             Err(why) => out.add(name, "meta", format!("the metadata do not decode: {why}")),
             Ok(m) => {
+                // Lengths of the block nodes: elements (a string block's
+                // `length` counts bytes; its pool header counts strings).
+                let block_len = |i: u32| match e.blocks.get(i as usize) {
+                    Some(b) if b.elem == ElemType::String => v
+                        .bytes_at(b.data_offset, b.length)
+                        .and_then(|pool| strpool::layout(pool).ok())
+                        .map_or(0, |l| l.n),
+                    Some(b) => b.length,
+                    None => 0,
+                };
+                if let Err(why) = readable::check_object(&m, &block_len) {
+                    out.add(name, "meta", format!("the object cannot be read: {why}"));
+                }
                 for node in &m.nodes {
                     if let Some(levels) = factor_levels(&m, node, e) {
                         match &node.payload {

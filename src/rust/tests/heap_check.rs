@@ -468,3 +468,73 @@ fn a_damaged_summary_copy_in_the_catalog_is_reported_as_the_listing_shows_it() {
         }
     }
 }
+
+/// An integer vector of class "factor" with the given levels (none: no
+/// levels attribute) over block 0.
+fn factor_meta(levels: Option<&[&str]>) -> Vec<u8> {
+    let summary = Summary {
+        type_name: "integer".into(),
+        class: "factor".into(),
+        length: 3.0,
+        dim: None,
+    };
+    let chars = |v: &[&str]| {
+        Payload::Character(
+            v.iter()
+                .map(|s| Some((s.as_bytes().to_vec(), Encoding::Utf8)))
+                .collect(),
+        )
+    };
+    let mut w = Writer::new(&summary).unwrap();
+    let block = Payload::Block {
+        index: 0,
+        elem: ElemType::Integer,
+    };
+    w.node(&block, false, 1 + levels.is_some() as u32).unwrap();
+    if let Some(l) = levels {
+        w.attr_name(b"levels").unwrap();
+        w.node(&chars(l), false, 0).unwrap();
+    }
+    w.attr_name(b"class").unwrap();
+    w.node(&chars(&["factor"]), false, 0).unwrap();
+    w.finish()
+}
+
+#[test]
+fn unreadable_objects_and_bad_factor_codes_are_reported() {
+    let d = TempDir::new("check-factor");
+    let p = d.file("h.bin");
+    let h = open(&p, 256 << 10);
+    let codes = |v: [i32; 3]| v.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>();
+    for (name, levels, data) in [
+        ("good", Some(&["a", "b"][..]), codes([1, i32::MIN, 2])),
+        ("bad_code", Some(&["a", "b"][..]), codes([1, 3, 0])),
+        ("no_levels", None, codes([1, 1, 1])),
+    ] {
+        let off = h.malloc(12).unwrap();
+        write(&h, off, &data);
+        h.put(
+            name,
+            &factor_meta(levels),
+            &[desc(off, ElemType::Integer, 3)],
+            false,
+        )
+        .unwrap();
+        h.release(off).unwrap();
+    }
+    let problems = h.check();
+    assert_eq!(
+        places(&problems),
+        vec![(Some("bad_code"), "block 1"), (Some("no_levels"), "meta")]
+    );
+    assert_eq!(
+        find(&problems, "bad_code", "block 1").problem,
+        "2 factor code(s) are not a level (1 to 2), the first 3 at element 2"
+    );
+    assert_eq!(
+        find(&problems, "no_levels", "meta").problem,
+        "the object cannot be read: a factor without character levels"
+    );
+    drop(h);
+    assert_eq!(check_path(&p).unwrap(), problems);
+}

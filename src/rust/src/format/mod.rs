@@ -42,6 +42,7 @@
 
 pub mod checksum;
 pub mod meta;
+pub mod readable;
 
 use std::ops::Range;
 

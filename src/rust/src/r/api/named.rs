@@ -21,10 +21,11 @@ use std::collections::HashSet;
 use savvy::{savvy, ListSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, RawSexp, Sexp};
 
 use crate::error::Error;
+use crate::format::readable::check_object;
 use crate::heap::Heap;
 use crate::r::args::{heap_of, FmallocHeap};
 use crate::r::error::returned_form;
-use crate::r::named::assemble::assemble;
+use crate::r::named::assemble::{assemble, check_packages};
 use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap};
 use crate::r::named::listing::ls_columns;
 use crate::r::named::meta::encode_meta;
@@ -120,7 +121,20 @@ fn save(
         };
         blocks.push(desc);
     }
-    let meta = encode_meta(desc, &blocks)?;
+    let (meta, decoded) = encode_meta(desc, &blocks)?;
+    // What a read of it would refuse is refused before anything is written.
+    let lengths: Vec<u64> = leaves
+        .values_iter()
+        // SAFETY: a header read of a vector R passed in (`leaves` holds it).
+        .map(|l| unsafe { crate::r::ffi::XLENGTH(l.0) } as u64)
+        .collect();
+    let block_len = |i: u32| lengths.get(i as usize).copied().unwrap_or(0);
+    check_object(&decoded, &block_len).map_err(|why| {
+        Error::Invalid(format!(
+            "cannot save '{name}': {why}, which R's methods for its class fail on; nothing was written"
+        ))
+    })?;
+    check_packages(&decoded, name)?;
     heap.put(name, &meta, &blocks, overwrite)?;
     drop(copies);
     Ok(())

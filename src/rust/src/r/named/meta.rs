@@ -78,8 +78,11 @@ fn summary(x: SEXP) -> savvy::Result<Summary> {
 }
 
 /// The meta blob for `desc`, whose leaf `i` (1-based) is stored in
-/// `blocks[i - 1]`.
-pub(crate) fn encode_meta(desc: &ListSexp, blocks: &[BlockDesc]) -> savvy::Result<Vec<u8>> {
+/// `blocks[i - 1]`, and its decoding.
+pub(crate) fn encode_meta(
+    desc: &ListSexp,
+    blocks: &[BlockDesc],
+) -> savvy::Result<(Vec<u8>, meta::Meta)> {
     let mut w = Writer::new(&summary(field(desc, "summary")?)?).map_err(internal)?;
     let kind = ints(field(desc, "kind")?, "kind")?;
     let s4 = ints(field(desc, "s4")?, "s4")?;
@@ -135,8 +138,8 @@ pub(crate) fn encode_meta(desc: &ListSexp, blocks: &[BlockDesc]) -> savvy::Resul
         w.node(&payload, s4[i] != 0, n_attrs).map_err(internal)?;
     }
     let bytes = w.finish();
-    meta::decode(&bytes, blocks.len()).map_err(internal)?;
-    Ok(bytes)
+    let decoded = meta::decode(&bytes, blocks.len()).map_err(internal)?;
+    Ok((bytes, decoded))
 }
 
 /// An atomic vector's data as an inline payload.

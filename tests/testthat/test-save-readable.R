@@ -1,0 +1,54 @@
+# A save refuses, before writing anything, an object that a read would
+# refuse (format::readable owns the rules): it was committed first, and the
+# object it replaced was lost while the error said "nothing was changed".
+
+expect_refused_save <- function(heap, x, name, class = "fmalloc_invalid") {
+  before <- fmalloc_ls(heap)
+  expect_error(fmalloc_save(x, name, heap, overwrite = TRUE), class = class)
+  expect_identical(fmalloc_ls(heap), before)
+}
+
+test_that("objects R's methods fail on are refused and the old object stays", {
+  heap <- local_heap()
+  good <- factor(c("a", "b"))
+  local(fmalloc_save(good, "f", heap))
+  bad <- list(
+    no_levels = structure(1:2, class = "factor"),
+    numeric_levels = structure(1:3, levels = 1:3, class = "factor"),
+    short_row_names = structure(list(a = 1:3), row.names = 1:2, class = "data.frame"),
+    numeric_tzone = structure(1, class = c("POSIXct", "POSIXt"), tzone = 1)
+  )
+  for (b in names(bad)) {
+    expect_refused_save(heap, bad[[b]], "f")
+    expect_refused_save(heap, bad[[b]], paste0("new_", b))
+    expect_false(fmalloc_exists(paste0("new_", b), heap))
+  }
+  expect_error(fmalloc_save(bad$no_levels, "f", heap, overwrite = TRUE),
+               "cannot save 'f': a factor without character levels")
+  expect_identical(fmalloc_get("f", heap, copy = TRUE), good)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
+
+test_that("a class of a package that is not loaded is refused before writing", {
+  heap <- local_heap()
+  x <- structure(1:3, class = structure("foo", package = "notapackage"))
+  expect_refused_save(heap, x, "s4", class = "fmalloc_unsupported")
+  expect_false(fmalloc_exists("s4", heap))
+})
+
+test_that("fmalloc_set_attr() refuses a value that would make the object unreadable", {
+  heap <- local_heap()
+  local({
+    fmalloc_save(1:5, "i", heap)
+    fmalloc_save(data.frame(a = 1:3, b = c("x", "y", "z")), "df", heap)
+  })
+  expect_error(fmalloc_set_attr(heap, "i", "class", "factor"), class = "fmalloc_invalid")
+  expect_error(fmalloc_set_attr(heap, "df", "row.names", 1:2), class = "fmalloc_invalid")
+  expect_identical(fmalloc_get("i", heap, copy = TRUE), 1:5)
+  expect_identical(fmalloc_get("df", heap, copy = TRUE),
+                   data.frame(a = 1:3, b = c("x", "y", "z")))
+  # Later changes of the objects still work.
+  fmalloc_set_attr(heap, "i", "names", letters[1:5])
+  expect_identical(names(fmalloc_get("i", heap)), letters[1:5])
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
