@@ -220,3 +220,57 @@ test_that("removing a big object gives its disk space back (ext4)", {
 test_that("removing a big object gives its disk space back (tmpfs)", {
   expect_space_returned(local_small_fs("tmpfs", 256))
 })
+
+# Child: a request larger than the free space, through growth (a small
+# heap) and inside the heap's own space (a heap sized past the disk). Each
+# is fmalloc_full, and neither keeps disk space nor grows the file.
+oversized_child <- function(dir) {
+  library(Rfmalloc)
+  free <- function() {
+    out <- system2("df", c("-B1", "--output=avail", dir), stdout = TRUE)
+    as.numeric(out[[2]])
+  }
+  what <- function(expr) tryCatch({ expr; "ok" }, error = function(e) class(e)[1])
+  small <- file.path(dir, "small.bin")
+  heap <- fmalloc_open(small, size_gb = 0.01)
+  fmalloc_save(1:10, "keep", heap)
+  before <- c(size = file.size(small), free = free())
+  grown <- what(fmalloc_save(as.double(seq_len(1.5e7)), "x", heap))   # 120 MB
+  after_grow <- c(size = file.size(small), free = free())
+  keep <- fmalloc_get("keep", heap, copy = TRUE)
+  fmalloc_close(heap)
+  big <- file.path(dir, "big.bin")
+  heap <- fmalloc_open(big, size_gb = 0.5)   # sparse, larger than the disk
+  before_big <- free()
+  inside <- what(create_fmalloc_vector("double", 1.5e7, heap = heap))
+  after_big <- free()
+  small_ok <- what(fmalloc_save(1:1000, "y", heap))
+  fmalloc_close(heap)
+  list(grown = grown, before = before, after_grow = after_grow, keep = keep,
+       inside = inside, before_big = before_big, after_big = after_big,
+       small_ok = small_ok)
+}
+
+expect_oversized_refused <- function(dir) {
+  res <- callr::r(oversized_child, list(dir))
+  expect_identical(res$grown, "fmalloc_full")
+  # Refused before growing: the file did not grow, the disk's free space
+  # did not shrink.
+  expect_identical(res$after_grow[["size"]], res$before[["size"]])
+  expect_gt(res$after_grow[["free"]], res$before[["free"]] - 2^20)
+  expect_identical(res$keep, 1:10)
+  # Inside the heap: what the failed reservations got is given back; the
+  # pages of the allocator's headers stay reserved (2 MiB units, one per
+  # block tried), for later allocations. Before: the whole disk stayed taken.
+  expect_identical(res$inside, "fmalloc_full")
+  expect_gt(res$after_big, res$before_big - 16 * 2^20)
+  expect_identical(res$small_ok, "ok")
+}
+
+test_that("a request larger than the free space keeps no disk space (ext4)", {
+  expect_oversized_refused(local_small_fs("ext4", 64))
+})
+
+test_that("a request larger than the free space keeps no disk space (tmpfs)", {
+  expect_oversized_refused(local_small_fs("tmpfs", 64))
+})

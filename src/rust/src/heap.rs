@@ -1369,6 +1369,7 @@ impl State {
                     break;
                 }
                 Err(e) => {
+                    map.unreserve_block(off, cap);
                     held.push(off);
                     if held.len() == 1 {
                         result = Err(space_error(path, size, "cannot reserve disk space", e));
@@ -1994,6 +1995,17 @@ fn grow(path: &Path, map: &mut Mapping, alloc: &mut Allocator, size: u64) -> Res
                 .is_some_and(|e| e <= alloc::MAX_OFFSET)
         })
         .ok_or_else(|| full("request too large".into()))?;
+    // The new space is fresh: the block needs `size` bytes of new disk
+    // space. Refused before the file grows when the file system has less
+    // (its reservation would fail after filling the disk).
+    if let Some(free) = map.file().and_then(crate::sys::free_space) {
+        if free < size {
+            return Err(full(format!(
+                "the file system of '{}' has {free} bytes free",
+                path.display()
+            )));
+        }
+    }
     let (start, end) = map.grow(step).map_err(|e| {
         full(format!(
             "cannot grow '{}' by {step} bytes: {e}",

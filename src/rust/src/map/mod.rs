@@ -729,6 +729,43 @@ impl Mapping {
         given
     }
 
+    /// Gives back the disk space inside `[off, off + cap)`, a block just
+    /// handed out whose reservation failed (so nobody's data), that no
+    /// reservation records: a failed `fallocate` keeps what it got before
+    /// the disk was full (ext4), and `fill_holes` what it wrote. The
+    /// reserved prefixes of chunks and the reserved `UNIT`s (allocator
+    /// headers, see `reserve_page`) stay: they must not become holes.
+    pub fn unreserve_block(&self, off: u64, cap: u64) {
+        let Some(f) = &self.file else { return };
+        let end = off.saturating_add(cap).min(self.len());
+        if end <= off {
+            return;
+        }
+        let res = &self.reservation;
+        let mut keep: Vec<(u64, u64)> = res
+            .units
+            .iter()
+            .map(|&u| (u * UNIT, (u + 1) * UNIT))
+            .filter(|&(a, b)| a < end && b > off)
+            .collect();
+        for k in off / CHUNK..=(end - 1) / CHUNK {
+            let to = res.reserved_to.get(k as usize).copied().unwrap_or(0);
+            if to > k * CHUNK {
+                keep.push((k * CHUNK, to));
+            }
+        }
+        keep.sort_unstable();
+        let hi = end / PAGE * PAGE;
+        let mut at = off.next_multiple_of(PAGE);
+        for (a, b) in keep.into_iter().chain([(hi, hi)]) {
+            let a = (a / PAGE * PAGE).min(hi);
+            if a > at {
+                let _ = crate::sys::punch_hole(f, at, a - at);
+            }
+            at = at.max(b.next_multiple_of(PAGE));
+        }
+    }
+
     /// Punches chunks `[first, end)`, which hold only free space, and
     /// forgets their reservation.
     fn punch_chunks(&mut self, first: u64, end: u64) -> u64 {
@@ -1289,6 +1326,40 @@ mod tests {
     /// A chunk that holds a block reserved by itself (the whole chunk did
     /// not fit on the disk) is never filled, even when reserved later.
     #[cfg(target_os = "linux")]
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn unreserve_block_keeps_reservations_and_punches_the_rest() {
+        let len = 4 * CHUNK;
+        let (p, f) = temp_file("unreserve", len);
+        let mut m = Mapping::open_rw(f, len).unwrap();
+        // Chunk 0 reserved; a header's unit reserved in chunk 2.
+        m.reserve(0, 64).unwrap();
+        m.reserve_units(2 * CHUNK + 8, 8).unwrap();
+        // What a failed reservation of a block in chunks 0-3 left: data
+        // (allocated space) everywhere.
+        let file = m.file().unwrap();
+        crate::sys::write_all_at(file, &vec![1u8; len as usize], 0).unwrap();
+        let block = (CHUNK / 2, 3 * CHUNK);
+        m.unreserve_block(block.0, block.1);
+        let holes: Vec<(u64, u64)> =
+            std::iter::successors(crate::sys::next_hole(file, 0, len).unwrap(), |&(_, end)| {
+                crate::sys::next_hole(file, end, len).unwrap()
+            })
+            .collect();
+        if !holes.is_empty() {
+            // Chunk 0 and the unit [2 CHUNK, 2 CHUNK + UNIT) stay; the rest
+            // of the block is given back; nothing past it.
+            assert_eq!(
+                holes,
+                vec![
+                    (CHUNK, 2 * CHUNK),
+                    (2 * CHUNK + UNIT, 3 * CHUNK + CHUNK / 2)
+                ]
+            );
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+
     #[test]
     fn no_prefault_chunks_are_left_alone() {
         let len = 2 * CHUNK;

@@ -289,6 +289,28 @@ pub(crate) fn will_need(file: &File, off: u64, len: u64) {
     }
 }
 
+/// Bytes the file system of `file` has free for this user (`fstatvfs`:
+/// available blocks); `None` where unknown (Windows, or the call failed).
+pub(crate) fn free_space(file: &File) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fstatvfs fills the struct we pass; all-zero is a valid
+        // `statvfs` (plain integers).
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor we own and a struct of the right type.
+        if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
+    }
+}
+
 /// Bytes `file` takes on disk (its allocated blocks; less than its size
 /// when it has holes). Unix: `st_blocks`; Windows: the size minus the
 /// holes [`next_hole`] finds.
