@@ -138,16 +138,24 @@
 # marked "bytes", or invalid in the session's encoding).
 .check_path <- function(x, arg, call = sys.call(-1L)) {
   .check_string(x, arg, call)
-  if (Encoding(x) == "bytes" || (!validUTF8(x) && !.translatable(x))) {
+  if (!.utf8_ok(x)) {
     .invalid_path(x, arg, call)
   }
   invisible(x)
 }
 
-# Whether a string that is not valid UTF-8 as it is becomes a valid file
-# name in UTF-8: latin1 does; so may a native string in a session whose
-# encoding is not UTF-8 (in a UTF-8 session its invalid bytes are what
-# makes R's file functions fail).
+# Whether a string is text R translates to UTF-8 exactly: not marked as
+# bytes, and valid UTF-8 as it is or translatable. (enc2utf8() of a native
+# string with invalid bytes in a UTF-8 session escapes them as "<c3>":
+# a different, valid string.)
+.utf8_ok <- function(x) {
+  Encoding(x) != "bytes" && (validUTF8(x) || .translatable(x))
+}
+
+# Whether a string that is not valid UTF-8 as it is becomes valid UTF-8:
+# latin1 does; so may a native string in a session whose encoding is not
+# UTF-8 (in a UTF-8 session its invalid bytes are what makes R's file
+# functions fail).
 .translatable <- function(x) {
   Encoding(x) == "latin1" ||
     (Encoding(x) == "unknown" && !isTRUE(l10n_info()[["UTF-8"]]) &&
@@ -170,10 +178,10 @@
 # encoding), whatever its marked encoding (latin1 names were read as empty).
 .check_name <- function(x, arg, call = sys.call(-1L)) {
   .check_string(x, arg, call)
-  if (Encoding(x) == "bytes" || !validUTF8(x <- enc2utf8(x))) {
+  if (!.utf8_ok(x)) {
     .invalid_name(x, arg, call)
   }
-  x
+  enc2utf8(x)
 }
 
 .invalid_name <- function(x, arg, call) {

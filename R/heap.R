@@ -436,6 +436,30 @@ print.summary.fmalloc_heap <- function(x, ...) {
   .heap_assign_error(i, sys.call())
 }
 
+#' @rdname fmalloc_heap-methods
+#' @export
+`[.fmalloc_heap` <- function(x, i, ...) {
+  .invalid(paste(
+    "a heap is not subsettable with `[`; get one object with heap[[name]]",
+    "or fmalloc_get(name, heap), several with lapply(names, fmalloc_get, heap)"
+  ), sys.call())
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+`[<-.fmalloc_heap` <- function(x, i, value) {
+  .heap_assign_error(i, sys.call())
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+`names<-.fmalloc_heap` <- function(x, value) {
+  .invalid(paste(
+    "the names of a heap are the names of its objects and cannot be assigned;",
+    "rename an object with fmalloc_rename(from, to, heap)"
+  ), sys.call())
+}
+
 .heap_assign_error <- function(name, call) {
   .invalid(sprintf(paste(
     "a heap cannot be assigned into; save an object under a name with",

@@ -191,6 +191,13 @@ test_that("heap$x, heap[['x']] and names(heap) are the heap's objects", {
   expect_match(conditionMessage(err), "fmalloc_save(value, \"z\", heap)", fixed = TRUE)
   expect_fmalloc_error(as_user(h[["z"]] <- 1, h = heap), "fmalloc_invalid", "fmalloc_save")
   expect_false(fmalloc_exists("z", heap))
+  # The other base idioms of a named collection: classed errors, not R's
+  # "names() applied to a non-vector" or "object of type 'environment' is
+  # not subsettable".
+  expect_fmalloc_error(as_user(names(h) <- "a", h = heap), "fmalloc_invalid", "fmalloc_rename")
+  expect_fmalloc_error(as_user(h["x"], h = heap), "fmalloc_invalid", "heap\\[\\[name\\]\\]")
+  expect_fmalloc_error(as_user(h["z"] <- list(1), h = heap), "fmalloc_invalid", "fmalloc_save")
+  expect_identical(names(heap), c("x", "y"))
 })
 
 test_that("fmalloc_ls() prints lengths and bytes as whole numbers, never in e-notation", {

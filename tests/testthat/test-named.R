@@ -457,3 +457,16 @@ test_that("object names in any marked encoding are stored as UTF-8", {
   Encoding(bytes) <- "bytes"
   expect_fmalloc_error(fmalloc_save(1, bytes, heap), "fmalloc_invalid", "bytes")
 })
+
+test_that("a name with bytes invalid in a UTF-8 session is refused, not escaped", {
+  skip_if_not(isTRUE(l10n_info()[["UTF-8"]]), "needs a UTF-8 session")
+  heap <- local_heap()
+  local(fmalloc_save("first", "bad<c3>(", heap))
+  bad <- "bad\xc3("
+  # enc2utf8() escapes the byte: the name was taken for "bad<c3>(".
+  expect_fmalloc_error(fmalloc_exists(bad, heap), "fmalloc_invalid", "not valid text")
+  expect_fmalloc_error(fmalloc_get(bad, heap), "fmalloc_invalid", "not valid text")
+  expect_fmalloc_error(fmalloc_save("second", bad, heap, overwrite = TRUE), "fmalloc_invalid")
+  expect_identical(fmalloc_get("bad<c3>(", heap, copy = TRUE), "first")
+  expect_identical(fmalloc_ls(heap)$name, "bad<c3>(")
+})
