@@ -219,11 +219,27 @@ fmalloc_close <- function(heap, verbose = getOption("fmalloc.verbose", FALSE)) {
     ), path, if (n == 0) "objects" else paste(format(n, scientific = FALSE), "vectors"),
     mode, blocked)
   }
+  if (.holds_heap_vector(.Last.value)) {
+    msg <- paste(msg, paste(
+      "The value of the previous top-level call holds a heap vector (an",
+      "invisible one too, such as fmalloc_save()'s): R keeps it as .Last.value",
+      "until the next top-level call has run; gc() then releases the file."
+    ))
+  }
   message(structure(
     class = c("fmalloc_pinned", "fmalloc_message", "message", "condition"),
     list(message = paste0(msg, "\n"), call = call)
   ))
   invisible(NULL)
+}
+
+# Whether `x` is a heap vector or a list (data frame) with one as an
+# element.
+.holds_heap_vector <- function(x) {
+  if (is.atomic(x)) {
+    return(is_fmalloc(x))
+  }
+  is.list(x) && any(vapply(x, function(e) is.atomic(e) && is_fmalloc(e), NA))
 }
 
 #' @rdname fmalloc_open

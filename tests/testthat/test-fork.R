@@ -72,6 +72,39 @@ test_that("a child's gc() leaves the parent's classic vectors intact", {
   expect_identical(res$still, 100L)
 })
 
+test_that("a child's gc() while the parent collects garbage: classic headers as at the fork", {
+  skip_on_os("windows")
+  skip_if_not_installed("callr")
+  skip_if_not(fmalloc_has_classic(), "built without the classic path")
+  # The parent's collector rewrites a classic node's header (mark bits, list
+  # links) in the file; the child's private mapping showed those bytes until
+  # it first wrote the page, and its own gc() then followed the parent's
+  # links: a segfault in the child, NULL from mccollect() (every run), or
+  # children looping in their collector for good (hence the time limit).
+  res <- callr::r(function() {
+    library(Rfmalloc)
+    heap <- fmalloc_open(tempfile(fileext = ".bin"), size_gb = 0.05)
+    b <- create_fmalloc_vector("double", 1000, heap = heap, method = "classic")
+    b[] <- 2
+    mixed <- lapply(1:6, function(k) {
+      create_fmalloc_vector("double", 1000, heap = heap,
+                            method = if (k %% 2) "altrep" else "classic")
+    })
+    jobs <- lapply(1:3, function(j) parallel::mcparallel({
+      Sys.sleep(0.5)
+      s <- sum(b)
+      invisible(gc())
+      list(s, length(mixed))
+    }))
+    rm(mixed)
+    invisible(gc())
+    out <- parallel::mccollect(jobs)
+    list(children = unname(out), parent = sum(b))
+  }, libpath = .libPaths(), timeout = 120)
+  expect_identical(res$children, rep(list(list(2000, 6L)), 3))
+  expect_identical(res$parent, 2000)
+})
+
 test_that("mclapply children fill disjoint ranges of a named vector", {
   skip_on_os("windows")
   skip_if_not_installed("callr")

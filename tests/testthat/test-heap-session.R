@@ -23,6 +23,26 @@ test_that("fmalloc_close() collects garbage first: no message when nothing holds
   expect_true(ok)
 })
 
+test_that("fmalloc_close() names .Last.value when it is what holds the file", {
+  skip_on_cran()
+  # Top-level calls (only they set .Last.value): a script, not a test.
+  path <- local_heap_path()
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    "library(Rfmalloc)",
+    sprintf("h <- fmalloc_open('%s', size_gb = 0.01)", gsub("\\\\", "/", path)),
+    "x <- 1:10; attr(x, 'junk') <- 'j'",
+    "fmalloc_save(x, 'x', h)",
+    "fmalloc_close(h)"
+  ), script)
+  out <- system2(file.path(R.home("bin"), "Rscript"), shQuote(script),
+                 stdout = TRUE, stderr = TRUE, env = paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep)))
+  text <- paste(out, collapse = " ")
+  expect_match(text, "1 vector made from it is still in use", fixed = TRUE)
+  expect_match(text, "R keeps it as .Last.value until the next top-level call has run; gc() then releases the file",
+               fixed = TRUE)
+})
+
 test_that("fmalloc_close() says how many vectors still hold the file and what to do", {
   path <- local_heap_path()
   heap <- fmalloc_open(path, size_gb = 0.01)

@@ -63,7 +63,20 @@ pub struct CowRange {
 struct Entry {
     range: CowRange,
     tag: usize,
+    /// The range's first `HEAD` bytes as they were when the fork began
+    /// (written by `prepare`, read by `child`).
+    head: [u8; HEAD],
 }
+
+/// Bytes at the start of a range a forked child gets as they were at the
+/// fork: R's node header (and the allocator record before it) of a classic
+/// vector, which the parent's garbage collector rewrites while the child
+/// runs (mark bits, the links of its node lists). A private file mapping
+/// shows the file's current bytes until the child first writes a page, so
+/// without this a child's collector would follow the parent's new links
+/// (a crash in the child's `gc()`). 32 bytes of `R_allocator_t` and 48 of
+/// a vector's header on 64-bit platforms, rounded up.
+const HEAD: usize = 128;
 
 struct Registry {
     busy: AtomicBool,
@@ -138,7 +151,16 @@ pub fn page_size() -> usize {
 pub fn register(range: CowRange, tag: usize) {
     debug_assert!(range.addr.is_multiple_of(page_size()) && range.len.is_multiple_of(page_size()));
     register_at_fork();
-    with(|m| m.insert(range.addr, Entry { range, tag }));
+    with(|m| {
+        m.insert(
+            range.addr,
+            Entry {
+                range,
+                tag,
+                head: [0; HEAD],
+            },
+        )
+    });
 }
 
 /// Forgets the range that starts at `addr`; returns it and its tag.
@@ -219,8 +241,18 @@ fn register_at_fork() {
 #[cfg(unix)]
 extern "C" fn prepare() {
     acquire();
-    // SAFETY: `busy` is held (taken above, released by parent/child).
-    unsafe { *REGISTRY.pending.get() = epoch_pipe() };
+    // SAFETY: `busy` is held (taken above, released by parent/child). The
+    // parent, before the fork: every range a child will remap (`fd >= 0`)
+    // is a live mapping of at least a page (its owner unregisters it
+    // before unmapping), so its first HEAD bytes are readable.
+    unsafe {
+        *REGISTRY.pending.get() = epoch_pipe();
+        for e in (*REGISTRY.map.get()).values_mut() {
+            if e.range.fd >= 0 {
+                std::ptr::copy_nonoverlapping(e.range.addr as *const u8, e.head.as_mut_ptr(), HEAD);
+            }
+        }
+    }
 }
 
 /// A pipe whose ends close at `exec` (`[-1, -1]` on failure). `pipe` +
@@ -267,6 +299,21 @@ extern "C" fn child() {
     // SAFETY: `prepare` took the lock before the fork; this thread is the
     // only one in the child. Iterating a BTreeMap does not allocate.
     let map = unsafe { &mut *REGISTRY.map.get() };
+    // Remaps a run of adjacent ranges; then each of its ranges starts as
+    // it was at the fork (see `HEAD`), whatever the parent wrote there
+    // since. A range whose remap failed stays shared and is left alone:
+    // writing there would write the parent's file.
+    let finish = |c: &CowRange| {
+        if remap_private(c) {
+            for e in map.range(c.addr..c.addr + c.len).map(|(_, e)| e) {
+                // SAFETY: the range is this child's private mapping now, at
+                // least a page long; copying into it is async-signal-safe.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(e.head.as_ptr(), e.range.addr as *mut u8, HEAD)
+                };
+            }
+        }
+    };
     let mut run: Option<CowRange> = None;
     for e in map.values() {
         let r = e.range;
@@ -283,14 +330,14 @@ extern "C" fn child() {
             }
             _ => {
                 if let Some(c) = run {
-                    remap_private(&c);
+                    finish(&c);
                 }
                 run = Some(r);
             }
         }
     }
     if let Some(c) = run {
-        remap_private(&c);
+        finish(&c);
     }
     // The ranges are private here now: a grandchild must inherit this
     // child's copies (plain copy-on-write of a private mapping), not map the
@@ -311,10 +358,10 @@ extern "C" fn child() {
 
 /// Maps `r` again, private to this process, from the same file bytes.
 #[cfg(unix)]
-fn remap_private(r: &CowRange) {
+fn remap_private(r: &CowRange) -> bool {
     let Ok(off) = libc::off_t::try_from(r.file_off) else {
         FAILED.fetch_add(1, Ordering::Relaxed);
-        return;
+        return false;
     };
     // SAFETY: the range is a page-aligned part of a live shared mapping of
     // the same file at the same offsets (registered by its owner, which
@@ -332,7 +379,9 @@ fn remap_private(r: &CowRange) {
     };
     if p == libc::MAP_FAILED || p as usize != r.addr {
         FAILED.fetch_add(1, Ordering::Relaxed);
+        return false;
     }
+    true
 }
 
 #[cfg(test)]
