@@ -136,7 +136,10 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
 #' `sort()`, `cumsum()`): its data became a private copy in memory, and it
 #' stays `FALSE` for it. So a `TRUE` says that the data of `x` are read
 #' from the file and, on a heap opened for writing, that in-place writes to
-#' `x` reach it.
+#' `x` reach it. A vector of length zero has no data: a named object of
+#' length zero is stored without a block, and `fmalloc_get()` (or
+#' `create_fmalloc_vector(name = )`) returns an ordinary empty vector for it,
+#' for which `is_fmalloc()` is `FALSE`.
 #'
 #' @param x Any R object.
 #' @returns `TRUE` or `FALSE`.

@@ -175,6 +175,8 @@ fmalloc_write <- function(heap, name, i, j, value) {
 #' @export
 fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
   call <- sys.call()
+  if (!missing(value)) force(value) # before the object is read, as in .fm_write()
+  force(j)
   heap <- .fm_heap(heap, call)
   name <- .check_name(name, "name", call)
   .check_string(which, "which", call)
@@ -235,6 +237,12 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
 }
 
 .fm_write <- function(heap, name, i, j, value, call) {
+  # Every argument is evaluated before the object is looked up: code in one
+  # (removing or overwriting the object) must not leave the write aimed at
+  # what was there before, where it would land in no object.
+  force(i)
+  force(j)
+  force(value)
   heap <- .fm_heap(heap, call)
   name <- .check_name(name, "name", call)
   obj <- .fm_assemble(heap, name, call)

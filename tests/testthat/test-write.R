@@ -465,3 +465,31 @@ test_that("fmalloc_set_attr() refuses fewer levels than a factor has (codes woul
   fmalloc_save(data.frame(g = factor(c("a", "b"))), "d", heap)
   expect_fmalloc_error(fmalloc_set_attr(heap, "d", "levels", "a", j = "g"), "fmalloc_invalid")
 })
+
+test_that("arguments are evaluated before the object is looked up", {
+  heap <- local_heap()
+  fmalloc_save(c(5L, 6L, 7L, 8L), "old", heap)
+  # `value` removes the object: not a write into no object.
+  expect_fmalloc_error(
+    fmalloc_write(heap, "old", 1:4, { fmalloc_rm("old", heap); rep(-9L, 4) }),
+    "fmalloc_not_found"
+  )
+  # `value` overwrites the object: the write reaches the new one.
+  fmalloc_save(1:4, "v", heap)
+  fmalloc_write(heap, "v", 1:2, {
+    fmalloc_save(c(10L, 20L, 30L, 40L), "v", heap, overwrite = TRUE)
+    c(-7L, -7L)
+  })
+  expect_identical(fmalloc_get("v", heap, copy = TRUE), c(-7L, -7L, 30L, 40L))
+  # The same for the positions.
+  fmalloc_write(heap, "v", { fmalloc_save(1:4, "v", heap, overwrite = TRUE); 4L }, 0L)
+  expect_identical(fmalloc_get("v", heap, copy = TRUE), c(1L, 2L, 3L, 0L))
+  # fmalloc_set_attr(): the overwrite made while `value` is evaluated stays.
+  fmalloc_save(1:10, "ab", heap)
+  fmalloc_set_attr(heap, "ab", "names", {
+    fmalloc_save(c(-1L, -2L), "ab", heap, overwrite = TRUE)
+    c("a", "b")
+  })
+  expect_identical(fmalloc_get("ab", heap, copy = TRUE), c(a = -1L, b = -2L))
+  expect_fmalloc_error(fmalloc_set_attr(heap, "ab", "names"), "fmalloc_invalid")
+})
