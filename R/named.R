@@ -30,6 +30,21 @@
 # Decomposition: object -> flat node table + leaves (validating everything)
 # ---------------------------------------------------------------------------
 
+# Refuses a value whose class names a package (an S4 class) that is not
+# loaded, before anything dispatches on it: R's length() of an S4 object
+# looks up its class, which loads (and attaches) the package. A read
+# refuses such an object too (r::named::assemble::check_packages).
+.fm_check_class_package <- function(v, path, call) {
+  pkg <- attr(attr(v, "class", exact = TRUE), "package", exact = TRUE)
+  if (is.character(pkg) && length(pkg) == 1L && !is.na(pkg) &&
+      pkg != ".GlobalEnv" && !isNamespaceLoaded(pkg)) {
+    .fmalloc_abort(sprintf(paste(
+      "Rfmalloc: cannot store %s: its class is of package '%s', which is not loaded;",
+      "load it (library(%s)) and try again; nothing was written"
+    ), path, pkg, pkg), "fmalloc_unsupported", call)
+  }
+}
+
 .fm_unsupported <- function(path, what, call = NULL) {
   .fmalloc_abort(
     sprintf(
@@ -158,6 +173,7 @@
     e_len <- 0
     e_data <- NULL
     type <- typeof(v)
+    .fm_check_class_package(v, path, call)
     if (mode == ALEAF) {
       e_kind <- .fm_kind[["block"]]
       leaf <- v

@@ -52,3 +52,31 @@ test_that("fmalloc_set_attr() refuses a value that would make the object unreada
   expect_identical(names(fmalloc_get("i", heap)), letters[1:5])
   expect_identical(nrow(fmalloc_check(heap)), 0L)
 })
+
+test_that("ordinary objects with classed list columns save and read back", {
+  heap <- local_heap()
+  d <- data.frame(id = 1:2, when = c("2024-01-02 03:04", "2024-05-06 07:08"))
+  d$time <- strptime(d$when, "%Y-%m-%d %H:%M", tz = "UTC") # POSIXlt: a list of fields
+  fmalloc_save(d, "d", heap)
+  expect_identical(fmalloc_get("d", heap, copy = TRUE), d)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
+
+test_that("a data frame that is not a list is refused", {
+  heap <- local_heap()
+  local(fmalloc_save(c(1, 2), "x", heap))
+  expect_refused_save(heap, structure(c(1, 2), class = "data.frame"), "y")
+  expect_error(fmalloc_set_attr(heap, "x", "class", "data.frame"), class = "fmalloc_invalid")
+  expect_identical(fmalloc_get("x", heap, copy = TRUE), c(1, 2))
+})
+
+test_that("an S4 class of a package not loaded is refused without loading it", {
+  heap <- local_heap()
+  x <- asS4(structure(1:3, class = structure("Foo", package = "notapackage")))
+  err <- expect_error(fmalloc_save(x, "x", heap), class = "fmalloc_unsupported")
+  expect_match(conditionMessage(err), "package 'notapackage', which is not loaded", fixed = TRUE)
+  expect_false(isNamespaceLoaded("notapackage"))
+  expect_false(fmalloc_exists("x", heap))
+  # Nested in a list, as well.
+  expect_error(fmalloc_save(list(a = 1, b = x), "l", heap), class = "fmalloc_unsupported")
+})

@@ -493,3 +493,13 @@ test_that("arguments are evaluated before the object is looked up", {
   expect_identical(fmalloc_get("ab", heap, copy = TRUE), c(a = -1L, b = -2L))
   expect_fmalloc_error(fmalloc_set_attr(heap, "ab", "names"), "fmalloc_invalid")
 })
+
+test_that("a string written twice at one position ends with the last value, as in R", {
+  heap <- local_heap()
+  fmalloc_save(c("a", "b", "c"), "s", heap)
+  fmalloc_write(heap, "s", c(2, 1, 2, 3, 2), c("long string one", "x", "y", "zz", "second-to-none"))
+  expect_identical(fmalloc_get("s", heap, copy = TRUE), c("x", "second-to-none", "zz"))
+  ref <- c("a", "b", "c")
+  ref[c(2, 1, 2, 3, 2)] <- c("long string one", "x", "y", "zz", "second-to-none")
+  expect_identical(fmalloc_get("s", heap, copy = TRUE), ref)
+})

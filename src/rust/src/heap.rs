@@ -1382,8 +1382,13 @@ impl State {
                 }
             }
         }
+        let failed = result.is_err();
         for off in held {
-            let _ = alloc.free(map, off);
+            if alloc.free(map, off).is_ok() && failed {
+                if let Some((start, cap)) = alloc.last_merged() {
+                    map.unreserve_free(start, cap);
+                }
+            }
         }
         result
     }

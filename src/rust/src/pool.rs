@@ -229,6 +229,38 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Makes room for `bytes` more bytes of strings, growing the pool now
+    /// (once, or twice after a compaction that left too little), so that
+    /// writes appending that much need no growth: a batch of writes that
+    /// reserves first either fails before its first write (full disk or
+    /// heap) or writes everything. In a forked child a reservation that
+    /// needs growth is `Error::Forked`.
+    pub fn reserve(
+        &self,
+        bytes: u64,
+        malloc: &mut dyn FnMut(&Heap, u64) -> Result<u64>,
+    ) -> Result<()> {
+        let heap = &self.0.heap;
+        let mut st = self.lock();
+        loop {
+            // SAFETY: as in `set`.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(st.addr.as_ptr(), st.loc.bytes as usize) };
+            let l = strpool::layout(buf).map_err(|e| Error::corrupt(heap.path(), e.to_string()))?;
+            if l.cap - l.used >= bytes {
+                return Ok(());
+            }
+            if heap.is_forked() {
+                return Err(Error::Forked {
+                    path: heap.path().to_path_buf(),
+                });
+            }
+            grow(&self.0, &mut st, &l, bytes, malloc)?;
+        }
+    }
+}
+
 /// Moves or resizes the pool so that `needed` more bytes fit; updates the
 /// one shared location (and the table's key).
 fn grow(

@@ -195,6 +195,9 @@ pub fn check_attrs(
     if has_class(b"POSIXct") && attr_is_character(b"tzone") == Some(false) {
         return Err("a date-time whose time zone is not character".into());
     }
+    if has_class(b"data.frame") && !matches!(node.payload, Payload::List(_)) {
+        return Err("a data frame that is not a list".into());
+    }
     // A data frame's columns have as many rows as its row names say (R
     // would print billions of rows, or fail unclassed).
     if has_class(b"data.frame") {
@@ -205,8 +208,14 @@ pub fn check_attrs(
                     continue;
                 };
                 // Nested data frames carry their own row names; a matrix
-                // column has `rows` rows of several columns.
-                if col.attrs.iter().any(|(k, _)| k == b"row.names") {
+                // column has `rows` rows of several columns. A list with a
+                // class (POSIXlt: a list of fields) has the length its
+                // class's length() method says, which R, not this check,
+                // knows.
+                if col.attrs.iter().any(|(k, _)| k == b"row.names")
+                    || (matches!(col.payload, Payload::List(_))
+                        && col.attrs.iter().any(|(k, _)| k == b"class"))
+                {
                     continue;
                 }
                 let col_rows = match col.attrs.iter().find(|(k, _)| k == b"dim") {

@@ -766,6 +766,32 @@ impl Mapping {
         }
     }
 
+    /// Gives back the reserved `UNIT`s that lie wholly inside the free
+    /// block `[off, off + cap)` (its last 8 bytes are its footer) outside
+    /// reserved chunk prefixes: after a failed reservation, the units that
+    /// headers of the blocks tried took (`reserve_page`), which nothing
+    /// needs once those blocks are free again. They are forgotten, so they
+    /// are reserved anew when used.
+    pub fn unreserve_free(&mut self, off: u64, cap: u64) {
+        let Some(f) = &self.file else { return };
+        let end = off.saturating_add(cap).saturating_sub(8);
+        let (first, last) = (off.div_ceil(UNIT), end / UNIT);
+        let res = &mut self.reservation;
+        for u in first..last {
+            let chunk = u * UNIT / CHUNK;
+            let in_chunk = res
+                .reserved_to
+                .get(chunk as usize)
+                .is_some_and(|&to| to > u * UNIT);
+            if !in_chunk
+                && res.units.contains(&u)
+                && matches!(crate::sys::punch_hole(f, u * UNIT, UNIT), Ok(true))
+            {
+                res.units.remove(&u);
+            }
+        }
+    }
+
     /// Punches chunks `[first, end)`, which hold only free space, and
     /// forgets their reservation.
     fn punch_chunks(&mut self, first: u64, end: u64) -> u64 {

@@ -439,12 +439,45 @@ fn write_strings(
             .into());
         }
     }
-    for (k, &i) in positions.iter().enumerate() {
-        pool.set(i, elt(k), &mut |heap, bytes| {
-            crate::r::vector::alloc::heap_malloc(heap, bytes)
-        })?;
+    // All or nothing: the pool gets the room every string that does not
+    // fit in place needs before the first is written, so a full disk (or
+    // heap) fails here, not halfway. Only the last value written at a
+    // position counts (as R's `x[c(1, 1)] <- c("a", "b")`): the others
+    // would only add garbage, and are skipped, so that the count is exact.
+    let todo = last_per_position(&positions);
+    let needed = pool.read(|buf| -> Result<u64, Error> {
+        let l = strpool::layout(buf).map_err(|e| Error::corrupt(d.heap.path(), e.to_string()))?;
+        let mut needed = 0u64;
+        for &k in &todo {
+            let v = elt(k);
+            if !strpool::fits_in_place(buf, &l, positions[k], v)
+                .map_err(|e| Error::corrupt(d.heap.path(), e.to_string()))?
+            {
+                needed = needed.saturating_add(v.map_or(0, |(b, _)| b.len() as u64));
+            }
+        }
+        Ok(needed)
+    })?;
+    let mut malloc =
+        |heap: &crate::heap::Heap, bytes| crate::r::vector::alloc::heap_malloc(heap, bytes);
+    pool.reserve(needed, &mut malloc)?;
+    for &k in &todo {
+        pool.set(positions[k], elt(k), &mut malloc)?;
     }
     Ok(())
+}
+
+/// The indices into `positions` of the last write to each position, in
+/// order of position (all of them, in order, when no position repeats).
+fn last_per_position(positions: &[u64]) -> Vec<usize> {
+    if positions.windows(2).all(|w| w[0] < w[1]) {
+        return (0..positions.len()).collect();
+    }
+    let mut idx: Vec<usize> = (0..positions.len()).collect();
+    // By position, the last write first; then keep the first of each.
+    idx.sort_unstable_by_key(|&k| (positions[k], std::cmp::Reverse(k)));
+    idx.dedup_by_key(|k| positions[*k]);
+    idx
 }
 
 /// A new vector over the same heap block as `x` (an fmalloc vector whose
