@@ -85,7 +85,7 @@ fmalloc_batch <- function(heap, expr) {
   on.exit(if (!done) {
     if (seen$failed) fmalloc_batch_abort(batch) else .rfm(fmalloc_batch_commit(batch, heap), call)
   })
-  fail <- .fm_flag_failure(seen)
+  fail <- .fm_flag_failure(seen, call)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail)
   done <- TRUE
   .rfm(fmalloc_batch_commit(batch, heap), call)
@@ -93,7 +93,18 @@ fmalloc_batch <- function(heap, expr) {
 }
 
 # A condition handler that records in `seen$failed` that one was signalled.
-.fm_flag_failure <- function(seen) {
+# An error signalled by `expr` itself (stop() at its top level) names the
+# call that evaluates the promise, withCallingHandlers(...) here: it is
+# signalled again as an error of `call` (the user's fmalloc_batch() call).
+.fm_flag_failure <- function(seen, call) {
   force(seen)
-  function(cond) seen$failed <- TRUE
+  force(call)
+  function(cond) {
+    seen$failed <- TRUE
+    if (inherits(cond, "error") &&
+        identical(conditionCall(cond), quote(withCallingHandlers(expr, error = fail, interrupt = fail)))) {
+      cond$call <- call
+      stop(cond)
+    }
+  }
 }

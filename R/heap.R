@@ -42,8 +42,11 @@
 #'
 #' @param path Path of the heap file.
 #' @param size_gb Initial size of a new heap in GiB (2^30 bytes), or `NULL`
-#'   for the default. The file is sparse: disk space is used only as data are
-#'   written, and the heap grows when it runs out of space. Ignored when the
+#'   for the default. The file is sparse: disk space is taken only for what
+#'   is allocated in it (a vector's space is reserved on disk when it is
+#'   created, written or not, so that a full disk is an `fmalloc_full` error
+#'   then rather than a crash later; freed space of 8 MiB or more is given
+#'   back), and the heap grows when it runs out of space. Ignored when the
 #'   file is already a heap.
 #' @param readonly Open for reading only. Vectors from a read-only heap are
 #'   read-only: R copies them before any modification.
@@ -313,7 +316,7 @@ fmalloc_sync <- function(heap = NULL) {
 #' Print, format, summarise and index heap handles
 #'
 #' A heap handle prints as its path, mode (read-write or read-only), file
-#' size, disk use (the file is sparse: only written pages take disk space),
+#' size, disk use (the file is sparse: only allocated space takes disk space),
 #' used and free bytes and the number of named objects. `format()` returns
 #' those lines as a character vector, `print()` writes them and returns the
 #' handle invisibly. `summary()` returns an object of class

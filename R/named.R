@@ -386,9 +386,11 @@
 #' data.table remakes it, with a warning, at the first `:=`. Columns added
 #' with `:=` and keys set with `setkey()` live in the session only until the
 #' data.table is saved again (`fmalloc_save(DT, name, overwrite = TRUE)`);
-#' `setkey()` sorts the rows in place, which writes the sorted column data
-#' into the heap file. Write single cells with [fmalloc_write()] (or
-#' `data.table::set()`, which writes into the column data in place).
+#' so does the order `setkey()` or `setorder()` gives the rows: they reorder
+#' copies of the columns in memory (`is_fmalloc()` of a column is then
+#' `FALSE`) and leave the heap's data as they were. Write single cells with
+#' [fmalloc_write()] (or `data.table::set()`, which writes into the column
+#' data in place).
 #'
 #' `fmalloc_rm()` removes a name and frees the space of its data once no
 #' vector of this session uses them any more (vectors still in use stay

@@ -57,11 +57,12 @@
 #'   character). With `init = FALSE` the contents are unspecified (the space
 #'   may be reused); character vectors are always `NA`-filled and logical
 #'   vectors `FALSE`-filled (other bytes would not be valid logicals). Zeros
-#'   cost nothing where the vector gets file space no vector used before (a
-#'   new heap, its growth, the unused end of a reopened heap file: it reads
-#'   as zeros and is not written, so creating even a vector larger than
-#'   memory takes a fraction of a second); space recycled from collected
-#'   vectors is zeroed when it is reused.
+#'   cost no writing where the vector gets file space no vector used before
+#'   (a new heap, its growth, the unused end of a reopened heap file: it
+#'   reads as zeros and is not written, so creating even a vector larger than
+#'   memory takes a fraction of a second; its disk space is reserved, not
+#'   written, so it counts in the file's disk use from the start); space
+#'   recycled from collected vectors is zeroed when it is reused.
 #' @param name If not `NULL`, the vector is also saved under this name in
 #'   the heap, without a copy: `create_fmalloc_vector(type, n, name = "v")`
 #'   is `fmalloc_save(create_fmalloc_vector(type, n), "v")` (see

@@ -278,7 +278,15 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
 .fm_plan <- function(obj, name, i, j, value, call) {
   what <- sprintf("'%s'", name)
   if (is.data.frame(obj)) {
-    rows <- .fm_positions(i, nrow(obj), "i", .fm_row_names(obj), what, "rows", call)
+    labels <- .fm_row_names(obj)
+    if (is.null(labels) && is.character(i)) {
+      # Automatic row names ("1", "2", ...; not made for the whole table):
+      # a label that is one stands for its number, as in df["2", "b"].
+      num <- suppressWarnings(as.integer(i))
+      auto <- !is.na(num) & num >= 1L & num <= nrow(obj) & as.character(num) == i
+      if (all(auto)) i <- num
+    }
+    rows <- .fm_positions(i, nrow(obj), "i", labels, what, "rows", call)
     cols <- .fm_select(j, length(obj), "j", names(obj), what, "columns", call)
     if (is.list(value)) {
       if (length(value) != length(cols)) {

@@ -27,12 +27,15 @@ test_that("an error inside a batch rolls all of its changes back", {
   fmalloc_save(1:3, "keep", heap)
   fmalloc_save(c(a = 1), "old", heap)
   used <- fmalloc_info(heap)$used
-  expect_error(fmalloc_batch(heap, {
+  err <- expect_error(fmalloc_batch(heap, {
     for (i in 1:20) fmalloc_save(runif(100), paste0("y", i), heap)
     fmalloc_rm("keep", heap)
     fmalloc_rename("old", "renamed", heap)
     stop("boom")
   }), "boom")
+  # The error names the user's call, not the batch's internals.
+  expect_identical(conditionCall(err)[[1]], quote(fmalloc_batch))
+  expect_s3_class(err, "simpleError")
   expect_identical(fmalloc_ls(heap)$name, c("keep", "old"))
   expect_identical(fmalloc_get("keep", heap), 1:3)
   expect_identical(fmalloc_get("old", heap), c(a = 1))

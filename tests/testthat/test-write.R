@@ -503,3 +503,13 @@ test_that("a string written twice at one position ends with the last value, as i
   ref[c(2, 1, 2, 3, 2)] <- c("long string one", "x", "y", "zz", "second-to-none")
   expect_identical(fmalloc_get("s", heap, copy = TRUE), ref)
 })
+
+test_that("automatic row names select rows of a data frame, as df['2', 'b'] does", {
+  heap <- local_heap()
+  fmalloc_save(data.frame(a = 1:3, b = c(1.5, 2.5, 3.5)), "d", heap)
+  fmalloc_write(heap, "d", "2", "b", value = 7)
+  fmalloc_write(heap, "d", c("3", "1"), "a", value = c(30L, 10L))
+  expect_identical(fmalloc_get("d", heap, copy = TRUE), data.frame(a = c(10L, 2L, 30L), b = c(1.5, 7, 3.5)))
+  expect_fmalloc_error(fmalloc_write(heap, "d", "4", "b", value = 1), "fmalloc_bounds")
+  expect_fmalloc_error(fmalloc_write(heap, "d", "02", "b", value = 1), "fmalloc_bounds")
+})
