@@ -25,7 +25,14 @@
 #' `return()` or `break` of the code around it). If `expr` signals an error
 #' that it does not catch itself (or is interrupted), none of its changes is
 #' committed: the catalog is exactly as before, and the space the new
-#' objects took is free again.
+#' objects took is free again. R does not tell a batch why its code was
+#' left otherwise: a condition that is not an error but that code outside
+#' the batch catches (`tryCatch(fmalloc_batch(...), warning = ...)`, a
+#' restart), or an error that a handler outside the batch signals (a
+#' `withCallingHandlers()` around it turning warnings into errors), leaves
+#' it like `return()` and commits what it did so far. Catch such conditions
+#' inside `expr`, or make warnings errors with `options(warn = 2)` (then
+#' they roll the batch back).
 #' Inside the batch, [fmalloc_get()], [fmalloc_exists()] and [fmalloc_ls()]
 #' see the batch's changes; other processes and a crash see none of them
 #' until the batch commits.
@@ -86,25 +93,31 @@ fmalloc_batch <- function(heap, expr) {
     if (seen$failed) fmalloc_batch_abort(batch) else .rfm(fmalloc_batch_commit(batch, heap), call)
   })
   fail <- .fm_flag_failure(seen, call)
-  value <- withCallingHandlers(expr, error = fail, interrupt = fail)
+  value <- withCallingHandlers(expr, error = fail, interrupt = fail, warning = fail)
   done <- TRUE
   .rfm(fmalloc_batch_commit(batch, heap), call)
   invisible(value)
 }
 
-# A condition handler that records in `seen$failed` that one was signalled.
-# An error signalled by `expr` itself (stop() at its top level) names the
-# call that evaluates the promise, withCallingHandlers(...) here: it is
-# signalled again as an error of `call` (the user's fmalloc_batch() call).
+# The batch's condition handler: records in `seen$failed` that an error or
+# an interrupt was signalled (a warning fails nothing). A condition that
+# `expr` itself signals (stop() or warning() at its top level) names the
+# call that evaluates the promise, the withCallingHandlers() call here: it
+# is signalled again as a condition of `call`, the user's fmalloc_batch()
+# call (a warning: the original one muffled).
 .fm_flag_failure <- function(seen, call) {
   force(seen)
   force(call)
+  internal <- quote(withCallingHandlers(expr, error = fail, interrupt = fail, warning = fail))
   function(cond) {
-    seen$failed <- TRUE
-    if (inherits(cond, "error") &&
-        identical(conditionCall(cond), quote(withCallingHandlers(expr, error = fail, interrupt = fail)))) {
-      cond$call <- call
-      stop(cond)
+    is_warning <- inherits(cond, "warning")
+    if (!is_warning) seen$failed <- TRUE
+    if (!identical(conditionCall(cond), internal)) return(invisible())
+    cond$call <- call
+    if (inherits(cond, "error")) stop(cond)
+    if (is_warning) {
+      warning(cond)
+      invokeRestart("muffleWarning")
     }
   }
 }

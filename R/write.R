@@ -280,11 +280,23 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
   if (is.data.frame(obj)) {
     labels <- .fm_row_names(obj)
     if (is.null(labels) && is.character(i)) {
-      # Automatic row names ("1", "2", ...; not made for the whole table):
-      # a label that is one stands for its number, as in df["2", "b"].
+      # Integer row names (automatic "1", "2", ..., or those a subset
+      # keeps, 3:5): no labels are made for the whole table; a label that
+      # is such a number stands for the row of that name, as in
+      # df["2", "b"].
       num <- suppressWarnings(as.integer(i))
-      auto <- !is.na(num) & num >= 1L & num <= nrow(obj) & as.character(num) == i
-      if (all(auto)) i <- num
+      num[is.na(num) | as.character(num) != i] <- NA_integer_
+      rn <- .row_names_info(obj, 0L)
+      pos <- if (is.integer(rn) && length(rn) == 2L && is.na(rn[[1L]])) {
+        ifelse(num >= 1L & num <= nrow(obj), num, NA_integer_) # automatic: 1..n
+      } else {
+        match(num, rn)
+      }
+      if (anyNA(pos)) {
+        .fm_bounds(sprintf("`i` = %s: %s has no row named so (its row names are numbers)",
+                           .fm_show(i[is.na(pos)][[1L]]), what), call)
+      }
+      i <- pos
     }
     rows <- .fm_positions(i, nrow(obj), "i", labels, what, "rows", call)
     cols <- .fm_select(j, length(obj), "j", names(obj), what, "columns", call)

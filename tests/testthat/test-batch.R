@@ -36,6 +36,14 @@ test_that("an error inside a batch rolls all of its changes back", {
   # The error names the user's call, not the batch's internals.
   expect_identical(conditionCall(err)[[1]], quote(fmalloc_batch))
   expect_s3_class(err, "simpleError")
+  # So does a warning, which fails nothing: the batch commits.
+  w <- expect_warning(fmalloc_batch(heap, {
+    fmalloc_save(1, "warned", heap)
+    warning("check the input")
+  }), "check the input")
+  expect_identical(conditionCall(w)[[1]], quote(fmalloc_batch))
+  expect_true(fmalloc_exists("warned", heap))
+  fmalloc_rm("warned", heap)
   expect_identical(fmalloc_ls(heap)$name, c("keep", "old"))
   expect_identical(fmalloc_get("keep", heap), 1:3)
   expect_identical(fmalloc_get("old", heap), c(a = 1))

@@ -23,6 +23,15 @@ test_that("objects R's methods fail on are refused and the old object stays", {
     expect_refused_save(heap, bad[[b]], paste0("new_", b))
     expect_false(fmalloc_exists(paste0("new_", b), heap))
   }
+  # Codes that are not a level (R: "malformed factor" when printed).
+  expect_refused_save(heap, structure(c(1L, 5L), levels = c("a", "b"), class = "factor"), "f")
+  expect_refused_save(heap, structure(c(-1L, 1L), levels = c("a", "b"), class = "factor"), "f")
+  expect_refused_save(heap, data.frame(g = structure(c(1L, 3L), levels = c("a", "b"), class = "factor")), "f")
+  expect_error(fmalloc_save(structure(c(1L, 5L), levels = c("a", "b"), class = "factor"), "f", heap,
+                            overwrite = TRUE),
+               "cannot save 'f': 1 factor code(s) are not a level (1 to 2), the first 5 at element 2", fixed = TRUE)
+  fmalloc_save(factor(c("a", NA, "b")), "with_na", heap) # NA codes are fine
+  expect_identical(fmalloc_get("with_na", heap, copy = TRUE), factor(c("a", NA, "b")))
   expect_error(fmalloc_save(bad$no_levels, "f", heap, overwrite = TRUE),
                "cannot save 'f': a factor without character levels")
   expect_identical(fmalloc_get("f", heap, copy = TRUE), good)

@@ -512,4 +512,16 @@ test_that("automatic row names select rows of a data frame, as df['2', 'b'] does
   expect_identical(fmalloc_get("d", heap, copy = TRUE), data.frame(a = c(10L, 2L, 30L), b = c(1.5, 7, 3.5)))
   expect_fmalloc_error(fmalloc_write(heap, "d", "4", "b", value = 1), "fmalloc_bounds")
   expect_fmalloc_error(fmalloc_write(heap, "d", "02", "b", value = 1), "fmalloc_bounds")
+  # Integer row names a subset keeps (3:5): "3" is the row named 3, the
+  # first, as sub["3", "v"] <- -1 in R (it wrote the third row).
+  df <- data.frame(id = 1:5, v = c(10, 20, 30, 40, 50))
+  sub <- df[df$id >= 3, ]
+  fmalloc_save(sub, "sub", heap)
+  fmalloc_write(heap, "sub", "3", "v", value = -1)
+  fmalloc_write(heap, "sub", c("5", "4"), "v", value = c(-5, -4))
+  sub["3", "v"] <- -1
+  sub[c("5", "4"), "v"] <- c(-5, -4)
+  expect_identical(fmalloc_get("sub", heap, copy = TRUE), sub)
+  expect_fmalloc_error(fmalloc_write(heap, "sub", "1", "v", value = 0), "fmalloc_bounds", "no row named so")
+  expect_identical(fmalloc_get("sub", heap, copy = TRUE), sub)
 })

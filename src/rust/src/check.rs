@@ -348,11 +348,15 @@ fn check_entry<V: View + ?Sized>(
                     out.add(name, "meta", format!("the object cannot be read: {why}"));
                 }
                 for node in &m.nodes {
-                    if let Some(levels) = factor_levels(&m, node, e) {
+                    if let Some(levels) = readable::factor_levels(&m, node, &block_len) {
                         match &node.payload {
                             Payload::Block { index, .. } => factors.push((*index as usize, levels)),
                             Payload::Integer(codes) => {
-                                check_codes(codes.iter().copied(), levels, "meta", name, out)
+                                if let Some(why) =
+                                    readable::bad_codes(codes.iter().copied(), levels)
+                                {
+                                    out.add(name, "meta", why);
+                                }
                             }
                             _ => {}
                         }
@@ -468,63 +472,12 @@ fn check_entry<V: View + ?Sized>(
                     let codes = data
                         .chunks_exact(4)
                         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-                    check_codes(codes, levels, &part, name, out);
+                    if let Some(why) = readable::bad_codes(codes, levels) {
+                        out.add(name, &part, why);
+                    }
                 }
             }
         }
-    }
-}
-
-/// The number of levels of `node` if it is a factor (class "factor",
-/// character levels): inline, or the length of the string block.
-fn factor_levels(m: &meta::Meta, node: &meta::Node, e: &StoredEntry) -> Option<u64> {
-    let attr = |want: &[u8]| {
-        node.attrs
-            .iter()
-            .find(|(k, _)| k == want)
-            .and_then(|&(_, v)| m.nodes.get(v))
-            .map(|n| &n.payload)
-    };
-    let is_factor = matches!(attr(b"class"), Some(Payload::Character(c))
-        if c.iter().any(|c| matches!(c, Some((b, _)) if b == b"factor")));
-    if !is_factor {
-        return None;
-    }
-    match attr(b"levels")? {
-        Payload::Character(l) => Some(l.len() as u64),
-        Payload::Block {
-            index,
-            elem: ElemType::String,
-        } => e.blocks.get(*index as usize).map(|b| b.length),
-        _ => None,
-    }
-}
-
-/// A factor's codes are NA or a level (1 to `levels`): R refuses to print
-/// or convert a factor with any other code ("malformed factor").
-fn check_codes(
-    codes: impl Iterator<Item = i32>,
-    levels: u64,
-    part: &str,
-    name: Option<&str>,
-    out: &mut Out,
-) {
-    let mut bad = 0u64;
-    let mut first = None;
-    for (i, c) in codes.enumerate() {
-        if c != i32::MIN && (c < 1 || c as u64 > levels) {
-            bad += 1;
-            first.get_or_insert((i as u64 + 1, c));
-        }
-    }
-    if let Some((at, c)) = first {
-        out.add(
-            name,
-            part,
-            format!(
-                "{bad} factor code(s) are not a level (1 to {levels}), the first {c} at element {at}"
-            ),
-        );
     }
 }
 

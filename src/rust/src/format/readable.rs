@@ -284,3 +284,48 @@ pub fn check_attrs(
         .chain((0..node.attrs.len()).filter(|&k| Some(k) != dim_first))
         .collect())
 }
+
+/// The number of levels of `node` if it is a factor (class "factor" and
+/// character levels: inline, or a string block of `block_len(i)` strings).
+pub fn factor_levels(meta: &Meta, node: &Node, block_len: &dyn Fn(u32) -> u64) -> Option<u64> {
+    let attr = |want: &[u8]| {
+        node.attrs
+            .iter()
+            .find(|(k, _)| k == want)
+            .and_then(|&(_, v)| meta.nodes.get(v))
+            .map(|n| &n.payload)
+    };
+    let is_factor = matches!(attr(b"class"), Some(Payload::Character(c))
+        if c.iter().any(|c| matches!(c, Some((b, _)) if b == b"factor")));
+    if !is_factor {
+        return None;
+    }
+    match attr(b"levels")? {
+        Payload::Character(l) => Some(l.len() as u64),
+        Payload::Block {
+            index,
+            elem: ElemType::String,
+        } => Some(block_len(*index)),
+        _ => None,
+    }
+}
+
+/// What is wrong with a factor's codes, if anything: each must be NA or a
+/// level (1 to `levels`); R refuses to print or convert a factor with any
+/// other code ("malformed factor"). The codes are data, not meta: the save
+/// and `fmalloc_check()` look at them, a read does not.
+pub fn bad_codes(codes: impl Iterator<Item = i32>, levels: u64) -> Option<String> {
+    let mut bad = 0u64;
+    let mut first = None;
+    for (i, c) in codes.enumerate() {
+        if c != i32::MIN && (c < 1 || c as u64 > levels) {
+            bad += 1;
+            first.get_or_insert((i as u64 + 1, c));
+        }
+    }
+    first.map(|(at, c)| {
+        format!(
+            "{bad} factor code(s) are not a level (1 to {levels}), the first {c} at element {at}"
+        )
+    })
+}

@@ -21,12 +21,14 @@ use std::collections::HashSet;
 use savvy::{savvy, ListSexp, OwnedListSexp, OwnedLogicalSexp, OwnedRawSexp, RawSexp, Sexp};
 
 use crate::error::Error;
-use crate::format::readable::check_object;
+use crate::format::meta::Payload;
+use crate::format::readable::{self, check_object};
+use crate::heap::ElemType;
 use crate::heap::Heap;
 use crate::r::args::{heap_of, FmallocHeap};
 use crate::r::error::returned_form;
 use crate::r::named::assemble::{assemble, check_packages};
-use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap};
+use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap, data_pointer};
 use crate::r::named::listing::ls_columns;
 use crate::r::named::meta::encode_meta;
 
@@ -123,17 +125,46 @@ fn save(
     }
     let (meta, decoded) = encode_meta(desc, &blocks)?;
     // What a read of it would refuse is refused before anything is written.
-    let lengths: Vec<u64> = leaves
-        .values_iter()
-        // SAFETY: a header read of a vector R passed in (`leaves` holds it).
-        .map(|l| unsafe { crate::r::ffi::XLENGTH(l.0) } as u64)
+    let leaf: Vec<_> = leaves.values_iter().map(|l| l.0).collect();
+    // SAFETY: header reads of vectors R passed in (`leaves` holds them).
+    let lengths: Vec<u64> = leaf
+        .iter()
+        .map(|&l| unsafe { crate::r::ffi::XLENGTH(l) } as u64)
         .collect();
     let block_len = |i: u32| lengths.get(i as usize).copied().unwrap_or(0);
-    check_object(&decoded, &block_len).map_err(|why| {
+    let refuse = |why: String| -> savvy::Error {
         Error::Invalid(format!(
             "cannot save '{name}': {why}, which R's methods for its class fail on; nothing was written"
         ))
-    })?;
+        .into()
+    };
+    check_object(&decoded, &block_len).map_err(refuse)?;
+    for node in &decoded.nodes {
+        let Some(levels) = readable::factor_levels(&decoded, node, &block_len) else {
+            continue;
+        };
+        let why = match &node.payload {
+            Payload::Integer(codes) => readable::bad_codes(codes.iter().copied(), levels),
+            Payload::Block {
+                index,
+                elem: ElemType::Integer,
+            } => match (leaf.get(*index as usize), block_len(*index)) {
+                (Some(&l), n) if n > 0 => {
+                    let p = data_pointer(l, ElemType::Integer)? as *const i32;
+                    // SAFETY: `l` is an integer vector of `n` elements that
+                    // `leaves` keeps alive for the call; its data pointer is
+                    // read-only use here.
+                    let codes = unsafe { std::slice::from_raw_parts(p, n as usize) };
+                    readable::bad_codes(codes.iter().copied(), levels)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(refuse(why));
+        }
+    }
     check_packages(&decoded, name)?;
     heap.put(name, &meta, &blocks, overwrite)?;
     drop(copies);
