@@ -242,9 +242,27 @@ test_that("a factor code that is not a level is a row naming the object and bloc
   expect_identical(res$part, "block 1")
   expect_match(res$problem, "2 factor code(s) are not a level (1 to 2), the first 3 at element 2",
                fixed = TRUE)
+  # Many levels (stored as a string block of their own): counted as
+  # strings, not bytes.
+  lv <- sprintf("level%04d", 1:5000)
+  fmalloc_save(factor(lv[1:3], levels = lv), "big", heap)
+  expect_error(fmalloc_batch(heap, {
+    fmalloc_set_attr(heap, "big", "levels", c(lv, "extra"))
+    fmalloc_write(heap, "big", 1, "extra")
+    stop("give up")
+  }), "give up")
+  res <- fmalloc_check(heap)
+  expect_identical(res$object, c("big", "f"))
+  expect_match(res$problem[[1]], "1 factor code(s) are not a level (1 to 5000), the first 5001 at element 1",
+               fixed = TRUE)
+  res <- res[res$object == "f", ]
+  rownames(res) <- NULL
   # The same from the path (a read-only open for the check).
   path <- fmalloc_info(heap)$path
   gc() # the vector fmalloc_get() made keeps the file open until collected
   fmalloc_close(heap)
-  expect_identical(fmalloc_check(path), res)
+  chk <- fmalloc_check(path)
+  chk <- chk[chk$object == "f", ]
+  rownames(chk) <- NULL
+  expect_identical(chk, res)
 })
