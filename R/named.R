@@ -32,8 +32,9 @@
 
 # Refuses a value whose class names a package (an S4 class) that is not
 # loaded, before anything dispatches on it: R's length() of an S4 object
-# looks up its class, which loads (and attaches) the package. A read
-# refuses such an object too (r::named::assemble::check_packages).
+# looks up its class, which loads (and attaches) the package. The one check
+# of a save (every part and attribute value passes here); a read of a file
+# has its own (r::named::assemble::check_packages).
 .fm_check_class_package <- function(v, path, call) {
   pkg <- attr(attr(v, "class", exact = TRUE), "package", exact = TRUE)
   if (is.character(pkg) && length(pkg) == 1L && !is.na(pkg) &&
@@ -342,11 +343,13 @@
 #' names the part that failed, and nothing is written.
 #' Objects whose class R's own methods fail on, and which a read would
 #' therefore refuse as damaged, are refused too (class `fmalloc_invalid`,
-#' nothing is written): a factor without character levels, a data frame
-#' whose row names do not match its columns, a `POSIXct` whose time zone is
-#' not character. So is an object with a class of a package that is not
-#' loaded (`fmalloc_unsupported`): it could not be read back without loading
-#' that package, which Rfmalloc never does.
+#' nothing is written): a factor without character levels or with codes
+#' that are not levels, a data frame that is not a list or whose row names
+#' do not match its columns, a `POSIXct` whose time zone is not character.
+#' So is an object with a class of a package that is not loaded
+#' (`fmalloc_unsupported`, before R's own functions would load it): it could
+#' not be read back without loading that package, which Rfmalloc never
+#' does.
 #'
 #' Saving costs no copy for vectors whose data already live in the heap
 #' (created by [create_fmalloc_vector()], either method): the saved object

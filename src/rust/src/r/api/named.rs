@@ -27,7 +27,7 @@ use crate::heap::ElemType;
 use crate::heap::Heap;
 use crate::r::args::{heap_of, FmallocHeap};
 use crate::r::error::returned_form;
-use crate::r::named::assemble::{assemble, check_packages};
+use crate::r::named::assemble::assemble;
 use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap, data_pointer};
 use crate::r::named::listing::ls_columns;
 use crate::r::named::meta::encode_meta;
@@ -165,7 +165,6 @@ fn save(
             return Err(refuse(why));
         }
     }
-    check_packages(&decoded, name)?;
     heap.put(name, &meta, &blocks, overwrite)?;
     drop(copies);
     Ok(())

@@ -103,7 +103,7 @@ pub(crate) fn assemble(heap: &Heap, entry: &Entry) -> savvy::Result<Sexp> {
 /// object, running that package's code, and nothing read from a heap file
 /// may make R load a namespace. The user loads the package, then gets the
 /// object.
-pub(crate) fn check_packages(meta: &Meta, name: &str) -> savvy::Result<()> {
+fn check_packages(meta: &Meta, name: &str) -> savvy::Result<()> {
     for node in &meta.nodes {
         for (attr, v) in &node.attrs {
             if attr != b"class" {
