@@ -1349,9 +1349,6 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
     }
 
-    /// A chunk that holds a block reserved by itself (the whole chunk did
-    /// not fit on the disk) is never filled, even when reserved later.
-    #[cfg(target_os = "linux")]
     #[test]
     #[cfg(target_os = "linux")]
     fn unreserve_block_keeps_reservations_and_punches_the_rest() {
@@ -1386,6 +1383,9 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
     }
 
+    /// A chunk that holds a block reserved by itself (the whole chunk did
+    /// not fit on the disk) is never filled, even when reserved later.
+    #[cfg(target_os = "linux")]
     #[test]
     fn no_prefault_chunks_are_left_alone() {
         let len = 2 * CHUNK;
