@@ -25,14 +25,16 @@
 #' `return()` or `break` of the code around it). If `expr` signals an error
 #' that it does not catch itself (or is interrupted), none of its changes is
 #' committed: the catalog is exactly as before, and the space the new
-#' objects took is free again. R does not tell a batch why its code was
-#' left otherwise: a condition that is not an error but that code outside
-#' the batch catches (`tryCatch(fmalloc_batch(...), warning = ...)`, a
-#' restart), or an error that a handler outside the batch signals (a
-#' `withCallingHandlers()` around it turning warnings into errors), leaves
-#' it like `return()` and commits what it did so far. Catch such conditions
-#' inside `expr`, or make warnings errors with `options(warn = 2)` (then
-#' they roll the batch back).
+#' objects took is free again. So does a warning that leaves `expr` (made
+#' an error by `options(warn = 2)` or by a handler around the batch, or
+#' caught by a `tryCatch(warning = )` around it); one that `expr` goes on
+#' after (printed, or muffled) does not. R does not tell a batch why its
+#' code was left otherwise: a condition that is neither an error nor a
+#' warning, caught outside (a `signalCondition()` of a custom class, a
+#' restart), leaves it like `return()` and commits what it did so far; an
+#' error condition signalled without `stop()` and recovered from inside
+#' `expr` (a restart) marks the batch failed, so that a `return()` after it
+#' rolls the batch back. Catch such conditions inside `expr`.
 #' Inside the batch, [fmalloc_get()], [fmalloc_exists()] and [fmalloc_ls()]
 #' see the batch's changes; other processes and a crash see none of them
 #' until the batch commits.
@@ -100,24 +102,31 @@ fmalloc_batch <- function(heap, expr) {
 }
 
 # The batch's condition handler: records in `seen$failed` that an error or
-# an interrupt was signalled (a warning fails nothing). A condition that
-# `expr` itself signals (stop() or warning() at its top level) names the
-# call that evaluates the promise, the withCallingHandlers() call here: it
-# is signalled again as a condition of `call`, the user's fmalloc_batch()
-# call (a warning: the original one muffled).
+# an interrupt was signalled. A warning fails the batch only if it leaves
+# it: it is signalled again from here, with `seen$failed` set while that
+# runs, and the original muffled. Whatever leaves the batch during that
+# signal (options(warn = 2) making it an error, a handler outside turning
+# it into one, a tryCatch(warning = ) outside) then rolls the batch back;
+# a warning that returns (printed later, or muffled) changes nothing. A
+# condition that `expr` itself signals (stop() or warning() at its top
+# level) names the call that evaluates the promise, the
+# withCallingHandlers() call here: it is signalled as a condition of
+# `call`, the user's fmalloc_batch() call.
 .fm_flag_failure <- function(seen, call) {
   force(seen)
   force(call)
   internal <- quote(withCallingHandlers(expr, error = fail, interrupt = fail, warning = fail))
   function(cond) {
-    is_warning <- inherits(cond, "warning")
-    if (!is_warning) seen$failed <- TRUE
-    if (!identical(conditionCall(cond), internal)) return(invisible())
-    cond$call <- call
-    if (inherits(cond, "error")) stop(cond)
-    if (is_warning) {
-      warning(cond)
-      invokeRestart("muffleWarning")
+    if (identical(conditionCall(cond), internal)) cond$call <- call
+    if (!inherits(cond, "warning")) {
+      seen$failed <- TRUE
+      if (inherits(cond, "error") && identical(conditionCall(cond), call)) stop(cond)
+      return(invisible())
     }
+    before <- seen$failed
+    seen$failed <- TRUE
+    warning(cond)
+    seen$failed <- before
+    invokeRestart("muffleWarning")
   }
 }

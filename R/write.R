@@ -12,6 +12,8 @@
 
 # Stands for a missing `i`, `j` or `value`.
 .fm_missing <- structure(list(), class = "fmalloc_missing_arg")
+# An empty `j` among five arguments: every column (see .fm_j()).
+.fm_all_columns <- structure(list(), class = "fmalloc_all_columns")
 .fm_is_missing <- function(x) inherits(x, "fmalloc_missing_arg")
 
 #' Write into a named object, in the heap file
@@ -155,17 +157,25 @@
 #' @export
 fmalloc_write <- function(heap, name, i, j, value) {
   .fm_write(
-    heap, name, if (missing(i)) .fm_missing else i, if (missing(j)) .fm_missing else j,
+    heap, name, if (missing(i)) .fm_missing else i, .fm_j(missing(j), nargs(), j),
     if (missing(value)) .fm_missing else value, sys.call()
   )
   invisible(heap)
+}
+
+# `j` as given: a `j` left empty among five arguments (`m[1, ]`:
+# fmalloc_write(heap, name, 1, , value)) selects every column; a `j` not
+# given at all (fmalloc_write(heap, name, i, value = )) selects nothing
+# (vector positions in `i`), as `m[1]`.
+.fm_j <- function(missing_j, n_args, j) {
+  if (!missing_j) j else if (n_args == 5L) .fm_all_columns else .fm_missing
 }
 
 #' @rdname fmalloc_write
 #' @export
 `fmalloc_write<-` <- function(heap, name, i, j, value) {
   .fm_write(
-    heap, name, if (missing(i)) .fm_missing else i, if (missing(j)) .fm_missing else j,
+    heap, name, if (missing(i)) .fm_missing else i, .fm_j(missing(j), nargs(), j),
     value, sys.call()
   )
   heap
@@ -247,6 +257,11 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
   name <- .check_name(name, "name", call)
   obj <- .fm_assemble(heap, name, call)
   two_dim <- is.data.frame(obj) || length(dim(obj)) == 2L
+  if (.fm_is_missing(value) && inherits(j, "fmalloc_all_columns")) {
+    value <- .fm_missing # m[1, ] with no value: the error below
+    j <- .fm_missing
+    two_dim <- TRUE
+  }
   if (.fm_is_missing(value)) {
     if (!.fm_is_missing(j) && (!two_dim || (!is.data.frame(obj) && is.matrix(i)))) {
       # fmalloc_write(heap, name, i, value) for vectors and a matrix `i`.
@@ -277,6 +292,8 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
 # every one checked and its value converted.
 .fm_plan <- function(obj, name, i, j, value, call) {
   what <- sprintf("'%s'", name)
+  all_cols <- inherits(j, "fmalloc_all_columns")
+  if (all_cols) j <- .fm_missing
   if (is.data.frame(obj)) {
     labels <- .fm_row_names(obj)
     if (is.null(labels) && is.character(i)) {
@@ -323,7 +340,7 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
     .fm_unsupported_target(what, sprintf("a %s", if (is.list(obj)) "list" else typeof(obj)), call)
   }
   d <- dim(obj)
-  if (!.fm_is_missing(j)) {
+  if (!.fm_is_missing(j) || all_cols) {
     if (length(d) != 2L) {
       .invalid(sprintf(
         "`j` selects columns of matrices and data frames: %s is %s; give positions in `i`",

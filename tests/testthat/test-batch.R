@@ -287,3 +287,38 @@ test_that("an inner batch rolled back holds the outer batches: no part of them c
   expect_setequal(fmalloc_ls(h)$name, c("before", "c", "d", "e"))
   fmalloc_close(h)
 })
+
+test_that("a warning that leaves the batch rolls it back; one it goes on after does not", {
+  heap <- local_heap()
+  withr::with_options(list(warn = 2), {
+    expect_error(fmalloc_batch(heap, { fmalloc_save(1, "a", heap); warning("top") }),
+                 "converted from warning")
+    expect_error(fmalloc_batch(heap, { fmalloc_save(1, "b", heap); (function() warning("in"))() }),
+                 "converted from warning")
+  })
+  expect_false(fmalloc_exists("a", heap))
+  expect_false(fmalloc_exists("b", heap))
+  # Caught, or made an error, outside the batch: rolled back.
+  msg <- tryCatch(fmalloc_batch(heap, {
+    fmalloc_save(1, "c", heap)
+    (function() warning("inner"))()
+    fmalloc_save(2, "c2", heap)
+  }), warning = function(w) conditionMessage(w))
+  expect_identical(msg, "inner")
+  msg <- tryCatch(withCallingHandlers(
+    fmalloc_batch(heap, { fmalloc_save(1, "d", heap); warning("w") }),
+    warning = function(w) stop("escalated")
+  ), error = function(e) conditionMessage(e))
+  expect_identical(msg, "escalated")
+  expect_false(any(c("c", "c2", "d") %in% fmalloc_ls(heap)$name))
+  # Printed later, muffled, or followed by return(): committed, shown once.
+  expect_warning(fmalloc_batch(heap, { fmalloc_save(1, "e", heap); warning("later") }), "later")
+  suppressWarnings(fmalloc_batch(heap, { fmalloc_save(1, "f", heap); (function() warning("x"))() }))
+  g <- function() {
+    fmalloc_batch(heap, { fmalloc_save(1, "g", heap); warning("then return"); return("early") })
+    "late"
+  }
+  expect_warning(res <- g(), "then return")
+  expect_identical(res, "early")
+  expect_identical(fmalloc_ls(heap)$name, c("e", "f", "g"))
+})

@@ -525,3 +525,30 @@ test_that("automatic row names select rows of a data frame, as df['2', 'b'] does
   expect_fmalloc_error(fmalloc_write(heap, "sub", "1", "v", value = 0), "fmalloc_bounds", "no row named so")
   expect_identical(fmalloc_get("sub", heap, copy = TRUE), sub)
 })
+
+test_that("an empty j selects every column of a matrix, as m[1, ] <- v", {
+  heap <- local_heap()
+  fmalloc_save(matrix(1:6, 2), "m", heap)
+  ref <- matrix(1:6, 2)
+  fmalloc_write(heap, "m", 1, , value = 0L)
+  ref[1, ] <- 0L
+  expect_identical(fmalloc_get("m", heap, copy = TRUE), ref)
+  fmalloc_write(heap, "m", 2, ) <- 7:9
+  ref[2, ] <- 7:9
+  expect_identical(fmalloc_get("m", heap, copy = TRUE), ref)
+  fmalloc_write(heap, "m", , , value = 1L)
+  ref[, ] <- 1L
+  expect_identical(fmalloc_get("m", heap, copy = TRUE), ref)
+  # Without j at all, i is positions (m[5] <- 55L), as before.
+  fmalloc_write(heap, "m", 5, value = 55L)
+  ref[5] <- 55L
+  expect_identical(fmalloc_get("m", heap, copy = TRUE), ref)
+  # A vector has no columns; a missing value is still an error.
+  fmalloc_save(1:3, "v", heap)
+  expect_fmalloc_error(fmalloc_write(heap, "v", 1, , value = 0L), "fmalloc_invalid")
+  expect_fmalloc_error(fmalloc_write(heap, "m", 1, ), "fmalloc_invalid", "value")
+  # Data frames as before: an empty j is every column.
+  fmalloc_save(data.frame(a = 1:2, b = c(1.5, 2.5)), "d", heap)
+  fmalloc_write(heap, "d", 2, , value = list(9L, 9.5))
+  expect_identical(fmalloc_get("d", heap, copy = TRUE), data.frame(a = c(1L, 9L), b = c(1.5, 9.5)))
+})
