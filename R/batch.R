@@ -103,12 +103,15 @@ fmalloc_batch <- function(heap, expr) {
 
 # The batch's condition handler: records in `seen$failed` that an error or
 # an interrupt was signalled. A warning fails the batch only if it leaves
-# it: it is signalled again from here, with `seen$failed` set while that
-# runs, and the original muffled. Whatever leaves the batch during that
-# signal (options(warn = 2) making it an error, a handler outside turning
-# it into one, a tryCatch(warning = ) outside) then rolls the batch back;
-# a warning that returns (printed later, or muffled) changes nothing. A
-# condition that `expr` itself signals (stop() or warning() at its top
+# it: one that warning() signalled is signalled again from here, with
+# `seen$failed` set while that runs, and the original muffled; whatever
+# leaves the batch during that signal (a handler around the batch that
+# makes it an error, a tryCatch(warning = ) around it) rolls the batch
+# back, and a warning that returns (printed later, or muffled) changes
+# nothing. Not with options(warn = 2): R makes the warning an error where
+# it was signalled, after the handlers, so that code in `expr` can catch
+# that error (try()), and this handler sees it as an error if it does not.
+# A condition that `expr` itself signals (stop() or warning() at its top
 # level) names the call that evaluates the promise, the
 # withCallingHandlers() call here: it is signalled as a condition of
 # `call`, the user's fmalloc_batch() call.
@@ -117,12 +120,19 @@ fmalloc_batch <- function(heap, expr) {
   force(call)
   internal <- quote(withCallingHandlers(expr, error = fail, interrupt = fail, warning = fail))
   function(cond) {
-    if (identical(conditionCall(cond), internal)) cond$call <- call
+    top <- identical(conditionCall(cond), internal)
     if (!inherits(cond, "warning")) {
       seen$failed <- TRUE
-      if (inherits(cond, "error") && identical(conditionCall(cond), call)) stop(cond)
+      if (top && inherits(cond, "error")) {
+        cond$call <- call
+        stop(cond)
+      }
       return(invisible())
     }
+    if (isTRUE(getOption("warn", 0) >= 2) || is.null(findRestart("muffleWarning"))) {
+      return(invisible())
+    }
+    if (top) cond$call <- call
     before <- seen$failed
     seen$failed <- TRUE
     warning(cond)

@@ -298,6 +298,33 @@ test_that("a warning that leaves the batch rolls it back; one it goes on after d
   })
   expect_false(fmalloc_exists("a", heap))
   expect_false(fmalloc_exists("b", heap))
+  # ... unless code in the batch catches that error, as without a batch.
+  withr::with_options(list(warn = 2), {
+    fmalloc_batch(heap, {
+      fmalloc_save(1, "caught", heap)
+      r <- try(as.integer("x"), silent = TRUE)
+      tryCatch(warning("w"), error = function(e) NULL)
+    })
+  })
+  expect_true(fmalloc_exists("caught", heap))
+  fmalloc_rm("caught", heap)
+  # A warning condition signalled without warning(): nothing printed, the
+  # code goes on, the batch commits (as signalCondition() without a batch).
+  # In a script: testthat itself reports such a condition as a warning.
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    "library(Rfmalloc)",
+    "h <- fmalloc_open(tempfile(), size_gb = 0.01)",
+    "fmalloc_batch(h, {",
+    "  fmalloc_save(1, 'signalled', h)",
+    "  signalCondition(simpleWarning('sig w'))",
+    "  fmalloc_save(2, 'after', h)",
+    "})",
+    "cat('names:', fmalloc_ls(h)$name, '\\n')"
+  ), script)
+  out <- system2(file.path(R.home("bin"), "Rscript"), shQuote(script), stdout = TRUE, stderr = TRUE,
+                 env = paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep)))
+  expect_identical(out, "names: after signalled ")
   # Caught, or made an error, outside the batch: rolled back.
   msg <- tryCatch(fmalloc_batch(heap, {
     fmalloc_save(1, "c", heap)
