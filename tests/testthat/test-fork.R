@@ -309,7 +309,14 @@ test_that("a worker's fmalloc_write() to an object whose classic vector the pare
     fmalloc_close(heap)
     reopened <- callr::r(function(p) {
       library(Rfmalloc)
-      sum(fmalloc_get("xc", fmalloc_open(p, readonly = TRUE)))
+      # A worker holds the file (and its lock) until it has exited, which
+      # may be a moment after mccollect() returned its value.
+      for (k in 1:40) {
+        h <- tryCatch(fmalloc_open(p, readonly = TRUE), fmalloc_locked = function(e) NULL)
+        if (!is.null(h)) break
+        Sys.sleep(0.25)
+      }
+      sum(fmalloc_get("xc", h))
     }, list(path), libpath = .libPaths())
     list(seen = seen, file = reopened)
   })
