@@ -25,13 +25,13 @@
 #' `return()` or `break` of the code around it). If `expr` signals an error
 #' that it does not catch itself (or is interrupted), none of its changes is
 #' committed: the catalog is exactly as before, and the space the new
-#' objects took is free again. So does a warning that leaves `expr` (made
-#' an error by `options(warn = 2)` or by a handler around the batch, or
-#' caught by a `tryCatch(warning = )` around it); one that `expr` goes on
-#' after (printed, or muffled) does not. R does not tell a batch why its
-#' code was left otherwise: a condition that is neither an error nor a
-#' warning, caught outside (a `signalCondition()` of a custom class, a
-#' restart), leaves it like `return()` and commits what it did so far; an
+#' objects took is free again. The same holds for a warning that leaves
+#' `expr` (made an error by `options(warn = 2)` or by a handler around the
+#' batch, or caught by a `tryCatch(warning = )` around it); one that `expr`
+#' goes on after (printed, or muffled) commits. R does not tell a batch why
+#' its code was left otherwise: another condition caught outside (one
+#' signalled by `signalCondition()`, a warning too, or a restart) leaves it
+#' like `return()` and commits what it did so far; an
 #' error condition signalled without `stop()` and recovered from inside
 #' `expr` (a restart) marks the batch failed, so that a `return()` after it
 #' rolls the batch back. Catch such conditions inside `expr`.
