@@ -257,13 +257,9 @@ fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
   name <- .check_name(name, "name", call)
   obj <- .fm_assemble(heap, name, call)
   two_dim <- is.data.frame(obj) || length(dim(obj)) == 2L
-  if (.fm_is_missing(value) && inherits(j, "fmalloc_all_columns")) {
-    value <- .fm_missing # m[1, ] with no value: the error below
-    j <- .fm_missing
-    two_dim <- TRUE
-  }
   if (.fm_is_missing(value)) {
-    if (!.fm_is_missing(j) && (!two_dim || (!is.data.frame(obj) && is.matrix(i)))) {
+    given_j <- !.fm_is_missing(j) && !inherits(j, "fmalloc_all_columns")
+    if (given_j && (!two_dim || (!is.data.frame(obj) && is.matrix(i)))) {
       # fmalloc_write(heap, name, i, value) for vectors and a matrix `i`.
       value <- j
       j <- .fm_missing
