@@ -324,9 +324,12 @@ fmalloc_sync <- function(heap = NULL) {
 #' catalog as [fmalloc_ls()] gives it), which prints the heap's lines and
 #' its objects.
 #'
-#' A heap is also indexed by object name: `heap$x` and `heap[["x"]]` are
-#' `fmalloc_get("x", heap)`, and `names(heap)` gives the names of its
-#' objects (`fmalloc_ls(heap)$name`). A handle cannot be assigned into:
+#' A heap is also indexed by object name, like an environment: `heap$x` and
+#' `heap[["x"]]` are `fmalloc_get("x", heap)`, `names(heap)` gives the names
+#' of its objects (`fmalloc_ls(heap)$name`), `length(heap)` their number and
+#' `as.list(heap)` all of them in a named list (each as [fmalloc_get()]
+#' returns it: vectors stay in the file, nothing is copied), so `lapply()`
+#' and `sapply()` run over a heap's objects. A handle cannot be assigned into:
 #' `heap$x <- value` is an error of class `fmalloc_invalid` that points to
 #' [fmalloc_save()].
 #'
@@ -340,6 +343,10 @@ fmalloc_sync <- function(heap = NULL) {
 #'   object (a list with `path`, `heap_id`, `mode`, `closed`, `size`,
 #'   `disk`, `used`, `free`, `n_objects` and `objects`). `$` and `[[`: the
 #'   object, as [fmalloc_get()] returns it. `names()`: a character vector.
+#'   `length()`: the number of objects (0 for a closed handle, or one
+#'   from another session). `as.list()`: a named list of the
+#'   objects. Operators (`==`, `+`, ...) on handles are errors of class
+#'   `fmalloc_invalid`.
 #' @examples
 #' path <- tempfile(fileext = ".bin")
 #' heap <- fmalloc_open(path, size_gb = 1)
@@ -348,7 +355,9 @@ fmalloc_sync <- function(heap = NULL) {
 #' format(heap)
 #' summary(heap)
 #' names(heap)
+#' length(heap)
 #' heap$x
+#' sapply(heap, length)
 #' fmalloc_close(heap)
 #' unlink(path)
 #' @name fmalloc_heap-methods
@@ -490,6 +499,33 @@ print.summary.fmalloc_heap <- function(x, ...) {
 #' @export
 names.fmalloc_heap <- function(x) {
   fmalloc_ls(x)$name
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+length.fmalloc_heap <- function(x) {
+  # Never an error: str(), the debugger and IDEs take the length of any
+  # object they show, a closed handle too.
+  if (!.is_live_handle(x) || fmalloc_heap_is_closed(x)) {
+    return(0L)
+  }
+  length(names(x))
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+as.list.fmalloc_heap <- function(x, ...) {
+  objects <- names(x)
+  stats::setNames(lapply(objects, fmalloc_get, x), objects)
+}
+
+#' @rdname fmalloc_heap-methods
+#' @export
+Ops.fmalloc_heap <- function(e1, e2) {
+  .invalid(sprintf(paste(
+    "heap handles have no `%s`; identical(a, b) tells whether two handles",
+    "are the same, summary(heap)$path is the file of one"
+  ), .Generic), sys.call())
 }
 
 # fmalloc_ls()'s data frame: of class "fmalloc_ls" too, whose print method

@@ -220,6 +220,32 @@ test_that("heap$x, heap[['x']] and names(heap) are the heap's objects", {
   expect_identical(names(heap), c("x", "y"))
 })
 
+test_that("a heap is a named collection of its objects: length(), as.list(), lapply()", {
+  heap <- local_heap()
+  expect_identical(length(heap), 0L)
+  expect_identical(as.list(heap), setNames(list(), character()))
+  fmalloc_save(c(a = 1, b = 2), "x", heap)
+  fmalloc_save(letters, "y", heap)
+  # Was 1 (the handle's own binding) and R's unclassed "cannot coerce type
+  # 'environment' to vector of type 'list'".
+  expect_identical(as_user(length(h), h = heap), 2L)
+  all <- as_user(as.list(h), h = heap)
+  expect_identical(all, list(x = c(a = 1, b = 2), y = letters))
+  expect_true(is_fmalloc(all$x))
+  expect_identical(as_user(sapply(h, length), h = heap), c(x = 2L, y = 26L))
+  expect_identical(as_user(vapply(h, is.character, NA), h = heap), c(x = FALSE, y = TRUE))
+  # Operators: classed errors, not "comparison (==) is possible only for
+  # atomic and list types".
+  expect_fmalloc_error(as_user(h == h, h = heap), "fmalloc_invalid", "identical")
+  expect_fmalloc_error(as_user(h + 1, h = heap), "fmalloc_invalid", "`\\+`")
+  expect_fmalloc_error(as_user(!h, h = heap), "fmalloc_invalid", "`!`")
+  # length() is never an error (str() and IDEs call it on any object).
+  fmalloc_close(heap)
+  expect_identical(length(heap), 0L)
+  expect_output(str(heap), "closed")
+  expect_identical(length(unserialize(serialize(heap, NULL))), 0L)
+})
+
 test_that("fmalloc_ls() prints lengths and bytes as whole numbers, never in e-notation", {
   heap <- local_heap()
   fmalloc_save(double(1e6), "big", heap)
