@@ -67,7 +67,6 @@
     promise = "a promise",
     bytecode = "byte code",
     weakref = "a weak reference",
-    S4 = "an S4 object with slots that cannot be stored",
     paste("an object of type", typeof(x))
   )
 }
@@ -203,6 +202,11 @@
       e_kind <- .fm_kind[["S4"]]
       e_s4 <- TRUE
       mode <- PLAIN
+    } else if (isS4(v) && mode == PLAIN) {
+      .fm_unsupported(path, paste(
+        "an S4 object, which cannot be the value of an attribute or slot",
+        "(S4 objects can be stored as objects and as list elements)"
+      ), call)
     } else {
       .fm_unsupported(path, .fm_describe(v), call)
     }

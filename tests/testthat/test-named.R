@@ -416,6 +416,16 @@ test_that("S4 objects round-trip when their slots can be stored", {
   h <- methods::new("FmHandle", e = new.env())
   expect_fmalloc_error(fmalloc_save(h, "h", heap), "fmalloc_unsupported", "environment")
   expect_false(fmalloc_exists("h", heap))
+
+  # As a list element an S4 object is an object; as an attribute's value
+  # (kept by value) it is refused, saying so (was "an S4 object with slots
+  # that cannot be stored", of a point whose slots were just stored).
+  fmalloc_save(list(a = p), "in_list", heap)
+  expect_identical(fmalloc_get("in_list", heap), list(a = p))
+  x <- structure(1:3, point = p)
+  err <- expect_fmalloc_error(fmalloc_save(x, "attr", heap), "fmalloc_unsupported")
+  expect_match(conditionMessage(err), 'attr(x, "point"): it is an S4 object, which cannot be the value of an attribute', fixed = TRUE)
+  expect_false(fmalloc_exists("attr", heap))
 })
 
 test_that("objects whose stored meta is damaged give fmalloc_corrupt, and are still listed", {
