@@ -39,7 +39,11 @@
 #'
 #' Character vectors (`"altrep"`) keep their strings in a string pool in the
 #' heap; element reads and writes preserve `NA` and the encoding (UTF-8,
-#' latin1, bytes, native).
+#' latin1, bytes, native). R assigns strings one element at a time, so
+#' when the pool cannot grow (a full disk) `x[i] <- value` stops with an
+#' error of class `fmalloc_full` at the first string that finds no room,
+#' the elements before it written; [fmalloc_write()] of strings writes all
+#' of them or none.
 #'
 #' R's garbage collector does not see heap memory, so after every GiB
 #' allocated in heaps Rfmalloc runs it (`gc()`): vectors no longer referenced

@@ -304,3 +304,43 @@ test_that("a string write on a full disk is fmalloc_full and changes nothing", {
   expect_identical(res$changed, 0L)
   expect_identical(res$after, strrep("y", 200))
 })
+
+# Child: a character vector whose string pool grows in place (nothing after
+# it in a heap larger than the disk) until the disk is full.
+full_pool_growth_child <- function(dir) {
+  library(Rfmalloc)
+  free <- function() {
+    as.numeric(system2("df", c("-B1", "--output=avail", dir), stdout = TRUE)[[2]])
+  }
+  heap <- fmalloc_open(file.path(dir, "s.bin"), size_gb = 0.5)
+  x <- create_fmalloc_vector("character", 1e5, heap = heap)
+  x[] <- "x"
+  before <- free()
+  err <- tryCatch({
+    x[] <- strrep("y", 1000)   # 100 MB of strings on a 64 MB disk
+    "ok"
+  }, error = function(e) class(e)[1])
+  after <- free()
+  info <- fmalloc_info(heap)
+  written <- sum(x == strrep("y", 1000))
+  later <- tryCatch({ fmalloc_save(1:1e5, "later", heap); "ok" }, error = function(e) class(e)[1])
+  list(err = err, before = before, after = after, disk = info$disk, used = info$used,
+       written = written,
+       rest = unique(x[(written + 1):1e5]), later = later)
+}
+
+test_that("a string pool that cannot grow in place keeps no disk space (ext4)", {
+  res <- callr::r(full_pool_growth_child, list(local_small_fs("ext4", 64)))
+  expect_identical(res$err, "fmalloc_full")
+  # What the failed growth reserved is given back: the file takes on disk
+  # what the heap uses (the strings written), to the chunks reserved
+  # whole. Before, the failed fallocate kept the rest of the disk: all 44
+  # MiB free taken, 53 MiB on disk for 26 MiB used.
+  expect_gt(res$after, 0)
+  expect_lt(res$disk, res$used + 12 * 2^20)
+  # Element by element, as documented: the strings before the one that
+  # found no room are written, the others unchanged.
+  expect_gt(res$written, 0)
+  expect_identical(res$rest, "x")
+  expect_identical(res$later, "ok")
+})

@@ -2185,8 +2185,12 @@ impl Heap {
                 .usable_size(map, off)
                 .map_err(|e| Error::corrupt(path, e))?;
             if let Err(e) = map.reserve_block(off, cap) {
-                // Shrinking back always succeeds in place.
+                // Shrinking back always succeeds in place. What the failed
+                // reservation got of the space past the old end, free
+                // again, goes back to the file system (ext4 keeps what a
+                // failed `fallocate` allocated: the rest of the disk).
                 let _ = alloc.resize_in_place(map, off, r.capacity);
+                map.unreserve_block(off + r.capacity, cap - r.capacity);
                 return Err(space_error(path, new_size, "cannot reserve disk space", e));
             }
             st.refs.insert(off, Ref { capacity: cap, ..r });
