@@ -337,6 +337,7 @@ fmalloc_sync <- function(heap = NULL) {
 #'   `summary.fmalloc_heap` object).
 #' @param name,i The name of an object in the heap.
 #' @param value Not used: assigning into a heap is an error.
+#' @param e1,e2 Operands of an operator: an error for heap handles.
 #' @param ... Ignored.
 #' @returns `format()`: a character vector, one element per line.
 #'   `print()`: `x`, invisibly. `summary()`: a `summary.fmalloc_heap`

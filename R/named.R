@@ -113,7 +113,9 @@
       return(paste0(path, "[[", k, "]]"))
     }
     named <- !is.na(nms) & nzchar(nms)
-    syntactic <- named & make.names(nms) == nms
+    # make.names() refuses names marked as bytes (not syntactic anyway).
+    syntactic <- named & Encoding(nms) != "bytes"
+    syntactic[syntactic] <- make.names(nms[syntactic]) == nms[syntactic]
     ifelse(syntactic, paste0(path, "$", nms),
       ifelse(named, paste0(path, "$`", nms, "`"), paste0(path, "[[", k, "]]"))
     )
@@ -385,6 +387,13 @@
 #' `fmalloc_get(name, copy = TRUE)`, an ordinary object in memory that no
 #' longer changes with the heap (nor writes to it). Save it under another
 #' name (`fmalloc_save(x, "backup")`) to keep a copy in the heap.
+#' Views also overlap as memory does: R writes `x[i] <- y` element by
+#' element while it reads `y`, so when `y` is another view of `x`'s data
+#' and the positions overlap (`x[6:1] <- y` reverses nothing: the second
+#' half reads what the first half just wrote) `y`'s later elements are
+#' read after being overwritten, as C's `memcpy()` of overlapping memory
+#' does. [fmalloc_write()] reads all of `value` first; or assign a copy
+#' (`x[6:1] <- fmalloc_get(name, copy = TRUE)`, or `rev(y)`).
 #'
 #' **data.table** objects are stored without their internal self-reference
 #' (a pointer of the session). When data.table is loaded before

@@ -395,6 +395,22 @@ test_that("a stored structure that does not match its blocks is fmalloc_corrupt"
   expect_identical(fmalloc_get("v", heap), c(1, 2))
 })
 
+test_that("names marked as bytes round-trip in lists and data frames", {
+  heap <- local_heap()
+  b <- "\xff\xfeab"
+  Encoding(b) <- "bytes"
+  # Lists and data frames were R's unclassed error from make.names()
+  # ("translating strings with \"bytes\" encoding is not allowed").
+  for (x in list(setNames(1, b), setNames(list(1, "a"), c(b, "ok")),
+                 list(inner = setNames(list(2L), b)),
+                 structure(list(1:2), names = b, class = "data.frame", row.names = 1:2))) {
+    fmalloc_save(x, "x", heap, overwrite = TRUE)
+    got <- fmalloc_get("x", heap)
+    expect_identical(got, x)
+  }
+  expect_identical(Encoding(names(fmalloc_get("x", heap))), "bytes")
+})
+
 test_that("S4 objects round-trip when their slots can be stored", {
   heap <- local_heap()
   env <- environment()

@@ -68,6 +68,31 @@ test_that("fmalloc_ref() and the option send a reference, not the data", {
   expect_fmalloc_error(fmalloc_ref(x), "fmalloc_invalid", "modified")
 })
 
+test_that("fmalloc_ref() takes a character vector R expanded, unless read-only and changed", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c("b", "a", "c"), "s", heap)
+  # R asks y for its data pointer (expands it): .Internal(), so that y
+  # stays unshared and y[1] <- "B" below writes it in place.
+  y <- fmalloc_get("s", heap)
+  invisible(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, y)))
+  y[1] <- "B"
+  # Was fmalloc_invalid ("modified in memory"): a writable vector's strings
+  # are always in its pool.
+  back <- unserialize(serialize(fmalloc_ref(y), NULL))
+  expect_identical(back, c("B", "a", "c"))
+  expect_identical(fmalloc_get("s", heap), c("B", "a", "c"))
+  rm(y, back)
+  fmalloc_close(heap)
+  invisible(gc())
+  ro <- fmalloc_open(path, readonly = TRUE)
+  on.exit(suppressMessages(fmalloc_close(ro), classes = "fmalloc_pinned"))
+  z <- fmalloc_get("s", ro)
+  invisible(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, z)))
+  z[2] <- "A" # a private copy: the file still holds "a"
+  expect_fmalloc_error(fmalloc_ref(z), "fmalloc_invalid", "modified")
+})
+
 test_that("fmalloc_ref() refuses vectors that are not named heap vectors", {
   heap <- local_heap()
   expect_fmalloc_error(fmalloc_ref(1:3), "fmalloc_invalid", "got from a heap")

@@ -124,3 +124,40 @@ test_that("two handles on one named character object stay consistent (issue 9.4)
   expect_identical(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, a)), c(2L, 3L, 1L))
   expect_identical(nrow(fmalloc_check(heap)), 0L)
 })
+
+test_that("an element-wise copy between two views, one expanded, stays linear", {
+  heap <- local_heap()
+  n <- 50000
+  x <- create_fmalloc_vector("character", n, heap = heap, name = "s")
+  x[] <- paste0("s", seq_len(n))
+  y <- fmalloc_get("s", heap)
+  invisible(order(y)) # R asks y for its data pointer: y is expanded
+  # Each write through x made y rebuild all n strings at its next read:
+  # 26 s at n = 16 000, a hang at 300 000. Now y reads the pool until R
+  # asks for its data pointer again.
+  setTimeLimit(elapsed = 60, transient = TRUE)
+  on.exit(setTimeLimit(elapsed = Inf))
+  for (i in seq_len(n)) x[i] <- paste0(y[i], "!")
+  setTimeLimit(elapsed = Inf)
+  expect_identical(y[c(1, n)], paste0("s", c(1, n), "!"))
+  expect_identical(order(y), order(paste0("s", seq_len(n), "!")))
+  expect_identical(fmalloc_get("s", heap, copy = TRUE), paste0("s", seq_len(n), "!"))
+  # Writes through an expanded view keep it in step, and reach the file
+  # (a new view: y is shared by now, R would copy it).
+  z <- fmalloc_get("s", heap)
+  invisible(.Internal(radixsort(TRUE, FALSE, FALSE, TRUE, z)))
+  z[2] <- "two"
+  expect_identical(x[2], "two")
+  expect_identical(z[order(z)][n], "two")
+})
+
+test_that("two views alias as documented; fmalloc_write() reads its value first", {
+  heap <- local_heap()
+  x <- create_fmalloc_vector("double", 6, heap = heap, name = "v")
+  x[] <- 1:6
+  y <- fmalloc_get("v", heap)
+  fmalloc_write(heap, "v", 6:1, y)
+  expect_identical(fmalloc_get("v", heap)[], as.double(6:1))
+  x[1:6] <- fmalloc_get("v", heap, copy = TRUE)[6:1]
+  expect_identical(y[], as.double(1:6))
+})

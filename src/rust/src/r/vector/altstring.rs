@@ -8,8 +8,9 @@
 //! otherwise) through the pool shared by every vector over it
 //! (`crate::pool`), which grows or compacts it when full. Once a data
 //! pointer was requested the vector reads its expanded copy in data2 (see
-//! `altrep`), refreshed when another view wrote the pool; Set_elt writes
-//! both, so the pool stays current. A read-only vector writes only its
+//! `altrep`) while no other view wrote the pool since, and the pool
+//! otherwise (the copy is refreshed when a data pointer is asked for
+//! again); Set_elt writes the pool, and the copy when it is current. A read-only vector writes only its
 //! private copy.
 
 use std::os::raw::c_char;
@@ -134,12 +135,25 @@ pub(crate) unsafe fn expanded(x: SEXP, d: &mut VecData) -> SEXP {
     }
 }
 
+/// data2 of `x` when it holds the current strings: a read-only vector's
+/// private copy, or an expanded copy no other view has written past.
+///
+/// # Safety
+/// `x` must be an instance of `fmalloc_string`, `d` its data.
+unsafe fn current_copy(x: SEXP, d: &VecData) -> Option<SEXP> {
+    // SAFETY: forwarded to the caller.
+    unsafe { private_copy(x) }.filter(|_| !stale(d))
+}
+
 pub(crate) unsafe extern "C" fn elt(x: SEXP, i: R_xlen_t) -> SEXP {
     // SAFETY: R calls this with an instance of fmalloc_string, 0 <= i < len.
     unsafe {
         let d = vd(x);
-        if private_copy(x).is_some() {
-            return STRING_ELT(expanded(x, d), i);
+        // A stale copy is left stale (brought up to date, all n strings,
+        // only when R asks for the data pointer): refreshing it here made
+        // an element-wise copy between two views, one expanded, O(n^2).
+        if let Some(copy) = current_copy(x, d) {
+            return STRING_ELT(copy, i);
         }
         pool_elt(d, i)
     }
@@ -155,15 +169,13 @@ pub(crate) unsafe extern "C" fn set_elt(x: SEXP, i: R_xlen_t, v: SEXP) {
             SET_STRING_ELT(expanded(x, d), i, v);
             return;
         }
-        // An expanded copy (made when R asked for a data pointer) is kept in
-        // step with the pool, so the file always has the current strings.
-        let copy = match private_copy(x) {
-            Some(_) => expanded(x, d),
-            None => R_NilValue,
-        };
+        // The pool always gets the string, so the file has the current
+        // strings; an expanded copy (made when R asked for a data pointer)
+        // in step with the pool stays in step; a stale one stays stale.
+        let copy = current_copy(x, d);
         let value = char_elt(v);
         guard(|| set_in_pool(d, i as u64, value));
-        if copy != R_NilValue {
+        if let Some(copy) = copy {
             SET_STRING_ELT(copy, i, v);
             if let Some(p) = d.pool() {
                 d.seen = p.generation();

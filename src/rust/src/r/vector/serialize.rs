@@ -56,9 +56,10 @@ pub(crate) fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
     heap.named_desc(desc.offset).as_ref() == Some(desc)
 }
 
-/// Whether the vector's values are those in the file: no private copy, or
-/// a copy (R asked a read-only vector for a writable pointer, e.g. to
-/// serialize it by value) not changed since.
+/// Whether the vector's values are those in the file: no private copy, a
+/// copy (R asked a read-only vector for a writable pointer, e.g. to
+/// serialize it by value) not changed since, or the expanded strings of a
+/// writable character vector (kept in step with its pool).
 ///
 /// # Safety
 /// `x` must be an fmalloc instance and `d` its data.
@@ -68,7 +69,9 @@ pub(crate) unsafe fn in_file(x: SEXP, d: &VecData) -> bool {
         return true;
     };
     if d.elem == ElemType::String {
-        return false;
+        // A writable vector writes every string to its pool (the copy is
+        // only a cache of it); a read-only one writes only the copy.
+        return !d.readonly;
     }
     let bytes = (d.len * d.elem.size()) as usize;
     // SAFETY: the mapping and data2's private copy each hold `len`
