@@ -95,6 +95,8 @@
 #'   space around it), the whole 4 MiB chunks inside that region are given
 #'   back to the file system (hole punching on Linux, macOS and NTFS), so
 #'   `disk` drops while `size` stays; they take disk space again when reused.
+#'   Vectors still alive when a session ends (or a crash) are freed by the
+#'   next writable open, which gives their space back the same way.
 #'
 #' @seealso [Rfmalloc-package] for the error classes.
 #' @examples

@@ -558,6 +558,35 @@ test_that("a writable open and close without changes leaves every byte of the fi
   expect_identical(readBin(path, "raw", file.size(path)), before)
 })
 
+test_that("space a session left to vectors alive at its end comes back at the next open", {
+  path <- local_heap_path()
+  callr::r(function(path) {
+    heap <- Rfmalloc::fmalloc_open(path, size_gb = 0.01)
+    Rfmalloc::fmalloc_save(1:10, "keep", heap)
+    x <- Rfmalloc::create_fmalloc_vector("double", 5e6, heap = heap) # 40 MB, no name
+    x[] <- 1
+    Rfmalloc::fmalloc_info(heap)$disk # the process ends with x alive
+  }, args = list(path = path), libpath = .libPaths()) -> disk_then
+  expect_gt(disk_then, 40e6)
+  heap <- fmalloc_open(path)
+  # The open found x's block free; its disk space stayed taken for good
+  # (the space was reused, never given back: 16.7 GB after a stray big
+  # vector).
+  expect_lt(fmalloc_info(heap)$disk, 16 * 2^20)
+  expect_identical(fmalloc_get("keep", heap, copy = TRUE), 1:10)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  fmalloc_save(as.double(1:1e6), "more", heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  # After that clean close, a writable open changes nothing again.
+  before <- readBin(path, "raw", file.size(path))
+  heap <- fmalloc_open(path)
+  expect_identical(fmalloc_get("more", heap, copy = TRUE)[1e6], 1e6)
+  fmalloc_close(heap)
+  invisible(gc())
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+})
+
 test_that("a damaged allocator header of a named block is repaired at a writable open", {
   path <- local_heap_path()
   heap <- fmalloc_open(path, size_gb = 0.01)

@@ -1015,9 +1015,23 @@ impl Shared {
                 .layout
                 .take()
                 .ok_or_else(|| Error::corrupt(path, "the heap's layout was not checked"))?;
-            alloc
+            let free = layout.free_blocks();
+            let unsettled = alloc
                 .add_arena_with_layout(&mut map, layout)
                 .map_err(|e| Error::corrupt(path, e))?;
+            if unsettled {
+                // The last session did not close cleanly (it ended with
+                // vectors still holding the file, or crashed): the blocks
+                // it left handed out are free now. Their disk space goes
+                // back as a free would give it (`State::free_now`), once:
+                // a clean session's space was given back when it was freed,
+                // and its reopen writes nothing (FORMAT.md).
+                for (off, cap) in free {
+                    if cap >= 2 * crate::map::CHUNK {
+                        map.punch_free(off, cap);
+                    }
+                }
+            }
             if let Some(h) = hole {
                 alloc.mark_fresh(&map, h);
             }

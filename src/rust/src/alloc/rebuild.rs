@@ -1,8 +1,8 @@
 //! Adding arenas: empty, or rebuilt around the live blocks the catalog names.
 
 use super::{
-    span_at, span_for, tag_at, write_free, Allocator, Arena, Mem, ALIGN, MAX_OFFSET, MIN_ARENA,
-    PREV_FREE,
+    span_at, span_for, tag_at, write_free, Allocator, Arena, Mem, ALIGN, HEADER, MAX_OFFSET,
+    MIN_ARENA, PREV_FREE,
 };
 
 impl Allocator {
@@ -46,7 +46,8 @@ impl Allocator {
         end: u64,
         live: &[(u64, u64)],
     ) -> Result<(), String> {
-        self.add_arena_impl(&mut Changed(mem), start, end, live, false)
+        let mut mem = Changed { mem, wrote: false };
+        self.add_arena_impl(&mut mem, start, end, live, false)
     }
 
     /// Checks, without memory, what `add_arena_with_live(start, end, live)`
@@ -62,13 +63,18 @@ impl Allocator {
         })
     }
 
-    /// `add_arena_with_live` of a layout `check_layout` checked.
+    /// `add_arena_with_live` of a layout `check_layout` checked. Returns
+    /// whether it wrote anything: every header was already as the rebuild
+    /// writes it (a clean close settles them) or not (a crash, an exit
+    /// with blocks still handed out, a fallback to an older commit).
     pub fn add_arena_with_layout<M: Mem>(
         &mut self,
         mem: &mut M,
         layout: Layout,
-    ) -> Result<(), String> {
-        self.add_checked(&mut Changed(mem), layout, false)
+    ) -> Result<bool, String> {
+        let mut mem = Changed { mem, wrote: false };
+        self.add_checked(&mut mem, layout, false)?;
+        Ok(mem.wrote)
     }
 
     fn add_arena_impl<M: Mem>(
@@ -177,17 +183,42 @@ pub struct Layout {
     blocks: Vec<(u64, u64)>,
 }
 
-/// A `Mem` whose stores skip words that already hold the value.
-struct Changed<'m, M>(&'m mut M);
+impl Layout {
+    /// The free blocks the rebuild makes of the gaps between the live
+    /// blocks, as (payload offset, capacity): the bytes of each hold
+    /// nothing the allocator reads but its last word (the footer).
+    pub fn free_blocks(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut cursor = self.arena.first();
+        let ends = self.blocks.iter().map(|&(p, span)| (p, p + span));
+        for (p, next) in ends.chain([(self.arena.end, self.arena.end)]) {
+            if p > cursor {
+                out.push((cursor, p - cursor - HEADER));
+            }
+            cursor = next;
+        }
+        out
+    }
+}
+
+/// A `Mem` whose stores skip words that already hold the value, noting
+/// whether any did not.
+struct Changed<'m, M> {
+    mem: &'m mut M,
+    wrote: bool,
+}
 
 impl<M: Mem> Mem for Changed<'_, M> {
     #[inline(always)]
     fn load(&self, off: u64) -> u64 {
-        self.0.load(off)
+        self.mem.load(off)
     }
     #[inline(always)]
     fn store(&mut self, off: u64, val: u64) {
-        self.0.store_changed(off, val);
+        if !self.wrote && self.mem.load(off) != val {
+            self.wrote = true;
+        }
+        self.mem.store_changed(off, val);
     }
 }
 

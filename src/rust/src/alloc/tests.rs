@@ -269,10 +269,26 @@ fn rebuild_with_the_same_key_writes_nothing_and_repairs_what_differs() {
     // The check without memory agrees with the rebuild, and a rebuild from
     // its result is the same rebuild.
     let layout = Allocator::check_layout(0, 1 << 16, &live).unwrap();
+    // The free blocks it names are those the rebuild makes.
+    let free = layout.free_blocks();
     m.changed = 0;
     let mut d = Allocator::with_key(KEY);
-    d.add_arena_with_layout(&mut m, layout).unwrap();
+    // It reports that it wrote (the tags of the other key).
+    assert!(d.add_arena_with_layout(&mut m, layout).unwrap());
     assert_eq!(m.changed, live.len());
+    let rebuilt: Vec<(u64, u64)> = d
+        .blocks(&m.mem)
+        .into_iter()
+        .filter(|&(_, _, used)| !used)
+        .map(|(p, cap, _)| (p, cap))
+        .collect();
+    assert_eq!(free, rebuilt);
+    assert!(!free.is_empty());
+    // Again: nothing to write, and it says so.
+    let layout = Allocator::check_layout(0, 1 << 16, &live).unwrap();
+    assert!(!Allocator::with_key(KEY)
+        .add_arena_with_layout(&mut m, layout)
+        .unwrap());
     d.check_invariants(&m.mem).unwrap();
     assert_eq!(d.blocks(&m.mem), b.blocks(&good));
     assert_eq!(d.stats(), b.stats());

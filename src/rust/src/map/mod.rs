@@ -729,6 +729,21 @@ impl Mapping {
         given
     }
 
+    /// Gives the whole chunks inside the free block `[off, off + cap)` (its
+    /// last 8 bytes are its footer) back to the file system, whether this
+    /// session reserved them or not: for a writable open, whose rebuild
+    /// found free the blocks a previous session left handed out (vectors
+    /// still alive when it ended, or a crash). Returns the bytes given
+    /// back.
+    pub fn punch_free(&mut self, off: u64, cap: u64) -> u64 {
+        let first = off.div_ceil(CHUNK);
+        let end = off.saturating_add(cap).saturating_sub(8).min(self.len()) / CHUNK;
+        if first >= end {
+            return 0;
+        }
+        self.punch_chunks(first, end)
+    }
+
     /// Gives back the disk space inside `[off, off + cap)`, a block just
     /// handed out whose reservation failed (so nobody's data), that no
     /// reservation records: a failed `fallocate` keeps what it got before
@@ -802,7 +817,9 @@ impl Mapping {
         }
         let res = &mut self.reservation;
         for k in first..end {
-            res.reserved_to[k as usize] = 0;
+            if let Some(to) = res.reserved_to.get_mut(k as usize) {
+                *to = 0;
+            }
             res.no_prefault.remove(&k);
         }
         res.units.retain(|u| u * UNIT < lo || u * UNIT >= hi);
