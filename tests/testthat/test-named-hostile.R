@@ -199,6 +199,14 @@ test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttr
                                         attr_entry("class", str_node("factor")))),
     v_posixct_tz = hostile_meta(c(dbl(2), attr_entry("class", str_node(c("POSIXct", "POSIXt"))),
                                   attr_entry("tzone", int_node(5L)))),
+    # A second value of an attribute replaced the one checked (levels 1L
+    # on codes 2, 3; an integer time zone), and the check saw nothing.
+    i_factor_levels_twice = hostile_meta(c(int(3), attr_entry("class", str_node("factor")),
+                                           attr_entry("levels", str_node(c("a", "b", "c"))),
+                                           attr_entry("levels", int_node(1L)))),
+    v_tzone_twice = hostile_meta(c(dbl(3), attr_entry("class", str_node(c("POSIXct", "POSIXt"))),
+                                   attr_entry("tzone", str_node("UTC")),
+                                   attr_entry("tzone", int_node(5L)))),
     df_rows = hostile_meta(c(list_node(2, 2), attr_entry("class", str_node("data.frame")),
                                attr_entry("row.names", int_node(c(NA, -2147483647L))),
                                int_node(1:3), int_node(4:6))),
@@ -227,6 +235,8 @@ test_that("attributes R would refuse are fmalloc_corrupt, checked before setAttr
     i_factor_nolevels = "factor without character levels",
     i_factor_dbllevels = "factor without character levels",
     v_posixct_tz = "time zone is not character",
+    i_factor_levels_twice = "attribute 'levels' appears twice",
+    v_tzone_twice = "attribute 'tzone' appears twice",
     df_rows = "3 rows", df_rows_na = "row.names", df_ragged = "column of 1 rows",
     df_rn_dbl = "row.names"
   ))

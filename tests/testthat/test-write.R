@@ -552,3 +552,22 @@ test_that("an empty j selects every column of a matrix, as m[1, ] <- v", {
   fmalloc_write(heap, "d", 2, , value = list(9L, 9.5))
   expect_identical(fmalloc_get("d", heap, copy = TRUE), data.frame(a = c(1L, 9L), b = c(1.5, 9.5)))
 })
+
+test_that("a damaged string pool met by a string write is fmalloc_corrupt", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.01)
+  fmalloc_save(c("a", "b", "c"), "s", heap)
+  fmalloc_close(heap)
+  invisible(gc())
+  bytes <- readBin(path, "raw", file.size(path))
+  at <- grepRaw("FMSTRPL1", bytes, fixed = TRUE)
+  expect_length(at, 1L)
+  bytes[at + 63 + 1:8] <- as.raw(0xff) # element 1's string offset: 2^64 - 1
+  writeBin(bytes, path)
+  heap <- fmalloc_open(path)
+  on.exit(fmalloc_close(heap))
+  expect_fmalloc_error(fmalloc_get("s", heap)[1], "fmalloc_corrupt")
+  # A longer string makes the pool grow, which copies the strings: the
+  # damage was reported as fmalloc_invalid ("an argument is not valid").
+  expect_fmalloc_error(fmalloc_write(heap, "s", 1, strrep("L", 300)), "fmalloc_corrupt", "string pool")
+})

@@ -291,7 +291,8 @@ fn grow(
                 // SAFETY: the pool's current block, held by this pool.
                 let src =
                     unsafe { std::slice::from_raw_parts(st.addr.as_ptr(), st.loc.bytes as usize) };
-                strpool::compact_into(src, l, dst).map_err(|e| Error::Invalid(e.to_string()))?;
+                strpool::compact_into(src, l, dst)
+                    .map_err(|e| Error::corrupt(heap.path(), e.to_string()))?;
                 if named {
                     let desc = BlockDesc {
                         offset: off,
@@ -321,7 +322,8 @@ fn grow(
             let p = heap.ptr(off, bytes)?;
             // SAFETY: the block now held by this pool, `bytes` long.
             let buf = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), bytes as usize) };
-            let mut l = strpool::layout(buf).map_err(|e| Error::Invalid(e.to_string()))?;
+            let mut l =
+                strpool::layout(buf).map_err(|e| Error::corrupt(heap.path(), e.to_string()))?;
             strpool::grow_capacity(buf, &mut l);
             (off, bytes, p)
         }

@@ -100,6 +100,9 @@ pub fn check_attrs(
     );
     let value = |v: usize| meta.nodes.get(v).map(|n| &n.payload);
     let mut dim: Option<&Vec<i32>> = None;
+    // R keeps one value per attribute name: a second one (a crafted meta)
+    // would replace the value checked here when R sets them in turn.
+    let mut seen = std::collections::HashSet::with_capacity(node.attrs.len());
     for (name, v) in &node.attrs {
         let bad = |what: &str| {
             format!(
@@ -110,6 +113,9 @@ pub fn check_attrs(
                     .collect::<String>()
             )
         };
+        if !seen.insert(name.as_slice()) {
+            return Err(bad("appears twice"));
+        }
         match name.as_slice() {
             b"dim" => {
                 let Some(Payload::Integer(d)) = value(*v) else {
@@ -125,9 +131,7 @@ pub fn check_attrs(
                 if d.is_empty() || !is_vector || prod != u128::from(len) {
                     return Err(bad(&format!("does not match the length {len}")));
                 }
-                if dim.replace(d).is_some() {
-                    return Err(bad("appears twice"));
-                }
+                dim = Some(d);
             }
             b"names"
                 if !is_vector || !is_character(meta, *v) || node_len(meta, *v, built) != len =>
