@@ -344,3 +344,51 @@ test_that("a string pool that cannot grow in place keeps no disk space (ext4)", 
   expect_identical(res$rest, "x")
   expect_identical(res$later, "ok")
 })
+
+# Child: a sparse copy of a heap on a full tmpfs, where reading a hole
+# through a mapping needs a new page (SIGBUS when there is none): a named
+# vector of zeros (reserved, never written) and the page of the allocator's
+# last header are holes.
+sparse_tmpfs_child <- function(dir) {
+  library(Rfmalloc)
+  what <- function(expr) tryCatch(expr, error = function(e) class(e)[1])
+  src <- tempfile(fileext = ".bin")
+  heap <- fmalloc_open(src, size_gb = 0.01)
+  fmalloc_save(1:10, "x", heap)
+  z <- create_fmalloc_vector("double", 4e6, heap = heap, name = "z")
+  rm(z)
+  fmalloc_close(heap)
+  invisible(gc())
+  dst <- file.path(dir, "h.bin")
+  system2("cp", c("--sparse=always", src, dst))
+  unlink(src)
+  system2("fallocate", c("--punch-hole", "--offset", format(file.size(dst) - 4096, scientific = FALSE),
+                         "--length", "4096", dst))
+  con <- file(file.path(dir, "filler"), "wb")
+  tryCatch(repeat writeBin(raw(2^20), con), error = function(e) NULL, warning = function(w) NULL)
+  try(close(con), silent = TRUE)
+  check <- what(nrow(fmalloc_check(dst)))
+  ro <- fmalloc_open(dst, readonly = TRUE)
+  ro_z <- what(sum(fmalloc_get("z", ro)))
+  ro_x <- what(fmalloc_get("x", ro)[])
+  fmalloc_close(ro)
+  invisible(gc())
+  rw <- fmalloc_open(dst)
+  rw_z <- what(sum(fmalloc_get("z", rw)))
+  rw_save <- what(fmalloc_save(1:5, "y", rw))
+  fmalloc_close(rw)
+  list(check = check, ro_z = ro_z, ro_x = ro_x, rw_z = rw_z, rw_save = rw_save)
+}
+
+test_that("holes of a heap on a full tmpfs are read as zeros, never SIGBUS", {
+  skip_if(Sys.which("fallocate") == "" || Sys.which("cp") == "", "no fallocate or cp")
+  res <- callr::r(sparse_tmpfs_child, list(local_small_fs("tmpfs", 48)))
+  # Each of these killed R with SIGBUS (fmalloc_check(path), the sum of
+  # the read-only vector, and the writable open's rebuild of the headers).
+  expect_identical(res$check, 0L)
+  expect_identical(res$ro_z, 0)
+  expect_identical(res$ro_x, 1:10)
+  # Writable: the holes need disk space, which a full disk refuses.
+  expect_identical(res$rw_z, "fmalloc_full")
+  expect_identical(res$rw_save, "fmalloc_full")
+})

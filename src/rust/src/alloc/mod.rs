@@ -167,12 +167,14 @@ pub trait Mem {
     /// rebuilds every header this way, so the pages of headers that are
     /// already right are read, never dirtied (see `add_arena_with_live`).
     /// Implementations where a load may fault where a store would not (a
-    /// hole of a file) override it.
+    /// hole of a file) override it. Returns whether it stored.
     #[inline]
-    fn store_changed(&mut self, off: u64, val: u64) {
-        if self.load(off) != val {
+    fn store_changed(&mut self, off: u64, val: u64) -> bool {
+        let changed = self.load(off) != val;
+        if changed {
             self.store(off, val);
         }
+        changed
     }
 }
 

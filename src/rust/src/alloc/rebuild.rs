@@ -215,10 +215,7 @@ impl<M: Mem> Mem for Changed<'_, M> {
     }
     #[inline(always)]
     fn store(&mut self, off: u64, val: u64) {
-        if !self.wrote && self.mem.load(off) != val {
-            self.wrote = true;
-        }
-        self.mem.store_changed(off, val);
+        self.wrote |= self.mem.store_changed(off, val);
     }
 }
 

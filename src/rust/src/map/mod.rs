@@ -119,6 +119,51 @@ struct Reservation {
     no_prefault: HashSet<u64>,
 }
 
+/// Replaces the pages of `[base, base + len)`, a read-only mapping of
+/// `file`, that are holes of the file by anonymous zero pages, so that
+/// reading them allocates nothing in the file system: on a full tmpfs
+/// (`sys::reads_allocate`) a read of a hole through the mapping raises
+/// SIGBUS, and a sparse copy of a heap (`cp --sparse`), or a writer that
+/// left headers unwritten, has holes in blocks and headers that are read.
+/// The file is locked shared while mapped, so no writer fills the holes
+/// meanwhile. Best effort: a walk of many extents stops early (the rest
+/// of the holes stay mapped from the file).
+#[cfg(target_os = "linux")]
+fn zero_holes(file: &File, base: usize, len: u64) {
+    const MAX_HOLES: usize = 1 << 16;
+    let mut at = 0;
+    for _ in 0..MAX_HOLES {
+        let Ok(Some((hole, data))) = crate::sys::next_hole(file, at, len) else {
+            return;
+        };
+        let (from, to) = (hole.next_multiple_of(PAGE), data / PAGE * PAGE);
+        if to > from {
+            // SAFETY: [from, to) lies inside the mapping at `base` (`data`
+            // <= `len`), page-aligned; MAP_FIXED replaces those pages of
+            // it with private anonymous zero pages, read-only like the
+            // rest, which memmap2's munmap of the whole mapping removes
+            // with it. Nothing holds a reference into the mapping yet.
+            let p = unsafe {
+                libc::mmap(
+                    (base + from as usize) as *mut libc::c_void,
+                    (to - from) as usize,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return;
+            }
+        }
+        at = data;
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn zero_holes(_file: &File, _base: usize, _len: u64) {}
+
 /// Starts writing `[off, off + len)` of `f` back to disk without waiting
 /// for it (see [`Mapping::write_run`]). Best effort: a failure leaves the
 /// pages to the kernel's own write-back.
@@ -192,6 +237,9 @@ pub struct Mapping {
     reservation: Reservation,
     /// Allocator words of pages that could not be reserved.
     shadow: Shadow,
+    /// Reading a hole through the mapping allocates (tmpfs, see
+    /// `sys::reads_allocate`).
+    reads_allocate: bool,
 }
 
 impl Mapping {
@@ -212,6 +260,7 @@ impl Mapping {
                 region: Region::Rw(m),
             }],
             hot: Cell::new(Hot::EMPTY),
+            reads_allocate: crate::sys::reads_allocate(&file),
             file: Some(file),
             reservation: Reservation::default(),
             shadow: Shadow::default(),
@@ -225,6 +274,9 @@ impl Mapping {
         // process, so no cooperating writer changes it while mapped.
         let m = unsafe { MmapOptions::new().len(size).map(file)? };
         let base = m.as_ptr() as usize;
+        if crate::sys::reads_allocate(file) {
+            zero_holes(file, base, len);
+        }
         Ok(Mapping {
             extents: vec![Extent {
                 start: 0,
@@ -236,7 +288,24 @@ impl Mapping {
             file: None,
             reservation: Reservation::default(),
             shadow: Shadow::default(),
+            reads_allocate: false,
         })
+    }
+
+    /// `load` of a word outside the reserved chunks, which may lie in a
+    /// hole: read with `pread` where reading a hole through the mapping
+    /// allocates (tmpfs), which returns zeros for a hole without.
+    fn load_unreserved(&self, off: u64) -> u64 {
+        if !self.reads_allocate {
+            return self.load(off);
+        }
+        let mut word = [0u8; 8];
+        if let Some(f) = &self.file {
+            // A failed read leaves zeros, what a hole holds: the store
+            // that follows then reserves the page before it writes.
+            let _ = crate::sys::read_at(f, &mut word, off);
+        }
+        u64::from_le_bytes(word)
     }
 
     pub fn is_writable(&self) -> bool {
@@ -1110,26 +1179,33 @@ impl Mem for Mapping {
     /// write). A read fault on a file mapping dirties nothing, so unchanged
     /// headers cost no write-back and no reservation.
     #[inline(always)]
-    fn store_changed(&mut self, off: u64, val: u64) {
-        if self.shadow.is_empty() && !self.in_reserved_chunk(off) && self.load(off) == val {
-            // Unchanged: nothing to reserve (a read of a hole inside the
-            // file is no fault: it reads zeros), so a writable open that
-            // finds every header right makes no fallocate call (each of
-            // which sets the file's modification time).
-            return;
+    fn store_changed(&mut self, off: u64, val: u64) -> bool {
+        if self.shadow.is_empty()
+            && !self.in_reserved_chunk(off)
+            && self.load_unreserved(off) == val
+        {
+            // Unchanged: nothing to reserve, so a writable open that finds
+            // every header right makes no fallocate call (each of which
+            // sets the file's modification time).
+            return false;
         }
         if (!self.shadow.is_empty() || !self.in_reserved_chunk(off)) && self.store_slow(off, val) {
-            return;
+            return true;
         }
         match self.addr(off, 8) {
             // SAFETY: as in `store`.
             Some(p) if self.file.is_some() => unsafe {
                 let p = p as *mut u64;
-                if p.read() != val {
+                let changed = p.read() != val;
+                if changed {
                     p.write(val);
                 }
+                changed
             },
-            _ => debug_assert!(false, "allocator write outside the mapping at {off}"),
+            _ => {
+                debug_assert!(false, "allocator write outside the mapping at {off}");
+                false
+            }
         }
     }
 }

@@ -311,6 +311,31 @@ pub(crate) fn free_space(file: &File) -> Option<u64> {
     }
 }
 
+/// Whether reading a hole of `file` through a mapping allocates a page of
+/// its file system, as on tmpfs (Linux `shmem`): there a read fault on a
+/// hole of a file on a full tmpfs raises SIGBUS, where other file systems
+/// map a shared zero page.
+pub(crate) fn reads_allocate(file: &File) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+        // SAFETY: fstatfs fills the struct we pass; all-zero is a valid
+        // `statfs` (plain integers).
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor we own and a struct of the right type.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+            return false;
+        }
+        st.f_type as libc::c_long == TMPFS_MAGIC
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        false
+    }
+}
+
 /// Bytes `file` takes on disk (its allocated blocks; less than its size
 /// when it has holes). Unix: `st_blocks`; Windows: the size minus the
 /// holes [`next_hole`] finds.
