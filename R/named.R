@@ -393,7 +393,8 @@
 #' half reads what the first half just wrote) `y`'s later elements are
 #' read after being overwritten, as C's `memcpy()` of overlapping memory
 #' does. [fmalloc_write()] reads all of `value` first; or assign a copy
-#' (`x[6:1] <- fmalloc_get(name, copy = TRUE)`, or `rev(y)`).
+#' (`x[6:1] <- fmalloc_get(name, copy = TRUE)`; `x[] <- rev(y)`, as `rev()`
+#' returns a new vector).
 #'
 #' **data.table** objects are stored without their internal self-reference
 #' (a pointer of the session). When data.table is loaded before
