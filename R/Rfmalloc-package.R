@@ -48,7 +48,8 @@
 #'   \item{`fmalloc_io`}{the operating system refused an operation.}
 #'   \item{`fmalloc_invalid`}{an argument is not valid.}
 #'   \item{`fmalloc_bounds`}{[fmalloc_write()] was given a position outside
-#'     the object (or a name it does not have).}
+#'     the object (or a name it does not have), or `heap[[k]]` a position
+#'     past the heap's objects.}
 #'   \item{`fmalloc_type`}{[fmalloc_write()] was given a value that cannot
 #'     be stored exactly in the object's type (e.g. 1.5 into an integer
 #'     vector, a label that is not a level of a factor).}

@@ -331,13 +331,15 @@ fmalloc_sync <- function(heap = NULL) {
 #' of its objects (`fmalloc_ls(heap)$name`), `length(heap)` their number and
 #' `as.list(heap)` all of them in a named list (each as [fmalloc_get()]
 #' returns it: vectors stay in the file, nothing is copied), so `lapply()`
-#' and `sapply()` run over a heap's objects. A handle cannot be assigned into:
+#' and `sapply()` run over a heap's objects, and `heap[[k]]` is the `k`-th
+#' of `names(heap)`. A handle cannot be assigned into:
 #' `heap$x <- value` is an error of class `fmalloc_invalid` that points to
 #' [fmalloc_save()].
 #'
 #' @param x,object A heap handle from [fmalloc_open()] (or a
 #'   `summary.fmalloc_heap` object).
-#' @param name,i The name of an object in the heap.
+#' @param name,i The name of an object in the heap (for `[[`, or its
+#'   position in `names(heap)`).
 #' @param value Not used: assigning into a heap is an error.
 #' @param e1,e2 Operands of an operator: an error for heap handles.
 #' @param ... Ignored.
@@ -452,6 +454,15 @@ print.summary.fmalloc_heap <- function(x, ...) {
 #' @rdname fmalloc_heap-methods
 #' @export
 `[[.fmalloc_heap` <- function(x, i, ...) {
+  if (is.numeric(i) && length(i) == 1L && !is.na(i)) {
+    # By position, as in a list: names(heap)[[i]] (for seq_along() loops).
+    objects <- names(x)
+    if (i < 1 || i > length(objects)) {
+      .fmalloc_abort(sprintf("Rfmalloc: heap[[%s]]: the heap has %d objects", format(i), length(objects)),
+                     "fmalloc_bounds", sys.call())
+    }
+    i <- objects[[i]]
+  }
   fmalloc_get(i, x)
 }
 

@@ -206,8 +206,9 @@
       mode <- PLAIN
     } else if (isS4(v) && mode == PLAIN) {
       .fm_unsupported(path, paste(
-        "an S4 object, which cannot be the value of an attribute or slot",
-        "(S4 objects can be stored as objects and as list elements)"
+        "an S4 object in the value of an attribute or slot, which can hold",
+        "only vectors and lists of them (an S4 object can be stored on its own",
+        "or in a list, not inside an attribute)"
       ), call)
     } else {
       .fm_unsupported(path, .fm_describe(v), call)

@@ -440,7 +440,9 @@ test_that("S4 objects round-trip when their slots can be stored", {
   expect_identical(fmalloc_get("in_list", heap), list(a = p))
   x <- structure(1:3, point = p)
   err <- expect_fmalloc_error(fmalloc_save(x, "attr", heap), "fmalloc_unsupported")
-  expect_match(conditionMessage(err), 'attr(x, "point"): it is an S4 object, which cannot be the value of an attribute', fixed = TRUE)
+  expect_match(conditionMessage(err), 'attr(x, "point"): it is an S4 object in the value of an attribute', fixed = TRUE)
+  err <- expect_fmalloc_error(fmalloc_save(structure(1:3, obj = list(p)), "attr", heap), "fmalloc_unsupported")
+  expect_match(conditionMessage(err), "not inside an attribute", fixed = TRUE)
   expect_false(fmalloc_exists("attr", heap))
 })
 

@@ -660,6 +660,9 @@ impl Heap {
     /// heap gives an empty list. Nothing is committed, nothing written.
     pub fn check(&self) -> Vec<Problem> {
         let recovery = Recovery::Known(self.recovery());
-        self.with_mapping(|map, alloc| walk(map, alloc.map(|a| (a, map)), recovery))
+        self.with_mapping(|map, alloc| match map.read_view() {
+            Some(ro) => walk(&ro, alloc.map(|a| (a, map)), recovery),
+            None => walk(map, alloc.map(|a| (a, map)), recovery),
+        })
     }
 }

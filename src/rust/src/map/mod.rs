@@ -292,6 +292,17 @@ impl Mapping {
         })
     }
 
+    /// A read-only mapping of this writable one's file, for reading every
+    /// byte where reading a hole through this mapping allocates (tmpfs:
+    /// SIGBUS when full); its holes read as zeros (see `open_ro`). `None`
+    /// elsewhere, or when it cannot be made: read through this one.
+    pub fn read_view(&self) -> Option<Mapping> {
+        if !self.reads_allocate {
+            return None;
+        }
+        Mapping::open_ro(self.file.as_ref()?, self.len()).ok()
+    }
+
     /// `load` of a word outside the reserved chunks, which may lie in a
     /// hole: read with `pread` where reading a hole through the mapping
     /// allocates (tmpfs), which returns zeros for a hole without.
@@ -1185,8 +1196,7 @@ impl Mem for Mapping {
             && self.load_unreserved(off) == val
         {
             // Unchanged: nothing to reserve, so a writable open that finds
-            // every header right makes no fallocate call (each of which
-            // sets the file's modification time).
+            // every header right makes no fallocate call for them.
             return false;
         }
         if (!self.shadow.is_empty() || !self.in_reserved_chunk(off)) && self.store_slow(off, val) {
