@@ -102,6 +102,15 @@ NULL
   .Call(savvy_fmalloc_heap_created__impl, `heap`)
 }
 
+#' The heap's id (hex), as `fmalloc_heap_info()` gives it, without the
+#' rest (whose used bytes walk the catalog of a read-only heap: a worker
+#' reconnecting each column of a wide data frame did that per column).
+#' @noRd
+`fmalloc_heap_id` <- function(`heap`) {
+  `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
+  .Call(savvy_fmalloc_heap_id__impl, `heap`)
+}
+
 #' A named list: path, heap_id, readonly, sync (NA when read-only), size,
 #' disk (NA when unknown), used, free, objects.
 #' @noRd
@@ -269,6 +278,14 @@ NULL
 #' @noRd
 `fmalloc_path_holders` <- function(`path`) {
   .Call(savvy_fmalloc_path_holders__impl, `path`)
+}
+
+#' Whether this session has the heap file at `path` open for writing (a
+#' reference reconnects to that heap instead of trying a read-only open,
+#' whose lock error costs more than the reconnect).
+#' @noRd
+`fmalloc_path_open_writable` <- function(`path`) {
+  .Call(savvy_fmalloc_path_open_writable__impl, `path`)
 }
 
 #' `x` marked to serialize by reference: a new vector over the same named

@@ -106,16 +106,21 @@ fmalloc_ref <- function(x) {
       "Rfmalloc: cannot reconnect a vector sent by reference: heap file '%s' does not exist", path
     ), "fmalloc_not_found", NULL)
   }
-  # Read-only unless this process has the heap open for writing.
-  heap <- tryCatch(
-    fmalloc_open(path, readonly = TRUE),
-    fmalloc_locked = function(e) fmalloc_open(path)
-  )
+  # Read-only unless this process has the heap open for writing (asked
+  # first: the lock error of a read-only open costs more than the rest).
+  heap <- if (fmalloc_path_open_writable(path)) {
+    fmalloc_open(path)
+  } else {
+    tryCatch(
+      fmalloc_open(path, readonly = TRUE),
+      fmalloc_locked = function(e) fmalloc_open(path)
+    )
+  }
   # The vector holds the heap, not this handle: released at once (without
   # the sync of a close), it counts as no open handle of the file (see
   # fmalloc_open()'s `sync`).
   on.exit(fmalloc_heap_release(heap))
-  id <- fmalloc_info(heap)$heap_id
+  id <- fmalloc_heap_id(heap)
   if (!identical(id, state$heap_id)) {
     .fmalloc_abort(sprintf(
       "Rfmalloc: cannot reconnect a vector sent by reference: '%s' is now a different heap (id %s, expected %s)",

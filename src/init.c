@@ -79,6 +79,11 @@ SEXP savvy_fmalloc_heap_created__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_heap_id__impl(SEXP c_arg__heap) {
+    SEXP res = savvy_fmalloc_heap_id__ffi(c_arg__heap);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_heap_info__impl(SEXP c_arg__heap) {
     SEXP res = savvy_fmalloc_heap_info__ffi(c_arg__heap);
     return handle_result(res);
@@ -174,6 +179,11 @@ SEXP savvy_fmalloc_path_holders__impl(SEXP c_arg__path) {
     return handle_result(res);
 }
 
+SEXP savvy_fmalloc_path_open_writable__impl(SEXP c_arg__path) {
+    SEXP res = savvy_fmalloc_path_open_writable__ffi(c_arg__path);
+    return handle_result(res);
+}
+
 SEXP savvy_fmalloc_ref_leaf__impl(SEXP c_arg__x) {
     SEXP res = savvy_fmalloc_ref_leaf__ffi(c_arg__x);
     return handle_result(res);
@@ -236,6 +246,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_heap_check__impl", (DL_FUNC) &savvy_fmalloc_heap_check__impl, 1},
     {"savvy_fmalloc_heap_close__impl", (DL_FUNC) &savvy_fmalloc_heap_close__impl, 1},
     {"savvy_fmalloc_heap_created__impl", (DL_FUNC) &savvy_fmalloc_heap_created__impl, 1},
+    {"savvy_fmalloc_heap_id__impl", (DL_FUNC) &savvy_fmalloc_heap_id__impl, 1},
     {"savvy_fmalloc_heap_info__impl", (DL_FUNC) &savvy_fmalloc_heap_info__impl, 1},
     {"savvy_fmalloc_heap_is_closed__impl", (DL_FUNC) &savvy_fmalloc_heap_is_closed__impl, 1},
     {"savvy_fmalloc_heap_open__impl", (DL_FUNC) &savvy_fmalloc_heap_open__impl, 5},
@@ -255,6 +266,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_named_store__impl", (DL_FUNC) &savvy_fmalloc_named_store__impl, 8},
     {"savvy_fmalloc_path_check__impl", (DL_FUNC) &savvy_fmalloc_path_check__impl, 1},
     {"savvy_fmalloc_path_holders__impl", (DL_FUNC) &savvy_fmalloc_path_holders__impl, 1},
+    {"savvy_fmalloc_path_open_writable__impl", (DL_FUNC) &savvy_fmalloc_path_open_writable__impl, 1},
     {"savvy_fmalloc_ref_leaf__impl", (DL_FUNC) &savvy_fmalloc_ref_leaf__impl, 1},
     {"savvy_fmalloc_vector_create__impl", (DL_FUNC) &savvy_fmalloc_vector_create__impl, 5},
     {"savvy_fmalloc_vector_inspect__impl", (DL_FUNC) &savvy_fmalloc_vector_inspect__impl, 1},

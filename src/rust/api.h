@@ -6,6 +6,7 @@ SEXP savvy_fmalloc_has_classic__ffi(void);
 SEXP savvy_fmalloc_heap_check__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_close__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_created__ffi(SEXP c_arg__heap);
+SEXP savvy_fmalloc_heap_id__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_info__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_is_closed__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_open__ffi(SEXP c_arg__path, SEXP c_arg__readonly, SEXP c_arg__recover, SEXP c_arg__size_bytes, SEXP c_arg__sync);
@@ -25,6 +26,7 @@ SEXP savvy_fmalloc_named_save__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_ar
 SEXP savvy_fmalloc_named_store__ffi(SEXP c_arg__heap, SEXP c_arg__name, SEXP c_arg__desc, SEXP c_arg__leaves, SEXP c_arg__overwrite, SEXP c_arg__progress, SEXP c_arg__after_secs, SEXP c_arg__chunk_bytes);
 SEXP savvy_fmalloc_path_check__ffi(SEXP c_arg__path);
 SEXP savvy_fmalloc_path_holders__ffi(SEXP c_arg__path);
+SEXP savvy_fmalloc_path_open_writable__ffi(SEXP c_arg__path);
 SEXP savvy_fmalloc_ref_leaf__ffi(SEXP c_arg__x);
 SEXP savvy_fmalloc_vector_create__ffi(SEXP c_arg__heap, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__method, SEXP c_arg__init);
 SEXP savvy_fmalloc_vector_inspect__ffi(SEXP c_arg__x);

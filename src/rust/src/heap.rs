@@ -272,6 +272,18 @@ enum Catalog {
 }
 
 impl Catalog {
+    /// Whether `other` is this very catalog (a tree's root page, with its
+    /// checksum over the whole tree, or the same blob).
+    fn same(&self, other: &Catalog) -> bool {
+        match (self, other) {
+            (Catalog::Blob(a), Catalog::Blob(b)) => Arc::ptr_eq(a, b),
+            (Catalog::Tree { root: a, count: m }, Catalog::Tree { root: b, count: n }) => {
+                a == b && m == n
+            }
+            _ => false,
+        }
+    }
+
     fn count(&self) -> u64 {
         match self {
             Catalog::Blob(v) => v.len() as u64,
@@ -331,6 +343,11 @@ struct State {
     /// reads only the root page: named blocks are added as objects are got
     /// (or all at once when a question needs them all).
     refs_complete: bool,
+    /// The descriptors of the named blocks by offset, with the catalog
+    /// they were read from (`named_desc`: a reference to one column of a
+    /// wide data frame, or to one object among many, walked the whole
+    /// catalog each time).
+    named_descs: Option<(Catalog, HashMap<u64, BlockDesc>)>,
     txn: Txn,
     sync: SyncMode,
     /// Commits since the last durable one (their slot is flagged unsynced).
@@ -1095,6 +1112,7 @@ impl Shared {
             header_version: v.header.version,
             refs,
             refs_complete,
+            named_descs: None,
             txn: Txn::default(),
             sync: SyncMode::Commit,
             unsynced: v.slot.unsynced,
@@ -1221,6 +1239,7 @@ impl Shared {
             header_version: VERSION,
             refs: RefTable::default(),
             refs_complete: true,
+            named_descs: None,
             txn: Txn::default(),
             sync: SyncMode::Commit,
             unsynced: false,
@@ -2266,18 +2285,30 @@ impl Heap {
         if !st.refs.get(&off).is_some_and(|r| r.named) {
             return None;
         }
-        let l = st.load_all().ok()?;
-        l.entries.iter().find_map(|e| {
-            e.blocks
+        let st = &mut *st;
+        if !st
+            .named_descs
+            .as_ref()
+            .is_some_and(|(c, _)| c.same(&st.cat))
+        {
+            let l = st.load_all().ok()?;
+            let descs = l
+                .entries
                 .iter()
-                .find(|b| b.offset == off)
-                .map(|b| BlockDesc {
-                    offset: b.offset,
-                    data_offset: b.data_offset,
-                    elem: b.elem,
-                    length: b.length,
+                .flat_map(|e| &e.blocks)
+                .map(|b| {
+                    let desc = BlockDesc {
+                        offset: b.offset,
+                        data_offset: b.data_offset,
+                        elem: b.elem,
+                        length: b.length,
+                    };
+                    (b.offset, desc)
                 })
-        })
+                .collect();
+            st.named_descs = Some((st.cat.clone(), descs));
+        }
+        st.named_descs.as_ref()?.1.get(&off).cloned()
     }
 
     /// How many session references hold the block at `off` (0 when it is

@@ -240,6 +240,15 @@ fn fmalloc_heap_info(heap: &FmallocHeap) -> savvy::Result<Sexp> {
     out.into()
 }
 
+/// The heap's id (hex), as `fmalloc_heap_info()` gives it, without the
+/// rest (whose used bytes walk the catalog of a read-only heap: a worker
+/// reconnecting each column of a wide data frame did that per column).
+/// @noRd
+#[savvy]
+fn fmalloc_heap_id(heap: &FmallocHeap) -> savvy::Result<Sexp> {
+    OwnedStringSexp::try_from(hex(&heap.heap()?.heap_id()))?.into()
+}
+
 /// Makes everything written so far durable.
 /// @noRd
 #[savvy]

@@ -97,6 +97,16 @@ fn fmalloc_path_holders(path: &str) -> savvy::Result<Sexp> {
     out.into()
 }
 
+/// Whether this session has the heap file at `path` open for writing (a
+/// reference reconnects to that heap instead of trying a read-only open,
+/// whose lock error costs more than the reconnect).
+/// @noRd
+#[savvy]
+fn fmalloc_path_open_writable(path: &str) -> savvy::Result<Sexp> {
+    let writable = Heap::open_in_process(Path::new(path)).is_some_and(|h| !h.is_readonly());
+    OwnedLogicalSexp::try_from(writable)?.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
