@@ -105,10 +105,11 @@
 #' [is_fmalloc()]) are kept without a copy, the others are copied in.
 #' Either way the whole description is written again, which takes time in
 #' the number of the object's parts: about 17 microseconds per column of a
-#' data frame (17 ms at 1000 columns), for each `fmalloc_set_attr()`. To
-#' change the attributes of many columns, change them on the object got
-#' from the heap and save it once with `overwrite = TRUE` (its data are not
-#' copied). `fmalloc_write()` looks its object up each time too (about 1
+#' data frame (17 ms at 1000 columns), for each `fmalloc_set_attr()`. For
+#' the attributes of many small columns, changing them on the object got
+#' from the heap and saving it once with `overwrite = TRUE` is faster (R
+#' copies a column whose attributes change, so its data are copied in).
+#' `fmalloc_write()` looks its object up each time too (about 1
 #' microsecond per column).
 #'
 #' @param heap A heap handle from [fmalloc_open()], or `NULL` for the
