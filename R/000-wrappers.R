@@ -169,12 +169,12 @@ NULL
 }
 
 #' A vector over the block described by a reference (serializing by value,
-#' as every vector does unless asked otherwise); `NULL` when no named
-#' object of `heap` has exactly this block any more.
+#' as every vector does unless asked otherwise); `NULL` when the object
+#' `name` of `heap` has not exactly this block any more.
 #' @noRd
-`fmalloc_named_block_vector` <- function(`heap`, `block`, `data_offset`, `elem`, `length`) {
+`fmalloc_named_block_vector` <- function(`heap`, `block`, `data_offset`, `elem`, `length`, `name`) {
   `heap` <- .savvy_extract_ptr(`heap`, "Rfmalloc::FmallocHeap")
-  .Call(savvy_fmalloc_named_block_vector__impl, `heap`, `block`, `data_offset`, `elem`, `length`)
+  .Call(savvy_fmalloc_named_block_vector__impl, `heap`, `block`, `data_offset`, `elem`, `length`, `name`)
 }
 
 #' @noRd

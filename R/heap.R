@@ -454,6 +454,9 @@ print.summary.fmalloc_heap <- function(x, ...) {
 #' @rdname fmalloc_heap-methods
 #' @export
 `[[.fmalloc_heap` <- function(x, i, ...) {
+  if (missing(i)) {
+    .invalid("heap[[ ]] needs the name or position of an object", sys.call())
+  }
   if (is.numeric(i) && length(i) == 1L && !is.na(i)) {
     # By position, as in a list: names(heap)[[i]] (for seq_along() loops).
     objects <- names(x)

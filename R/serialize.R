@@ -39,7 +39,11 @@
 #' longer exists gives an error of class `fmalloc_not_found`; to a file that
 #' is now a different heap, or to an object that was removed, an error of
 #' class `fmalloc_mismatch` or `fmalloc_not_found`; to a heap another process
-#' has open for writing, `fmalloc_locked`.
+#' has open for writing, `fmalloc_locked`. A reference names its object: it
+#' is refused once that object no longer holds the data (removed, or saved
+#' again elsewhere in the file), even when another object took the space;
+#' an object saved again under the same name into the same space, with the
+#' same type and length, is what it reconnects to.
 #'
 #' @param x An object got from a heap.
 #' @returns `fmalloc_ref()` returns `x` with its vectors marked; the values
@@ -88,9 +92,10 @@ fmalloc_ref <- function(x) {
 # The Unserialize method of the ALTREP classes (src/rust/src/r/named_ref.rs)
 # calls this with the reference state.
 .fm_reconnect <- function(state) {
-  fields <- c("version", "path", "heap_id", "block", "data_offset", "elem", "length")
-  ok <- is.list(state) && identical(names(state), fields) && identical(state$version, 1L) &&
+  fields <- c("version", "path", "heap_id", "block", "data_offset", "elem", "length", "name")
+  ok <- is.list(state) && identical(names(state), fields) && identical(state$version, 2L) &&
     is.character(state$path) && length(state$path) == 1L && !is.na(state$path) &&
+    is.character(state$name) && length(state$name) == 1L && !is.na(state$name) &&
     is.character(state$heap_id) && length(state$heap_id) == 1L &&
     all(vapply(state[c("block", "data_offset", "length")], is.double, NA)) &&
     is.integer(state$elem)
@@ -127,11 +132,13 @@ fmalloc_ref <- function(x) {
       path, id, state$heap_id
     ), "fmalloc_mismatch", NULL)
   }
-  v <- .rfm(fmalloc_named_block_vector(heap, state$block, state$data_offset, state$elem, state$length), NULL)
+  v <- .rfm(fmalloc_named_block_vector(heap, state$block, state$data_offset, state$elem,
+                                        state$length, state$name), NULL)
   if (is.null(v)) {
-    .fmalloc_abort(sprintf(
-      "Rfmalloc: cannot reconnect a vector sent by reference: its object was removed from '%s'", path
-    ), "fmalloc_not_found", NULL)
+    .fmalloc_abort(sprintf(paste(
+      "Rfmalloc: cannot reconnect a vector sent by reference: object '%s' of '%s'",
+      "no longer holds its data (it was removed, or saved again)"
+    ), state$name, path), "fmalloc_not_found", NULL)
   }
   v
 }

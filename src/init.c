@@ -119,8 +119,8 @@ SEXP savvy_fmalloc_heap_sync__impl(SEXP c_arg__heap) {
     return handle_result(res);
 }
 
-SEXP savvy_fmalloc_named_block_vector__impl(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length) {
-    SEXP res = savvy_fmalloc_named_block_vector__ffi(c_arg__heap, c_arg__block, c_arg__data_offset, c_arg__elem, c_arg__length);
+SEXP savvy_fmalloc_named_block_vector__impl(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__name) {
+    SEXP res = savvy_fmalloc_named_block_vector__ffi(c_arg__heap, c_arg__block, c_arg__data_offset, c_arg__elem, c_arg__length, c_arg__name);
     return handle_result(res);
 }
 
@@ -254,7 +254,7 @@ static const R_CallMethodDef CallEntries[] = {
     {"savvy_fmalloc_heap_recovery__impl", (DL_FUNC) &savvy_fmalloc_heap_recovery__impl, 1},
     {"savvy_fmalloc_heap_release__impl", (DL_FUNC) &savvy_fmalloc_heap_release__impl, 1},
     {"savvy_fmalloc_heap_sync__impl", (DL_FUNC) &savvy_fmalloc_heap_sync__impl, 1},
-    {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 5},
+    {"savvy_fmalloc_named_block_vector__impl", (DL_FUNC) &savvy_fmalloc_named_block_vector__impl, 6},
     {"savvy_fmalloc_named_exists__impl", (DL_FUNC) &savvy_fmalloc_named_exists__impl, 2},
     {"savvy_fmalloc_named_get__impl", (DL_FUNC) &savvy_fmalloc_named_get__impl, 2},
     {"savvy_fmalloc_named_list__impl", (DL_FUNC) &savvy_fmalloc_named_list__impl, 1},

@@ -14,7 +14,7 @@ SEXP savvy_fmalloc_heap_path__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_recovery__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_release__ffi(SEXP c_arg__heap);
 SEXP savvy_fmalloc_heap_sync__ffi(SEXP c_arg__heap);
-SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length);
+SEXP savvy_fmalloc_named_block_vector__ffi(SEXP c_arg__heap, SEXP c_arg__block, SEXP c_arg__data_offset, SEXP c_arg__elem, SEXP c_arg__length, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_exists__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_get__ffi(SEXP c_arg__heap, SEXP c_arg__name);
 SEXP savvy_fmalloc_named_list__ffi(SEXP c_arg__heap);

@@ -238,6 +238,7 @@ test_that("a heap is a named collection of its objects: length(), as.list(), lap
   expect_identical(as_user(h[[2]], h = heap), letters)
   expect_identical(as_user(Map(function(o, n) length(o), h, names(h)), h = heap), list(x = 2L, y = 26L))
   expect_fmalloc_error(as_user(h[[3]], h = heap), "fmalloc_bounds", "2 objects")
+  expect_fmalloc_error(as_user(h[[]], h = heap), "fmalloc_invalid", "name or position")
   # Operators: classed errors, not "comparison (==) is possible only for
   # atomic and list types".
   expect_fmalloc_error(as_user(h == h, h = heap), "fmalloc_invalid", "identical")

@@ -275,3 +275,29 @@ test_that("a wide data frame goes by reference in time linear in its columns", {
   rm(g, back)
   suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned")
 })
+
+test_that("a reference to a removed object is refused when another object took its block", {
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.1)
+  fmalloc_save(as.double(1:2e6), "x", heap)
+  ref <- serialize(fmalloc_ref(fmalloc_get("x", heap)), NULL)
+  block <- Rfmalloc:::.fmalloc_inspect(fmalloc_get("x", heap))$block
+  invisible(gc())
+  fmalloc_rm("x", heap)
+  invisible(gc())
+  fmalloc_sync(heap)
+  # Same type and length: the freed block is taken again, at the same
+  # offset. The reference (path, heap id, offsets) matched it and gave z's
+  # values for x's.
+  fmalloc_save(-as.double(1:2e6), "z", heap)
+  expect_identical(Rfmalloc:::.fmalloc_inspect(fmalloc_get("z", heap))$block, block)
+  expect_fmalloc_error(unserialize(ref), "fmalloc_not_found", "object 'x'")
+  # A worker, after the heap is closed: the same.
+  invisible(gc())
+  suppressMessages(fmalloc_close(heap), classes = "fmalloc_pinned")
+  invisible(gc())
+  got <- callr::r(function(ref) {
+    tryCatch(head(unserialize(ref)), error = function(e) class(e)[[1]])
+  }, list(ref), libpath = .libPaths())
+  expect_identical(got, "fmalloc_not_found")
+})

@@ -347,7 +347,7 @@ struct State {
     /// they were read from (`named_desc`: a reference to one column of a
     /// wide data frame, or to one object among many, walked the whole
     /// catalog each time).
-    named_descs: Option<(Catalog, HashMap<u64, BlockDesc>)>,
+    named_descs: Option<(Catalog, HashMap<u64, (BlockDesc, String)>)>,
     txn: Txn,
     sync: SyncMode,
     /// Commits since the last durable one (their slot is flagged unsynced).
@@ -2276,10 +2276,9 @@ impl Heap {
         st.refs.get(&off).is_some_and(|r| r.named)
     }
 
-    /// The catalog's description of the named block at `off` (`None` when
-    /// no object holds it): what a reference to a named block is checked
-    /// against. Walks the catalog.
-    pub fn named_desc(&self, off: u64) -> Option<BlockDesc> {
+    /// The block at `off` as the catalog describes it and the name of the
+    /// object it belongs to, if it is a block of a named object.
+    pub fn named_owner(&self, off: u64) -> Option<(BlockDesc, String)> {
         let mut st = self.state();
         st.complete_refs().ok()?;
         if !st.refs.get(&off).is_some_and(|r| r.named) {
@@ -2292,23 +2291,27 @@ impl Heap {
             .is_some_and(|(c, _)| c.same(&st.cat))
         {
             let l = st.load_all().ok()?;
-            let descs = l
-                .entries
-                .iter()
-                .flat_map(|e| &e.blocks)
-                .map(|b| {
+            let mut owners = HashMap::new();
+            for e in &l.entries {
+                for b in &e.blocks {
                     let desc = BlockDesc {
                         offset: b.offset,
                         data_offset: b.data_offset,
                         elem: b.elem,
                         length: b.length,
                     };
-                    (b.offset, desc)
-                })
-                .collect();
-            st.named_descs = Some((st.cat.clone(), descs));
+                    owners.insert(b.offset, (desc, e.name.clone()));
+                }
+            }
+            st.named_descs = Some((st.cat.clone(), owners));
         }
         st.named_descs.as_ref()?.1.get(&off).cloned()
+    }
+
+    /// The block at `off` as the catalog describes it, if it is a block of
+    /// a named object.
+    pub fn named_desc(&self, off: u64) -> Option<BlockDesc> {
+        self.named_owner(off).map(|(desc, _)| desc)
     }
 
     /// How many session references hold the block at `off` (0 when it is

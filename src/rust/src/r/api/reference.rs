@@ -10,11 +10,11 @@ use crate::r::args::{u64_from_f64, FmallocHeap};
 use crate::r::ffi::*;
 use crate::r::named::leaf::vector_over_block;
 use crate::r::vector::altrep::vec_data_of;
-use crate::r::vector::serialize::{in_file, is_named_block};
+use crate::r::vector::serialize::{block_owner, in_file};
 
 /// A vector over the block described by a reference (serializing by value,
-/// as every vector does unless asked otherwise); `NULL` when no named
-/// object of `heap` has exactly this block any more.
+/// as every vector does unless asked otherwise); `NULL` when the object
+/// `name` of `heap` has not exactly this block any more.
 /// @noRd
 #[savvy]
 fn fmalloc_named_block_vector(
@@ -23,6 +23,7 @@ fn fmalloc_named_block_vector(
     data_offset: f64,
     elem: i32,
     length: f64,
+    name: &str,
 ) -> savvy::Result<Sexp> {
     let heap = heap.heap()?;
     let elem = u8::try_from(elem)
@@ -35,7 +36,7 @@ fn fmalloc_named_block_vector(
         elem,
         length: u64_from_f64(length, "length")?,
     };
-    if !is_named_block(&heap, &desc) {
+    if block_owner(&heap, &desc).as_deref() != Some(name) {
         // SAFETY: reads R's NULL.
         return Ok(Sexp(unsafe { R_NilValue }));
     }
@@ -75,7 +76,7 @@ fn fmalloc_ref_leaf(x: Sexp) -> savvy::Result<Sexp> {
                 .into())
             }
         };
-    if !is_named_block(&heap, &desc) {
+    if block_owner(&heap, &desc).is_none() {
         return Err(Error::Invalid(
             "this vector is not part of a named object; save it with fmalloc_save() first".into(),
         )

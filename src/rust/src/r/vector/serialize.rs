@@ -35,7 +35,7 @@ use crate::r::ffi::*;
 use crate::r::types::hex;
 use crate::r::vector::data::{data_of, private_copy, VecData};
 
-const STATE_VERSION: i32 = 1;
+const STATE_VERSION: i32 = 2;
 
 /// Whether the option `fmalloc.serialize` is `"reference"`.
 ///
@@ -50,10 +50,12 @@ unsafe fn reference_option() -> bool {
     }
 }
 
-/// Whether `desc` is exactly a block of a named object of `heap` (the core
-/// knows which blocks are named).
-pub(crate) fn is_named_block(heap: &Heap, desc: &BlockDesc) -> bool {
-    heap.named_desc(desc.offset).as_ref() == Some(desc)
+/// The name of the object of `heap` of which `desc` is exactly a block
+/// (the core knows which blocks are named).
+pub(crate) fn block_owner(heap: &Heap, desc: &BlockDesc) -> Option<String> {
+    heap.named_owner(desc.offset)
+        .filter(|(d, _)| d == desc)
+        .map(|(_, name)| name)
 }
 
 /// Whether the vector's values are those in the file: no private copy, a
@@ -82,9 +84,12 @@ pub(crate) unsafe fn in_file(x: SEXP, d: &VecData) -> bool {
     }
 }
 
-/// The reference state of `heap`'s block `desc`.
-fn state(heap: &Heap, desc: &BlockDesc) -> savvy::Result<Sexp> {
-    let mut out = OwnedListSexp::new(7, true)?;
+/// The reference state of `heap`'s block `desc` of the object `name`.
+/// The name is checked at the reconnect: a block freed and taken by
+/// another object of the same type and length is refused (its offsets
+/// alone would match).
+fn state(heap: &Heap, desc: &BlockDesc, name: &str) -> savvy::Result<Sexp> {
+    let mut out = OwnedListSexp::new(8, true)?;
     out.set_name_and_value(
         0,
         "version",
@@ -100,6 +105,7 @@ fn state(heap: &Heap, desc: &BlockDesc) -> savvy::Result<Sexp> {
     let elem = OwnedIntegerSexp::try_from_scalar(desc.elem as i32)?;
     out.set_name_and_value(5, "elem", elem)?;
     out.set_name_and_value(6, "length", real(desc.length)?)?;
+    out.set_name_and_value(7, "name", OwnedStringSexp::try_from_scalar(name)?)?;
     out.into()
 }
 
@@ -119,13 +125,17 @@ pub(crate) unsafe fn serialized_state(x: SEXP) -> SEXP {
         return std::ptr::null_mut();
     }
     let desc = d.desc();
-    if !is_named_block(&d.heap, &desc) {
+    let Some(name) = block_owner(&d.heap, &desc) else {
         // Unnamed data exist only in this session: by value.
         return std::ptr::null_mut();
-    }
+    };
     // The list is unprotected once `state` returns; R protects it right
     // after this method returns, before it allocates again.
-    guard(|| state(&d.heap, &desc).map(|s| s.0).map_err(Failure::from))
+    guard(|| {
+        state(&d.heap, &desc, &name)
+            .map(|s| s.0)
+            .map_err(Failure::from)
+    })
 }
 
 /// ALTREP Unserialize of every fmalloc class: `.fm_reconnect(state)`.
