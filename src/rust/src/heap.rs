@@ -347,7 +347,7 @@ struct State {
     /// they were read from (`named_desc`: a reference to one column of a
     /// wide data frame, or to one object among many, walked the whole
     /// catalog each time).
-    named_descs: Option<(Catalog, HashMap<u64, (BlockDesc, String)>)>,
+    named_descs: Option<(Catalog, Owners)>,
     txn: Txn,
     sync: SyncMode,
     /// Commits since the last durable one (their slot is flagged unsynced).
@@ -399,6 +399,9 @@ impl std::hash::Hasher for OffsetHasher {
 }
 
 type RefTable = HashMap<u64, Ref, std::hash::BuildHasherDefault<OffsetHasher>>;
+
+/// Named blocks by offset: the catalog's description and the object's name.
+type Owners = HashMap<u64, (BlockDesc, String)>;
 
 /// The allocator's tag key for the heap with id `heap_id`: fixed for the
 /// file, so that a writable open finds the headers of blocks that stayed
@@ -2291,7 +2294,7 @@ impl Heap {
             .is_some_and(|(c, _)| c.same(&st.cat))
         {
             let l = st.load_all().ok()?;
-            let mut owners = HashMap::new();
+            let mut owners = Owners::new();
             for e in &l.entries {
                 for b in &e.blocks {
                     let desc = BlockDesc {
