@@ -22,7 +22,7 @@
 //! - **References.** `malloc` gives a block one session reference;
 //!   `retain`/`release` count them; `put` marks blocks named. A block is freed
 //!   when it has no reference and no name. This table is the one owner of
-//!   block ownership: `is_named`, `holders` and `named_desc` answer from it,
+//!   block ownership: `is_named`, `holders` and `named_owner` answer from it,
 //!   and `realloc` never resizes, moves or frees a block someone else holds
 //!   (a name or another reference): the caller gets a copy instead.
 //! - **Commit** (put/remove/rename, or a batch of them): the catalog is a
@@ -343,11 +343,11 @@ struct State {
     /// reads only the root page: named blocks are added as objects are got
     /// (or all at once when a question needs them all).
     refs_complete: bool,
-    /// The descriptors of the named blocks by offset, with the catalog
-    /// they were read from (`named_desc`: a reference to one column of a
+    /// The named blocks by offset, with the catalog they were read from
+    /// (`named_owner`: a reference to one column of a
     /// wide data frame, or to one object among many, walked the whole
     /// catalog each time).
-    named_descs: Option<(Catalog, Owners)>,
+    named_owners: Option<(Catalog, Owners)>,
     txn: Txn,
     sync: SyncMode,
     /// Commits since the last durable one (their slot is flagged unsynced).
@@ -1035,9 +1035,8 @@ impl Shared {
                 .layout
                 .take()
                 .ok_or_else(|| Error::corrupt(path, "the heap's layout was not checked"))?;
-            let free = layout.free_blocks();
             let unsettled = alloc
-                .add_arena_with_layout(&mut map, layout)
+                .add_arena_with_layout(&mut map, &layout)
                 .map_err(|e| Error::corrupt(path, e))?;
             if unsettled {
                 // The last session did not close cleanly (it ended with
@@ -1046,7 +1045,7 @@ impl Shared {
                 // back as a free would give it (`State::free_now`), once:
                 // a clean session's space was given back when it was freed,
                 // and its reopen writes nothing (FORMAT.md).
-                for (off, cap) in free {
+                for (off, cap) in layout.free_blocks() {
                     if cap >= 2 * crate::map::CHUNK {
                         map.punch_free(off, cap);
                     }
@@ -1115,7 +1114,7 @@ impl Shared {
             header_version: v.header.version,
             refs,
             refs_complete,
-            named_descs: None,
+            named_owners: None,
             txn: Txn::default(),
             sync: SyncMode::Commit,
             unsynced: v.slot.unsynced,
@@ -1242,7 +1241,7 @@ impl Shared {
             header_version: VERSION,
             refs: RefTable::default(),
             refs_complete: true,
-            named_descs: None,
+            named_owners: None,
             txn: Txn::default(),
             sync: SyncMode::Commit,
             unsynced: false,
@@ -1324,7 +1323,7 @@ impl State {
             return;
         };
         let mut alloc = Allocator::with_key(key);
-        let _ = alloc.add_arena_with_layout(&mut self.map, layout);
+        let _ = alloc.add_arena_with_layout(&mut self.map, &layout);
     }
 }
 
@@ -2289,7 +2288,7 @@ impl Heap {
         }
         let st = &mut *st;
         if !st
-            .named_descs
+            .named_owners
             .as_ref()
             .is_some_and(|(c, _)| c.same(&st.cat))
         {
@@ -2306,15 +2305,9 @@ impl Heap {
                     owners.insert(b.offset, (desc, e.name.clone()));
                 }
             }
-            st.named_descs = Some((st.cat.clone(), owners));
+            st.named_owners = Some((st.cat.clone(), owners));
         }
-        st.named_descs.as_ref()?.1.get(&off).cloned()
-    }
-
-    /// The block at `off` as the catalog describes it, if it is a block of
-    /// a named object.
-    pub fn named_desc(&self, off: u64) -> Option<BlockDesc> {
-        self.named_owner(off).map(|(desc, _)| desc)
+        st.named_owners.as_ref()?.1.get(&off).cloned()
     }
 
     /// How many session references hold the block at `off` (0 when it is

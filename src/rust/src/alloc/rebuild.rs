@@ -70,7 +70,7 @@ impl Allocator {
     pub fn add_arena_with_layout<M: Mem>(
         &mut self,
         mem: &mut M,
-        layout: Layout,
+        layout: &Layout,
     ) -> Result<bool, String> {
         let mut mem = Changed { mem, wrote: false };
         self.add_checked(&mut mem, layout, false)?;
@@ -90,7 +90,7 @@ impl Allocator {
         }
         let arena = self.check_new_arena(start, end)?;
         let blocks = check_live(arena, live)?;
-        self.add_checked(mem, Layout { arena, blocks }, fresh)
+        self.add_checked(mem, &Layout { arena, blocks }, fresh)
     }
 
     /// Adds the arena of `layout` around its checked blocks (see
@@ -99,13 +99,14 @@ impl Allocator {
     fn add_checked<M: Mem>(
         &mut self,
         mem: &mut M,
-        layout: Layout,
+        layout: &Layout,
         fresh: bool,
     ) -> Result<(), String> {
         if let Some(what) = &self.poisoned {
             return Err(format!("allocator state is corrupt ({what})"));
         }
         let Layout { arena, blocks } = layout;
+        let arena = *arena;
         self.check_new_arena(arena.start, arena.end)?;
         let (start, end) = (arena.start, arena.end);
 
@@ -119,7 +120,7 @@ impl Allocator {
 
         let mut cursor = arena.first();
         let mut prev_free = 0;
-        for &(p, span) in &blocks {
+        for &(p, span) in blocks {
             if p > cursor {
                 self.add_free_gap(mem, cursor, p - cursor);
                 prev_free = PREV_FREE;

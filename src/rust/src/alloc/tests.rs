@@ -274,7 +274,7 @@ fn rebuild_with_the_same_key_writes_nothing_and_repairs_what_differs() {
     m.changed = 0;
     let mut d = Allocator::with_key(KEY);
     // It reports that it wrote (the tags of the other key).
-    assert!(d.add_arena_with_layout(&mut m, layout).unwrap());
+    assert!(d.add_arena_with_layout(&mut m, &layout).unwrap());
     assert_eq!(m.changed, live.len());
     let rebuilt: Vec<(u64, u64)> = d
         .blocks(&m.mem)
@@ -287,7 +287,7 @@ fn rebuild_with_the_same_key_writes_nothing_and_repairs_what_differs() {
     // Again: nothing to write, and it says so.
     let layout = Allocator::check_layout(0, 1 << 16, &live).unwrap();
     assert!(!Allocator::with_key(KEY)
-        .add_arena_with_layout(&mut m, layout)
+        .add_arena_with_layout(&mut m, &layout)
         .unwrap());
     d.check_invariants(&m.mem).unwrap();
     assert_eq!(d.blocks(&m.mem), b.blocks(&good));

@@ -10,8 +10,8 @@
 //! pointer was requested the vector reads its expanded copy in data2 (see
 //! `altrep`) while no other view wrote the pool since, and the pool
 //! otherwise (the copy is refreshed when a data pointer is asked for
-//! again); Set_elt writes the pool, and the copy when it is current. A read-only vector writes only its
-//! private copy.
+//! again); Set_elt writes the pool, and the copy when it is current. A
+//! read-only vector writes only its private copy.
 
 use std::os::raw::c_char;
 
