@@ -79,6 +79,7 @@
 #' unlink(path)
 #' @export
 fmalloc_batch <- function(heap, expr) {
+  if (missing(heap) || missing(expr)) .fm_missing_args(c("heap", "expr"), sys.call())
   call <- sys.call()
   heap <- .fm_heap(heap, call)
   batch <- .rfm(fmalloc_batch_begin(heap), call)

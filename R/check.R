@@ -5,9 +5,10 @@
 #' (inside the heap, aligned, no two overlapping), and for every named object
 #' its metadata (checksum and decoding), each block it uses (inside the heap,
 #' inside a block of the allocator, its elements inside the block), its
-#' string pools (every element of a character vector) and the codes of its
+#' string pools (every element of a character vector), the codes of its
 #' factors (each `NA` or a level: R refuses to print a factor with any other
-#' code, a "malformed factor"). It also reports when
+#' code, a "malformed factor") and their levels (none twice, as `factor()`
+#' and `levels<-` ensure). It also reports when
 #' the heap was opened at an older commit because the newest one could not be
 #' read (see [fmalloc_open()]).
 #'
@@ -50,6 +51,7 @@
 #' unlink(c(path, not_a_heap))
 #' @export
 fmalloc_check <- function(heap) {
+  if (missing(heap)) .fm_missing_args("heap", sys.call())
   if (is.character(heap)) {
     .check_path(heap, "heap")
     res <- .rfm(fmalloc_path_check(.absolute_path(heap)))

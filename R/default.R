@@ -46,6 +46,7 @@
 init_fmalloc <- function(filepath, size_gb = NULL,
                          verbose = getOption("fmalloc.verbose", FALSE),
                          recover = FALSE) {
+  if (missing(filepath)) .fm_missing_args("filepath", sys.call())
   .check_path(filepath, "filepath")
   .check_size_gb(size_gb)
   .check_flag(verbose, "verbose")

@@ -80,6 +80,18 @@
   .fmalloc_abort(paste0("Rfmalloc: ", message), "fmalloc_invalid", call)
 }
 
+# Raises fmalloc_invalid naming the arguments among `args` that the calling
+# function was called without (R's own error says the same without the
+# package's class). Called only when one is missing, so the check costs a
+# call nothing: `if (missing(a) || missing(b)) .fm_missing_args(...)`.
+.fm_missing_args <- function(args, call, env = parent.frame()) {
+  gone <- args[vapply(args, function(a) eval(call("missing", as.name(a)), env), NA)]
+  .invalid(sprintf(
+    "argument %s %s missing, with no default",
+    paste0("`", gone, "`", collapse = " and "), if (length(gone) > 1L) "are" else "is"
+  ), call)
+}
+
 # The bad value of an argument, for its error message: "\"abc\"", "NA",
 # "42", "NULL", "a character vector of length 2", "<data.frame>", "a
 # function". The Rust side has the same for the arguments it checks

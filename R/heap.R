@@ -134,6 +134,7 @@ NULL
 fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
                          verbose = getOption("fmalloc.verbose", FALSE),
                          sync = c("commit", "none"), recover = FALSE) {
+  if (missing(path)) .fm_missing_args("path", sys.call())
   # The first open of a session is mostly R lazy-loading the functions it
   # calls (bench/catalog.R, open+get): the common path calls few, and what
   # only some opens need is in functions of its own.
@@ -175,6 +176,7 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
 #' @rdname fmalloc_open
 #' @export
 fmalloc_close <- function(heap, verbose = getOption("fmalloc.verbose", FALSE)) {
+  if (missing(heap)) .fm_missing_args("heap", sys.call())
   .check_heap(heap)
   .check_flag(verbose, "verbose")
   if (fmalloc_heap_is_closed(heap)) {
@@ -253,6 +255,7 @@ local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
                                verbose = getOption("fmalloc.verbose", FALSE),
                                sync = c("commit", "none"), recover = FALSE,
                                .local_envir = parent.frame()) {
+  if (missing(path)) .fm_missing_args("path", sys.call())
   if (!is.environment(.local_envir)) {
     .invalid(sprintf("`.local_envir` must be an environment, not %s",
                      .describe_value(.local_envir)), sys.call())
@@ -277,16 +280,23 @@ local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
 with_fmalloc_heap <- function(path, code, size_gb = NULL, readonly = FALSE,
                               verbose = getOption("fmalloc.verbose", FALSE),
                               sync = c("commit", "none"), recover = FALSE) {
+  if (missing(path) || missing(code)) .fm_missing_args(c("path", "code"), sys.call())
   local_fmalloc_heap(path, size_gb = size_gb, readonly = readonly, verbose = verbose,
                      sync = sync, recover = recover)
   force(code)
 }
 
-# Closes `heap` and makes `old` the default heap again (if `heap` still is
-# the default: a later init_fmalloc() wins).
+# Closes `heap` and makes `old` the default heap again, as withr restores
+# what it changed: whatever the code in the scope did to the default
+# (cleanup_fmalloc(), init_fmalloc()), the caller finds its own default
+# when the scope ends, unless it was closed meanwhile (fmalloc_close()).
+# A default that init_fmalloc() opened in the scope is closed, as the next
+# init_fmalloc() would close it.
 .fmalloc_restore_default <- function(heap, old, verbose) {
-  if (identical(.fmalloc_state$heap, heap)) {
-    .fmalloc_state$heap <- old
+  cur <- .fmalloc_state$heap
+  .fmalloc_state$heap <- if (!is.null(old) && !fmalloc_heap_is_closed(old)) old
+  if (!is.null(cur) && !identical(cur, heap) && !identical(cur, old)) {
+    fmalloc_close(cur, verbose = FALSE)
   }
   fmalloc_close(heap, verbose = verbose)
 }

@@ -350,8 +350,8 @@
 #' names the part that failed, and nothing is written.
 #' Objects whose class R's own methods fail on, and which a read would
 #' therefore refuse as damaged, are refused too (class `fmalloc_invalid`,
-#' nothing is written): a factor without character levels or with codes
-#' that are not levels, a data frame that is not a list or whose row names
+#' nothing is written): a factor without character levels, with a level
+#' twice or with codes that are not levels, a data frame that is not a list or whose row names
 #' do not match its columns, a `POSIXct` whose time zone is not character.
 #' So is an object with a class of a package that is not loaded
 #' (`fmalloc_unsupported`, before R's own functions would load it): it could
@@ -489,6 +489,7 @@ NULL
 #' @rdname fmalloc_save
 #' @export
 fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
+  if (missing(x) || missing(name)) .fm_missing_args(c("x", "name"), sys.call())
   call <- sys.call()
   name <- .check_name(name, "name")
   .check_flag(overwrite, "overwrite")
@@ -547,6 +548,7 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 #' @rdname fmalloc_save
 #' @export
 fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
+  if (missing(name)) .fm_missing_args("name", sys.call())
   call <- sys.call()
   name <- .check_name(name, "name")
   .check_flag(copy, "copy")
@@ -581,6 +583,7 @@ fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
 #' @rdname fmalloc_save
 #' @export
 fmalloc_exists <- function(name, heap = NULL) {
+  if (missing(name)) .fm_missing_args("name", sys.call())
   call <- sys.call()
   name <- .check_name(name, "name")
   heap <- .fm_heap(heap, call)
@@ -617,6 +620,7 @@ fmalloc_ls <- function(heap = NULL) {
 #' @rdname fmalloc_save
 #' @export
 fmalloc_rm <- function(name, heap = NULL) {
+  if (missing(name)) .fm_missing_args("name", sys.call())
   call <- sys.call()
   name <- .check_name(name, "name")
   heap <- .fm_heap(heap, call)
@@ -627,6 +631,7 @@ fmalloc_rm <- function(name, heap = NULL) {
 #' @rdname fmalloc_save
 #' @export
 fmalloc_rename <- function(from, to, heap = NULL, overwrite = FALSE) {
+  if (missing(from) || missing(to)) .fm_missing_args(c("from", "to"), sys.call())
   call <- sys.call()
   from <- .check_name(from, "from")
   to <- .check_name(to, "to")

@@ -68,6 +68,7 @@
 #' unlink(path)
 #' @export
 fmalloc_ref <- function(x) {
+  if (missing(x)) .fm_missing_args("x", sys.call())
   call <- sys.call()
   .fm_ref(x, call)
 }

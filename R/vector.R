@@ -43,7 +43,15 @@
 #' when the pool cannot grow (a full disk) `x[i] <- value` stops with an
 #' error of class `fmalloc_full` at the first string that finds no room,
 #' the elements before it written; [fmalloc_write()] of strings writes all
-#' of them or none.
+#' of them or none. Reading an element makes R's string for it from the
+#' pool (a lookup in R's global string cache), every time: nothing is kept
+#' in R's memory, which is what lets a character vector larger than memory
+#' be read. So whole-vector operations cost more than on an ordinary
+#' vector, on every call (measured with 1e6 strings: `x == "a"` and
+#' `unique(x)` 15-50 times, `nchar(x)` 3 times). For repeated work on a
+#' character vector that fits in memory, take an ordinary copy once,
+#' `y <- x[]` (or `fmalloc_get(name, copy = TRUE)`), which costs about one
+#' such pass.
 #'
 #' R's garbage collector does not see heap memory, so after every GiB
 #' allocated in heaps Rfmalloc runs it (`gc()`): vectors no longer referenced
@@ -101,6 +109,7 @@
 create_fmalloc_vector <- function(type, length, heap = NULL,
                                   method = c("altrep", "classic"), init = TRUE,
                                   name = NULL) {
+  if (missing(type) || missing(length)) .fm_missing_args(c("type", "length"), sys.call())
   if (!is.null(name)) {
     return(.fmalloc_create_named(type, length, heap, method, init, name, sys.call()))
   }
@@ -159,6 +168,7 @@ create_fmalloc_vector <- function(type, length, heap = NULL,
 #' unlink(alloc_file)
 #' @export
 is_fmalloc <- function(x) {
+  if (missing(x)) .fm_missing_args("x", sys.call())
   .Call(savvy_fmalloc_vector_is__impl, x)
 }
 

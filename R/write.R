@@ -164,6 +164,7 @@
 #' unlink(path)
 #' @export
 fmalloc_write <- function(heap, name, i, j, value) {
+  if (missing(heap) || missing(name)) .fm_missing_args(c("heap", "name"), sys.call())
   .fm_write(
     heap, name, if (missing(i)) .fm_missing else i, .fm_j(missing(j), nargs(), j),
     if (missing(value)) .fm_missing else value, sys.call()
@@ -182,6 +183,7 @@ fmalloc_write <- function(heap, name, i, j, value) {
 #' @rdname fmalloc_write
 #' @export
 `fmalloc_write<-` <- function(heap, name, i, j, value) {
+  if (missing(heap) || missing(name)) .fm_missing_args(c("heap", "name"), sys.call())
   .fm_write(
     heap, name, if (missing(i)) .fm_missing else i, .fm_j(missing(j), nargs(), j),
     value, sys.call()
@@ -192,6 +194,9 @@ fmalloc_write <- function(heap, name, i, j, value) {
 #' @rdname fmalloc_write
 #' @export
 fmalloc_set_attr <- function(heap, name, which, value, j = NULL) {
+  if (missing(heap) || missing(name) || missing(which)) {
+    .fm_missing_args(c("heap", "name", "which"), sys.call())
+  }
   call <- sys.call()
   if (!missing(value)) force(value) # before the object is read, as in .fm_write()
   force(j)

@@ -223,6 +223,40 @@ test_that("a damaged catalog leaf: a read-only listing gives the other leaves an
   expect_true(any(grepl(format(leaf, scientific = FALSE), res$problem, fixed = TRUE)))
 })
 
+test_that("a factor level stored twice is a row naming the object", {
+  heap <- local_heap()
+  # Levels in the meta: put there by the test hook (a save refuses them).
+  fmalloc_save(factor(c("lvA", "lvB")), "f", heap)
+  fmalloc_save(factor(c("lvA", "lvB")), "scratch", heap)
+  meta <- Rfmalloc:::fmalloc_named_raw_meta(heap, "scratch")
+  at <- grepRaw("lvB", meta, fixed = TRUE)
+  meta[at + 2L] <- charToRaw("A")
+  Rfmalloc:::fmalloc_named_put_raw_meta(heap, "f", meta)
+  res <- fmalloc_check(heap)
+  expect_identical(res$object, "f")
+  expect_identical(res$part, "meta")
+  expect_identical(res$problem, "factor level 2 (\"lvA\") repeats level 1")
+  fmalloc_rm("f", heap)
+  # Many levels, a string block of their own: changed in the file.
+  lv <- sprintf("lv%05d", 1:5000)
+  local(fmalloc_save(factor(lv[1:3], levels = lv), "big", heap))
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+  path <- fmalloc_info(heap)$path
+  invisible(gc())
+  fmalloc_close(heap)
+  bytes <- readBin(path, "raw", file.size(path))
+  at <- grepRaw("lv04321", bytes, fixed = TRUE)
+  expect_length(at, 1L)
+  con <- file(path, "r+b")
+  seek(con, at - 1L, rw = "write")
+  writeBin(charToRaw("lv00017"), con)
+  close(con)
+  res <- fmalloc_check(path)
+  expect_identical(res$object, "big")
+  expect_match(res$part, "^block ")
+  expect_identical(res$problem, "factor level 4321 (\"lv00017\") repeats level 17")
+})
+
 test_that("a factor code that is not a level is a row naming the object and block", {
   heap <- local_heap()
   fmalloc_save(factor(c("a", "b", "a")), "f", heap)

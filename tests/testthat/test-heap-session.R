@@ -157,6 +157,47 @@ test_that("with_fmalloc_heap() evaluates code with the heap open, then closes it
   fmalloc_close(heap)
 })
 
+test_that("the scoped heap helpers restore the caller's default whatever the code did to it", {
+  path_a <- local_heap_path()
+  path_b <- local_heap_path()
+  init_fmalloc(path_a, size_gb = 0.01)
+  withr::defer(cleanup_fmalloc())
+  fmalloc_save(1:2, "in_a")
+  # A writable open in another process: fmalloc_locked while `path` is open.
+  opens_elsewhere <- function(path) {
+    callr::r(function(path) {
+      h <- tryCatch(Rfmalloc::fmalloc_open(path), error = function(e) class(e)[[1]])
+      if (is.character(h)) h else { Rfmalloc::fmalloc_close(h); "opened" }
+    }, list(path), libpath = .libPaths())
+  }
+  default_is_a <- function() {
+    expect_identical(fmalloc_info()$path, normalizePath(path_a))
+    expect_identical(fmalloc_get("in_a")[], 1:2)
+  }
+  # cleanup_fmalloc() in the scope closes the scoped heap, not the caller's.
+  f <- function() {
+    local_fmalloc_heap(path_b, size_gb = 0.01)
+    cleanup_fmalloc()
+  }
+  f()
+  default_is_a()
+  with_fmalloc_heap(path_b, cleanup_fmalloc())
+  default_is_a()
+  # init_fmalloc() in the scope: its heap ends with the scope.
+  g <- function(path) {
+    local_fmalloc_heap(path_b)
+    init_fmalloc(path)
+    fmalloc_save(3L, "from_g", overwrite = TRUE)
+    invisible(NULL) # not the saved vector, which would keep the file open
+  }
+  g(path_b)
+  default_is_a()
+  expect_identical(opens_elsewhere(path_b), "opened")
+  g(path_a) # a second handle of the caller's own heap
+  default_is_a()
+  expect_identical(fmalloc_get("from_g")[], 3L)
+})
+
 test_that("print() returns its argument invisibly, format() returns lines", {
   heap <- local_heap()
   fmalloc_save(1:10, "x", heap)
@@ -341,6 +382,15 @@ test_that("a dangling symbolic link is refused with a message that says so", {
   expect_match(conditionMessage(err), "symbolic link to", fixed = TRUE)
   expect_match(conditionMessage(err), "missing-target.bin', which does not exist", fixed = TRUE)
   expect_false(file.exists(file.path(dir, "missing-target.bin")))
+  # Two links that point at each other: not "does not exist".
+  file.symlink("loop2", file.path(dir, "loop1"))
+  file.symlink("loop1", file.path(dir, "loop2"))
+  for (readonly in c(FALSE, TRUE)) {
+    err <- expect_fmalloc_error(fmalloc_open(file.path(dir, "loop1"), readonly = readonly), "fmalloc_io")
+    expect_match(conditionMessage(err), "symbolic link to 'loop2', which cannot be followed (",
+                 fixed = TRUE)
+  }
+  expect_identical(sort(list.files(dir)), c("heap.bin", "loop1", "loop2"))
 })
 
 test_that("no default heap: the message says how to get one", {

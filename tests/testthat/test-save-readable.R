@@ -38,6 +38,29 @@ test_that("objects R's methods fail on are refused and the old object stays", {
   expect_identical(nrow(fmalloc_check(heap)), 0L)
 })
 
+test_that("a factor with a level twice is refused, as factor() and levels<- refuse it", {
+  heap <- local_heap()
+  good <- factor(c("a", "b"))
+  local(fmalloc_save(good, "f", heap))
+  twice <- structure(1:3, levels = c("a", "b", "a"), class = "factor")
+  expect_refused_save(heap, twice, "f")
+  expect_error(fmalloc_save(twice, "f", heap, overwrite = TRUE),
+               "cannot save 'f': factor level 3 (\"a\") repeats level 1", fixed = TRUE)
+  # The same string in two encodings is the same level (R: unique() is one).
+  latin <- iconv("caf\u00e9", "UTF-8", "latin1")
+  expect_identical(Encoding(latin), "latin1")
+  expect_refused_save(heap, structure(1:2, levels = c("caf\u00e9", latin), class = "factor"), "f")
+  expect_refused_save(heap, structure(1:2, levels = c(NA, NA), class = "factor"), "f")
+  expect_refused_save(heap, data.frame(g = twice), "f")
+  # Many levels: a string block of their own.
+  lv <- sprintf("level%04d", 1:5000)
+  expect_refused_save(heap, structure(1:2, levels = c(lv, "level0007"), class = "factor"), "f")
+  expect_error(fmalloc_set_attr(heap, "f", "levels", c("a", "b", "b")),
+               "factor level 3 (\"b\") repeats level 2", fixed = TRUE, class = "fmalloc_invalid")
+  expect_identical(fmalloc_get("f", heap, copy = TRUE), good)
+  expect_identical(nrow(fmalloc_check(heap)), 0L)
+})
+
 test_that("a class of a package that is not loaded is refused before writing", {
   heap <- local_heap()
   x <- structure(1:3, class = structure("foo", package = "notapackage"))

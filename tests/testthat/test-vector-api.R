@@ -240,3 +240,33 @@ test_that("init = FALSE still gives NA strings and valid logicals (both methods)
     expect_identical(s[], rep(NA_character_, 5), info = m)
   }
 })
+
+test_that("a required argument left out is fmalloc_invalid naming it, for every function", {
+  heap <- local_default_heap()
+  ns <- asNamespace("Rfmalloc")
+  required <- function(f) {
+    a <- formals(f)
+    setdiff(names(a)[vapply(a, function(v) identical(v, quote(expr = )), NA)], "...")
+  }
+  checked <- 0L
+  for (name in getNamespaceExports("Rfmalloc")) {
+    f <- get(name, ns)
+    if (!is.function(f) || length(required(f)) == 0L) next
+    err <- expect_fmalloc_error(do.call(f, list()), "fmalloc_invalid")
+    expect_match(conditionMessage(err), sprintf("argument `%s`", required(f)[[1]]), fixed = TRUE,
+                 info = name)
+    checked <- checked + 1L
+  }
+  expect_gt(checked, 15L)
+  err <- expect_fmalloc_error(create_fmalloc_vector(, 3), "fmalloc_invalid")
+  expect_identical(conditionMessage(err), "Rfmalloc: argument `type` is missing, with no default")
+  err <- expect_fmalloc_error(create_fmalloc_vector("double"), "fmalloc_invalid")
+  expect_match(conditionMessage(err), "argument `length` is missing", fixed = TRUE)
+  err <- expect_fmalloc_error(fmalloc_set_attr(heap), "fmalloc_invalid")
+  expect_match(conditionMessage(err), "argument `name` and `which` are missing", fixed = TRUE)
+  expect_fmalloc_error(fmalloc_save(1), "fmalloc_invalid", "argument `name` is missing")
+  # A missing argument passed on from the caller's own missing argument.
+  wrapper <- function(n) create_fmalloc_vector("double", n)
+  expect_fmalloc_error(wrapper(), "fmalloc_invalid", "argument `length` is missing")
+  expect_identical(nrow(fmalloc_ls()), 0L)
+})

@@ -328,8 +328,10 @@ fn check_entry<V: View + ?Sized>(
             }
         }
     }
-    // Factors whose codes are in a block: (block index, number of levels).
+    // Factors whose codes are in a block: (block index, number of levels);
+    // blocks of factor levels.
     let mut factors: Vec<(usize, u64)> = Vec::new();
+    let mut level_blocks: Vec<usize> = Vec::new();
     if let Some(b) = meta_bytes {
         match meta::decode(b, e.blocks.len()) {
             Err(why) => out.add(name, "meta", format!("the metadata do not decode: {why}")),
@@ -348,6 +350,18 @@ fn check_entry<V: View + ?Sized>(
                     out.add(name, "meta", format!("the object cannot be read: {why}"));
                 }
                 for node in &m.nodes {
+                    match readable::levels_of(&m, node) {
+                        Some(readable::Levels::Inline(l)) => {
+                            let l = l
+                                .iter()
+                                .map(|s| s.as_ref().map(|(b, e)| (b.as_slice(), *e)));
+                            if let Some(why) = readable::duplicated_level(l) {
+                                out.add(name, "meta", why);
+                            }
+                        }
+                        Some(readable::Levels::Block(i)) => level_blocks.push(i as usize),
+                        None => {}
+                    }
                     if let Some(levels) = readable::factor_levels(&m, node, &block_len) {
                         match &node.payload {
                             Payload::Block { index, .. } => factors.push((*index as usize, levels)),
@@ -462,7 +476,12 @@ fn check_entry<V: View + ?Sized>(
         };
         if b.elem == ElemType::String {
             match v.bytes_at(b.data_offset, end - b.data_offset) {
-                Some(pool) => check_pool(pool, k + 1, name, out),
+                Some(pool) => {
+                    check_pool(pool, k + 1, name, out);
+                    if level_blocks.contains(&k) {
+                        check_levels(pool, &part, name, out);
+                    }
+                }
                 None => out.add(name, "string pool", format!("block {}: not mapped", k + 1)),
             }
         }
@@ -478,6 +497,16 @@ fn check_entry<V: View + ?Sized>(
                 }
             }
         }
+    }
+}
+
+/// Reports a repeated level in the string pool of a factor's levels (its
+/// damage, if any, `check_pool` reports).
+fn check_levels(pool: &[u8], part: &str, name: Option<&str>, out: &mut Out) {
+    let Ok(l) = strpool::layout(pool) else { return };
+    let levels = (0..l.n).map_while(|i| strpool::get(pool, &l, i).ok());
+    if let Some(why) = readable::duplicated_level(levels) {
+        out.add(name, part, why);
     }
 }
 

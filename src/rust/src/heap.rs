@@ -426,18 +426,20 @@ fn corrupt(path: &Path) -> impl Fn(String) -> Error + '_ {
 /// see `Shared::create`).
 fn canonical_path(path: &Path, readonly: bool) -> Result<(PathBuf, bool)> {
     if let Ok(target) = std::fs::read_link(path) {
-        if !path.exists() {
+        if let Err(e) = std::fs::metadata(path) {
             // Not created: where the link points may be meant for something
             // else (and `create_new` does not follow it).
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "which does not exist".to_string()
+            } else {
+                format!("which cannot be followed ({e})")
+            };
             return Err(Error::io(
                 path,
                 "open",
                 std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!(
-                        "it is a symbolic link to '{}', which does not exist",
-                        target.display()
-                    ),
+                    e.kind(),
+                    format!("it is a symbolic link to '{}', {why}", target.display()),
                 ),
             ));
         }

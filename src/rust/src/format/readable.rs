@@ -7,8 +7,11 @@
 //! them (`fmalloc_corrupt`, never an R error from deep inside), and
 //! `fmalloc_check()` reports it.
 
-use super::meta::{Meta, Node, Payload};
+use std::collections::HashMap;
+
+use super::meta::{Meta, Node, Payload, Str};
 use super::ElemType;
+use crate::strpool::{Elt, Encoding};
 
 /// Checks every node of `meta`; `block_len(i)` is the number of elements of
 /// block `i` of the object (a block node's length).
@@ -289,9 +292,15 @@ pub fn check_attrs(
         .collect())
 }
 
-/// The number of levels of `node` if it is a factor (class "factor" and
-/// character levels: inline, or a string block of `block_len(i)` strings).
-pub fn factor_levels(meta: &Meta, node: &Node, block_len: &dyn Fn(u32) -> u64) -> Option<u64> {
+/// A factor's levels: inline strings, or the string block of this index.
+pub enum Levels<'a> {
+    Inline(&'a [Str]),
+    Block(u32),
+}
+
+/// The levels of `node` if it is a factor (class "factor" and character
+/// levels).
+pub fn levels_of<'a>(meta: &'a Meta, node: &Node) -> Option<Levels<'a>> {
     let attr = |want: &[u8]| {
         node.attrs
             .iter()
@@ -305,13 +314,54 @@ pub fn factor_levels(meta: &Meta, node: &Node, block_len: &dyn Fn(u32) -> u64) -
         return None;
     }
     match attr(b"levels")? {
-        Payload::Character(l) => Some(l.len() as u64),
+        Payload::Character(l) => Some(Levels::Inline(l)),
         Payload::Block {
             index,
             elem: ElemType::String,
-        } => Some(block_len(*index)),
+        } => Some(Levels::Block(*index)),
         _ => None,
     }
+}
+
+/// The number of levels of `node` if it is a factor (a string block of
+/// levels has `block_len(i)` strings).
+pub fn factor_levels(meta: &Meta, node: &Node, block_len: &dyn Fn(u32) -> u64) -> Option<u64> {
+    Some(match levels_of(meta, node)? {
+        Levels::Inline(l) => l.len() as u64,
+        Levels::Block(i) => block_len(i),
+    })
+}
+
+/// The first level that repeats an earlier one, if any: R's `factor()` and
+/// `levels<-` refuse duplicated levels, and R warns about them whenever
+/// such a factor is printed (`structure()` can still make one). Levels are
+/// data like codes (a string block when long): the save and
+/// `fmalloc_check()` look at them, a read does not. Latin-1 strings are
+/// compared as their UTF-8 form, as R compares strings across encodings.
+pub fn duplicated_level<'a>(levels: impl Iterator<Item = Elt<'a>>) -> Option<String> {
+    let mut seen = HashMap::new();
+    for (i, l) in levels.enumerate() {
+        let key = l.map(|(b, enc)| match enc {
+            Encoding::Latin1 => b
+                .iter()
+                .map(|&c| char::from(c))
+                .collect::<String>()
+                .into_bytes(),
+            _ => b.to_vec(),
+        });
+        if let Some(first) = seen.get(&key) {
+            let shown = key.as_ref().map_or("NA".into(), |b| {
+                let s: String = String::from_utf8_lossy(b).chars().take(60).collect();
+                format!("\"{s}\"")
+            });
+            return Some(format!(
+                "factor level {} ({shown}) repeats level {first}",
+                i + 1
+            ));
+        }
+        seen.insert(key, i + 1);
+    }
+    None
 }
 
 /// What is wrong with a factor's codes, if anything: each must be NA or a
@@ -332,4 +382,47 @@ pub fn bad_codes(codes: impl Iterator<Item = i32>, levels: u64) -> Option<String
             "{bad} factor code(s) are not a level (1 to {levels}), the first {c} at element {at}"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_twice_is_found_across_encodings() {
+        let l = |v: &[(&'static [u8], Encoding)]| {
+            v.iter().map(|&(b, e)| Some((b, e))).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            duplicated_level(l(&[(b"a", Encoding::Utf8), (b"b", Encoding::Utf8)]).into_iter()),
+            None
+        );
+        assert_eq!(
+            duplicated_level(
+                l(&[
+                    (b"a", Encoding::Native),
+                    (b"b", Encoding::Utf8),
+                    (b"a", Encoding::Utf8)
+                ])
+                .into_iter()
+            )
+            .as_deref(),
+            Some("factor level 3 (\"a\") repeats level 1")
+        );
+        // "é" in latin1 and in UTF-8 are one level.
+        let found = duplicated_level(
+            l(&[
+                (b"caf\xc3\xa9", Encoding::Utf8),
+                (b"caf\xe9", Encoding::Latin1),
+            ])
+            .into_iter(),
+        );
+        assert_eq!(
+            found.as_deref(),
+            Some("factor level 2 (\"café\") repeats level 1")
+        );
+        assert!(
+            duplicated_level([None, Some((&b"x"[..], Encoding::Utf8)), None].into_iter()).is_some()
+        );
+    }
 }

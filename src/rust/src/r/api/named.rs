@@ -27,10 +27,12 @@ use crate::heap::ElemType;
 use crate::heap::Heap;
 use crate::r::args::{heap_of, FmallocHeap};
 use crate::r::error::returned_form;
+use crate::r::ffi::SEXP;
 use crate::r::named::assemble::assemble;
 use crate::r::named::leaf::{block_of_leaf, copy_leaf_into_heap, data_pointer};
 use crate::r::named::listing::ls_columns;
 use crate::r::named::meta::encode_meta;
+use crate::r::types::char_elt;
 
 /// Stores `leaves` under `name` with the meta encoded from `desc` (the flat
 /// description `.fm_decompose()` makes), in one atomic catalog update.
@@ -140,9 +142,30 @@ fn save(
     };
     check_object(&decoded, &block_len).map_err(refuse)?;
     for node in &decoded.nodes {
-        let Some(levels) = readable::factor_levels(&decoded, node, &block_len) else {
+        let Some(levels) = readable::levels_of(&decoded, node) else {
             continue;
         };
+        let dup = match levels {
+            readable::Levels::Inline(l) => readable::duplicated_level(
+                l.iter()
+                    .map(|s| s.as_ref().map(|(b, e)| (b.as_slice(), *e))),
+            ),
+            readable::Levels::Block(i) => match leaf.get(i as usize) {
+                Some(&l) => {
+                    let p = data_pointer(l, ElemType::String)? as *const SEXP;
+                    // SAFETY: `l` is a character vector of `block_len(i)`
+                    // elements (CHARSXPs at `p`) that `leaves` keeps alive
+                    // for the call.
+                    let chars = unsafe { std::slice::from_raw_parts(p, block_len(i) as usize) };
+                    readable::duplicated_level(chars.iter().map(|&c| char_elt(c)))
+                }
+                None => None,
+            },
+        };
+        if let Some(why) = dup {
+            return Err(refuse(why));
+        }
+        let levels = readable::factor_levels(&decoded, node, &block_len).unwrap_or(0);
         let why = match &node.payload {
             Payload::Integer(codes) => readable::bad_codes(codes.iter().copied(), levels),
             Payload::Block {

@@ -2,8 +2,12 @@
 //! pool block (layout in `crate::strpool`).
 //!
 //! Elt builds a CHARSXP from the pool bytes with `Rf_mkCharLenCE`, keeping
-//! the encoding mark (native, UTF-8, latin1, bytes); R's global CHARSXP
-//! cache makes repeated reads cheap, so there is no per-vector cache. Set_elt
+//! the encoding mark (native, UTF-8, latin1, bytes), on every read: there is
+//! no per-vector cache, so reading a vector larger than memory keeps none of
+//! it in R's heap. The price is a lookup in R's global CHARSXP cache per
+//! read: 75-450 ns per element in `==` and `unique()` against 5-15 for an
+//! ordinary vector (`?create_fmalloc_vector` says so, and that `x[]` takes
+//! an ordinary copy). Set_elt
 //! writes the new string into the pool (in place when not longer, appended
 //! otherwise) through the pool shared by every vector over it
 //! (`crate::pool`), which grows or compacts it when full. Once a data
