@@ -351,8 +351,9 @@
 #' Objects whose class R's own methods fail on, and which a read would
 #' therefore refuse as damaged, are refused too (class `fmalloc_invalid`,
 #' nothing is written): a factor without character levels, with a level
-#' twice or with codes that are not levels, a data frame that is not a list or whose row names
-#' do not match its columns, a `POSIXct` whose time zone is not character.
+#' twice or with codes that are not levels, a data frame that is not a list
+#' or whose row names do not match its columns, a `POSIXct` whose time zone
+#' is not character.
 #' So is an object with a class of a package that is not loaded
 #' (`fmalloc_unsupported`, before R's own functions would load it): it could
 #' not be read back without loading that package, which Rfmalloc never

@@ -352,10 +352,7 @@ fn check_entry<V: View + ?Sized>(
                 for node in &m.nodes {
                     match readable::levels_of(&m, node) {
                         Some(readable::Levels::Inline(l)) => {
-                            let l = l
-                                .iter()
-                                .map(|s| s.as_ref().map(|(b, e)| (b.as_slice(), *e)));
-                            if let Some(why) = readable::duplicated_level(l) {
+                            if let Some(why) = readable::duplicated_level(readable::elts(l)) {
                                 out.add(name, "meta", why);
                             }
                         }

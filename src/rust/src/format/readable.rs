@@ -332,6 +332,12 @@ pub fn factor_levels(meta: &Meta, node: &Node, block_len: &dyn Fn(u32) -> u64) -
     })
 }
 
+/// Inline strings as pool elements (what [`duplicated_level`] reads).
+pub fn elts(l: &[Str]) -> impl Iterator<Item = Elt<'_>> {
+    l.iter()
+        .map(|s| s.as_ref().map(|(b, e)| (b.as_slice(), *e)))
+}
+
 /// The first level that repeats an earlier one, if any: R's `factor()` and
 /// `levels<-` refuse duplicated levels, and R warns about them whenever
 /// such a factor is printed (`structure()` can still make one). Levels are

@@ -146,10 +146,7 @@ fn save(
             continue;
         };
         let dup = match levels {
-            readable::Levels::Inline(l) => readable::duplicated_level(
-                l.iter()
-                    .map(|s| s.as_ref().map(|(b, e)| (b.as_slice(), *e))),
-            ),
+            readable::Levels::Inline(l) => readable::duplicated_level(readable::elts(l)),
             readable::Levels::Block(i) => match leaf.get(i as usize) {
                 Some(&l) => {
                     let p = data_pointer(l, ElemType::String)? as *const SEXP;
