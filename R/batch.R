@@ -82,23 +82,31 @@ fmalloc_batch <- function(heap, expr) {
   if (missing(heap) || missing(expr)) .fm_missing_args(c("heap", "expr"), sys.call())
   call <- sys.call()
   heap <- .fm_heap(heap, call)
-  batch <- .rfm(fmalloc_batch_begin(heap), call)
   # `expr` may leave without returning: an error or an interrupt that no
   # handler inside it caught (rolled back), or a return()/break of the
   # caller's code (committed, as when it returns: not an error).
   # (No closure is made in this frame: it would keep the frame alive, and
   # with it a second reference to the value, so that an in-place write to
   # an object saved in `expr` would copy it instead of writing the file.)
+  # Beginning and ending the batch run with interrupts suspended, and the
+  # exit handler is in place before the batch begins: an interrupt between
+  # the batch's start and its end (a Ctrl-C as the call starts, or during
+  # its commit or rollback) would otherwise leave it open, and every later
+  # save would go into it, to be lost.
+  batch <- NULL
   done <- FALSE
   seen <- new.env(parent = emptyenv())
   seen$failed <- FALSE
-  on.exit(if (!done) {
+  on.exit(suspendInterrupts(if (!done && !is.null(batch)) {
     if (seen$failed) fmalloc_batch_abort(batch) else .rfm(fmalloc_batch_commit(batch, heap), call)
-  })
+  }))
+  suspendInterrupts(batch <- .rfm(fmalloc_batch_begin(heap), call))
   fail <- .fm_flag_failure(seen, call)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail, warning = fail)
-  done <- TRUE
-  .rfm(fmalloc_batch_commit(batch, heap), call)
+  suspendInterrupts({
+    done <- TRUE
+    .rfm(fmalloc_batch_commit(batch, heap), call)
+  })
   invisible(value)
 }
 

@@ -12,6 +12,10 @@
 #' the heap was opened at an older commit because the newest one could not be
 #' read (see [fmalloc_open()]).
 #'
+#' A file that another process truncated while this session has it open
+#' gives one row (part `"file"`) and is not read: reading past its end
+#' would crash R.
+#'
 #' The check never writes to the file: it works on read-only heaps, and on a
 #' writable heap it commits nothing. Given a path, it opens the file
 #' read-only for the check alone; a file that cannot be opened (not a heap,

@@ -32,8 +32,16 @@
   .fmalloc_abort(substring(msg, nchar(tag) + 1L), sub(.fmalloc_tag, "\\1", tag), call)
 }
 
+# Every call into the Rust core runs with interrupts suspended (a Ctrl-C
+# takes effect when it returns): R raises an interrupt wherever it checks
+# for one, and it does inside R's allocations, which Rust code makes
+# (through savvy) at points where a jump out of it would skip Rust's
+# clean-up: an interrupted save kept the space it had taken and a
+# reference to the heap until the session ended. Not for
+# create_fmalloc_vector()'s small vectors and ALTREP methods, whose cost
+# is counted in microseconds.
 .rfm <- function(expr, call = sys.call(-1L)) {
-  withCallingHandlers(expr, error = .rfm_handler(call))
+  withCallingHandlers(suspendInterrupts(expr), error = .rfm_handler(call))
 }
 
 # The handler is made here, not inside .rfm(): a closure created in .rfm()

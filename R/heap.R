@@ -31,7 +31,22 @@
 #' message of class `fmalloc_pinned`: `rm()` them (or let them go out of
 #' scope) and the file is released at the next garbage collection. Closing
 #' twice is harmless; any other use of a closed handle gives an error of
-#' class `fmalloc_closed`.
+#' class `fmalloc_closed`. Processes forked from this session while it had
+#' the heap open (`parallel::mclapply()`, `mcparallel()`, a fork cluster)
+#' share its lock: while one of them runs, the file stays locked after the
+#' session closed it, and an open of it (by this session too) is
+#' `fmalloc_locked`; it is released when they have ended. That keeps
+#' another writer from reusing space that a worker may still write to.
+#'
+#' R reads the file through a memory map, as every memory-mapped store
+#' does: do not truncate, overwrite or replace a heap file while a session
+#' has it open. Reading a vector past the end of a truncated file kills R
+#' (a bus error, SIGBUS; [fmalloc_check()] reports the truncation instead
+#' of reading), and a file overwritten in place gives wrong values. Moving
+#' or deleting it is harmless: the session keeps the file it opened.
+#' Opening, saving, getting, writing and batches run to their end once
+#' begun: an interrupt (Ctrl-C) takes effect when the call returns, and R
+#' ignores SIGUSR1 and SIGUSR2 meanwhile.
 #'
 #' `local_fmalloc_heap()` and `with_fmalloc_heap()` open a heap for a
 #' while, in the manner of the withr package: `local_fmalloc_heap()` opens
@@ -148,8 +163,10 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
 
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   # Errors in the returned form (see R/error.R), so no .rfm() here.
-  ptr <- .Call(savvy_fmalloc_heap_open__impl, .absolute_path(path), readonly, recover, size_bytes,
-               sync)
+  path <- .absolute_path(path)
+  ptr <- suspendInterrupts( # see .rfm()
+    .Call(savvy_fmalloc_heap_open__impl, path, readonly, recover, size_bytes, sync)
+  )
   if (inherits(ptr, "fmalloc_failure")) .fmalloc_raise(unclass(ptr), sys.call())
   heap <- .savvy_wrap_FmallocHeap(ptr)
   class(heap) <- c("fmalloc_heap", class(heap))

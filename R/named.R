@@ -313,7 +313,7 @@
 # every function on the way back to the user (fmalloc_get(), fmalloc_save()).
 # `heap` has been checked (.fm_heap()); Rust resolves it again.
 .fm_assemble <- function(heap, name, call) {
-  obj <- .Call(savvy_fmalloc_named_get__impl, heap, name)
+  obj <- suspendInterrupts(.Call(savvy_fmalloc_named_get__impl, heap, name)) # see .rfm()
   if (inherits(obj, "fmalloc_failure")) {
     .fmalloc_raise(unclass(obj), call)
   }
@@ -511,10 +511,12 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 # that take more than 2 s show their progress (interactive only; the options
 # fmalloc.progress_after/_chunk are for the tests).
 .fm_store <- function(heap, name, parts, overwrite, call) {
-  obj <- fmalloc_named_store(heap, name, parts$desc, parts$leaves, overwrite,
-                             interactive() && !isFALSE(getOption("fmalloc.progress")),
-                             getOption("fmalloc.progress_after", 2),
-                             getOption("fmalloc.progress_chunk", 2^30))
+  progress <- interactive() && !isFALSE(getOption("fmalloc.progress"))
+  after <- getOption("fmalloc.progress_after", 2)
+  chunk <- getOption("fmalloc.progress_chunk", 2^30)
+  obj <- suspendInterrupts( # see .rfm()
+    fmalloc_named_store(heap, name, parts$desc, parts$leaves, overwrite, progress, after, chunk)
+  )
   if (inherits(obj, "fmalloc_failure")) {
     .fmalloc_raise(unclass(obj), call)
   }
@@ -562,7 +564,7 @@ fmalloc_get <- function(name, heap = NULL, copy = FALSE) {
   # .fm_assemble() written out.
   if (is.null(heap)) heap <- .fmalloc_default_heap(call)
   .check_heap(heap, call = call)
-  x <- .Call(savvy_fmalloc_named_get__impl, heap, name)
+  x <- suspendInterrupts(.Call(savvy_fmalloc_named_get__impl, heap, name)) # see .rfm()
   if (inherits(x, "fmalloc_failure")) .fmalloc_raise(unclass(x), call)
   # Returned directly: see .fm_assemble().
   if (inherits(x, "data.table")) .fm_data_table(x) else x

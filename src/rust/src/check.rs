@@ -685,6 +685,17 @@ impl Heap {
     /// heap, a rebuild in an overlay for a read-only one). A problem-free
     /// heap gives an empty list. Nothing is committed, nothing written.
     pub fn check(&self) -> Vec<Problem> {
+        if let Some((now, mapped)) = self.file_and_mapped_len().filter(|&(n, m)| n < m) {
+            return vec![Problem {
+                object: None,
+                part: "file".into(),
+                problem: format!(
+                    "the file is {now} bytes, shorter than the {mapped} bytes mapped when it \
+                     was opened: it was truncated while open, and nothing was read (reading \
+                     past its end would crash R)"
+                ),
+            }];
+        }
         let recovery = Recovery::Known(self.recovery());
         self.with_mapping(|map, alloc| match map.read_view() {
             Some(ro) => walk(&ro, alloc.map(|a| (a, map)), recovery),

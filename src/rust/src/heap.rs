@@ -53,7 +53,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 
 use once_cell::sync::Lazy;
 
@@ -164,6 +165,11 @@ struct Shared {
     owner: Owner,
     /// Declared before `_lock`: the mapping goes before the lock does.
     state: Mutex<State>,
+    /// Releases that found `state` locked (see `Heap::release`), applied
+    /// by the next release or allocation; `has_pending` says whether any
+    /// wait.
+    pending: Mutex<Vec<u64>>,
+    has_pending: AtomicBool,
     /// Why the open fell back to an older commit, if it did.
     recovery: Option<String>,
     /// The locked descriptor of a read-only heap (a writable heap's lives in
@@ -415,6 +421,15 @@ fn tag_key(heap_id: &[u8; 16]) -> u64 {
 
 fn lock_state(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The state, or `None` when it is locked.
+fn try_lock_state(m: &Mutex<State>) -> Option<MutexGuard<'_, State>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 fn corrupt(path: &Path) -> impl Fn(String) -> Error + '_ {
@@ -1135,6 +1150,8 @@ impl Shared {
                 readonly: opts.readonly,
                 owner: Owner::current(),
                 state: Mutex::new(state),
+                pending: Mutex::default(),
+                has_pending: AtomicBool::new(false),
                 recovery: v.recovery,
                 _lock: lock_file,
             },
@@ -1221,7 +1238,20 @@ impl Shared {
                 e,
             )));
         }
-        let mut map = Mapping::open_rw(rw, size).map_err(|e| Error::io(path, "map", e))?;
+        // A map can still be refused (an address-space limit, ulimit -v):
+        // the file is then emptied (and removed, when made here) through a
+        // second descriptor of it, which keeps the lock meanwhile.
+        let undo = rw.try_clone().ok();
+        let mut map = match Mapping::open_rw(rw, size) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(f) = &undo {
+                    let _ = f.set_len(0);
+                }
+                return Err(refused(Error::io(path, "map", e)));
+            }
+        };
+        drop(undo);
         let mut alloc = Allocator::with_key(tag_key(&header.heap_id));
         alloc.set_catalog_region(&map, CATALOG_REGION_END);
         alloc
@@ -1261,6 +1291,8 @@ impl Shared {
             readonly: false,
             owner: Owner::current(),
             state: Mutex::new(state),
+            pending: Mutex::default(),
+            has_pending: AtomicBool::new(false),
             recovery: None,
             _lock: None,
         })
@@ -1274,7 +1306,12 @@ impl Drop for Shared {
         if self.readonly || self.owner.is_forked() {
             return;
         }
-        let mut st = lock_state(&self.state);
+        // Held only when R dropped the heap from inside a call that holds
+        // it (see `Heap::release`): the process is ending, and the file
+        // opens at its last commit.
+        let Some(mut st) = try_lock_state(&self.state) else {
+            return;
+        };
         if !st.crashed {
             // An open batch is dropped (rolled back by not committing it:
             // its blocks are free at the next writable open).
@@ -2144,10 +2181,11 @@ impl Heap {
         if self.shared.owner.is_forked() {
             return Err(Error::Forked { path: path() });
         }
-        let st = self.state();
+        let mut st = self.state();
         if st.crashed {
             return Err(Error::Closed { path: path() });
         }
+        self.release_pending(&mut st);
         Ok(st)
     }
 
@@ -2400,37 +2438,47 @@ impl Heap {
 
     /// One reference fewer; frees the block when unreferenced and unnamed.
     /// A no-op in a forked child.
+    ///
+    /// Never waits for the heap's lock: only R's thread calls this, from
+    /// the garbage collector, and R can collect while that thread holds the
+    /// lock -- from a signal handler (SIGUSR1 and SIGUSR2 clean up and
+    /// collect inside the handler, whatever the thread was doing) -- where
+    /// waiting would never end. A release that finds the lock held waits in
+    /// `pending` for the next release or allocation.
     pub fn release(&self, off: u64) -> Result<()> {
         if self.shared.owner.is_forked() {
             return Ok(());
         }
-        let mut st = self.state();
-        if st.crashed {
+        let Some(mut st) = try_lock_state(&self.shared.state) else {
+            self.shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(off);
+            self.shared.has_pending.store(true, Ordering::Release);
             return Ok(());
+        };
+        self.release_pending(&mut st);
+        release_in(&mut st, off)
+    }
+
+    /// Applies the releases that found the lock held (`release`).
+    fn release_pending(&self, st: &mut State) {
+        if !self.shared.has_pending.swap(false, Ordering::Acquire) {
+            return;
         }
-        let r = st.refs.get_mut(&off).ok_or_else(|| not_live(off))?;
-        if r.count == 0 {
-            return Err(Error::Invalid(format!(
-                "block at offset {off} released more often than retained"
-            )));
+        let offs = std::mem::take(
+            &mut *self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for off in offs {
+            // They were valid references when they came (an error here is
+            // a bug, which the direct release would have reported).
+            let _ = release_in(st, off);
         }
-        r.count -= 1;
-        // A block whose name the open transaction changed is settled by
-        // its commit or rollback.
-        if r.count == 0 && !r.named && !st.txn.orig_named.contains_key(&off) {
-            st.refs.remove(&off);
-            if st.unnamed_held.remove(&off) {
-                // The last durable slot may name it (sync = "none").
-                st.deferred.push(off);
-                if st.deferred.len() > MAX_DEFERRED {
-                    // A failed sync only keeps them held.
-                    let _ = st.make_durable();
-                }
-            } else {
-                st.free_block(off);
-            }
-        }
-        Ok(())
     }
 
     pub fn block_size(&self, off: u64) -> Result<u64> {
@@ -2989,6 +3037,15 @@ impl Heap {
         f(&st.map, st.alloc.as_ref())
     }
 
+    /// The length the mapped file has now, and the length mapped: another
+    /// process may have truncated the file since (reading past its end
+    /// raises SIGBUS). `None` when the length cannot be read.
+    pub(crate) fn file_and_mapped_len(&self) -> Option<(u64, u64)> {
+        let st = self.state();
+        let file = st.map.file().or(self.shared._lock.as_ref())?;
+        Some((file.metadata().ok()?.len(), st.map.len()))
+    }
+
     /// Makes the next commit stop at `point`, as if the process died there.
     #[doc(hidden)]
     pub fn debug_fail_next_commit(&self, point: FailPoint) {
@@ -3058,6 +3115,36 @@ pub fn debug_write_v1_heap(path: &Path, objects: &[(&str, &[u8], u64)]) -> Resul
         .write(0, &new_page)
         .map_err(|e| Error::io(&p, "write", e))?;
     st.map.sync_all().map_err(|e| Error::io(&p, "sync", e))?;
+    Ok(())
+}
+
+/// `Heap::release` under the lock.
+fn release_in(st: &mut State, off: u64) -> Result<()> {
+    if st.crashed {
+        return Ok(());
+    }
+    let r = st.refs.get_mut(&off).ok_or_else(|| not_live(off))?;
+    if r.count == 0 {
+        return Err(Error::Invalid(format!(
+            "block at offset {off} released more often than retained"
+        )));
+    }
+    r.count -= 1;
+    // A block whose name the open transaction changed is settled by its
+    // commit or rollback.
+    if r.count == 0 && !r.named && !st.txn.orig_named.contains_key(&off) {
+        st.refs.remove(&off);
+        if st.unnamed_held.remove(&off) {
+            // The last durable slot may name it (sync = "none").
+            st.deferred.push(off);
+            if st.deferred.len() > MAX_DEFERRED {
+                // A failed sync only keeps them held.
+                let _ = st.make_durable();
+            }
+        } else {
+            st.free_block(off);
+        }
+    }
     Ok(())
 }
 

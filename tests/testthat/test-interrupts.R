@@ -1,0 +1,124 @@
+# Interrupts (Ctrl-C, SIGINT) and signals that arrive in the middle of a
+# heap call: what a call committed stays, what it did not leaves nothing
+# behind, and the session goes on with the same handle.
+
+# Sends SIGINT to this process after `delay` seconds (from a child shell).
+interrupt_in <- function(delay) {
+  system(sprintf("(sleep %.2f; kill -INT %d) >/dev/null 2>&1 &", delay, Sys.getpid()))
+}
+
+# Runs R code for `secs` seconds: R takes an interrupt there at once, or as
+# soon as interrupts are allowed again (Sys.sleep() would take it even while
+# they are suspended).
+spin <- function(secs) {
+  t0 <- Sys.time()
+  while (Sys.time() - t0 < secs) NULL
+}
+
+test_that("an interrupt as a batch begins or ends leaves no batch open to swallow later saves", {
+  skip_on_os("windows")
+  skip_on_cran()
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  withr::defer(fmalloc_close(heap), priority = "last")
+  ns <- asNamespace("Rfmalloc")
+  # An interrupt that arrives inside each of the batch's own steps.
+  # (Evaluated in the traced function's frame: `spin` goes in as a value.)
+  interrupt_here <- bquote({
+    tools::pskill(Sys.getpid(), tools::SIGINT)
+    .(spin)(0.5)
+  })
+  steps <- list(
+    list(what = "fmalloc_batch_begin", exit = TRUE, expr = quote(fmalloc_save(1, "a1", heap))),
+    list(what = "fmalloc_batch_commit", exit = FALSE, expr = quote(fmalloc_save(1, "a2", heap))),
+    list(what = "fmalloc_batch_abort", exit = FALSE,
+         expr = quote({ fmalloc_save(1, "a3", heap); stop("give up") }))
+  )
+  for (k in seq_along(steps)) {
+    s <- steps[[k]]
+    if (s$exit) {
+      suppressMessages(trace(s$what, exit = interrupt_here, where = ns, print = FALSE))
+    } else {
+      suppressMessages(trace(s$what, tracer = interrupt_here, where = ns, print = FALSE))
+    }
+    got <- tryCatch({
+      tryCatch(fmalloc_batch(heap, eval(s$expr)), error = function(e) NULL)
+      spin(1) # an interrupt held back until the batch ended arrives here
+      "not interrupted"
+    }, interrupt = function(i) "interrupted")
+    suppressMessages(untrace(s$what, where = ns))
+    expect_identical(got, "interrupted", info = s$what)
+    # The batch ended: a save after it is a commit of its own.
+    local(fmalloc_save(k, paste0("after_", k), heap))
+  }
+  fmalloc_close(heap)
+  invisible(gc())
+  heap <- fmalloc_open(path, readonly = TRUE)
+  # What each batch did (nothing, committed, rolled back), and every save
+  # after them, is in the file.
+  # ("a1" too when the interrupt held back until the batch began came after
+  # its code ran.)
+  names <- fmalloc_ls(heap)$name
+  expect_true(all(c("a2", "after_1", "after_2", "after_3") %in% names))
+  expect_false("a3" %in% names)
+})
+
+test_that("an interrupted save leaves neither its space taken nor the file held", {
+  skip_on_os("windows")
+  skip_on_cran()
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.5)
+  base <- fmalloc_info(heap)$used
+  x <- as.character(seq_len(1e6))
+  for (delay in c(0.05, 0.1, 0.2, 0.3, 0.4)) {
+    x <- as.character(seq_len(1e6) + delay) # a new deferred string vector each time
+    interrupt_in(delay)
+    got <- tryCatch({
+      local(fmalloc_save(x, "x", heap, overwrite = TRUE))
+      spin(2) # the interrupt arrives here if the save was quicker
+      "not interrupted"
+    }, interrupt = function(i) "interrupted")
+    expect_identical(got, "interrupted")
+    if (fmalloc_exists("x", heap)) expect_identical(fmalloc_get("x", heap)[[7]], x[[7]])
+    fmalloc_rm("x", heap)
+    invisible(gc())
+    expect_identical(fmalloc_info(heap)$used, base, info = delay)
+  }
+  rm(x)
+  fmalloc_close(heap)
+  invisible(gc())
+  # No vector of the heap is left behind: another process can open it.
+  expect_true(callr::r(function(path) {
+    h <- Rfmalloc::fmalloc_open(path)
+    Rfmalloc::fmalloc_close(h)
+    TRUE
+  }, list(path)))
+})
+
+test_that("SIGUSR1 in the middle of heap calls ends R instead of hanging it", {
+  skip_on_os("windows")
+  skip_on_cran()
+  # R cleans up and collects garbage inside its SIGUSR1 handler, whatever
+  # it was doing: a release of a heap vector there waited for the lock that
+  # the interrupted call held. (R ignores the signal while interrupts are
+  # suspended, as they are in most heap calls: it is sent until R ends.)
+  for (k in 1:3) {
+    p <- callr::r_bg(function(path) {
+      library(Rfmalloc)
+      h <- fmalloc_open(path, size_gb = 0.2)
+      repeat {
+        v <- create_fmalloc_vector("double", 1e4, heap = h)
+        fmalloc_save(runif(10), "o", h, overwrite = TRUE)
+      }
+    }, list(path = local_heap_path()), wd = withr::local_tempdir()) # SIGUSR1 saves .RData there
+    Sys.sleep(1.5)
+    for (i in 1:40) {
+      if (!p$is_alive()) break
+      p$signal(tools::SIGUSR1)
+      Sys.sleep(0.5)
+    }
+    alive <- p$is_alive()
+    if (alive) p$kill()
+    expect_false(alive)
+  }
+})
