@@ -3171,3 +3171,30 @@ fn to_entry(e: &StoredEntry, meta: Vec<u8>, damaged: Option<String>) -> Entry {
         modified_ms: e.modified_ms,
     }
 }
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    #[test]
+    fn a_release_while_the_lock_is_held_waits_for_the_next_call() {
+        let path = std::env::temp_dir().join(format!("rfm-release-{}.heap", std::process::id()));
+        let opts = OpenOptions {
+            initial_size: Some(4 << 20),
+            ..OpenOptions::default()
+        };
+        let (h, _) = Heap::open(&path, &opts).unwrap();
+        let off = h.malloc(64).unwrap();
+        // R's garbage collector releasing a vector inside a heap call (as
+        // from a signal handler): it waited for the lock forever.
+        h.with_mapping(|_, _| h.release(off)).unwrap();
+        assert_eq!(h.session_refs(), 1);
+        // The next allocation applies it.
+        let other = h.malloc(64).unwrap();
+        assert_eq!(h.session_refs(), 1);
+        h.release(other).unwrap();
+        assert_eq!(h.session_refs(), 0);
+        drop(h);
+        let _ = std::fs::remove_file(&path);
+    }
+}
