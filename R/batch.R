@@ -34,7 +34,11 @@
 #' like `return()` and commits what it did so far; an
 #' error condition signalled without `stop()` and recovered from inside
 #' `expr` (a restart) marks the batch failed, so that a `return()` after it
-#' rolls the batch back. Catch such conditions inside `expr`.
+#' rolls the batch back. Catch such conditions inside `expr`. An interrupt
+#' (Ctrl-C) that arrives while a heap call in `expr` runs is taken as that
+#' call returns, so it rolls the batch back too. SIGUSR1 and SIGUSR2 make R
+#' quit at once, running the exit code of every function it leaves: a
+#' batch then commits what its code did so far, as when left by `return()`.
 #' Inside the batch, [fmalloc_get()], [fmalloc_exists()] and [fmalloc_ls()]
 #' see the batch's changes; other processes and a crash see none of them
 #' until the batch commits.
@@ -97,13 +101,16 @@ fmalloc_batch <- function(heap, expr) {
   done <- FALSE
   seen <- new.env(parent = emptyenv())
   seen$failed <- FALSE
-  on.exit(suspendInterrupts(if (!done && !is.null(batch)) {
+  on.exit(.fm_quietly(if (!done && !is.null(batch)) {
     if (seen$failed) fmalloc_batch_abort(batch) else .rfm(fmalloc_batch_commit(batch, heap), call)
   }))
-  suspendInterrupts(batch <- .rfm(fmalloc_batch_begin(heap), call))
+  .fm_quietly(batch <- .rfm(fmalloc_batch_begin(heap), call))
   fail <- .fm_flag_failure(seen, call)
   value <- withCallingHandlers(expr, error = fail, interrupt = fail, warning = fail)
-  suspendInterrupts({
+  # An interrupt that came during the last heap call of `expr` and that R
+  # has not taken yet fails the batch too.
+  withCallingHandlers(Sys.sleep(0), interrupt = fail)
+  .fm_quietly({
     done <- TRUE
     .rfm(fmalloc_batch_commit(batch, heap), call)
   })

@@ -2,6 +2,8 @@
 # closes it, and every function with `heap = NULL` uses it.
 
 .fmalloc_state <- new.env(parent = emptyenv())
+# Depth of .fm_quietly() sections (see .rfm()).
+.fmalloc_state$quiet <- 0L
 
 #' Open the session's default heap
 #'

@@ -41,7 +41,27 @@
 # create_fmalloc_vector()'s small vectors and ALTREP methods, whose cost
 # is counted in microseconds.
 .rfm <- function(expr, call = sys.call(-1L)) {
-  withCallingHandlers(suspendInterrupts(expr), error = .rfm_handler(call))
+  withCallingHandlers(.fm_uninterrupted(expr), error = .rfm_handler(call))
+}
+
+# `expr` with interrupts suspended, then any interrupt that came meanwhile,
+# taken as the call returns: R would take it at its next check, which may
+# come after more heap calls (a save after the interrupted one, a batch's
+# commit). Not inside .fm_quietly() (Sys.sleep() takes an interrupt even
+# while they are suspended). The value is not bound here: see
+# .rfm_handler().
+.fm_uninterrupted <- function(expr) {
+  if (.fmalloc_state$quiet == 0L) on.exit(Sys.sleep(0))
+  suspendInterrupts(expr)
+}
+
+# `expr` with interrupts suspended throughout, heap calls in it included:
+# steps that must not be parted (a batch's begin and the record of it, the
+# restore of a default heap).
+.fm_quietly <- function(expr) {
+  .fmalloc_state$quiet <- .fmalloc_state$quiet + 1L
+  on.exit(.fmalloc_state$quiet <- .fmalloc_state$quiet - 1L)
+  suspendInterrupts(expr)
 }
 
 # The handler is made here, not inside .rfm(): a closure created in .rfm()
@@ -95,7 +115,7 @@
 .fm_missing_args <- function(args, call, env = parent.frame()) {
   gone <- args[vapply(args, function(a) eval(call("missing", as.name(a)), env), NA)]
   .invalid(sprintf(
-    "argument %s %s missing, with no default",
+    "%s %s %s missing, with no default", if (length(gone) > 1L) "arguments" else "argument",
     paste0("`", gone, "`", collapse = " and "), if (length(gone) > 1L) "are" else "is"
   ), call)
 }

@@ -44,9 +44,11 @@
 #' (a bus error, SIGBUS; [fmalloc_check()] reports the truncation instead
 #' of reading), and a file overwritten in place gives wrong values. Moving
 #' or deleting it is harmless: the session keeps the file it opened.
-#' Opening, saving, getting, writing and batches run to their end once
-#' begun: an interrupt (Ctrl-C) takes effect when the call returns, and R
-#' ignores SIGUSR1 and SIGUSR2 meanwhile.
+#' Opening, saving, getting and writing run to their end once begun: an
+#' interrupt (Ctrl-C) takes effect when the call returns (for
+#' `fmalloc_get()`, at R's next check for interrupts after it), and R
+#' ignores SIGUSR1 and SIGUSR2 meanwhile. See [fmalloc_batch()] for
+#' batches.
 #'
 #' `local_fmalloc_heap()` and `with_fmalloc_heap()` open a heap for a
 #' while, in the manner of the withr package: `local_fmalloc_heap()` opens
@@ -164,7 +166,7 @@ fmalloc_open <- function(path, size_gb = NULL, readonly = FALSE,
   size_bytes <- if (is.null(size_gb)) NULL else size_gb * 1024^3
   # Errors in the returned form (see R/error.R), so no .rfm() here.
   path <- .absolute_path(path)
-  ptr <- suspendInterrupts( # see .rfm()
+  ptr <- .fm_uninterrupted( # see .rfm()
     .Call(savvy_fmalloc_heap_open__impl, path, readonly, recover, size_bytes, sync)
   )
   if (inherits(ptr, "fmalloc_failure")) .fmalloc_raise(unclass(ptr), sys.call())
@@ -286,9 +288,13 @@ local_fmalloc_heap <- function(path, size_gb = NULL, readonly = FALSE,
   }
   heap <- fmalloc_open(path, size_gb = size_gb, readonly = readonly, verbose = verbose,
                        sync = sync, recover = recover)
-  old <- .fmalloc_state$heap
-  .fmalloc_state$heap <- heap
-  .defer(.fmalloc_restore_default(heap, old, verbose), .local_envir)
+  # The new default and the exit code that restores the old one, with no
+  # interrupt between them.
+  .fm_quietly({
+    old <- .fmalloc_state$heap
+    .fmalloc_state$heap <- heap
+    .defer(.fmalloc_restore_default(heap, old, verbose), .local_envir)
+  })
   invisible(heap)
 }
 
@@ -309,14 +315,14 @@ with_fmalloc_heap <- function(path, code, size_gb = NULL, readonly = FALSE,
 # when the scope ends, unless it was closed meanwhile (fmalloc_close()).
 # A default that init_fmalloc() opened in the scope is closed, as the next
 # init_fmalloc() would close it.
-.fmalloc_restore_default <- function(heap, old, verbose) {
+.fmalloc_restore_default <- function(heap, old, verbose) .fm_quietly({
   cur <- .fmalloc_state$heap
   .fmalloc_state$heap <- if (!is.null(old) && !fmalloc_heap_is_closed(old)) old
   if (!is.null(cur) && !identical(cur, heap) && !identical(cur, old)) {
     fmalloc_close(cur, verbose = FALSE)
   }
   fmalloc_close(heap, verbose = verbose)
-}
+})
 
 # withr::defer() without withr: runs `expr` when the frame `envir` exits
 # (before what was registered there earlier, as withr does).

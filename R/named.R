@@ -512,15 +512,22 @@ fmalloc_save <- function(x, name, heap = NULL, overwrite = FALSE) {
 # fmalloc.progress_after/_chunk are for the tests).
 .fm_store <- function(heap, name, parts, overwrite, call) {
   progress <- interactive() && !isFALSE(getOption("fmalloc.progress"))
-  after <- getOption("fmalloc.progress_after", 2)
-  chunk <- getOption("fmalloc.progress_chunk", 2^30)
-  obj <- suspendInterrupts( # see .rfm()
+  after <- .fm_number_option("fmalloc.progress_after", 2)
+  chunk <- .fm_number_option("fmalloc.progress_chunk", 2^30)
+  obj <- .fm_uninterrupted( # see .rfm()
     fmalloc_named_store(heap, name, parts$desc, parts$leaves, overwrite, progress, after, chunk)
   )
   if (inherits(obj, "fmalloc_failure")) {
     .fmalloc_raise(unclass(obj), call)
   }
   obj
+}
+
+# A numeric option (the progress settings, for the tests): its default
+# unless it is one number.
+.fm_number_option <- function(name, default) {
+  v <- getOption(name, default)
+  if (is.numeric(v) && length(v) == 1L && !is.na(v)) as.double(v) else default
 }
 
 # How fmalloc_save()'s error messages name `x`: its expression, or "x" when

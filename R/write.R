@@ -183,7 +183,9 @@ fmalloc_write <- function(heap, name, i, j, value) {
 #' @rdname fmalloc_write
 #' @export
 `fmalloc_write<-` <- function(heap, name, i, j, value) {
-  if (missing(heap) || missing(name)) .fm_missing_args(c("heap", "name"), sys.call())
+  if (missing(heap) || missing(name) || missing(value)) {
+    .fm_missing_args(c("heap", "name", "value"), sys.call())
+  }
   .fm_write(
     heap, name, if (missing(i)) .fm_missing else i, .fm_j(missing(j), nargs(), j),
     value, sys.call()

@@ -105,3 +105,46 @@ test_that("an interrupted save leaves neither its space taken nor the file held"
     TRUE
   }, list(path)))
 })
+
+test_that("an interrupt during a save inside a batch rolls the batch back, and stops the code after it", {
+  skip_unless_interruptible()
+  path <- local_heap_path()
+  heap <- fmalloc_open(path, size_gb = 0.05)
+  withr::defer(fmalloc_close(heap), priority = "last")
+  ns <- asNamespace("Rfmalloc")
+  # One interrupt, inside the first save's call into Rust (where interrupts
+  # are held back); nothing between the two saves gives R a reason to take
+  # it before the second one.
+  once <- new.env()
+  once$sent <- FALSE
+  suppressMessages(trace("fmalloc_named_store", where = ns, print = FALSE, tracer = bquote({
+    if (!get("sent", envir = .(once))) {
+      assign("sent", TRUE, envir = .(once))
+      tools::pskill(Sys.getpid(), tools::SIGINT)
+      .(spin)(0.5)
+    }
+  })))
+  withr::defer(suppressMessages(untrace("fmalloc_named_store", where = ns)))
+  got <- tryCatch({
+    fmalloc_batch(heap, {
+      fmalloc_save(1, "a", heap)
+      fmalloc_save(2, "b", heap)
+    })
+    spin(1)
+    "not interrupted"
+  }, interrupt = function(i) "interrupted")
+  expect_identical(got, "interrupted")
+  expect_identical(nrow(fmalloc_ls(heap)), 0L)
+  # Outside a batch the save is made, and the code after it does not run.
+  once$sent <- FALSE
+  got <- tryCatch({
+    local({
+      fmalloc_save(1, "a", heap)
+      fmalloc_save(2, "b", heap)
+    })
+    spin(1)
+    "not interrupted"
+  }, interrupt = function(i) "interrupted")
+  expect_identical(got, "interrupted")
+  expect_identical(fmalloc_ls(heap)$name, "a")
+})

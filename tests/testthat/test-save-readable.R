@@ -51,6 +51,14 @@ test_that("a factor with a level twice is refused, as factor() and levels<- refu
   expect_identical(Encoding(latin), "latin1")
   expect_refused_save(heap, structure(1:2, levels = c("caf\u00e9", latin), class = "factor"), "f")
   expect_refused_save(heap, structure(1:2, levels = c(NA, NA), class = "factor"), "f")
+  # A "bytes" string is another level than the same bytes in UTF-8 (in R too).
+  marked <- "caf\u00e9"
+  Encoding(marked) <- "bytes"
+  two <- factor(c("x", "y"))
+  levels(two) <- c("caf\u00e9", marked)
+  local(fmalloc_save(two, "bytes_level", heap))
+  expect_identical(fmalloc_get("bytes_level", heap, copy = TRUE), two)
+  fmalloc_rm("bytes_level", heap)
   expect_refused_save(heap, data.frame(g = twice), "f")
   # Many levels: a string block of their own.
   lv <- sprintf("level%04d", 1:5000)

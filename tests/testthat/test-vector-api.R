@@ -253,8 +253,7 @@ test_that("a required argument left out is fmalloc_invalid naming it, for every 
     f <- get(name, ns)
     if (!is.function(f) || length(required(f)) == 0L) next
     err <- expect_fmalloc_error(do.call(f, list()), "fmalloc_invalid")
-    expect_match(conditionMessage(err), sprintf("argument `%s`", required(f)[[1]]), fixed = TRUE,
-                 info = name)
+    expect_match(conditionMessage(err), sprintf("arguments? `%s`", required(f)[[1]]), info = name)
     checked <- checked + 1L
   }
   expect_gt(checked, 15L)
@@ -263,7 +262,9 @@ test_that("a required argument left out is fmalloc_invalid naming it, for every 
   err <- expect_fmalloc_error(create_fmalloc_vector("double"), "fmalloc_invalid")
   expect_match(conditionMessage(err), "argument `length` is missing", fixed = TRUE)
   err <- expect_fmalloc_error(fmalloc_set_attr(heap), "fmalloc_invalid")
-  expect_match(conditionMessage(err), "argument `name` and `which` are missing", fixed = TRUE)
+  expect_match(conditionMessage(err), "arguments `name` and `which` are missing", fixed = TRUE)
+  # The replacement form called as a function, without its value.
+  expect_fmalloc_error(`fmalloc_write<-`(tempfile(), "x", 1), "fmalloc_invalid", "argument `value` is missing")
   expect_fmalloc_error(fmalloc_save(1), "fmalloc_invalid", "argument `name` is missing")
   # A missing argument passed on from the caller's own missing argument.
   wrapper <- function(n) create_fmalloc_vector("double", n)

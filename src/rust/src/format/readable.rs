@@ -343,20 +343,26 @@ pub fn elts(l: &[Str]) -> impl Iterator<Item = Elt<'_>> {
 /// such a factor is printed (`structure()` can still make one). Levels are
 /// data like codes (a string block when long): the save and
 /// `fmalloc_check()` look at them, a read does not. Latin-1 strings are
-/// compared as their UTF-8 form, as R compares strings across encodings.
+/// compared as their UTF-8 form, as R compares strings across encodings;
+/// "bytes" strings only with "bytes" strings.
 pub fn duplicated_level<'a>(levels: impl Iterator<Item = Elt<'a>>) -> Option<String> {
     let mut seen = HashMap::new();
     for (i, l) in levels.enumerate() {
+        // A string marked "bytes" equals only one with the same bytes and
+        // mark (R: "\u00e9" == a "bytes" copy of it is FALSE).
         let key = l.map(|(b, enc)| match enc {
-            Encoding::Latin1 => b
-                .iter()
-                .map(|&c| char::from(c))
-                .collect::<String>()
-                .into_bytes(),
-            _ => b.to_vec(),
+            Encoding::Latin1 => (
+                false,
+                b.iter()
+                    .map(|&c| char::from(c))
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
+            Encoding::Bytes => (true, b.to_vec()),
+            _ => (false, b.to_vec()),
         });
         if let Some(first) = seen.get(&key) {
-            let shown = key.as_ref().map_or("NA".into(), |b| {
+            let shown = key.as_ref().map_or("NA".into(), |(_, b)| {
                 let s: String = String::from_utf8_lossy(b).chars().take(60).collect();
                 format!("\"{s}\"")
             });
@@ -430,5 +436,14 @@ mod tests {
         assert!(
             duplicated_level([None, Some((&b"x"[..], Encoding::Utf8)), None].into_iter()).is_some()
         );
+        // A "bytes" string is another level than the same bytes in UTF-8.
+        let found = duplicated_level(
+            l(&[
+                (b"caf\xc3\xa9", Encoding::Utf8),
+                (b"caf\xc3\xa9", Encoding::Bytes),
+            ])
+            .into_iter(),
+        );
+        assert_eq!(found, None);
     }
 }
