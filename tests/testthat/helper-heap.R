@@ -60,23 +60,28 @@ free_disk_gb <- function(dir) {
   suppressWarnings(as.numeric(fields[4])) / 1024^2
 }
 
-# Runs the R script lines `code` in a new Rscript under `ulimit -f 40000`
-# (40000 blocks of 1 KiB: room for a heap of a few MiB only) with the heap
-# path as its argument; returns a function giving the value the script
-# printed after "key " for a key. The run must exit normally.
-run_under_file_limit <- function(code, path) {
+# Runs the R script lines `code` in a new Rscript, after the shell command
+# `before` (a limit such as `ulimit -f 40000`), with the heap path as its
+# argument; returns a function giving the value the script printed after
+# "key " for a key. With `exits`, the run must exit normally.
+run_script <- function(code, path, before = ":", exits = TRUE) {
   script <- withr::local_tempfile(fileext = ".R")
   writeLines(code, script)
   rscript <- file.path(R.home("bin"), "Rscript")
-  cmd <- sprintf("ulimit -f 40000; exec %s %s %s", shQuote(rscript), shQuote(script),
-                 shQuote(path))
+  cmd <- sprintf("%s; exec %s %s %s", before, shQuote(rscript), shQuote(script), shQuote(path))
   out <- withr::with_envvar(
     c(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep)),
     suppressWarnings(system2("bash", c("-c", shQuote(cmd)), stdout = TRUE, stderr = TRUE))
   )
-  testthat::expect_null(attr(out, "status"))
+  if (exits) testthat::expect_null(attr(out, "status"))
   function(key) {
     line <- grep(paste0("^", key, " "), out, value = TRUE)
     trimws(sub(paste0("^", key, " "), "", line))
   }
+}
+
+# run_script() under `ulimit -f 40000` (40000 blocks of 1 KiB: room for a
+# heap of a few MiB only).
+run_under_file_limit <- function(code, path) {
+  run_script(code, path, "ulimit -f 40000")
 }

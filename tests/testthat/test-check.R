@@ -305,9 +305,7 @@ test_that("a file truncated while open is a row, not a crash", {
   skip_on_os("windows")
   skip_on_cran()
   skip_if(Sys.which("truncate") == "", "no truncate")
-  path <- local_heap_path()
-  script <- withr::local_tempfile(fileext = ".R")
-  writeLines(c(
+  field <- run_script(c(
     "library(Rfmalloc)",
     "path <- commandArgs(TRUE)[1]",
     "h <- fmalloc_open(path, size_gb = 0.1)",
@@ -319,13 +317,7 @@ test_that("a file truncated while open is a row, not a crash", {
     "cat('problem', res$problem, '\\n')",
     # Not closed: closing writes through the map, past the file's end.
     "tools::pskill(Sys.getpid(), tools::SIGKILL)"
-  ), script)
-  out <- withr::with_envvar(
-    c(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep)),
-    suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), c(shQuote(script), shQuote(path)),
-                             stdout = TRUE, stderr = TRUE))
-  )
-  field <- function(key) sub(paste0("^", key, " (.*) $"), "\\1", grep(paste0("^", key, " "), out, value = TRUE))
+  ), local_heap_path(), exits = FALSE)
   expect_identical(field("rows"), "1")
   expect_identical(field("part"), "file")
   expect_match(field("problem"), "the file is 52428800 bytes, shorter than the", fixed = TRUE)

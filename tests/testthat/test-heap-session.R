@@ -377,9 +377,7 @@ test_that("a heap whose map is refused (ulimit -v) leaves no file behind", {
   skip_on_os("windows")
   skip_on_cran()
   skip_if(Sys.which("bash") == "", "no bash")
-  path <- local_heap_path()
-  script <- withr::local_tempfile(fileext = ".R")
-  writeLines(c(
+  field <- run_script(c(
     "library(Rfmalloc)",
     "path <- commandArgs(TRUE)[1]",
     "e <- tryCatch(fmalloc_open(path, size_gb = 4), error = identity)",
@@ -387,14 +385,7 @@ test_that("a heap whose map is refused (ulimit -v) leaves no file behind", {
     "cat('exists', file.exists(path), '\\n')",
     "h <- fmalloc_open(path, size_gb = 0.01)",
     "cat('then', fmalloc_info(h)$size, '\\n')"
-  ), script)
-  cmd <- sprintf("ulimit -v 2000000; exec %s %s %s", shQuote(file.path(R.home("bin"), "Rscript")),
-                 shQuote(script), shQuote(path))
-  out <- withr::with_envvar(
-    c(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep)),
-    suppressWarnings(system2("bash", c("-c", shQuote(cmd)), stdout = TRUE, stderr = TRUE))
-  )
-  field <- function(key) sub(paste0("^", key, " (.*) $"), "\\1", grep(paste0("^", key, " "), out, value = TRUE))
+  ), local_heap_path(), "ulimit -v 2000000")
   expect_identical(field("class"), "fmalloc_io")
   expect_identical(field("exists"), "FALSE")
   # The next open makes the heap of the size asked for.

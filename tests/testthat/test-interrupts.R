@@ -125,26 +125,24 @@ test_that("an interrupt during a save inside a batch rolls the batch back, and s
     }
   })))
   withr::defer(suppressMessages(untrace("fmalloc_named_store", where = ns)))
-  got <- tryCatch({
-    fmalloc_batch(heap, {
-      fmalloc_save(1, "a", heap)
-      fmalloc_save(2, "b", heap)
-    })
-    spin(1)
-    "not interrupted"
-  }, interrupt = function(i) "interrupted")
-  expect_identical(got, "interrupted")
+  # Whether `code` was interrupted (and R took it before spin() ended).
+  interrupted <- function(code) {
+    tryCatch({
+      code
+      spin(1)
+      FALSE
+    }, interrupt = function(i) TRUE)
+  }
+  expect_true(interrupted(fmalloc_batch(heap, {
+    fmalloc_save(1, "a", heap)
+    fmalloc_save(2, "b", heap)
+  })))
   expect_identical(nrow(fmalloc_ls(heap)), 0L)
   # Outside a batch the save is made, and the code after it does not run.
   once$sent <- FALSE
-  got <- tryCatch({
-    local({
-      fmalloc_save(1, "a", heap)
-      fmalloc_save(2, "b", heap)
-    })
-    spin(1)
-    "not interrupted"
-  }, interrupt = function(i) "interrupted")
-  expect_identical(got, "interrupted")
+  expect_true(interrupted(local({
+    fmalloc_save(1, "a", heap)
+    fmalloc_save(2, "b", heap)
+  })))
   expect_identical(fmalloc_ls(heap)$name, "a")
 })
