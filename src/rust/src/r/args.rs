@@ -49,7 +49,16 @@ fn handles() -> std::sync::MutexGuard<'static, Vec<usize>> {
 impl Drop for FmallocHeap {
     fn drop(&mut self) {
         let me = self as *const FmallocHeap as usize;
-        handles().retain(|&h| h != me);
+        // Never waits for the lock: R's garbage collector drops handles, and
+        // R can run it while this thread holds the lock (from a signal
+        // handler that then ends the process, see `Heap::release`); the
+        // address is left in the list then, for a process about to exit.
+        let mut list = match HANDLES.try_lock() {
+            Ok(l) => l,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        list.retain(|&h| h != me);
     }
 }
 
