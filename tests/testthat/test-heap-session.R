@@ -448,3 +448,12 @@ test_that("a long copy into the heap shows its progress, in interactive sessions
   expect_true(any(grepl("saved TRUE", quiet, fixed = TRUE)))
   expect_false(any(grepl("copying into the heap", quiet, fixed = TRUE)))
 })
+
+test_that("progress options that are not one number fall back to their defaults", {
+  heap <- local_heap()
+  for (bad in list(NA, "a", c(1, 2), NULL)) {
+    withr::local_options(fmalloc.progress_after = bad, fmalloc.progress_chunk = bad)
+    local(fmalloc_save(1:3, "x", heap, overwrite = TRUE))
+    expect_identical(fmalloc_get("x", heap)[], 1:3)
+  }
+})
