@@ -350,16 +350,17 @@ fn check_entry<V: View + ?Sized>(
                     out.add(name, "meta", format!("the object cannot be read: {why}"));
                 }
                 for node in &m.nodes {
-                    match readable::levels_of(&m, node) {
+                    let levels = readable::levels_of(&m, node);
+                    match &levels {
                         Some(readable::Levels::Inline(l)) => {
                             if let Some(why) = readable::duplicated_level(readable::elts(l)) {
                                 out.add(name, "meta", why);
                             }
                         }
-                        Some(readable::Levels::Block(i)) => level_blocks.push(i as usize),
+                        Some(readable::Levels::Block(i)) => level_blocks.push(*i as usize),
                         None => {}
                     }
-                    if let Some(levels) = readable::factor_levels(&m, node, &block_len) {
+                    if let Some(levels) = levels.map(|l| l.count(&block_len)) {
                         match &node.payload {
                             Payload::Block { index, .. } => factors.push((*index as usize, levels)),
                             Payload::Integer(codes) => {

@@ -419,12 +419,15 @@ fn tag_key(heap_id: &[u8; 16]) -> u64 {
     fnv1a64(heap_id) ^ 0x5246_4d41_4c4c_4f43
 }
 
-fn lock_state(m: &Mutex<State>) -> MutexGuard<'_, State> {
+/// `m`'s guard; a poisoned mutex is taken as it is (no panic reaches R,
+/// and what it guards is as the code left it).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The state, or `None` when it is locked.
-fn try_lock_state(m: &Mutex<State>) -> Option<MutexGuard<'_, State>> {
+/// `lock`, or `None` when the mutex is held: for what R's garbage
+/// collector runs, which must never wait (see `Heap::release`).
+pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
     match m.try_lock() {
         Ok(g) => Some(g),
         Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -1309,7 +1312,7 @@ impl Drop for Shared {
         // Held only when R dropped the heap from inside a call that holds
         // it (see `Heap::release`): the process is ending, and the file
         // opens at its last commit.
-        let Some(mut st) = try_lock_state(&self.state) else {
+        let Some(mut st) = try_lock(&self.state) else {
             return;
         };
         if !st.crashed {
@@ -2168,7 +2171,7 @@ impl Heap {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        lock_state(&self.shared.state)
+        lock(&self.shared.state)
     }
 
     /// The state for a call that allocates or changes the catalog.
@@ -2449,12 +2452,8 @@ impl Heap {
         if self.shared.owner.is_forked() {
             return Ok(());
         }
-        let Some(mut st) = try_lock_state(&self.shared.state) else {
-            self.shared
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(off);
+        let Some(mut st) = try_lock(&self.shared.state) else {
+            lock(&self.shared.pending).push(off);
             self.shared.has_pending.store(true, Ordering::Release);
             return Ok(());
         };
@@ -2464,16 +2463,13 @@ impl Heap {
 
     /// Applies the releases that found the lock held (`release`).
     fn release_pending(&self, st: &mut State) {
-        if !self.shared.has_pending.swap(false, Ordering::Acquire) {
+        // A plain load first: this runs for every allocation.
+        if !self.shared.has_pending.load(Ordering::Relaxed)
+            || !self.shared.has_pending.swap(false, Ordering::Acquire)
+        {
             return;
         }
-        let offs = std::mem::take(
-            &mut *self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let offs = std::mem::take(&mut *lock(&self.shared.pending));
         for off in offs {
             // They were valid references when they came (an error here is
             // a bug, which the direct release would have reported).

@@ -74,7 +74,7 @@ type Table = HashMap<u64, Vec<Weak<Inner>>>;
 static TABLE: Lazy<Mutex<Table>> = Lazy::new(|| Mutex::new(HashMap::new()));
 
 fn table() -> MutexGuard<'static, Table> {
-    TABLE.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::heap::lock(&TABLE)
 }
 
 /// Drops the table's dead entries for `block`. Never waits for the table's
@@ -83,10 +83,8 @@ fn table() -> MutexGuard<'static, Table> {
 /// dead entry left then is harmless (lookups skip what does not upgrade)
 /// and goes at the next call.
 fn forget_dead(block: u64) {
-    let mut t = match TABLE.try_lock() {
-        Ok(t) => t,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return,
+    let Some(mut t) = crate::heap::try_lock(&TABLE) else {
+        return;
     };
     if let Some(v) = t.get_mut(&block) {
         v.retain(|w| w.strong_count() > 0);

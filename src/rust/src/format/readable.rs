@@ -323,13 +323,15 @@ pub fn levels_of<'a>(meta: &'a Meta, node: &Node) -> Option<Levels<'a>> {
     }
 }
 
-/// The number of levels of `node` if it is a factor (a string block of
-/// levels has `block_len(i)` strings).
-pub fn factor_levels(meta: &Meta, node: &Node, block_len: &dyn Fn(u32) -> u64) -> Option<u64> {
-    Some(match levels_of(meta, node)? {
-        Levels::Inline(l) => l.len() as u64,
-        Levels::Block(i) => block_len(i),
-    })
+impl Levels<'_> {
+    /// How many levels there are (a string block of levels has
+    /// `block_len(i)` strings).
+    pub fn count(&self, block_len: &dyn Fn(u32) -> u64) -> u64 {
+        match self {
+            Levels::Inline(l) => l.len() as u64,
+            Levels::Block(i) => block_len(*i),
+        }
+    }
 }
 
 /// Inline strings as pool elements (what [`duplicated_level`] reads).

@@ -43,7 +43,7 @@ pub struct FmallocHeap {
 static HANDLES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 fn handles() -> std::sync::MutexGuard<'static, Vec<usize>> {
-    HANDLES.lock().unwrap_or_else(|e| e.into_inner())
+    crate::heap::lock(&HANDLES)
 }
 
 impl Drop for FmallocHeap {
@@ -53,12 +53,9 @@ impl Drop for FmallocHeap {
         // R can run it while this thread holds the lock (from a signal
         // handler that then ends the process, see `Heap::release`); the
         // address is left in the list then, for a process about to exit.
-        let mut list = match HANDLES.try_lock() {
-            Ok(l) => l,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
-        };
-        list.retain(|&h| h != me);
+        if let Some(mut list) = crate::heap::try_lock(&HANDLES) {
+            list.retain(|&h| h != me);
+        }
     }
 }
 

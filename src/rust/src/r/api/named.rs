@@ -145,9 +145,9 @@ fn save(
         let Some(levels) = readable::levels_of(&decoded, node) else {
             continue;
         };
-        let dup = match levels {
+        let dup = match &levels {
             readable::Levels::Inline(l) => readable::duplicated_level(readable::elts(l)),
-            readable::Levels::Block(i) => match leaf.get(i as usize) {
+            &readable::Levels::Block(i) => match leaf.get(i as usize) {
                 Some(&l) => {
                     let p = data_pointer(l, ElemType::String)? as *const SEXP;
                     // SAFETY: `l` is a character vector of `block_len(i)`
@@ -162,7 +162,7 @@ fn save(
         if let Some(why) = dup {
             return Err(refuse(why));
         }
-        let levels = readable::factor_levels(&decoded, node, &block_len).unwrap_or(0);
+        let levels = levels.count(&block_len);
         let why = match &node.payload {
             Payload::Integer(codes) => readable::bad_codes(codes.iter().copied(), levels),
             Payload::Block {
